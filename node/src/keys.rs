@@ -1,0 +1,236 @@
+//! Node identity and validator keys, stored as JSON files with mode 0600.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+/// Why a key could not be written or read; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path} already exists; refusing to overwrite a key (use --force to replace it)")]
+    Exists { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid key file: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    #[serde(rename = "type")]
+    kind: String,
+    secret_key: String,
+    public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer_id: Option<String>,
+}
+
+/// The libp2p identity of a node.
+pub struct NodeKey {
+    pub keypair: libp2p_identity::Keypair,
+}
+
+impl NodeKey {
+    pub fn generate() -> NodeKey {
+        NodeKey {
+            keypair: libp2p_identity::Keypair::generate_ed25519(),
+        }
+    }
+
+    pub fn peer_id(&self) -> libp2p_identity::PeerId {
+        self.keypair.public().to_peer_id()
+    }
+
+    fn secret(&self) -> [u8; 32] {
+        let ed25519 = self
+            .keypair
+            .clone()
+            .try_into_ed25519()
+            .expect("node keys are always ed25519");
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(ed25519.secret().as_ref());
+        secret
+    }
+
+    pub fn write(&self, path: &Path, force: bool) -> Result<(), KeyError> {
+        let secret = self.secret();
+        let public = SigningKey::from_bytes(&secret).verifying_key();
+        let file = KeyFile {
+            kind: "ed25519".into(),
+            secret_key: hex::encode(secret),
+            public_key: hex::encode(public.as_bytes()),
+            peer_id: Some(self.peer_id().to_string()),
+        };
+        write_private(path, &file, force)
+    }
+
+    pub fn read(path: &Path) -> Result<NodeKey, KeyError> {
+        let (file, secret) = read_file(path)?;
+        let keypair = libp2p_identity::Keypair::ed25519_from_bytes(secret).map_err(|error| {
+            KeyError::Invalid {
+                path: path.to_path_buf(),
+                reason: error.to_string(),
+            }
+        })?;
+        let key = NodeKey { keypair };
+        if let Some(stated) = file.peer_id {
+            if stated != key.peer_id().to_string() {
+                return Err(KeyError::Invalid {
+                    path: path.to_path_buf(),
+                    reason: format!("peer_id {stated} does not match the secret key"),
+                });
+            }
+        }
+        Ok(key)
+    }
+}
+
+/// The consensus signing key of a validator.
+pub struct ValidatorKey {
+    pub signing: SigningKey,
+}
+
+impl ValidatorKey {
+    pub fn generate() -> ValidatorKey {
+        ValidatorKey {
+            signing: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
+    }
+
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.signing.verifying_key().as_bytes())
+    }
+
+    pub fn write(&self, path: &Path, force: bool) -> Result<(), KeyError> {
+        let file = KeyFile {
+            kind: "ed25519".into(),
+            secret_key: hex::encode(self.signing.to_bytes()),
+            public_key: self.public_hex(),
+            peer_id: None,
+        };
+        write_private(path, &file, force)
+    }
+
+    pub fn read(path: &Path) -> Result<ValidatorKey, KeyError> {
+        let (_, secret) = read_file(path)?;
+        let mut array = [0u8; 32];
+        array.copy_from_slice(&secret);
+        Ok(ValidatorKey {
+            signing: SigningKey::from_bytes(&array),
+        })
+    }
+}
+
+/// Reads a key file, checks its type and that the public key matches the secret.
+fn read_file(path: &Path) -> Result<(KeyFile, Vec<u8>), KeyError> {
+    let invalid = |reason: String| KeyError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file: KeyFile = serde_json::from_str(&text).map_err(|error| invalid(error.to_string()))?;
+    if file.kind != "ed25519" {
+        return Err(invalid(format!("type {:?} is not \"ed25519\"", file.kind)));
+    }
+    let secret = hex::decode(&file.secret_key)
+        .ok()
+        .filter(|bytes| bytes.len() == 32)
+        .ok_or_else(|| invalid("secret_key is not 32 hex-encoded bytes".into()))?;
+    let mut array = [0u8; 32];
+    array.copy_from_slice(&secret);
+    let public = hex::encode(SigningKey::from_bytes(&array).verifying_key().as_bytes());
+    if public != file.public_key.to_ascii_lowercase() {
+        return Err(invalid("public_key does not match secret_key".into()));
+    }
+    Ok((file, secret))
+}
+
+/// Writes `file` readable by the owner only. Without `force` an existing file is an error; with
+/// it the new key replaces the old atomically (temporary file, then rename).
+fn write_private(path: &Path, file: &KeyFile, force: bool) -> Result<(), KeyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() && !force {
+        return Err(KeyError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let temporary = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut handle = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(io)?;
+    let text = serde_json::to_string_pretty(file).expect("key files always serialise");
+    handle.write_all(text.as_bytes()).map_err(io)?;
+    handle.sync_all().map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keys_round_trip_with_private_mode_and_refuse_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let node_path = dir.path().join("node_key.json");
+        let node = NodeKey::generate();
+        node.write(&node_path, false).unwrap();
+        assert_eq!(NodeKey::read(&node_path).unwrap().peer_id(), node.peer_id());
+        let mode = std::fs::metadata(&node_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(
+            NodeKey::generate().write(&node_path, false),
+            Err(KeyError::Exists { .. })
+        ));
+        let replacement = NodeKey::generate();
+        replacement.write(&node_path, true).unwrap();
+        assert_eq!(
+            NodeKey::read(&node_path).unwrap().peer_id(),
+            replacement.peer_id()
+        );
+
+        let validator_path = dir.path().join("validator_key.json");
+        let validator = ValidatorKey::generate();
+        validator.write(&validator_path, false).unwrap();
+        let read = ValidatorKey::read(&validator_path).unwrap();
+        assert_eq!(read.public_hex(), validator.public_hex());
+    }
+
+    #[test]
+    fn tampered_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("validator_key.json");
+        ValidatorKey::generate().write(&path, false).unwrap();
+        let other = ValidatorKey::generate().public_hex();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let tampered = text.replace(value["public_key"].as_str().unwrap(), &other);
+        std::fs::write(&path, tampered).unwrap();
+        let error = ValidatorKey::read(&path).err().unwrap();
+        assert!(
+            error.to_string().contains("public_key does not match"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,429 @@
+//! `blyan-node`: initialise a node home, run the node, make checkpoints, import legacy chains
+//! and measure storage.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use blyan_node::api::{self, ApiState};
+use blyan_node::bench;
+use blyan_node::block::Block;
+use blyan_node::config::{check_name, Config, LogFormat};
+use blyan_node::home::Home;
+use blyan_node::keys::{NodeKey, ValidatorKey};
+use blyan_node::metrics::Metrics;
+use blyan_node::storage::{legacy, Durability, Storage, StorageConfig};
+
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BUILD_GIT_COMMIT"),
+    ")"
+);
+
+/// The Blyan node.
+///
+/// Start with `blyan-node init --home DIR`, then `blyan-node start --home DIR`.
+#[derive(Parser)]
+#[command(name = "blyan-node", version = LONG_VERSION, long_version = LONG_VERSION)]
+struct Cli {
+    /// Log format: human (default) or json. For `start` this overrides log.format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct HomeArg {
+    /// Node home directory (config.toml, keys/, data/, checkpoints/).
+    #[arg(long, env = "BLYAN_HOME", value_name = "DIR")]
+    home: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a node home: identity key, validator key and a documented config.toml.
+    Init {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Human-readable node name.
+        #[arg(long, default_value = "node0")]
+        moniker: String,
+        /// Chain id written to config.toml.
+        #[arg(long, default_value = "blyan-devnet")]
+        chain_id: String,
+        /// Replace existing keys and config (the old keys are lost).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the node until SIGINT or SIGTERM (config: file, then BLYAN_* variables, then flags).
+    Start {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Overrides api.listen, e.g. 127.0.0.1:26657.
+        #[arg(long, value_name = "ADDR")]
+        api_listen: Option<String>,
+        /// Overrides moniker.
+        #[arg(long)]
+        moniker: Option<String>,
+        /// Overrides log.level, e.g. debug or "info,blyan_node=debug".
+        #[arg(long)]
+        log_level: Option<String>,
+        /// Initialise the home first (as `init` with defaults) if it has no config.toml yet.
+        #[arg(long)]
+        init: bool,
+    },
+    /// Create a RocksDB checkpoint under HOME/checkpoints/<height> (node must be stopped;
+    /// for a running node use `POST /checkpoints`).
+    Checkpoint {
+        #[command(flatten)]
+        home: HomeArg,
+    },
+    /// Import a legacy file-based chain (docs/STORAGE_ARCHITECTURE.md) into an initialised home.
+    Migrate {
+        /// The legacy directory (blocks/<index>.json, experts/).
+        #[arg(long, value_name = "LEGACY_DIR")]
+        from: PathBuf,
+        #[command(flatten)]
+        home: HomeArg,
+    },
+    /// Measure synced block-commit latency (p50, p99, max) for several block sizes.
+    BenchStorage {
+        /// Directory for the temporary databases (default: the system temp dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Timed commits per size (after a short warm-up).
+        #[arg(long, default_value_t = 500)]
+        blocks: u64,
+        /// Block sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1KiB,64KiB,1MiB")]
+        sizes: Vec<String>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Test aid for the crash-safety test: commit blocks forever (up to --max-blocks), printing
+    /// `ack <height> <hash>` after each commit returns.
+    #[command(hide = true)]
+    StressWrite {
+        #[command(flatten)]
+        home: HomeArg,
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        #[arg(long, default_value_t = 100_000)]
+        max_blocks: u64,
+        /// Disable the WAL, to show that the crash test catches lost commits.
+        #[arg(long)]
+        unsafe_no_wal: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let log_format = cli.log_format;
+    match cli.command {
+        Command::Init {
+            home,
+            moniker,
+            chain_id,
+            force,
+        } => init(&Home::new(home.home), &moniker, &chain_id, force),
+        Command::Start {
+            home,
+            api_listen,
+            moniker,
+            log_level,
+            init: init_first,
+        } => {
+            let home = Home::new(home.home);
+            if init_first && !home.config().exists() {
+                init(
+                    &home,
+                    moniker.as_deref().unwrap_or("node0"),
+                    "blyan-devnet",
+                    false,
+                )?;
+            }
+            let mut config = load_config(&home)?;
+            let mut overridden = false;
+            if let Some(listen) = api_listen {
+                config.api.listen = listen;
+                overridden = true;
+            }
+            if let Some(moniker) = moniker {
+                config.moniker = moniker;
+                overridden = true;
+            }
+            if let Some(level) = log_level {
+                config.log.level = level;
+                overridden = true;
+            }
+            if let Some(format) = log_format {
+                config.log.format = format;
+            }
+            if overridden {
+                config.validate("command line")?;
+            }
+            init_logging(config.log.format, &config.log.level);
+            start(&home, config)
+        }
+        Command::Checkpoint { home } => {
+            init_logging(log_format.unwrap_or(LogFormat::Human), "warn");
+            checkpoint(&Home::new(home.home))
+        }
+        Command::Migrate { from, home } => {
+            init_logging(log_format.unwrap_or(LogFormat::Human), "warn");
+            migrate(&from, &Home::new(home.home))
+        }
+        Command::BenchStorage {
+            dir,
+            blocks,
+            sizes,
+            json,
+        } => bench_storage(dir, blocks, &sizes, json),
+        Command::StressWrite {
+            home,
+            size,
+            max_blocks,
+            unsafe_no_wal,
+        } => stress_write(&home.home, size, max_blocks, unsafe_no_wal),
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn require_home(home: &Home) -> Result<()> {
+    if !home.root().is_dir() {
+        bail!(
+            "home directory {} does not exist (create it with `blyan-node init --home {}`)",
+            home.root().display(),
+            home.root().display()
+        );
+    }
+    Ok(())
+}
+
+fn load_config(home: &Home) -> Result<Config> {
+    require_home(home)?;
+    Ok(Config::load(&home.config(), std::env::vars())?)
+}
+
+fn init(home: &Home, moniker: &str, chain_id: &str, force: bool) -> Result<()> {
+    check_name(moniker).map_err(|reason| anyhow::anyhow!("--moniker: {reason}"))?;
+    check_name(chain_id).map_err(|reason| anyhow::anyhow!("--chain-id: {reason}"))?;
+    if !force {
+        for path in [home.node_key(), home.validator_key(), home.config()] {
+            if path.exists() {
+                bail!("{} already exists; refusing to overwrite (use --force to replace keys and config)", path.display());
+            }
+        }
+    }
+    std::fs::create_dir_all(home.root())
+        .with_context(|| format!("cannot create home {}", home.root().display()))?;
+    let node_key = NodeKey::generate();
+    node_key.write(&home.node_key(), force)?;
+    let validator_key = ValidatorKey::generate();
+    validator_key.write(&home.validator_key(), force)?;
+    let config = Config::new(moniker, chain_id);
+    std::fs::write(home.config(), config.template())
+        .with_context(|| format!("cannot write {}", home.config().display()))?;
+    println!("initialised node home {}", home.root().display());
+    println!("  node id:       {}", node_key.peer_id());
+    println!("  validator key: {}", validator_key.public_hex());
+    println!("  config:        {}", home.config().display());
+    println!(
+        "start it with:   blyan-node start --home {}",
+        home.root().display()
+    );
+    Ok(())
+}
+
+fn start(home: &Home, config: Config) -> Result<()> {
+    let node_key = NodeKey::read(&home.node_key())?;
+    ValidatorKey::read(&home.validator_key())?;
+    let storage = Arc::new(Storage::open(&home.data(), &config.storage)?);
+    let listen = config.api_listen();
+    let state = Arc::new(ApiState {
+        storage: storage.clone(),
+        metrics: Arc::new(Metrics::new(blyan_node::VERSION, blyan_node::GIT_COMMIT)),
+        node_id: node_key.peer_id().to_string(),
+        moniker: config.moniker.clone(),
+        chain_id: config.chain_id.clone(),
+        checkpoints_dir: home.checkpoints(),
+        max_body_bytes: config.api.max_body_bytes as usize,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("api.listen: cannot listen on {listen}"))?;
+        let bound = listener
+            .local_addr()
+            .context("api.listen: no local address")?;
+        tracing::info!(
+            node_id = %state.node_id,
+            moniker = %state.moniker,
+            api = %bound,
+            height = state.storage.tip().height,
+            version = LONG_VERSION,
+            "node started"
+        );
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("HTTP API failed")
+    })?;
+    storage.flush()?;
+    tracing::info!(
+        height = storage.tip().height,
+        "storage flushed; node stopped cleanly"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs once");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler installs once");
+    let name = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down");
+}
+
+fn checkpoint(home: &Home) -> Result<()> {
+    let config = load_config(home)?;
+    let storage = Storage::open(&home.data(), &config.storage)?;
+    let info = storage.create_checkpoint(&home.checkpoints())?;
+    println!(
+        "checkpoint of height {} at {}",
+        info.height,
+        info.path.display()
+    );
+    for path in info.pruned {
+        println!("pruned {}", path.display());
+    }
+    Ok(())
+}
+
+fn migrate(from: &Path, home: &Home) -> Result<()> {
+    let config = load_config(home)?;
+    if !from.is_dir() {
+        bail!("--from {}: not a directory", from.display());
+    }
+    let (count, _) = legacy::verify(from)?;
+    eprintln!("verified {count} legacy blocks in {}", from.display());
+    let storage = Storage::open(&home.data(), &config.storage)?;
+    let report = legacy::import(from, &storage, &config.chain_id)?;
+    println!(
+        "imported {} blocks ({} already present), {} expert files; latest height {}",
+        report.blocks_imported,
+        report.blocks_already_present,
+        report.experts_imported,
+        report.latest_height
+    );
+    Ok(())
+}
+
+fn bench_storage(dir: Option<PathBuf>, blocks: u64, sizes: &[String], json: bool) -> Result<()> {
+    if blocks == 0 || blocks > 1_000_000 {
+        bail!("--blocks: must be between 1 and 1000000");
+    }
+    let sizes = sizes
+        .iter()
+        .map(|text| bench::parse_size(text).map_err(|reason| anyhow::anyhow!("--sizes: {reason}")))
+        .collect::<Result<Vec<u64>>>()?;
+    let dir = dir.unwrap_or_else(std::env::temp_dir);
+    let config = StorageConfig::default();
+    let mut reports = Vec::new();
+    for size in sizes {
+        let report = bench::run_size(&dir, &config, size, blocks, |done| {
+            if done % 50 == 0 || done == blocks {
+                eprint!("\r{size:>8} B blocks: {done}/{blocks} committed");
+            }
+        })?;
+        eprintln!();
+        reports.push(report);
+    }
+    if json {
+        let output = serde_json::json!({
+            "version": LONG_VERSION,
+            "dir": dir,
+            "storage": config,
+            "results": reports,
+        });
+        println!("{}", serde_json::to_string_pretty(&output)?);
+        return Ok(());
+    }
+    println!(
+        "{:>10} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "block", "blocks", "p50 ms", "p99 ms", "max ms", "MB/s"
+    );
+    for report in reports {
+        println!(
+            "{:>10} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.1}",
+            report.block_bytes,
+            report.blocks,
+            report.p50_us as f64 / 1000.0,
+            report.p99_us as f64 / 1000.0,
+            report.max_us as f64 / 1000.0,
+            report.megabytes_per_second
+        );
+    }
+    Ok(())
+}
+
+fn stress_write(dir: &Path, size: usize, max_blocks: u64, unsafe_no_wal: bool) -> Result<()> {
+    let durability = if unsafe_no_wal {
+        Durability::UnsafeNoWal
+    } else {
+        Durability::Synced
+    };
+    let storage =
+        Storage::open_with_durability(&dir.join("data"), &StorageConfig::default(), durability)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "ready {}", storage.tip().height)?;
+    out.flush()?;
+    while storage.tip().height < max_blocks {
+        let tip = storage.tip();
+        let height = tip.height + 1;
+        let mut body = vec![(height % 251) as u8; size];
+        body[..8.min(size)].copy_from_slice(&height.to_be_bytes()[..8.min(size)]);
+        let block = Block::new("stress", height, height, tip.hash, tip.hash, vec![body]);
+        storage.commit_block(&block, &[])?;
+        writeln!(out, "ack {height} {}", block.hash())?;
+        out.flush()?;
+    }
+    Ok(())
+}

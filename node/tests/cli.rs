@@ -1,0 +1,371 @@
+//! The `blyan-node` binary as a user meets it: init, start, the API, clean shutdown, and
+//! one clear error line (with the home left untouched) for each kind of bad input.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use blyan_node::block::{Block, Hash};
+use blyan_node::storage::{legacy, Storage, StorageConfig};
+use common::{init_home, node, snapshot, stderr, stdout};
+
+fn assert_one_line_error(output: &std::process::Output, needles: &[&str]) {
+    assert!(!output.status.success(), "expected failure, got success");
+    let text = stderr(output);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got {text:?}");
+    assert!(lines[0].starts_with("error: "), "{text:?}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{needle:?} missing from {text:?}"
+        );
+    }
+}
+
+#[test]
+fn version_names_the_commit() {
+    let output = node(&["--version"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    assert!(text.starts_with("blyan-node 0.1.0 (commit "), "{text}");
+}
+
+#[test]
+fn init_writes_private_keys_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    for key in ["keys/node_key.json", "keys/validator_key.json"] {
+        let mode = std::fs::metadata(home.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let config = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    assert!(
+        config.contains("# Address of the HTTP API"),
+        "settings are documented"
+    );
+    let before = snapshot(&home);
+    let again = node(&["init", "--home", home.to_str().unwrap()]);
+    assert_one_line_error(&again, &["already exists", "--force"]);
+    assert_eq!(snapshot(&home), before, "a refused init changes nothing");
+    let forced = node(&["init", "--home", home.to_str().unwrap(), "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_ne!(snapshot(&home), before, "--force replaces the keys");
+}
+
+#[test]
+fn start_with_a_missing_home_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let output = node(&["start", "--home", missing.to_str().unwrap()]);
+    assert_one_line_error(&output, &["nowhere", "does not exist"]);
+    assert!(!missing.exists(), "start does not create a home");
+}
+
+#[test]
+fn corrupt_or_truncated_config_names_the_file_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    let config_path = home.join("config.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let cases = [
+        (text[..text.len() / 3].to_string(), "invalid config"),
+        (text.replace("[storage]", "[storage\n"), "invalid config"),
+        (format!("{text}\nbogus = true\n"), "unknown field `bogus`"),
+        (
+            text.replace("max_write_buffers = 3", "max_write_buffers = 1"),
+            "storage.max_write_buffers",
+        ),
+        (
+            String::from_utf8_lossy(&[0xff, 0xfe, 0x00]).into_owned(),
+            "invalid config",
+        ),
+    ];
+    for (content, needle) in cases {
+        std::fs::write(&config_path, &content).unwrap();
+        let before = snapshot(&home);
+        let output = node(&["start", "--home", home.to_str().unwrap()]);
+        assert_one_line_error(&output, &["config.toml", needle]);
+        assert_eq!(
+            snapshot(&home),
+            before,
+            "a refused start changes nothing ({needle})"
+        );
+    }
+}
+
+#[test]
+fn bad_environment_override_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    let output = Command::new(common::BIN)
+        .args(["start", "--home", home.to_str().unwrap()])
+        .env("BLYAN_API_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, &["BLYAN_API_LISTEN", "api.listen"]);
+}
+
+/// Sets the schema version as a newer binary would have, through RocksDB directly.
+fn mark_newer_schema(data: &Path) {
+    let storage = Storage::open(data, &StorageConfig::default()).unwrap();
+    let block = Block::new(
+        "blyan-devnet",
+        1,
+        1,
+        Hash::ZERO,
+        Hash::ZERO,
+        vec![b"x".to_vec()],
+    );
+    storage.commit_block(&block, &[]).unwrap();
+    drop(storage);
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(false);
+    let names = rocksdb::DB::list_cf(&options, data).unwrap();
+    let db = rocksdb::DB::open_cf(&options, data, &names).unwrap();
+    let metadata = db.cf_handle("metadata").unwrap();
+    db.put_cf(metadata, b"schema_version", 99u32.to_be_bytes())
+        .unwrap();
+}
+
+#[test]
+fn database_of_a_newer_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    mark_newer_schema(&home.join("data"));
+    let before = snapshot(&home.join("data"));
+    let output = node(&["start", "--home", home.to_str().unwrap()]);
+    assert_one_line_error(
+        &output,
+        &["data", "schema version 99", "newer than this binary"],
+    );
+    let after = snapshot(&home.join("data"));
+    let unchanged = |files: &[(String, String)]| -> Vec<(String, String)> {
+        // RocksDB rewrites its own LOG file on every open; the data files must not change.
+        files
+            .iter()
+            .filter(|(name, _)| !name.starts_with("LOG"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(unchanged(&after), unchanged(&before));
+}
+
+#[test]
+fn migrate_imports_a_legacy_chain_and_refuses_a_tampered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    let legacy_dir = dir.path().join("legacy");
+    legacy::write_sample(&legacy_dir, 25).unwrap();
+    let home_arg = home.to_str().unwrap();
+    let from = legacy_dir.to_str().unwrap();
+    let output = node(&["migrate", "--from", from, "--home", home_arg]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("imported 25 blocks"),
+        "{}",
+        stdout(&output)
+    );
+    let again = node(&["migrate", "--from", from, "--home", home_arg]);
+    assert!(
+        stdout(&again).contains("imported 0 blocks (25 already present)"),
+        "{}",
+        stdout(&again)
+    );
+
+    let tampered_dir = dir.path().join("tampered");
+    legacy::write_sample(&tampered_dir, 25).unwrap();
+    let victim = tampered_dir.join("blocks/000017.json");
+    let text = std::fs::read_to_string(&victim).unwrap();
+    std::fs::write(&victim, text.replace("1700000017", "1700000018")).unwrap();
+    let fresh = dir.path().join("fresh");
+    init_home(&fresh);
+    let before = snapshot(&fresh);
+    let output = node(&[
+        "migrate",
+        "--from",
+        tampered_dir.to_str().unwrap(),
+        "--home",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, &["000017.json", "hash mismatch"]);
+    assert_eq!(snapshot(&fresh), before, "nothing written to the home");
+
+    // A home that already holds the first chain refuses an unrelated one.
+    let other_dir = dir.path().join("other");
+    legacy::write_sample(&other_dir, 3).unwrap();
+    let genesis = other_dir.join("blocks/000000.json");
+    let mut block: legacy::LegacyBlock =
+        serde_json::from_str(&std::fs::read_to_string(&genesis).unwrap()).unwrap();
+    block.payload = "another chain".into();
+    block.hash = block.computed_hash().to_hex();
+    std::fs::write(&genesis, serde_json::to_vec(&block).unwrap()).unwrap();
+    let output = node(&[
+        "migrate",
+        "--from",
+        other_dir.to_str().unwrap(),
+        "--home",
+        home_arg,
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("000001.json") || stderr(&output).contains("another chain"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn node_serves_the_api_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let addr: SocketAddr = listen.parse().unwrap();
+    let child = Command::new(common::BIN)
+        .args([
+            "start",
+            "--home",
+            home.to_str().unwrap(),
+            "--api-listen",
+            &listen,
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let health = common::wait_for_ok(addr, "/health", Duration::from_secs(30), "node /health");
+    assert!(health.body.contains("\"ok\""), "{}", health.body);
+
+    let status = common::http(addr, "GET", "/status", b"").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    for field in [
+        "node_id",
+        "moniker",
+        "latest_height",
+        "latest_block_hash",
+        "app_hash",
+        "version",
+    ] {
+        assert!(
+            status.get(field).is_some(),
+            "/status lacks {field}: {status}"
+        );
+    }
+    assert_eq!(status["latest_height"], 0);
+    assert!(
+        status["node_id"].as_str().unwrap().starts_with("12D3Koo"),
+        "libp2p ed25519 peer id"
+    );
+
+    let missing = common::http(addr, "GET", "/no/such/route", b"").unwrap();
+    assert_eq!(missing.status, 404);
+    let body: serde_json::Value = serde_json::from_str(&missing.body).unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert!(body["detail"].as_str().unwrap().contains("/no/such/route"));
+
+    let wrong_method = common::http(addr, "DELETE", "/status", b"").unwrap();
+    assert_eq!(wrong_method.status, 405);
+    assert!(
+        wrong_method.body.contains("method_not_allowed"),
+        "{}",
+        wrong_method.body
+    );
+
+    let huge = vec![b'x'; 2 << 20];
+    let too_large = common::http(addr, "POST", "/checkpoints", &huge).unwrap();
+    assert_eq!(too_large.status, 413);
+    assert!(
+        too_large.body.contains("api.max_body_bytes"),
+        "{}",
+        too_large.body
+    );
+
+    let created = common::http(addr, "POST", "/checkpoints", b"").unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(home.join("checkpoints/0").is_dir());
+    let conflict = common::http(addr, "POST", "/checkpoints", b"").unwrap();
+    assert_eq!(conflict.status, 409, "{}", conflict.body);
+
+    let metrics = common::http(addr, "GET", "/metrics", b"").unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("blyan_http_requests_total{"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics.body.contains("blyan_latest_height 0"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics.body.contains("route=\"/checkpoints\""),
+        "{}",
+        metrics.body
+    );
+
+    // A second node on the same home is refused with a clear message.
+    let second = node(&[
+        "start",
+        "--home",
+        home.to_str().unwrap(),
+        "--api-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_one_line_error(&second, &["locked", "is a node running"]);
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(log.contains("stopped cleanly"), "{log}");
+    assert!(
+        log.lines().all(|line| line.starts_with('{')),
+        "json logs: {log}"
+    );
+}
+
+#[test]
+fn checkpoint_command_snapshots_a_stopped_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    {
+        let storage = Storage::open(&home.join("data"), &StorageConfig::default()).unwrap();
+        let block = Block::new("blyan-devnet", 1, 1, Hash::ZERO, Hash::ZERO, vec![]);
+        storage.commit_block(&block, &[]).unwrap();
+    }
+    let output = node(&["checkpoint", "--home", home.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("checkpoint of height 1"),
+        "{}",
+        stdout(&output)
+    );
+    let copy = Storage::open(&home.join("checkpoints/1"), &StorageConfig::default()).unwrap();
+    assert_eq!(copy.tip().height, 1);
+}
