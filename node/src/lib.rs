@@ -5,6 +5,7 @@ pub mod api;
 pub mod bench;
 pub mod block;
 pub mod config;
+pub mod consensus;
 pub mod home;
 pub mod keys;
 pub mod metrics;
