@@ -163,3 +163,89 @@ impl Evidence {
             && self.second.verify(chain_id, key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn signed(key: &SigningKey, round: Round, value: Option<u8>) -> SignedVote {
+        let vote = Vote {
+            kind: VoteKind::Precommit,
+            height: 3,
+            round,
+            value: value.map(|byte| Hash([byte; 32])),
+            validator: 0,
+        };
+        SignedVote {
+            vote,
+            signature: key.sign(&vote.sign_bytes("chain")),
+        }
+    }
+
+    #[test]
+    fn sign_bytes_bind_chain_step_height_round_and_value() {
+        let vote = signed(&SigningKey::from_bytes(&[1; 32]), 0, Some(1)).vote;
+        let base = vote.sign_bytes("chain");
+        assert_ne!(base, vote.sign_bytes("other-chain"));
+        for changed in [
+            Vote {
+                kind: VoteKind::Prevote,
+                ..vote
+            },
+            Vote { height: 4, ..vote },
+            Vote { round: 1, ..vote },
+            Vote {
+                value: None,
+                ..vote
+            },
+            Vote {
+                value: Some(Hash([2; 32])),
+                ..vote
+            },
+        ] {
+            assert_ne!(changed.sign_bytes("chain"), base, "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn batch_verification_accepts_good_and_rejects_one_bad_signature() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let public = key.verifying_key();
+        let mut votes: Vec<(SignedVote, VerifyingKey)> = (0..50)
+            .map(|round| (signed(&key, round, Some(7)), public))
+            .collect();
+        assert!(verify_votes_batch("chain", &votes));
+        assert!(!verify_votes_batch("other-chain", &votes));
+        votes[17].0.vote.value = Some(Hash([8; 32]));
+        assert!(!verify_votes_batch("chain", &votes));
+        assert!(!votes[17].0.verify("chain", &public));
+    }
+
+    #[test]
+    fn evidence_is_valid_only_for_two_different_signed_votes_of_one_slot() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let public = key.verifying_key();
+        let evidence = Evidence {
+            first: signed(&key, 0, Some(1)),
+            second: signed(&key, 0, None),
+        };
+        assert!(evidence.is_valid("chain", &public));
+        let same = Evidence {
+            first: signed(&key, 0, Some(1)),
+            second: signed(&key, 0, Some(1)),
+        };
+        assert!(!same.is_valid("chain", &public));
+        let other_round = Evidence {
+            first: signed(&key, 0, Some(1)),
+            second: signed(&key, 1, None),
+        };
+        assert!(!other_round.is_valid("chain", &public));
+        let stranger = SigningKey::from_bytes(&[2; 32]);
+        let forged = Evidence {
+            first: signed(&key, 0, Some(1)),
+            second: signed(&stranger, 0, None),
+        };
+        assert!(!forged.is_valid("chain", &public));
+    }
+}

@@ -25,7 +25,8 @@ use rand::{Rng, SeedableRng};
 use super::signer::{MemoryStore, Signer};
 use super::state_machine::{Consensus, Effect, Input, Timeout};
 use super::types::{
-    EquivocationKey, Height, Proposal, Round, SignedProposal, SignedVote, ValueId, Vote,
+    verify_votes_batch, EquivocationKey, Height, Proposal, Round, SignedProposal, SignedVote,
+    ValueId, Vote,
 };
 use super::validators::{Validator, ValidatorSet};
 use crate::block::Hash;
@@ -558,6 +559,31 @@ impl Sim {
         ok
     }
 
+    /// Verifies a certificate's precommits in one ed25519 batch (those not yet verified).
+    fn certificate_signatures_ok(&mut self, certificate: &Certificate) -> bool {
+        let pending: Vec<(SignedVote, ed25519_dalek::VerifyingKey)> = certificate
+            .precommits
+            .iter()
+            .filter(|vote| !self.verified.contains(&vote.signature.to_bytes()))
+            .filter_map(|vote| {
+                Some((
+                    *vote,
+                    self.validator_sets[0].get(vote.vote.validator)?.public_key,
+                ))
+            })
+            .collect();
+        if pending.is_empty() {
+            return true;
+        }
+        if !verify_votes_batch(CHAIN_ID, &pending) {
+            return false;
+        }
+        for (vote, _) in pending {
+            self.verified.insert(vote.signature.to_bytes());
+        }
+        true
+    }
+
     fn receive(&mut self, node: usize, from: usize, message: Rc<Message>) {
         if self.nodes[node].byzantine == Some(ByzantineKind::Silent) || !self.signature_ok(&message)
         {
@@ -570,6 +596,9 @@ impl Sim {
                 let certificate_height = certificate.proposal.proposal.height;
                 if certificate_height == height {
                     let certificate = certificate.clone();
+                    if !self.certificate_signatures_ok(&certificate) {
+                        return;
+                    }
                     self.input(
                         node,
                         Input::Commit {
