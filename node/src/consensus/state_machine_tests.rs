@@ -105,6 +105,22 @@ fn scheduled(kind: TimeoutKind, round: Round) -> Effect {
     }
 }
 
+/// Votes of validators 0, 1 and 2 (a quorum) for one value in one round and step.
+fn three(kind: VoteKind, round: Round, value_byte: Option<u8>) -> Vec<Input> {
+    (0..3)
+        .map(|validator| vote(kind, round, validator, value_byte))
+        .collect()
+}
+
+/// Locks validator 3 on value 1 in round 0 and moves it to round 1.
+fn locked_on_1_then_round_1(core: &mut Consensus) {
+    feed(core, vec![proposal(0, 1, None, true)]);
+    feed(core, three(VoteKind::Prevote, 0, Some(1)));
+    assert_eq!(core.locked(), Some((0, value(1))));
+    feed(core, vec![timeout(TimeoutKind::Precommit, 0)]);
+    assert_eq!(core.round(), 1);
+}
+
 fn feed(core: &mut Consensus, inputs: Vec<Input>) -> Vec<Effect> {
     inputs
         .into_iter()
@@ -177,17 +193,7 @@ fn l22_prevote_valid_proposal_or_nil() {
 #[test]
 fn l22_locked_validator_prevotes_nil_for_another_value() {
     let mut core = observer();
-    feed(&mut core, vec![proposal(0, 1, None, true)]);
-    let effects = feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Prevote, 0, v, Some(1)))
-            .collect(),
-    );
-    assert!(effects.contains(&my_vote(VoteKind::Precommit, 0, Some(1))));
-    assert_eq!(core.locked(), Some((0, value(1))));
-    feed(&mut core, vec![timeout(TimeoutKind::Precommit, 0)]);
-    assert_eq!(core.round(), 1);
+    locked_on_1_then_round_1(&mut core);
     let effects = core.handle(proposal(1, 2, None, true));
     assert_eq!(effects, vec![my_vote(VoteKind::Prevote, 1, None)]);
 }
@@ -196,14 +202,7 @@ fn l22_locked_validator_prevotes_nil_for_another_value() {
 fn broken_lock_switch_prevotes_for_another_value() {
     let mut core = observer();
     core.set_ignore_lock(true);
-    feed(&mut core, vec![proposal(0, 1, None, true)]);
-    feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Prevote, 0, v, Some(1)))
-            .collect(),
-    );
-    feed(&mut core, vec![timeout(TimeoutKind::Precommit, 0)]);
+    locked_on_1_then_round_1(&mut core);
     let effects = core.handle(proposal(1, 2, None, true));
     assert_eq!(effects, vec![my_vote(VoteKind::Prevote, 1, Some(2))]);
 }
@@ -211,22 +210,9 @@ fn broken_lock_switch_prevotes_for_another_value() {
 #[test]
 fn l28_proof_of_lock_from_a_later_round_unlocks() {
     let mut core = observer();
-    // Locked on value 1 in round 0.
-    feed(&mut core, vec![proposal(0, 1, None, true)]);
-    feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Prevote, 0, v, Some(1)))
-            .collect(),
-    );
-    feed(&mut core, vec![timeout(TimeoutKind::Precommit, 0)]);
+    locked_on_1_then_round_1(&mut core);
     // Round 1 saw a polka for value 2 that we missed; round 2 re-proposes it with pol_round 1.
-    feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Prevote, 1, v, Some(2)))
-            .collect(),
-    );
+    feed(&mut core, three(VoteKind::Prevote, 1, Some(2)));
     feed(&mut core, vec![timeout(TimeoutKind::Precommit, 1)]);
     assert_eq!(core.round(), 2);
     let effects = feed(&mut core, vec![proposal(2, 2, Some(1), true)]);
@@ -241,20 +227,10 @@ fn l28_proof_of_lock_older_than_the_lock_keeps_it() {
     let mut core = observer();
     // Polka for 2 in round 0 (we prevoted nil), then we lock on 1 in round 1.
     feed(&mut core, vec![proposal(0, 1, None, false)]);
-    feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Prevote, 0, v, Some(2)))
-            .collect(),
-    );
+    feed(&mut core, three(VoteKind::Prevote, 0, Some(2)));
     feed(&mut core, vec![timeout(TimeoutKind::Precommit, 0)]);
     feed(&mut core, vec![proposal(1, 1, None, true)]);
-    feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Prevote, 1, v, Some(1)))
-            .collect(),
-    );
+    feed(&mut core, three(VoteKind::Prevote, 1, Some(1)));
     assert_eq!(core.locked(), Some((1, value(1))));
     feed(&mut core, vec![timeout(TimeoutKind::Precommit, 1)]);
     let effects = core.handle(proposal(2, 2, Some(0), true));
@@ -286,12 +262,7 @@ fn l34_any_prevote_quorum_schedules_the_prevote_timeout() {
 fn l36_polka_locks_and_precommits() {
     let mut core = observer();
     feed(&mut core, vec![proposal(0, 1, None, true)]);
-    let effects = feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Prevote, 0, v, Some(1)))
-            .collect(),
-    );
+    let effects = feed(&mut core, three(VoteKind::Prevote, 0, Some(1)));
     assert!(
         effects.contains(&my_vote(VoteKind::Precommit, 0, Some(1))),
         "{effects:?}"
@@ -304,12 +275,7 @@ fn l36_polka_locks_and_precommits() {
 fn l44_nil_polka_precommits_nil() {
     let mut core = observer();
     feed(&mut core, vec![proposal(0, 1, None, true)]);
-    let effects = feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Prevote, 0, v, None))
-            .collect(),
-    );
+    let effects = feed(&mut core, three(VoteKind::Prevote, 0, None));
     assert!(
         effects.contains(&my_vote(VoteKind::Precommit, 0, None)),
         "{effects:?}"
@@ -338,12 +304,7 @@ fn l47_any_precommit_quorum_schedules_the_precommit_timeout_and_l65_moves_on() {
 fn l49_precommit_quorum_with_the_proposal_decides_in_any_round() {
     let mut core = observer();
     // Precommits for round 2 arrive before we get there, then its proposal.
-    let effects = feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Precommit, 2, v, Some(5)))
-            .collect(),
-    );
+    let effects = feed(&mut core, three(VoteKind::Precommit, 2, Some(5)));
     assert!(
         !effects.iter().any(|e| matches!(e, Effect::Decide { .. })),
         "no decision without the value"
@@ -371,12 +332,7 @@ fn l49_precommit_quorum_with_the_proposal_decides_in_any_round() {
 #[test]
 fn l49_invalid_proposal_is_never_decided() {
     let mut core = observer();
-    feed(
-        &mut core,
-        (0..3)
-            .map(|v| vote(VoteKind::Precommit, 0, v, Some(5)))
-            .collect(),
-    );
+    feed(&mut core, three(VoteKind::Precommit, 0, Some(5)));
     let effects = feed(&mut core, vec![proposal(0, 5, None, false)]);
     assert!(!effects.iter().any(|e| matches!(e, Effect::Decide { .. })));
 }
