@@ -1,7 +1,11 @@
 //! `blyan-node bench-storage`: latency of synced block commits at several block sizes.
 //!
-//! Each size gets a fresh database in a temporary directory under `dir`, a short warm-up, then
+//! Each size gets fresh databases in a temporary directory under `dir`, a short warm-up, then
 //! `blocks` timed commits of one block holding one incompressible transaction of that size.
+//! Disks here are shared and noisy, so two baselines are measured in the same run: the floor
+//! (append the encoded block to a plain file and `fdatasync`), interleaved commit by commit with
+//! ours, and then, alone so that its background flushes cannot slow ours, a naive RocksDB
+//! (default options, the encoded block inline, one synced put). Compare within one run.
 
 use std::path::Path;
 use std::time::Instant;
@@ -13,16 +17,37 @@ use serde::Serialize;
 use crate::block::Block;
 use crate::storage::{Storage, StorageConfig, StorageError};
 
-/// Figures for one block size, in microseconds.
+/// Latency figures of one writer, in microseconds.
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct SizeReport {
-    pub block_bytes: u64,
-    pub blocks: u64,
+pub struct Latency {
     pub p50_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
     pub mean_us: f64,
-    pub megabytes_per_second: f64,
+}
+
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Latency {
+        Latency {
+            p50_us: histogram.value_at_quantile(0.50),
+            p99_us: histogram.value_at_quantile(0.99),
+            max_us: histogram.max(),
+            mean_us: histogram.mean(),
+        }
+    }
+}
+
+/// Figures for one block size: ours and the two baselines of the same run.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SizeReport {
+    pub block_bytes: u64,
+    pub blocks: u64,
+    /// `Storage::commit_block`.
+    pub ours: Latency,
+    /// RocksDB with default options, block inline, one synced put.
+    pub naive_rocksdb: Latency,
+    /// Append to a plain file and `fdatasync`: what the disk allows.
+    pub fdatasync_floor: Latency,
 }
 
 /// Why a benchmark could not run.
@@ -30,6 +55,8 @@ pub struct SizeReport {
 pub enum BenchError {
     #[error("{0}")]
     Storage(#[from] StorageError),
+    #[error("baseline: {0}")]
+    Baseline(String),
     #[error("temporary directory under {path}: {source}")]
     TempDir {
         path: std::path::PathBuf,
@@ -78,12 +105,16 @@ pub fn run_size(
             path: dir.to_path_buf(),
             source,
         })?;
-    let storage = Storage::open(temporary.path(), config)?;
+    let storage = Storage::open(&temporary.path().join("ours"), config)?;
+    let floor_path = temporary.path().join("floor.log");
+    let mut floor = std::fs::File::create(&floor_path)
+        .map_err(|error| BenchError::Baseline(error.to_string()))?;
     let mut payload = vec![0u8; block_bytes as usize];
     rand::thread_rng().fill_bytes(&mut payload);
     let warm_up = (blocks / 10).clamp(1, 20);
-    let mut histogram = Histogram::<u64>::new(3).expect("3 significant figures is valid");
-    let started = Instant::now();
+    let new_histogram = || Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    let (mut ours, mut baseline, mut raw) = (new_histogram(), new_histogram(), new_histogram());
+    let mut encoded_blocks = Vec::new();
     for index in 0..warm_up + blocks {
         let tip = storage.tip();
         let stamp = 8.min(payload.len());
@@ -98,23 +129,45 @@ pub fn run_size(
         );
         let begin = Instant::now();
         storage.commit_block(&block, &[])?;
-        let micros = begin.elapsed().as_micros() as u64;
+        let ours_us = begin.elapsed().as_micros() as u64;
+        let encoded = block.encode();
+        let begin = Instant::now();
+        std::io::Write::write_all(&mut floor, &encoded)
+            .and_then(|()| floor.sync_data())
+            .map_err(|error| BenchError::Baseline(error.to_string()))?;
+        let floor_us = begin.elapsed().as_micros() as u64;
         if index >= warm_up {
-            histogram
-                .record(micros.max(1))
-                .expect("histogram auto-resizes");
+            ours.record(ours_us.max(1)).expect("histogram auto-resizes");
+            raw.record(floor_us.max(1)).expect("histogram auto-resizes");
             progress(index - warm_up + 1);
         }
+        if encoded_blocks.len() < 2 {
+            encoded_blocks.push(encoded);
+        }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    drop(storage);
+    let naive = rocksdb::DB::open_default(temporary.path().join("naive"))
+        .map_err(|error| BenchError::Baseline(error.to_string()))?;
+    let mut synced = rocksdb::WriteOptions::default();
+    synced.set_sync(true);
+    for index in 0..warm_up + blocks {
+        let value = &encoded_blocks[(index % 2) as usize];
+        let begin = Instant::now();
+        naive
+            .put_opt(index.to_be_bytes(), value, &synced)
+            .map_err(|error| BenchError::Baseline(error.to_string()))?;
+        if index >= warm_up {
+            baseline
+                .record((begin.elapsed().as_micros() as u64).max(1))
+                .expect("histogram auto-resizes");
+        }
+    }
     Ok(SizeReport {
         block_bytes,
         blocks,
-        p50_us: histogram.value_at_quantile(0.50),
-        p99_us: histogram.value_at_quantile(0.99),
-        max_us: histogram.max(),
-        mean_us: histogram.mean(),
-        megabytes_per_second: (block_bytes * (warm_up + blocks)) as f64 / seconds / 1e6,
+        ours: Latency::of(&ours),
+        naive_rocksdb: Latency::of(&baseline),
+        fdatasync_floor: Latency::of(&raw),
     })
 }
 
@@ -143,8 +196,13 @@ mod tests {
         .unwrap();
         assert_eq!(seen, 20);
         assert_eq!(report.blocks, 20);
-        assert!(
-            report.p50_us > 0 && report.p50_us <= report.p99_us && report.p99_us <= report.max_us
-        );
+        for latency in [&report.ours, &report.naive_rocksdb, &report.fdatasync_floor] {
+            assert!(
+                latency.p50_us > 0
+                    && latency.p50_us <= latency.p99_us
+                    && latency.p99_us <= latency.max_us,
+                "{latency:?}"
+            );
+        }
     }
 }

@@ -386,18 +386,30 @@ fn bench_storage(dir: Option<PathBuf>, blocks: u64, sizes: &[String], json: bool
         return Ok(());
     }
     println!(
-        "{:>10} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "block", "blocks", "p50 ms", "p99 ms", "max ms", "MB/s"
+        "{:>9} {:>6} | {:>17} | {:>17} | {:>17} | {:>14}",
+        "block",
+        "blocks",
+        "ours p50/p99 ms",
+        "naive p50/p99 ms",
+        "floor p50/p99 ms",
+        "p99 ours/naive"
     );
     for report in reports {
+        let pair = |latency: &bench::Latency| {
+            format!(
+                "{:>7.3} / {:>7.3}",
+                latency.p50_us as f64 / 1e3,
+                latency.p99_us as f64 / 1e3
+            )
+        };
         println!(
-            "{:>10} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.1}",
+            "{:>9} {:>6} | {} | {} | {} | {:>14.2}",
             report.block_bytes,
             report.blocks,
-            report.p50_us as f64 / 1000.0,
-            report.p99_us as f64 / 1000.0,
-            report.max_us as f64 / 1000.0,
-            report.megabytes_per_second
+            pair(&report.ours),
+            pair(&report.naive_rocksdb),
+            pair(&report.fdatasync_floor),
+            report.ours.p99_us as f64 / report.naive_rocksdb.p99_us.max(1) as f64
         );
     }
     Ok(())

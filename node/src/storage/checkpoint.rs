@@ -41,6 +41,8 @@ impl Storage {
             std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
         }
         Checkpoint::new(self.db())?.create_checkpoint(&staging)?;
+        self.segments
+            .checkpoint_into(&staging, self.segment_tail()?)?;
         // The rename makes a checkpoint appear whole or not at all.
         std::fs::rename(&staging, &path).map_err(io(&path))?;
         let height = tip.height;

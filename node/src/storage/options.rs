@@ -1,8 +1,8 @@
 //! RocksDB options tuned for small memory and for large, synced block commits.
 //!
 //! Why these settings (measured with `blyan-node bench-storage`, see the storage doc):
-//! - Block bodies go to blob files, so flushes and compactions never rewrite megabytes of
-//!   block data; the LSM tree only holds small keys and blob references.
+//! - Large block bodies never enter RocksDB (see `segments.rs`), so memtables, flushes and
+//!   compactions only ever handle small values.
 //! - `bytes_per_sync` makes background flushes write back in 1 MiB steps instead of one large
 //!   burst at the end of a file, which otherwise stalls the foreground WAL fsync.
 //! - Recycled WAL files let `fdatasync` skip the file-size metadata update on each commit.
@@ -59,11 +59,6 @@ impl Tuned {
         let buffer = self.config.write_buffer_mb * MIB;
         if name == cf::BLOCKS {
             options.set_write_buffer_size(buffer as usize);
-            options.set_enable_blob_files(true);
-            options.set_min_blob_size(self.config.blob_min_bytes);
-            options.set_blob_file_size(64 * MIB);
-            options.set_blob_compression_type(DBCompressionType::None);
-            options.set_enable_blob_gc(true);
         } else {
             options.set_write_buffer_size((buffer / 4).max(MIB) as usize);
         }

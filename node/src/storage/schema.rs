@@ -4,6 +4,7 @@
 //! |---|---|
 //! | 1 | blocks under `b<height>`, metadata latest height/hash |
 //! | 2 | adds the block hash index `h<hash> -> height` in the blocks family |
+//! | 3 | a block value may be a reference into a segment file (large blocks) |
 //!
 //! A new database is written at [`CURRENT_SCHEMA_VERSION`]. An older one is migrated one
 //! version at a time, each step in one atomic batch that also bumps the version, so a crash
@@ -15,7 +16,7 @@ use super::{block_key, cf, hash_index_key, meta_key, Storage, StorageError};
 use crate::block::Block;
 
 /// The schema this binary writes.
-pub const CURRENT_SCHEMA_VERSION: u32 = 2;
+pub const CURRENT_SCHEMA_VERSION: u32 = 3;
 
 /// Refuses a database written by a newer binary before anything opens it for writing, so the
 /// refusal leaves its files exactly as they were.
@@ -85,6 +86,9 @@ pub(super) fn upgrade(storage: &mut Storage) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         match version {
             1 => v1_to_v2(storage, &mut batch)?,
+            // Older blocks stay inline and readable; only new large blocks use segments, which
+            // older binaries cannot read: hence the version.
+            2 => {}
             other => unreachable!("no migration from schema {other}"),
         }
         batch.put_cf(
