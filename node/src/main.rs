@@ -142,7 +142,15 @@ fn run(cli: Cli) -> Result<()> {
             moniker,
             chain_id,
             force,
-        } => init(&Home::new(home.home), &moniker, &chain_id, force),
+        } => {
+            let home = Home::new(home.home);
+            init(&home, &moniker, &chain_id, force)?;
+            println!(
+                "start it with:   blyan-node start --home {}",
+                home.root().display()
+            );
+            Ok(())
+        }
         Command::Start {
             home,
             api_listen,
@@ -210,6 +218,7 @@ fn init_logging(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
