@@ -193,7 +193,12 @@ impl VoteKeeper {
 
     /// The precommits for `value` in `round`: the commit certificate once they form a quorum.
     pub fn precommits_for(&self, round: Round, value: ValueId) -> Vec<SignedVote> {
-        self.step(round, VoteKind::Precommit)
+        self.votes_for(round, VoteKind::Precommit, value)
+    }
+
+    /// The votes of step `kind` for `value` in `round` (for prevotes: a proof of lock).
+    pub fn votes_for(&self, round: Round, kind: VoteKind, value: ValueId) -> Vec<SignedVote> {
+        self.step(round, kind)
             .map(|step| {
                 step.by_validator
                     .iter()

@@ -721,8 +721,15 @@ impl Sim {
         // proposals and the votes of our last two rounds that it may have missed.
         if self.nodes[node].core.height() == their_height {
             let core = &self.nodes[node].core;
-            let mut catch_up: Vec<Message> =
-                core.proposals().map(|p| Message::Proposal(*p)).collect();
+            let mut catch_up: Vec<Message> = Vec::new();
+            for proposal in core.proposals() {
+                catch_up.push(Message::Proposal(*proposal));
+                catch_up.extend(
+                    self.proof_of_lock(node, proposal)
+                        .into_iter()
+                        .map(Message::Vote),
+                );
+            }
             for round in core.round().saturating_sub(1)..=core.round() {
                 catch_up.extend(
                     core.keeper()
@@ -798,6 +805,11 @@ impl Sim {
                     let message = Rc::new(Message::Proposal(signed));
                     self.nodes[node].own_messages.push(message.clone());
                     self.broadcast(node, message, false);
+                    // A re-proposal travels with its proof of lock, as in Tendermint's gossip:
+                    // peers that missed that round's prevotes could not accept it otherwise.
+                    for vote in self.proof_of_lock(node, &signed) {
+                        self.broadcast(node, Rc::new(Message::Vote(vote)), true);
+                    }
                     follow_ups.push(Input::Proposal {
                         proposal: signed,
                         valid: true,
@@ -837,6 +849,18 @@ impl Sim {
                     self.broadcast(node, Rc::new(Message::Proposal(signed)), false);
                 }
             }
+        }
+    }
+
+    /// The prevotes for a proposal's value in its proof-of-lock round, as `node` holds them.
+    fn proof_of_lock(&self, node: usize, proposal: &SignedProposal) -> Vec<SignedVote> {
+        match proposal.proposal.pol_round {
+            Some(round) => self.nodes[node].core.keeper().votes_for(
+                round,
+                super::types::VoteKind::Prevote,
+                proposal.proposal.value,
+            ),
+            None => Vec::new(),
         }
     }
 

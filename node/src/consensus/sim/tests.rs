@@ -105,3 +105,12 @@ fn checker_bites_broken_lock_rule_breaks_safety() {
         "seed {seed} is safe with locks"
     );
 }
+
+/// Regression: validators that missed round 0's polka (one down, one crashed) could never accept
+/// the locked validators' re-proposal, so the height stalled for 40 rounds. A re-proposal now
+/// travels with its proof-of-lock prevotes.
+#[test]
+fn regression_n7_f2_seed_304_reproposal_carries_its_proof_of_lock() {
+    let outcome = run(&SimConfig::new(7, 2, 20), 304);
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
