@@ -231,13 +231,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Applies `BLYAN_*` overrides to the parsed table; returns the variables used. A variable
-/// that names no setting is an error (a typo must not be silently ignored), except the ones the
-/// command line itself reads (`BLYAN_HOME`).
+/// that names no setting is an error (a typo must not be silently ignored), except the ones read
+/// elsewhere: `BLYAN_HOME` (the command line), `BLYAN_SIM_DEBUG` and `BLYAN_CRASH_SEED` (tests).
 fn apply_environment(
     table: &mut toml::Table,
     environment: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<String>, ConfigError> {
-    const NOT_SETTINGS: [&str; 1] = ["BLYAN_HOME"];
+    const NOT_SETTINGS: [&str; 3] = ["BLYAN_HOME", "BLYAN_SIM_DEBUG", "BLYAN_CRASH_SEED"];
     let mut used = Vec::new();
     let mut variables: Vec<(String, String)> = environment
         .into_iter()
@@ -327,6 +327,7 @@ mod tests {
                 ("BLYAN_STORAGE_BLOCK_CACHE_MB", "32"),
                 ("BLYAN_MONIKER", "renamed"),
                 ("BLYAN_HOME", "/ignored"),
+                ("BLYAN_SIM_DEBUG", "1"),
                 ("OTHER", "x"),
             ]),
         )
