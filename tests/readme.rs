@@ -22,11 +22,7 @@ fn readme_commands() -> Vec<String> {
 fn readme_opens_with_the_start_and_test_commands() {
     let commands = readme_commands();
     assert_eq!(commands.len(), 2, "exactly two commands: {commands:?}");
-    assert!(
-        commands[0].contains("blyan-node") && commands[0].contains("start"),
-        "{}",
-        commands[0]
-    );
+    assert!(commands[0].contains("devnet up"), "{}", commands[0]);
     assert!(commands[1].starts_with("cargo test"), "{}", commands[1]);
 }
 

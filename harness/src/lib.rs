@@ -2,7 +2,8 @@
 //! processes), drives load and faults, records histories, checks them and compares baselines.
 //!
 //! Built so far: `devnet sim`, batches of seeded scenarios in the deterministic consensus
-//! simulator. The manifest, backends, scenario runner, history, checkers, reports and baselines
-//! arrive with their issues.
+//! simulator, and the process backend (`devnet up/down/status`). The manifest, the Docker
+//! backend, scenario runner, history, checkers, reports and baselines arrive with their issues.
 
+pub mod process;
 pub mod sim;

@@ -1,4 +1,6 @@
-//! The HTTP API: `/health`, `/status`, `/metrics` and `POST /checkpoints`.
+//! The HTTP API: `/health`, `/status`, `/metrics`, `POST /checkpoints`, blocks
+//! (`/blocks/latest`, `/blocks/{height}`), transactions (`POST /txs`, `/txs/{hash}`),
+//! `/validators`, `/net_info` and `/consensus` (latency figures).
 //!
 //! Every error is a 4xx or 5xx with a JSON body `{"error": "...", "detail": "..."}`, and every
 //! request body is limited to `api.max_body_bytes`.
@@ -7,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,9 +17,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::block::Hash;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::TxError;
+use crate::block::{Block, Hash};
 use crate::metrics::{HttpLabels, Metrics};
+use crate::node::{app_hash_key, commit_key, tx_key, Shared, Submission, TxLocation};
+use crate::p2p::NetInfo;
 use crate::storage::{Storage, StorageError};
+use crate::wire::Commit;
 
 /// What the API serves from.
 pub struct ApiState {
@@ -28,6 +36,9 @@ pub struct ApiState {
     pub chain_id: String,
     pub checkpoints_dir: PathBuf,
     pub max_body_bytes: usize,
+    pub node: Arc<Shared>,
+    pub net: Arc<std::sync::Mutex<NetInfo>>,
+    pub submissions: mpsc::Sender<Submission>,
 }
 
 /// An error answer: status plus the JSON body.
@@ -76,8 +87,19 @@ pub struct Status {
     pub chain_id: String,
     pub latest_height: u64,
     pub latest_block_hash: Hash,
+    /// App hash after the latest block.
     pub app_hash: Hash,
+    pub latest_block_time_ms: u64,
     pub version: String,
+    pub genesis_hash: Hash,
+    pub peers: usize,
+    pub validator: bool,
+    pub validator_index: Option<u32>,
+    pub catching_up: bool,
+    pub best_known_height: u64,
+    pub consensus_height: u64,
+    pub round: u32,
+    pub step: String,
 }
 
 /// Builds the router.
@@ -87,6 +109,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/checkpoints", post(checkpoint))
+        .route("/blocks/latest", get(latest_block))
+        .route("/blocks/{height}", get(block_at))
+        .route("/txs", post(submit_tx))
+        .route("/txs/{hash}", get(tx_status))
+        .route("/validators", get(validators))
+        .route("/net_info", get(net_info))
+        .route("/consensus", get(consensus))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -160,28 +189,283 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::V
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Status>, ApiError> {
-    let tip = state.storage.tip();
-    let app_hash = match state.storage.block(tip.height)? {
-        Some(block) => block.header.app_hash,
-        None => Hash::ZERO,
-    };
-    state.metrics.latest_height.set(tip.height as i64);
+    let view = state.node.view.read().expect("view lock poisoned").clone();
     Ok(Json(Status {
         node_id: state.node_id.clone(),
         moniker: state.moniker.clone(),
         chain_id: state.chain_id.clone(),
-        latest_height: tip.height,
-        latest_block_hash: tip.hash,
-        app_hash,
+        latest_height: view.height,
+        latest_block_hash: view.hash,
+        app_hash: view.app_hash,
+        latest_block_time_ms: view.time_ms,
         version: crate::VERSION.to_string(),
+        genesis_hash: state.node.genesis.hash(),
+        peers: view.peers,
+        validator: view.validator_index.is_some(),
+        validator_index: view.validator_index,
+        catching_up: view.catching_up,
+        best_known_height: view.best_known_height,
+        consensus_height: view.consensus_height,
+        round: view.round,
+        step: view.step,
+    }))
+}
+
+fn bad_request(detail: String) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        error: "bad_request",
+        detail,
+    }
+}
+
+fn not_found_detail(detail: String) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        error: "not_found",
+        detail,
+    }
+}
+
+/// A block as the API shows it.
+#[derive(Serialize, serde::Deserialize, Debug)]
+pub struct BlockView {
+    pub height: u64,
+    pub hash: Hash,
+    pub chain_id: String,
+    pub time_ms: u64,
+    pub prev_hash: Hash,
+    pub data_hash: Hash,
+    /// App hash before this block (in its header).
+    pub app_hash: Hash,
+    /// App hash after executing this block.
+    pub result_app_hash: Option<Hash>,
+    pub txs: Vec<String>,
+    pub tx_hashes: Vec<Hash>,
+    pub commit: Option<CommitView>,
+}
+
+#[derive(Serialize, serde::Deserialize, Debug)]
+pub struct CommitView {
+    pub round: u32,
+    pub signatures: Vec<CommitSignature>,
+}
+
+#[derive(Serialize, serde::Deserialize, Debug)]
+pub struct CommitSignature {
+    pub validator_index: u32,
+    pub validator: String,
+    pub signature: String,
+}
+
+fn block_view(state: &ApiState, height: u64) -> Result<BlockView, ApiError> {
+    let block: Block = state.storage.block(height)?.ok_or_else(|| {
+        not_found_detail(format!(
+            "no block at height {height} (latest is {})",
+            state.storage.tip().height
+        ))
+    })?;
+    let commit = match state.storage.consensus_get(&commit_key(height))? {
+        Some(bytes) => Some(Commit::decode(&bytes).map_err(|error| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: "storage",
+            detail: format!("commit of height {height}: {error}"),
+        })?),
+        None => None,
+    };
+    let result_app_hash = state
+        .storage
+        .consensus_get(&app_hash_key(height))?
+        .and_then(|bytes| bytes.try_into().ok().map(Hash));
+    let validators = &state.node.genesis.validators;
+    Ok(BlockView {
+        height,
+        hash: block.hash(),
+        chain_id: block.header.chain_id.clone(),
+        time_ms: block.header.time_ms,
+        prev_hash: block.header.prev_hash,
+        data_hash: block.header.data_hash,
+        app_hash: block.header.app_hash,
+        result_app_hash,
+        tx_hashes: block.txs.iter().map(|tx| Hash::digest(tx)).collect(),
+        txs: block.txs.iter().map(hex::encode).collect(),
+        commit: commit.map(|commit| CommitView {
+            round: commit.round,
+            signatures: commit
+                .signatures
+                .iter()
+                .map(|(index, signature)| CommitSignature {
+                    validator_index: *index,
+                    validator: validators
+                        .get(*index as usize)
+                        .map(|v| v.public_key.clone())
+                        .unwrap_or_default(),
+                    signature: hex::encode(signature.to_bytes()),
+                })
+                .collect(),
+        }),
+    })
+}
+
+async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Json<BlockView>, ApiError> {
+    let height = state.storage.tip().height;
+    if height == 0 {
+        return Err(not_found_detail("no block committed yet".into()));
+    }
+    Ok(Json(block_view(&state, height)?))
+}
+
+async fn block_at(
+    State(state): State<Arc<ApiState>>,
+    Path(height): Path<String>,
+) -> Result<Json<BlockView>, ApiError> {
+    let height: u64 = height
+        .parse()
+        .map_err(|_| bad_request(format!("height {height:?} is not a number")))?;
+    Ok(Json(block_view(&state, height)?))
+}
+
+#[derive(serde::Deserialize)]
+struct SubmitTx {
+    /// The encoded transaction, hex.
+    tx: String,
+}
+
+async fn submit_tx(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: SubmitTx = serde_json::from_slice(&body)
+        .map_err(|error| bad_request(format!("body must be {{\"tx\": \"<hex>\"}}: {error}")))?;
+    let bytes = hex::decode(request.tx.trim())
+        .map_err(|error| bad_request(format!("tx: not hex: {error}")))?;
+    let (reply, verdict) = oneshot::channel();
+    let unavailable = || ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        error: "unavailable",
+        detail: "the node is shutting down".into(),
+    };
+    state
+        .submissions
+        .send((bytes, reply))
+        .await
+        .map_err(|_| unavailable())?;
+    match verdict.await.map_err(|_| unavailable())? {
+        Ok(hash) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "hash": hash })),
+        )
+            .into_response()),
+        Err(error) => {
+            let (status, code) = match &error {
+                TxError::Duplicate => (StatusCode::CONFLICT, "duplicate"),
+                TxError::MempoolFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
+                TxError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+                TxError::BadSignature => (StatusCode::BAD_REQUEST, "bad_signature"),
+                _ => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
+            };
+            Err(ApiError {
+                status,
+                error: code,
+                detail: error.to_string(),
+            })
+        }
+    }
+}
+
+async fn tx_status(
+    State(state): State<Arc<ApiState>>,
+    Path(hash): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let hash = Hash::from_hex(&hash).map_err(|error| bad_request(error.to_string()))?;
+    if let Some(bytes) = state.storage.consensus_get(&tx_key(&hash))? {
+        let location = TxLocation::decode(&bytes).ok_or_else(|| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: "storage",
+            detail: format!("transaction index entry of {hash} is malformed"),
+        })?;
+        return Ok(Json(serde_json::json!({
+            "hash": hash,
+            "status": "committed",
+            "height": location.height,
+            "index": location.index,
+            "applied": location.applied,
+        })));
+    }
+    let pending = state
+        .node
+        .mempool
+        .lock()
+        .expect("mempool lock poisoned")
+        .contains(&hash);
+    if pending {
+        return Ok(Json(
+            serde_json::json!({ "hash": hash, "status": "pending" }),
+        ));
+    }
+    Err(not_found_detail(format!(
+        "transaction {hash} is neither committed nor pending"
+    )))
+}
+
+async fn validators(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let list: Vec<serde_json::Value> = state
+        .node
+        .genesis
+        .validators
+        .iter()
+        .enumerate()
+        .map(|(index, validator)| {
+            serde_json::json!({
+                "index": index,
+                "name": validator.name,
+                "public_key": validator.public_key,
+                "power": validator.power,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "height": state.storage.tip().height + 1,
+        "total_power": state.node.validators.total_power(),
+        "validators": list,
+    }))
+}
+
+async fn net_info(State(state): State<Arc<ApiState>>) -> Json<NetInfo> {
+    Json(state.net.lock().expect("net info lock poisoned").clone())
+}
+
+fn percentiles(histogram: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+    let ms = |value: u64| value as f64 / 1000.0;
+    serde_json::json!({
+        "count": histogram.len(),
+        "p50_ms": ms(histogram.value_at_quantile(0.5)),
+        "p90_ms": ms(histogram.value_at_quantile(0.9)),
+        "p99_ms": ms(histogram.value_at_quantile(0.99)),
+        "max_ms": ms(histogram.max()),
+        "mean_ms": histogram.mean() / 1000.0,
+    })
+}
+
+/// Consensus figures since start: commit latency (proposal to decision), block interval and
+/// blocks per second.
+async fn consensus(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let stats = state.node.stats.lock().expect("stats lock poisoned");
+    let blocks_per_second = match (stats.first_decided, stats.last_decided) {
+        (Some((first, first_height)), Some((last, last_height))) if last > first => {
+            (last_height - first_height) as f64 / (last - first).as_secs_f64()
+        }
+        _ => 0.0,
+    };
+    Json(serde_json::json!({
+        "commit_latency": percentiles(&stats.commit_latency_us),
+        "block_interval": percentiles(&stats.block_interval_us),
+        "blocks_per_second": blocks_per_second,
+        "uptime_s": stats.started.elapsed().as_secs_f64(),
     }))
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    state
-        .metrics
-        .latest_height
-        .set(state.storage.tip().height as i64);
     let mut response = state.metrics.encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

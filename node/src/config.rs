@@ -60,6 +60,103 @@ pub struct LogConfig {
     pub level: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Addresses announced to peers; with `static_mode`, the only ones.
+    pub external_addresses: Vec<String>,
+    /// Peers dialled at start and redialled when the link drops: `/ip4/../tcp/../p2p/<id>` or
+    /// `/dnsaddr/<domain>` seeds.
+    pub bootstrap: Vec<String>,
+    /// Dial only `bootstrap`, announce only `external_addresses`, no discovery.
+    pub static_mode: bool,
+    /// Also run QUIC (listen on a `/udp/<port>/quic-v1` address to accept it).
+    pub quic: bool,
+    /// Use Noise instead of TLS 1.3 to secure TCP links.
+    pub noise: bool,
+    /// Most established connections.
+    pub max_connections: u32,
+    /// Largest gossip message or sync request accepted, in bytes.
+    pub max_message_bytes: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/26656".into()],
+            external_addresses: Vec::new(),
+            bootstrap: Vec::new(),
+            static_mode: false,
+            quic: false,
+            noise: false,
+            max_connections: 128,
+            max_message_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusConfig {
+    pub timeout_propose_ms: u64,
+    pub timeout_propose_delta_ms: u64,
+    pub timeout_prevote_ms: u64,
+    pub timeout_prevote_delta_ms: u64,
+    pub timeout_precommit_ms: u64,
+    pub timeout_precommit_delta_ms: u64,
+    /// Pause after a commit before the next height starts.
+    pub timeout_commit_ms: u64,
+    /// Most transactions a proposer puts in one block.
+    pub max_block_txs: u32,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        let params = crate::consensus::state_machine::Params::default();
+        ConsensusConfig {
+            timeout_propose_ms: params.timeout_propose_ms,
+            timeout_propose_delta_ms: params.timeout_propose_delta_ms,
+            timeout_prevote_ms: params.timeout_prevote_ms,
+            timeout_prevote_delta_ms: params.timeout_prevote_delta_ms,
+            timeout_precommit_ms: params.timeout_precommit_ms,
+            timeout_precommit_delta_ms: params.timeout_precommit_delta_ms,
+            timeout_commit_ms: 1000,
+            max_block_txs: 5000,
+        }
+    }
+}
+
+impl ConsensusConfig {
+    pub fn params(&self) -> crate::consensus::state_machine::Params {
+        crate::consensus::state_machine::Params {
+            timeout_propose_ms: self.timeout_propose_ms,
+            timeout_propose_delta_ms: self.timeout_propose_delta_ms,
+            timeout_prevote_ms: self.timeout_prevote_ms,
+            timeout_prevote_delta_ms: self.timeout_prevote_delta_ms,
+            timeout_precommit_ms: self.timeout_precommit_ms,
+            timeout_precommit_delta_ms: self.timeout_precommit_delta_ms,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolConfig {
+    pub max_txs: u32,
+    pub max_bytes: u64,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            max_txs: 20_000,
+            max_bytes: 16 << 20,
+        }
+    }
+}
+
 /// The whole node configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +164,9 @@ pub struct Config {
     pub moniker: String,
     pub chain_id: String,
     pub api: ApiConfig,
+    pub p2p: P2pConfig,
+    pub consensus: ConsensusConfig,
+    pub mempool: MempoolConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
 }
@@ -81,6 +181,9 @@ impl Config {
                 listen: "127.0.0.1:26657".into(),
                 max_body_bytes: 1 << 20,
             },
+            p2p: P2pConfig::default(),
+            consensus: ConsensusConfig::default(),
+            mempool: MempoolConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig {
                 format: LogFormat::Human,
@@ -112,6 +215,45 @@ listen = "{listen}"
 # Largest request body accepted, in bytes; larger requests get 413 with a JSON error.
 max_body_bytes = {max_body_bytes}
 
+[p2p]
+# Multiaddrs the node listens on (TCP; add "/ip4/0.0.0.0/udp/26656/quic-v1" with quic = true).
+listen = {p2p_listen}
+# Addresses announced to peers. In static mode these are the only ones announced.
+external_addresses = {p2p_external}
+# Peers to dial at start and redial when the link drops: "/ip4/10.0.0.2/tcp/26656/p2p/<peer id>"
+# or DNS seeds "/dnsaddr/seeds.example.org". BLYAN_P2P_BOOTSTRAP takes a comma-separated list.
+bootstrap = {p2p_bootstrap}
+# Devnet mode: dial only the bootstrap addresses, announce only external_addresses, and run no
+# discovery, so that every link can be routed through a fault proxy.
+static_mode = {p2p_static}
+# Also run QUIC (needs a quic-v1 listen address to accept it). Chaos runs use TCP only.
+quic = {p2p_quic}
+# Secure TCP links with Noise instead of TLS 1.3 (TLS 1.3 is the default and the production profile).
+noise = {p2p_noise}
+# Most established connections; further ones are refused.
+max_connections = {p2p_max_connections}
+# Largest gossip message or block-sync request accepted, in bytes; larger ones are dropped and
+# the sender is penalised.
+max_message_bytes = {p2p_max_message_bytes}
+
+[consensus]
+# Round timeouts grow with the round: base + round * delta, in milliseconds.
+timeout_propose_ms = {timeout_propose_ms}
+timeout_propose_delta_ms = {timeout_propose_delta_ms}
+timeout_prevote_ms = {timeout_prevote_ms}
+timeout_prevote_delta_ms = {timeout_prevote_delta_ms}
+timeout_precommit_ms = {timeout_precommit_ms}
+timeout_precommit_delta_ms = {timeout_precommit_delta_ms}
+# Pause after each commit before the next height (0: start at once; blocks as fast as possible).
+timeout_commit_ms = {timeout_commit_ms}
+# Most transactions in one block.
+max_block_txs = {max_block_txs}
+
+[mempool]
+# Pending transactions kept at most, by count and by bytes; more are refused with 503.
+max_txs = {mempool_max_txs}
+max_bytes = {mempool_max_bytes}
+
 [storage]
 # Shared RocksDB block cache for all column families, in MiB.
 block_cache_mb = {block_cache_mb}
@@ -134,6 +276,24 @@ level = "{level}"
             chain_id = self.chain_id,
             listen = self.api.listen,
             max_body_bytes = self.api.max_body_bytes,
+            p2p_listen = toml_list(&self.p2p.listen),
+            p2p_external = toml_list(&self.p2p.external_addresses),
+            p2p_bootstrap = toml_list(&self.p2p.bootstrap),
+            p2p_static = self.p2p.static_mode,
+            p2p_quic = self.p2p.quic,
+            p2p_noise = self.p2p.noise,
+            p2p_max_connections = self.p2p.max_connections,
+            p2p_max_message_bytes = self.p2p.max_message_bytes,
+            timeout_propose_ms = self.consensus.timeout_propose_ms,
+            timeout_propose_delta_ms = self.consensus.timeout_propose_delta_ms,
+            timeout_prevote_ms = self.consensus.timeout_prevote_ms,
+            timeout_prevote_delta_ms = self.consensus.timeout_prevote_delta_ms,
+            timeout_precommit_ms = self.consensus.timeout_precommit_ms,
+            timeout_precommit_delta_ms = self.consensus.timeout_precommit_delta_ms,
+            timeout_commit_ms = self.consensus.timeout_commit_ms,
+            max_block_txs = self.consensus.max_block_txs,
+            mempool_max_txs = self.mempool.max_txs,
+            mempool_max_bytes = self.mempool.max_bytes,
             block_cache_mb = storage.block_cache_mb,
             write_buffer_mb = storage.write_buffer_mb,
             max_write_buffers = storage.max_write_buffers,
@@ -203,11 +363,114 @@ level = "{level}"
                 "must be between 1024 and 67108864".into(),
             ));
         }
+        self.validate_p2p(&invalid)?;
+        let consensus = &self.consensus;
+        for (field, value) in [
+            ("consensus.timeout_propose_ms", consensus.timeout_propose_ms),
+            ("consensus.timeout_prevote_ms", consensus.timeout_prevote_ms),
+            (
+                "consensus.timeout_precommit_ms",
+                consensus.timeout_precommit_ms,
+            ),
+        ] {
+            if !(1..=600_000).contains(&value) {
+                return Err(invalid(field, "must be between 1 and 600000".into()));
+            }
+        }
+        for (field, value) in [
+            (
+                "consensus.timeout_propose_delta_ms",
+                consensus.timeout_propose_delta_ms,
+            ),
+            (
+                "consensus.timeout_prevote_delta_ms",
+                consensus.timeout_prevote_delta_ms,
+            ),
+            (
+                "consensus.timeout_precommit_delta_ms",
+                consensus.timeout_precommit_delta_ms,
+            ),
+            ("consensus.timeout_commit_ms", consensus.timeout_commit_ms),
+        ] {
+            if value > 600_000 {
+                return Err(invalid(field, "must be at most 600000".into()));
+            }
+        }
+        if !(1..=crate::block::MAX_TXS_PER_BLOCK).contains(&consensus.max_block_txs) {
+            return Err(invalid(
+                "consensus.max_block_txs",
+                format!("must be between 1 and {}", crate::block::MAX_TXS_PER_BLOCK),
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.mempool.max_txs) {
+            return Err(invalid(
+                "mempool.max_txs",
+                "must be between 1 and 10000000".into(),
+            ));
+        }
+        if !(1024..=(4 << 30)).contains(&self.mempool.max_bytes) {
+            return Err(invalid(
+                "mempool.max_bytes",
+                "must be between 1024 and 4294967296".into(),
+            ));
+        }
         self.storage
             .validate()
             .map_err(|(field, reason)| invalid(field, reason))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|error| invalid("log.level", format!("{:?}: {error}", self.log.level)))?;
+        Ok(())
+    }
+
+    fn validate_p2p(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let p2p = &self.p2p;
+        let parse = |field: &str, index: usize, text: &str| {
+            text.parse::<libp2p::Multiaddr>().map_err(|error| {
+                invalid(
+                    &format!("{field}[{index}]"),
+                    format!("{text:?} is not a multiaddr: {error}"),
+                )
+            })
+        };
+        if p2p.listen.is_empty() {
+            return Err(invalid("p2p.listen", "needs at least one address".into()));
+        }
+        for (index, text) in p2p.listen.iter().enumerate() {
+            parse("p2p.listen", index, text)?;
+        }
+        for (index, text) in p2p.external_addresses.iter().enumerate() {
+            parse("p2p.external_addresses", index, text)?;
+        }
+        for (index, text) in p2p.bootstrap.iter().enumerate() {
+            let address = parse("p2p.bootstrap", index, text)?;
+            let seed = address
+                .iter()
+                .any(|part| matches!(part, libp2p::multiaddr::Protocol::Dnsaddr(_)));
+            let has_peer = address
+                .iter()
+                .any(|part| matches!(part, libp2p::multiaddr::Protocol::P2p(_)));
+            if !seed && !has_peer {
+                return Err(invalid(
+                    &format!("p2p.bootstrap[{index}]"),
+                    format!("{text:?} must end in /p2p/<peer id> (or be a /dnsaddr seed)"),
+                ));
+            }
+        }
+        if !(1..=100_000).contains(&p2p.max_connections) {
+            return Err(invalid(
+                "p2p.max_connections",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1024..=(256 << 20)).contains(&p2p.max_message_bytes) {
+            return Err(invalid(
+                "p2p.max_message_bytes",
+                "must be between 1024 and 268435456".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -217,6 +480,10 @@ level = "{level}"
             .parse()
             .expect("api.listen is checked by validate()")
     }
+}
+
+fn toml_list(items: &[String]) -> String {
+    toml::Value::Array(items.iter().cloned().map(toml::Value::String).collect()).to_string()
 }
 
 /// Letters, digits, '.', '_' and '-', 1 to 64 bytes.
@@ -258,6 +525,14 @@ fn apply_environment(
                 value
                     .parse()
                     .map_err(|_| error("expected an integer".into()))?,
+            ),
+            toml::Value::Array(_) => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| toml::Value::String(item.to_string()))
+                    .collect(),
             ),
             toml::Value::Boolean(_) => toml::Value::Boolean(
                 value

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// HOME/config.toml
 /// HOME/keys/node_key.json        libp2p identity (ed25519), mode 0600
 /// HOME/keys/validator_key.json   consensus signing key (ed25519), mode 0600
+/// HOME/genesis.json               the chain's genesis (validators, accounts)
 /// HOME/data/                     RocksDB
 /// HOME/checkpoints/<height>/     RocksDB checkpoints
 /// ```
@@ -39,6 +40,10 @@ impl Home {
 
     pub fn validator_key(&self) -> PathBuf {
         self.keys_dir().join("validator_key.json")
+    }
+
+    pub fn genesis(&self) -> PathBuf {
+        self.root.join("genesis.json")
     }
 
     pub fn data(&self) -> PathBuf {

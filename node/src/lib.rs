@@ -1,15 +1,21 @@
-//! The lean Blyan node: crash-safe RocksDB storage, an HTTP API with Prometheus metrics, and
-//! (in later issues) Tendermint-style consensus, libp2p networking and MoE inference.
+//! The lean Blyan node: crash-safe RocksDB storage, Tendermint-style consensus over libp2p
+//! (TLS 1.3), a transfer application, an HTTP API with Prometheus metrics, and (in later issues)
+//! staking and MoE inference.
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod block;
 pub mod config;
 pub mod consensus;
+pub mod genesis;
 pub mod home;
 pub mod keys;
 pub mod metrics;
+pub mod node;
+pub mod p2p;
 pub mod storage;
+pub mod wire;
 
 /// Crate version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -13,6 +13,7 @@ use blyan_node::api::{self, ApiState};
 use blyan_node::bench;
 use blyan_node::block::Block;
 use blyan_node::config::{check_name, Config, LogFormat};
+use blyan_node::genesis::{Genesis, GenesisValidator};
 use blyan_node::home::Home;
 use blyan_node::keys::{NodeKey, ValidatorKey};
 use blyan_node::metrics::Metrics;
@@ -91,6 +92,22 @@ enum Command {
         from: PathBuf,
         #[command(flatten)]
         home: HomeArg,
+    },
+    /// Measure P2P on loopback: connection establishment and TLS 1.3 handshake times against
+    /// a real listener, and gossip latency of signed votes to every node of an N-node mesh.
+    BenchP2p {
+        /// Connections to time.
+        #[arg(long, default_value_t = 200)]
+        connections: u32,
+        /// Nodes in the gossip mesh (0 skips the gossip part).
+        #[arg(long, default_value_t = 20)]
+        gossip_nodes: usize,
+        /// Votes to gossip.
+        #[arg(long, default_value_t = 300)]
+        gossip_messages: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure synced block-commit latency (p50, p99, max) for several block sizes.
     BenchStorage {
@@ -204,6 +221,12 @@ fn run(cli: Cli) -> Result<()> {
             sizes,
             json,
         } => bench_storage(dir, blocks, &sizes, json),
+        Command::BenchP2p {
+            connections,
+            gossip_nodes,
+            gossip_messages,
+            json,
+        } => bench_p2p(connections, gossip_nodes, gossip_messages, json),
         Command::StressWrite {
             home,
             size,
@@ -246,7 +269,12 @@ fn init(home: &Home, moniker: &str, chain_id: &str, force: bool) -> Result<()> {
     check_name(moniker).map_err(|reason| anyhow::anyhow!("--moniker: {reason}"))?;
     check_name(chain_id).map_err(|reason| anyhow::anyhow!("--chain-id: {reason}"))?;
     if !force {
-        for path in [home.node_key(), home.validator_key(), home.config()] {
+        for path in [
+            home.node_key(),
+            home.validator_key(),
+            home.config(),
+            home.genesis(),
+        ] {
             if path.exists() {
                 bail!("{} already exists; refusing to overwrite (use --force to replace keys and config)", path.display());
             }
@@ -261,10 +289,31 @@ fn init(home: &Home, moniker: &str, chain_id: &str, force: bool) -> Result<()> {
     let config = Config::new(moniker, chain_id);
     std::fs::write(home.config(), config.template())
         .with_context(|| format!("cannot write {}", home.config().display()))?;
+    // A chain of one: this node is its only validator. `devnet up` writes a shared genesis.
+    let genesis = Genesis {
+        chain_id: chain_id.to_string(),
+        genesis_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0),
+        validators: vec![GenesisValidator {
+            name: moniker.to_string(),
+            public_key: validator_key.public_hex(),
+            power: 10,
+        }],
+        accounts: Vec::new(),
+    };
+    genesis
+        .save(&home.genesis())
+        .with_context(|| format!("cannot write {}", home.genesis().display()))?;
     println!("initialised node home {}", home.root().display());
     println!("  node id:       {}", node_key.peer_id());
     println!("  validator key: {}", validator_key.public_hex());
     println!("  config:        {}", home.config().display());
+    println!(
+        "  genesis:       {} (this node as the only validator)",
+        home.genesis().display()
+    );
     println!(
         "start it with:   blyan-node start --home {}",
         home.root().display()
@@ -274,44 +323,102 @@ fn init(home: &Home, moniker: &str, chain_id: &str, force: bool) -> Result<()> {
 
 fn start(home: &Home, config: Config) -> Result<()> {
     let node_key = NodeKey::read(&home.node_key())?;
-    ValidatorKey::read(&home.validator_key())?;
+    let validator_key = ValidatorKey::read(&home.validator_key())?;
+    let genesis = Genesis::load(&home.genesis()).with_context(|| {
+        format!(
+            "the node needs {} (written by `blyan-node init` or `devnet up`)",
+            home.genesis().display()
+        )
+    })?;
+    if genesis.chain_id != config.chain_id {
+        bail!(
+            "{}: chain_id {:?} differs from {}: chain_id {:?}",
+            home.config().display(),
+            config.chain_id,
+            home.genesis().display(),
+            genesis.chain_id
+        );
+    }
     let storage = Arc::new(Storage::open(&home.data(), &config.storage)?);
     let listen = config.api_listen();
-    let state = Arc::new(ApiState {
-        storage: storage.clone(),
-        metrics: Arc::new(Metrics::new(blyan_node::VERSION, blyan_node::GIT_COMMIT)),
-        node_id: node_key.peer_id().to_string(),
-        moniker: config.moniker.clone(),
-        chain_id: config.chain_id.clone(),
-        checkpoints_dir: home.checkpoints(),
-        max_body_bytes: config.api.max_body_bytes as usize,
-    });
+    let metrics = Arc::new(Metrics::new(blyan_node::VERSION, blyan_node::GIT_COMMIT));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async {
+        let peer_id = node_key.peer_id();
+        let (p2p, events, bound) =
+            blyan_node::p2p::spawn(node_key.keypair.clone(), &config.p2p, &config.chain_id).await?;
+        let settings = blyan_node::node::NodeSettings {
+            genesis,
+            consensus: config.consensus.clone(),
+            mempool: config.mempool.clone(),
+            validator_key: validator_key.signing.clone(),
+        };
+        let node =
+            blyan_node::node::Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;
+        let (submit_tx, submit_rx) = tokio::sync::mpsc::channel(4096);
+        let state = Arc::new(ApiState {
+            storage: storage.clone(),
+            metrics: metrics.clone(),
+            node_id: peer_id.to_string(),
+            moniker: config.moniker.clone(),
+            chain_id: config.chain_id.clone(),
+            checkpoints_dir: home.checkpoints(),
+            max_body_bytes: config.api.max_body_bytes as usize,
+            node: node.shared(),
+            net: p2p.info.clone(),
+            submissions: submit_tx,
+        });
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {listen}"))?;
-        let bound = listener
+        let bound_api = listener
             .local_addr()
             .context("api.listen: no local address")?;
+        let validator = node
+            .shared()
+            .view
+            .read()
+            .expect("fresh lock")
+            .validator_index;
         tracing::info!(
-            node_id = %state.node_id,
-            moniker = %state.moniker,
-            api = %bound,
-            height = state.storage.tip().height,
+            node_id = %peer_id,
+            moniker = %config.moniker,
+            api = %bound_api,
+            p2p = ?bound.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect::<Vec<_>>(),
+            height = storage.tip().height,
+            validator = ?validator,
             version = LONG_VERSION,
             "node started"
         );
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP API failed")
-    })?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let mut api_stop = stop_rx.clone();
+        let api = tokio::spawn(async move {
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = api_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        let mut node_stop = stop_rx.clone();
+        let outcome = node
+            .run(events, submit_rx, async move {
+                let _ = node_stop.wait_for(|stop| *stop).await;
+            })
+            .await;
+        api.abort();
+        drop(p2p);
+        outcome.context("consensus loop stopped")
+    });
     storage.flush()?;
+    result?;
     tracing::info!(
         height = storage.tip().height,
         "storage flushed; node stopped cleanly"
@@ -420,6 +527,64 @@ fn bench_storage(dir: Option<PathBuf>, blocks: u64, sizes: &[String], json: bool
             pair(&report.fdatasync_floor),
             report.ours.p99_us as f64 / report.naive_rocksdb.p99_us.max(1) as f64
         );
+    }
+    Ok(())
+}
+
+fn bench_p2p(connections: u32, gossip_nodes: usize, messages: usize, json: bool) -> Result<()> {
+    use blyan_node::p2p::bench;
+    if !(1..=100_000).contains(&connections) {
+        bail!("--connections: must be between 1 and 100000");
+    }
+    if gossip_nodes == 1 || gossip_nodes > 200 {
+        bail!("--gossip-nodes: must be 0 (skip) or between 2 and 200");
+    }
+    if !(1..=100_000).contains(&messages) {
+        bail!("--gossip-messages: must be between 1 and 100000");
+    }
+    init_logging(LogFormat::Human, "error");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let handshake = runtime.block_on(bench::handshake(connections))?;
+    let gossip = if gossip_nodes > 0 {
+        Some(runtime.block_on(bench::gossip(gossip_nodes, messages))?)
+    } else {
+        None
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "handshake": handshake,
+                "gossip": gossip,
+            }))?
+        );
+        return Ok(());
+    }
+    let line = |name: &str, s: &bench::Summary| {
+        println!(
+            "  {name:<28} p50 {:>7.3} ms  p90 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms",
+            s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+        )
+    };
+    println!(
+        "{} connections to one listener on 127.0.0.1 ({}):",
+        handshake.iterations, handshake.tls_version
+    );
+    line("TCP connect", &handshake.tcp_connect);
+    line("TLS 1.3 handshake", &handshake.tls_handshake);
+    line("yamux negotiation", &handshake.muxer);
+    line("connection (all of it)", &handshake.connection);
+    if let Some(gossip) = gossip {
+        println!(
+            "{} signed votes gossiped in a {}-node mesh ({} deliveries lost):",
+            gossip.messages, gossip.nodes, gossip.lost_deliveries
+        );
+        line("publish to one node", &gossip.delivery);
+        line("publish to all other nodes", &gossip.all_nodes);
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -22,6 +23,15 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub latest_height: Gauge,
     pub checkpoints_created: Counter,
+    pub blocks_committed: Counter,
+    pub blocks_synced: Counter,
+    pub commit_latency_seconds: Histogram,
+    pub consensus_round: Gauge,
+    pub peers: Gauge,
+    pub mempool_txs: Gauge,
+    pub gossip_rejected: Counter,
+    pub txs_rejected: Counter,
+    pub evidence: Counter,
 }
 
 impl Metrics {
@@ -45,6 +55,52 @@ impl Metrics {
             "Storage checkpoints created since start",
             checkpoints_created.clone(),
         );
+        let blocks_committed = Counter::default();
+        registry.register(
+            "blocks_committed",
+            "Blocks this node decided through consensus",
+            blocks_committed.clone(),
+        );
+        let blocks_synced = Counter::default();
+        registry.register(
+            "blocks_synced",
+            "Blocks this node fetched through block sync, commits verified",
+            blocks_synced.clone(),
+        );
+        let commit_latency_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "commit_latency_seconds",
+            "From the deciding round's proposal (received or made) to the decision",
+            commit_latency_seconds.clone(),
+        );
+        let consensus_round = Gauge::default();
+        registry.register(
+            "consensus_round",
+            "Round of the current height",
+            consensus_round.clone(),
+        );
+        let peers = Gauge::default();
+        registry.register("peers", "Connected peers", peers.clone());
+        let mempool_txs = Gauge::default();
+        registry.register("mempool_txs", "Pending transactions", mempool_txs.clone());
+        let gossip_rejected = Counter::default();
+        registry.register(
+            "gossip_rejected",
+            "Gossip messages rejected (malformed, bad signature, invalid block); senders penalised",
+            gossip_rejected.clone(),
+        );
+        let txs_rejected = Counter::default();
+        registry.register(
+            "txs_rejected",
+            "Transactions refused by the mempool",
+            txs_rejected.clone(),
+        );
+        let evidence = Counter::default();
+        registry.register(
+            "evidence",
+            "Equivocations observed (two different votes of one validator for one step)",
+            evidence.clone(),
+        );
         registry.register(
             "build",
             "Version and git commit of this binary",
@@ -58,6 +114,15 @@ impl Metrics {
             http_requests,
             latest_height,
             checkpoints_created,
+            blocks_committed,
+            blocks_synced,
+            commit_latency_seconds,
+            consensus_round,
+            peers,
+            mempool_txs,
+            gossip_rejected,
+            txs_rejected,
+            evidence,
         }
     }
 

@@ -248,6 +248,8 @@ fn node_serves_the_api_and_stops_cleanly_on_sigterm() {
             "--log-format",
             "json",
         ])
+        .env("BLYAN_P2P_LISTEN", "/ip4/127.0.0.1/tcp/0")
+        .env("BLYAN_CONSENSUS_TIMEOUT_COMMIT_MS", "50")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -270,11 +272,38 @@ fn node_serves_the_api_and_stops_cleanly_on_sigterm() {
             "/status lacks {field}: {status}"
         );
     }
-    assert_eq!(status["latest_height"], 0);
     assert!(
         status["node_id"].as_str().unwrap().starts_with("12D3Koo"),
         "libp2p ed25519 peer id"
     );
+    assert_eq!(status["validator"], true, "{status}");
+    assert_eq!(status["catching_up"], false, "{status}");
+    // A chain of one validator (the genesis `init` writes) commits blocks on its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let height = loop {
+        let status = common::http(addr, "GET", "/status", b"").unwrap();
+        let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+        let height = status["latest_height"].as_u64().unwrap();
+        if height >= 3 {
+            break height;
+        }
+        assert!(std::time::Instant::now() < deadline, "no blocks: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let latest = common::http(addr, "GET", "/blocks/latest", b"").unwrap();
+    let latest: serde_json::Value = serde_json::from_str(&latest.body).unwrap();
+    assert!(latest["height"].as_u64().unwrap() >= height, "{latest}");
+    assert_eq!(
+        latest["commit"]["signatures"].as_array().unwrap().len(),
+        1,
+        "{latest}"
+    );
+    let first = common::http(addr, "GET", "/blocks/1", b"").unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    let bad = common::http(addr, "GET", "/blocks/abc", b"").unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let future = common::http(addr, "GET", "/blocks/999999999", b"").unwrap();
+    assert_eq!(future.status, 404, "{}", future.body);
 
     let missing = common::http(addr, "GET", "/no/such/route", b"").unwrap();
     assert_eq!(missing.status, 404);
@@ -301,9 +330,11 @@ fn node_serves_the_api_and_stops_cleanly_on_sigterm() {
 
     let created = common::http(addr, "POST", "/checkpoints", b"").unwrap();
     assert_eq!(created.status, 201, "{}", created.body);
-    assert!(home.join("checkpoints/0").is_dir());
-    let conflict = common::http(addr, "POST", "/checkpoints", b"").unwrap();
-    assert_eq!(conflict.status, 409, "{}", conflict.body);
+    let created: serde_json::Value = serde_json::from_str(&created.body).unwrap();
+    let checkpoint_height = created["height"].as_u64().unwrap();
+    assert!(home
+        .join(format!("checkpoints/{checkpoint_height}"))
+        .is_dir());
 
     let metrics = common::http(addr, "GET", "/metrics", b"").unwrap();
     assert_eq!(metrics.status, 200);
@@ -313,7 +344,7 @@ fn node_serves_the_api_and_stops_cleanly_on_sigterm() {
         metrics.body
     );
     assert!(
-        metrics.body.contains("blyan_latest_height 0"),
+        metrics.body.contains("blyan_blocks_committed_total"),
         "{}",
         metrics.body
     );

@@ -175,14 +175,15 @@ impl SignerStore for MemoryStore {
     }
 }
 
-/// The record in the node's RocksDB `consensus` family, written with a synced WAL.
-pub struct StorageStore<'a> {
-    pub storage: &'a Storage,
+/// The record in the node's RocksDB `consensus` family, written with a synced WAL. Holds the
+/// storage by reference or by `Arc`.
+pub struct StorageStore<S: std::ops::Deref<Target = Storage>> {
+    pub storage: S,
 }
 
 const SIGNER_KEY: &[u8] = b"signer/last_signed";
 
-impl SignerStore for StorageStore<'_> {
+impl<S: std::ops::Deref<Target = Storage>> SignerStore for StorageStore<S> {
     fn load(&self) -> Result<Option<LastSigned>, SignError> {
         match self.storage.consensus_get(SIGNER_KEY)? {
             None => Ok(None),

@@ -365,6 +365,17 @@ impl Storage {
     /// database's chain id. Its data hash must match its transactions (the caller's job; asserted
     /// in debug builds).
     pub fn commit_block(&self, block: &Block, changes: &[StateChange]) -> Result<(), StorageError> {
+        self.commit_block_with(block, changes, &[])
+    }
+
+    /// [`Storage::commit_block`] that also writes `records` (key, value) to the consensus
+    /// family in the same atomic batch: the block's commit certificate, its transaction index.
+    pub fn commit_block_with(
+        &self,
+        block: &Block,
+        changes: &[StateChange],
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StorageError> {
         let mut tip = self.tip.lock().expect("tip lock poisoned");
         let mut chain_id = self.chain_id.lock().expect("chain id lock poisoned");
         let header = &block.header;
@@ -423,6 +434,10 @@ impl Storage {
                 StateChange::Put(key, value) => batch.put_cf(state, key, value),
                 StateChange::Delete(key) => batch.delete_cf(state, key),
             }
+        }
+        let consensus = self.handle(cf::CONSENSUS);
+        for (key, value) in records {
+            batch.put_cf(consensus, key, value);
         }
         batch.put_cf(
             metadata,

@@ -1,0 +1,599 @@
+//! The process backend: a devnet of `blyan-node` processes on 127.0.0.1, for machines without
+//! Docker (and for fast local loops).
+//!
+//! `up` writes one home per node under `BASE/NAME/` (keys, `config.toml`, a shared
+//! `genesis.json`), starts the processes detached (they outlive the `devnet` command), waits
+//! until every node reports the wanted height and records the devnet in `BASE/NAME/devnet.json`;
+//! `down` stops the processes it recorded (SIGTERM, then SIGKILL after a grace period).
+//!
+//! Keys are derived from a seed (recorded in `devnet.json`), so a devnet can be rebuilt
+//! identically; the funded accounts' secret keys are written to `accounts.json` for load
+//! generators (devnet keys, never for real funds).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blyan_node::config::Config;
+use blyan_node::genesis::{Genesis, GenesisAccount, GenesisValidator};
+use blyan_node::home::Home;
+use blyan_node::keys::{NodeKey, ValidatorKey};
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("devnet {name:?} is already up ({running} of its nodes run); stop it first: devnet down --name {name}")]
+    AlreadyUp { name: String, running: usize },
+    #[error("no devnet {name:?} under {base} (start one with `devnet up`)")]
+    NotFound { name: String, base: PathBuf },
+    #[error(
+        "port {port} ({what}) is in use; pick other ports with --api-port-base / --p2p-port-base"
+    )]
+    PortInUse { port: u16, what: String },
+    #[error("blyan-node binary not found at {0} (build it: cargo build --release -p blyan-node, or set BLYAN_NODE_BIN)")]
+    NodeBinary(PathBuf),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("key: {0}")]
+    Key(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProcessError + '_ {
+    move |source| ProcessError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `devnet up --backend process` starts.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub name: String,
+    pub base: PathBuf,
+    pub nodes: usize,
+    pub node_bin: PathBuf,
+    pub chain_id: String,
+    pub api_port_base: u16,
+    pub p2p_port_base: u16,
+    pub seed: u64,
+    pub accounts: usize,
+    pub account_balance: u64,
+    pub timeout_commit_ms: u64,
+    pub timeout_propose_ms: u64,
+    pub wait_height: u64,
+    pub wait_timeout: Duration,
+    pub log_level: String,
+}
+
+impl UpOptions {
+    pub fn new(name: &str, base: &Path, nodes: usize, node_bin: PathBuf) -> UpOptions {
+        UpOptions {
+            name: name.to_string(),
+            base: base.to_path_buf(),
+            nodes,
+            node_bin,
+            chain_id: "blyan-devnet".into(),
+            api_port_base: 27000,
+            p2p_port_base: 28000,
+            seed: 1,
+            accounts: 16,
+            account_balance: 1_000_000_000,
+            timeout_commit_ms: 100,
+            timeout_propose_ms: 1000,
+            wait_height: 2,
+            wait_timeout: Duration::from_secs(60),
+            log_level: "info".into(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ProcessError> {
+        blyan_node::config::check_name(&self.name)
+            .map_err(|reason| ProcessError::Invalid(format!("--name: {reason}")))?;
+        blyan_node::config::check_name(&self.chain_id)
+            .map_err(|reason| ProcessError::Invalid(format!("--chain-id: {reason}")))?;
+        if !(1..=200).contains(&self.nodes) {
+            return Err(ProcessError::Invalid(format!(
+                "--nodes: must be between 1 and 200, got {}",
+                self.nodes
+            )));
+        }
+        for (flag, base) in [
+            ("--api-port-base", self.api_port_base),
+            ("--p2p-port-base", self.p2p_port_base),
+        ] {
+            if base < 1024 || u32::from(base) + self.nodes as u32 > 65535 {
+                return Err(ProcessError::Invalid(format!(
+                    "{flag}: {base} + {} nodes must stay within 1024..65535",
+                    self.nodes
+                )));
+            }
+        }
+        let api = u32::from(self.api_port_base)..u32::from(self.api_port_base) + self.nodes as u32;
+        let p2p = u32::from(self.p2p_port_base)..u32::from(self.p2p_port_base) + self.nodes as u32;
+        if api.start < p2p.end && p2p.start < api.end {
+            return Err(ProcessError::Invalid(
+                "--api-port-base and --p2p-port-base ranges overlap".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One node of a running devnet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub index: usize,
+    pub moniker: String,
+    pub home: PathBuf,
+    pub api: String,
+    pub p2p: String,
+    pub peer_id: String,
+    pub validator_key: String,
+    pub pid: Option<u32>,
+    pub log: PathBuf,
+}
+
+/// `BASE/NAME/devnet.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DevnetState {
+    pub name: String,
+    pub backend: String,
+    pub chain_id: String,
+    pub seed: u64,
+    pub node_bin: PathBuf,
+    pub nodes: Vec<NodeEntry>,
+    pub started_ms: u64,
+}
+
+/// A funded devnet account (devnet only: the secret is on disk in the clear).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountEntry {
+    pub address: String,
+    pub secret_key: String,
+    pub balance: u64,
+}
+
+fn derive(seed: u64, what: &str, index: usize) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"blyan-devnet/keys/v1");
+    hasher.update(seed.to_be_bytes());
+    hasher.update(what.as_bytes());
+    hasher.update((index as u64).to_be_bytes());
+    hasher.finalize().into()
+}
+
+pub fn devnet_dir(base: &Path, name: &str) -> PathBuf {
+    base.join(name)
+}
+
+fn state_path(base: &Path, name: &str) -> PathBuf {
+    devnet_dir(base, name).join("devnet.json")
+}
+
+pub fn load_state(base: &Path, name: &str) -> Result<DevnetState, ProcessError> {
+    let path = state_path(base, name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ProcessError::NotFound {
+                name: name.to_string(),
+                base: base.to_path_buf(),
+            })
+        }
+        Err(error) => return Err(io(&path)(error)),
+    };
+    serde_json::from_str(&text)
+        .map_err(|error| ProcessError::Invalid(format!("{}: {error}", path.display())))
+}
+
+fn save_state(base: &Path, state: &DevnetState) -> Result<(), ProcessError> {
+    let path = state_path(base, &state.name);
+    let temporary = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(state).expect("state serialises");
+    std::fs::write(&temporary, text).map_err(io(&temporary))?;
+    std::fs::rename(&temporary, &path).map_err(io(&path))
+}
+
+/// Whether `pid` is a live `blyan-node` process (not a recycled pid of something else).
+pub fn is_node_process(pid: u32) -> bool {
+    let Ok(command) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie (state Z) has exited.
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    !zombie
+        && command
+            .split(|byte| *byte == 0)
+            .next()
+            .is_some_and(|program| String::from_utf8_lossy(program).ends_with("blyan-node"))
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn check_port_free(port: u16, what: &str) -> Result<(), ProcessError> {
+    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .map(drop)
+        .map_err(|_| ProcessError::PortInUse {
+            port,
+            what: what.to_string(),
+        })
+}
+
+/// Writes homes, keys, configs and genesis for every node; returns the devnet's description
+/// (no process started yet).
+pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
+    options.validate()?;
+    if !options.node_bin.is_file() {
+        return Err(ProcessError::NodeBinary(options.node_bin.clone()));
+    }
+    if let Ok(previous) = load_state(&options.base, &options.name) {
+        let running = previous
+            .nodes
+            .iter()
+            .filter(|node| node.pid.is_some_and(is_node_process))
+            .count();
+        if running > 0 {
+            return Err(ProcessError::AlreadyUp {
+                name: options.name.clone(),
+                running,
+            });
+        }
+    }
+    for index in 0..options.nodes {
+        check_port_free(
+            options.api_port_base + index as u16,
+            &format!("node{index} API"),
+        )?;
+        check_port_free(
+            options.p2p_port_base + index as u16,
+            &format!("node{index} P2P"),
+        )?;
+    }
+    let dir = devnet_dir(&options.base, &options.name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let node_keys: Vec<NodeKey> = (0..options.nodes)
+        .map(|index| {
+            libp2p_identity::Keypair::ed25519_from_bytes(derive(options.seed, "node", index))
+                .map(|keypair| NodeKey { keypair })
+                .map_err(|error| ProcessError::Key(error.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let validator_keys: Vec<ValidatorKey> = (0..options.nodes)
+        .map(|index| ValidatorKey {
+            signing: SigningKey::from_bytes(&derive(options.seed, "validator", index)),
+        })
+        .collect();
+    let accounts: Vec<AccountEntry> = (0..options.accounts)
+        .map(|index| {
+            let key = SigningKey::from_bytes(&derive(options.seed, "account", index));
+            AccountEntry {
+                address: hex::encode(key.verifying_key().to_bytes()),
+                secret_key: hex::encode(key.to_bytes()),
+                balance: options.account_balance,
+            }
+        })
+        .collect();
+    let genesis = Genesis {
+        chain_id: options.chain_id.clone(),
+        genesis_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0),
+        validators: validator_keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| GenesisValidator {
+                name: format!("node{index}"),
+                public_key: key.public_hex(),
+                power: 10,
+            })
+            .collect(),
+        accounts: accounts
+            .iter()
+            .map(|account| GenesisAccount {
+                address: account.address.clone(),
+                balance: account.balance,
+            })
+            .collect(),
+    };
+    genesis
+        .validate("generated genesis")
+        .map_err(|error| ProcessError::Invalid(error.to_string()))?;
+    let accounts_path = dir.join("accounts.json");
+    std::fs::write(
+        &accounts_path,
+        serde_json::to_string_pretty(&accounts).expect("accounts serialise"),
+    )
+    .map_err(io(&accounts_path))?;
+    let p2p_address = |index: usize| {
+        format!(
+            "/ip4/127.0.0.1/tcp/{}",
+            options.p2p_port_base + index as u16
+        )
+    };
+    let mut nodes = Vec::with_capacity(options.nodes);
+    for index in 0..options.nodes {
+        let moniker = format!("node{index}");
+        let home = Home::new(dir.join(&moniker));
+        std::fs::create_dir_all(home.root()).map_err(io(home.root()))?;
+        node_keys[index]
+            .write(&home.node_key(), true)
+            .map_err(|error| ProcessError::Key(error.to_string()))?;
+        validator_keys[index]
+            .write(&home.validator_key(), true)
+            .map_err(|error| ProcessError::Key(error.to_string()))?;
+        let mut config = Config::new(&moniker, &options.chain_id);
+        let api = SocketAddr::from(([127, 0, 0, 1], options.api_port_base + index as u16));
+        config.api.listen = api.to_string();
+        config.p2p.listen = vec![p2p_address(index)];
+        config.p2p.external_addresses = vec![p2p_address(index)];
+        config.p2p.static_mode = true;
+        config.p2p.bootstrap = (0..options.nodes)
+            .filter(|other| *other != index)
+            .map(|other| format!("{}/p2p/{}", p2p_address(other), node_keys[other].peer_id()))
+            .collect();
+        config.consensus.timeout_commit_ms = options.timeout_commit_ms;
+        config.consensus.timeout_propose_ms = options.timeout_propose_ms;
+        config.log.level = options.log_level.clone();
+        config
+            .validate("generated config")
+            .map_err(|error| ProcessError::Invalid(error.to_string()))?;
+        std::fs::write(home.config(), config.template()).map_err(io(&home.config()))?;
+        genesis.save(&home.genesis()).map_err(io(&home.genesis()))?;
+        nodes.push(NodeEntry {
+            index,
+            moniker: moniker.clone(),
+            home: home.root().to_path_buf(),
+            api: format!("http://{api}"),
+            p2p: format!("{}/p2p/{}", p2p_address(index), node_keys[index].peer_id()),
+            peer_id: node_keys[index].peer_id().to_string(),
+            validator_key: validator_keys[index].public_hex(),
+            pid: None,
+            log: dir.join(format!("{moniker}.log")),
+        });
+    }
+    let state = DevnetState {
+        name: options.name.clone(),
+        backend: "process".into(),
+        chain_id: options.chain_id.clone(),
+        seed: options.seed,
+        node_bin: options.node_bin.clone(),
+        nodes,
+        started_ms: genesis.genesis_time_ms,
+    };
+    save_state(&options.base, &state)?;
+    Ok(state)
+}
+
+/// Starts node `index` of `state` (detached, in its own process group) and records its pid.
+pub fn start_node(base: &Path, state: &mut DevnetState, index: usize) -> Result<u32, ProcessError> {
+    let node = state.nodes.get(index).ok_or_else(|| {
+        ProcessError::Invalid(format!("no node {index} in devnet {:?}", state.name))
+    })?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .map_err(io(&node.log))?;
+    let log_err = log.try_clone().map_err(io(&node.log))?;
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(&state.node_bin)
+        .arg("start")
+        .arg("--home")
+        .arg(&node.home)
+        .env_remove("BLYAN_HOME")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .spawn()
+        .map_err(io(&state.node_bin))?;
+    let pid = child.id();
+    // The child is reaped by init once this process exits; while we live, a background
+    // thread waits on it so that a killed node does not linger as a zombie.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    state.nodes[index].pid = Some(pid);
+    save_state(base, state)?;
+    Ok(pid)
+}
+
+/// Sends `signal` to node `index`; true if it was running.
+pub fn signal_node(state: &DevnetState, index: usize, signal: i32) -> bool {
+    match state.nodes.get(index).and_then(|node| node.pid) {
+        Some(pid) if is_node_process(pid) => {
+            // SAFETY: kill(2) with a pid we started and just checked is a blyan-node process.
+            unsafe { libc::kill(pid as i32, signal) == 0 }
+        }
+        _ => false,
+    }
+}
+
+/// The `/status` of a node, if it answers.
+pub fn node_status(
+    client: &reqwest::blocking::Client,
+    node: &NodeEntry,
+) -> Option<serde_json::Value> {
+    client
+        .get(format!("{}/status", node.api))
+        .send()
+        .ok()?
+        .json()
+        .ok()
+}
+
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .expect("a plain HTTP client builds")
+}
+
+/// Waits until each node in `indices` reports `latest_height >= height`; the error names the
+/// nodes that did not get there and their last heights.
+pub fn wait_for_height(
+    state: &DevnetState,
+    indices: &[usize],
+    height: u64,
+    timeout: Duration,
+    mut progress: impl FnMut(&[Option<u64>]),
+) -> Result<Vec<u64>, ProcessError> {
+    let client = http_client();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let heights: Vec<Option<u64>> = indices
+            .iter()
+            .map(|index| {
+                node_status(&client, &state.nodes[*index])
+                    .and_then(|status| status["latest_height"].as_u64())
+            })
+            .collect();
+        progress(&heights);
+        if heights.iter().all(|h| h.is_some_and(|h| h >= height)) {
+            return Ok(heights.into_iter().map(|h| h.unwrap_or(0)).collect());
+        }
+        if Instant::now() >= deadline {
+            let behind: Vec<String> = indices
+                .iter()
+                .zip(&heights)
+                .filter(|(_, h)| !h.is_some_and(|h| h >= height))
+                .map(|(index, h)| match h {
+                    Some(h) => format!("node{index} at height {h}"),
+                    None => format!("node{index} not answering"),
+                })
+                .collect();
+            return Err(ProcessError::Timeout(format!(
+                "not every node reached height {height} within {:.0} s: {}",
+                timeout.as_secs_f64(),
+                behind.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The last lines of a node's log, for error reports.
+pub fn log_tail(node: &NodeEntry, lines: usize) -> String {
+    let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Prepares and starts a devnet and waits for `wait_height` on every node. On failure the
+/// started processes are stopped again.
+pub fn up(
+    options: &UpOptions,
+    progress: impl FnMut(&[Option<u64>]),
+) -> Result<DevnetState, ProcessError> {
+    let mut state = prepare(options)?;
+    for index in 0..state.nodes.len() {
+        if let Err(error) = start_node(&options.base, &mut state, index) {
+            let _ = down(&options.base, &options.name, Duration::from_secs(5));
+            return Err(error);
+        }
+    }
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    if let Err(error) = wait_for_height(
+        &state,
+        &all,
+        options.wait_height,
+        options.wait_timeout,
+        progress,
+    ) {
+        let mut report = error.to_string();
+        for node in &state.nodes {
+            report.push_str(&format!(
+                "\n--- {} ({}) last log lines:\n{}",
+                node.moniker,
+                node.log.display(),
+                log_tail(node, 5)
+            ));
+        }
+        let _ = down(&options.base, &options.name, Duration::from_secs(5));
+        return Err(ProcessError::Timeout(report));
+    }
+    Ok(state)
+}
+
+/// What `down` did.
+#[derive(Debug, Default)]
+pub struct DownReport {
+    pub stopped: usize,
+    pub killed: usize,
+    pub not_running: usize,
+}
+
+/// Stops every recorded node: SIGTERM, then SIGKILL for those still running after `grace`.
+pub fn down(base: &Path, name: &str, grace: Duration) -> Result<DownReport, ProcessError> {
+    let mut state = load_state(base, name)?;
+    let mut report = DownReport::default();
+    let mut running = Vec::new();
+    for index in 0..state.nodes.len() {
+        if signal_node(&state, index, libc::SIGTERM) {
+            running.push(index);
+        } else {
+            report.not_running += 1;
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline
+        && running
+            .iter()
+            .any(|index| state.nodes[*index].pid.is_some_and(is_node_process))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for index in running {
+        if state.nodes[index].pid.is_some_and(is_node_process) {
+            signal_node(&state, index, libc::SIGKILL);
+            report.killed += 1;
+        } else {
+            report.stopped += 1;
+        }
+    }
+    for node in &mut state.nodes {
+        node.pid = None;
+    }
+    save_state(base, &state)?;
+    Ok(report)
+}
+
+/// Where the `blyan-node` binary is: `BLYAN_NODE_BIN`, else next to the running executable
+/// (cargo puts every binary of the workspace in one directory).
+pub fn default_node_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("BLYAN_NODE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Test executables live one level deeper, in target/<profile>/deps.
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("blyan-node")
+}

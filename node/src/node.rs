@@ -1,0 +1,1031 @@
+//! The assembled node: the consensus core driven by real time, the P2P swarm, storage, the
+//! mempool and the transfer application, in one event loop.
+//!
+//! The loop owns all consensus state; the API reads a [`View`] and submits transactions through
+//! a channel. Every proposal and vote is signed by the persist-then-sign [`Signer`] before it
+//! leaves. A decided block, its commit certificate, its app hash and its transaction index are
+//! written in one atomic storage batch. A node that falls behind fetches blocks with their
+//! commit certificates through block sync, verifies every certificate, and does not sign until
+//! it is within one height of the network again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use hdrhistogram::Histogram;
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use libp2p::PeerId;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::{check_block, App, Executed, Mempool, MempoolLimits, Tx, TxError, TxOutcome};
+use crate::block::{Block, Hash};
+use crate::config::{ConsensusConfig, MempoolConfig};
+use crate::consensus::signer::{SignError, Signer, StorageStore};
+use crate::consensus::state_machine::{Consensus, Effect, Input, Step, Timeout};
+use crate::consensus::types::{SignedProposal, SignedVote};
+use crate::consensus::validators::ValidatorSet;
+use crate::genesis::Genesis;
+use crate::metrics::Metrics;
+use crate::p2p::{
+    P2pCommand, P2pEvent, P2pHandle, SyncRequest, SyncResponse, SyncedBlock, Topic, MAX_SYNC_BLOCKS,
+};
+use crate::storage::{Storage, StorageError};
+use crate::wire::{self, Commit};
+
+/// Fatal errors of the node loop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("signer: {0}")]
+    Signer(SignError),
+    #[error("genesis: {0}")]
+    Genesis(String),
+    #[error("stored chain: {0}")]
+    Chain(String),
+}
+
+/// Consensus messages for a height this node has not reached yet are held, up to this many.
+const MAX_BUFFERED: usize = 8192;
+/// Proposed blocks held per height.
+const MAX_CANDIDATES: usize = 64;
+
+pub fn commit_key(height: u64) -> Vec<u8> {
+    [b"c/".as_slice(), &height.to_be_bytes()].concat()
+}
+
+pub fn app_hash_key(height: u64) -> Vec<u8> {
+    [b"r/".as_slice(), &height.to_be_bytes()].concat()
+}
+
+pub fn tx_key(hash: &Hash) -> Vec<u8> {
+    [b"t/".as_slice(), &hash.0].concat()
+}
+
+/// Where a committed transaction is: height, index in the block, and whether it applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TxLocation {
+    pub height: u64,
+    pub index: u32,
+    pub applied: bool,
+}
+
+impl TxLocation {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13);
+        out.extend_from_slice(&self.height.to_be_bytes());
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out.push(u8::from(self.applied));
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<TxLocation> {
+        if bytes.len() != 13 {
+            return None;
+        }
+        Some(TxLocation {
+            height: u64::from_be_bytes(bytes[..8].try_into().ok()?),
+            index: u32::from_be_bytes(bytes[8..12].try_into().ok()?),
+            applied: bytes[12] == 1,
+        })
+    }
+}
+
+/// What the API shows of the node's consensus state.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct View {
+    pub height: u64,
+    pub hash: Hash,
+    /// App hash after the latest block.
+    pub app_hash: Hash,
+    pub time_ms: u64,
+    /// The height being decided now, its round and step.
+    pub consensus_height: u64,
+    pub round: u32,
+    pub step: String,
+    pub catching_up: bool,
+    pub validator_index: Option<u32>,
+    pub peers: usize,
+    pub best_known_height: u64,
+    pub evidence: u64,
+    pub blocks_decided: u64,
+    pub blocks_synced: u64,
+}
+
+/// Latency samples since start, in microseconds.
+pub struct Stats {
+    pub commit_latency_us: Histogram<u64>,
+    pub block_interval_us: Histogram<u64>,
+    pub started: Instant,
+    pub first_decided: Option<(Instant, u64)>,
+    pub last_decided: Option<(Instant, u64)>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            commit_latency_us: Histogram::new(3).expect("3 significant figures is valid"),
+            block_interval_us: Histogram::new(3).expect("3 significant figures is valid"),
+            started: Instant::now(),
+            first_decided: None,
+            last_decided: None,
+        }
+    }
+}
+
+/// State shared between the node loop and the API.
+pub struct Shared {
+    pub view: RwLock<View>,
+    pub stats: Mutex<Stats>,
+    pub mempool: Mutex<Mempool>,
+    pub genesis: Genesis,
+    pub validators: ValidatorSet,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A transaction submitted through the API, with where to send the verdict.
+pub type Submission = (Vec<u8>, oneshot::Sender<Result<Hash, TxError>>);
+
+/// Settings of the node loop.
+pub struct NodeSettings {
+    pub genesis: Genesis,
+    pub consensus: ConsensusConfig,
+    pub mempool: MempoolConfig,
+    pub validator_key: SigningKey,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Held until its height starts.
+enum Buffered {
+    Vote(SignedVote),
+    Proposal(SignedProposal, Block),
+}
+
+impl Buffered {
+    fn height(&self) -> u64 {
+        match self {
+            Buffered::Vote(vote) => vote.vote.height,
+            Buffered::Proposal(proposal, _) => proposal.proposal.height,
+        }
+    }
+}
+
+pub struct Node {
+    chain_id: String,
+    storage: Arc<Storage>,
+    shared: Arc<Shared>,
+    p2p: P2pHandle,
+    timeout_commit: Duration,
+    max_block_txs: usize,
+    set: ValidatorSet,
+    consensus: Consensus,
+    signer: Option<Signer<StorageStore<Arc<Storage>>>>,
+    app: App,
+    tip_height: u64,
+    tip_hash: Hash,
+    tip_time_ms: u64,
+    candidates: HashMap<Hash, Block>,
+    buffered: Vec<Buffered>,
+    timers: Vec<(Instant, Timeout)>,
+    next_height_at: Option<Instant>,
+    proposal_seen: HashMap<u32, Instant>,
+    last_decided_at: Option<Instant>,
+    best_known: u64,
+    best_peer: Option<PeerId>,
+    sync_in_flight: Option<(PeerId, Instant)>,
+    behind_since: Option<Instant>,
+    peers: Vec<PeerId>,
+    evidence: u64,
+}
+
+impl Node {
+    /// Opens the node over its storage; checks that the stored chain is this genesis's.
+    pub fn new(
+        settings: NodeSettings,
+        storage: Arc<Storage>,
+        p2p: P2pHandle,
+        metrics: Arc<Metrics>,
+    ) -> Result<Node, NodeError> {
+        let genesis = settings.genesis;
+        let chain_id = genesis.chain_id.clone();
+        if let Some(stored) = storage.chain_id() {
+            if stored != chain_id {
+                return Err(NodeError::Chain(format!(
+                    "the database holds chain {stored:?} but genesis.json is for {chain_id:?}"
+                )));
+            }
+        }
+        let genesis_set = genesis
+            .validator_set()
+            .map_err(|error| NodeError::Genesis(error.to_string()))?;
+        let public: VerifyingKey = settings.validator_key.verifying_key();
+        let me = genesis_set.index_of(&public);
+        let tip = storage.tip();
+        let tip_time_ms = match storage.block(tip.height)? {
+            Some(block) => block.header.time_ms,
+            None => genesis.genesis_time_ms,
+        };
+        // Proposer priorities of the next height: one step per committed height.
+        let mut set = genesis_set.clone();
+        for _ in 0..tip.height {
+            set = set.next_height();
+        }
+        let app = App::new(storage.clone(), &genesis.account_balances())?;
+        let signer = match me {
+            Some(_) => Some(
+                Signer::new(
+                    settings.validator_key,
+                    &chain_id,
+                    StorageStore {
+                        storage: storage.clone(),
+                    },
+                )
+                .map_err(NodeError::Signer)?,
+            ),
+            None => None,
+        };
+        let consensus = Consensus::new(settings.consensus.params(), me, set.clone());
+        let limits = MempoolLimits {
+            max_txs: settings.mempool.max_txs as usize,
+            max_bytes: settings.mempool.max_bytes as usize,
+        };
+        let shared = Arc::new(Shared {
+            view: RwLock::new(View {
+                height: tip.height,
+                hash: tip.hash,
+                app_hash: app.app_hash(),
+                time_ms: tip_time_ms,
+                validator_index: me,
+                ..View::default()
+            }),
+            stats: Mutex::new(Stats::default()),
+            mempool: Mutex::new(Mempool::new(limits)),
+            genesis,
+            validators: genesis_set,
+            metrics,
+        });
+        Ok(Node {
+            chain_id,
+            storage,
+            shared,
+            p2p,
+            timeout_commit: Duration::from_millis(settings.consensus.timeout_commit_ms),
+            max_block_txs: settings.consensus.max_block_txs as usize,
+            set,
+            consensus,
+            signer,
+            app,
+            tip_height: tip.height,
+            tip_hash: tip.hash,
+            tip_time_ms,
+            candidates: HashMap::new(),
+            buffered: Vec::new(),
+            timers: Vec::new(),
+            next_height_at: None,
+            proposal_seen: HashMap::new(),
+            last_decided_at: None,
+            best_known: tip.height,
+            best_peer: None,
+            sync_in_flight: None,
+            behind_since: None,
+            peers: Vec::new(),
+            evidence: 0,
+        })
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Runs until `shutdown` resolves; a storage or signer failure ends it with an error.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<P2pEvent>,
+        mut submissions: mpsc::Receiver<Submission>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        tokio::pin!(shutdown);
+        self.start_height()?;
+        let mut sync_tick = tokio::time::interval(Duration::from_millis(200));
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self
+                .timers
+                .iter()
+                .map(|(at, _)| *at)
+                .chain(self.next_height_at)
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let sleep = tokio::time::sleep_until(deadline.into());
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                event = events.recv() => match event {
+                    Some(event) => self.on_p2p(event)?,
+                    None => break,
+                },
+                Some((bytes, reply)) = submissions.recv() => {
+                    let verdict = self.submit(&bytes, None);
+                    let _ = reply.send(verdict);
+                }
+                _ = sleep => self.on_time()?,
+                _ = sync_tick.tick() => self.maybe_sync(),
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, command: P2pCommand) {
+        // The swarm task ends only after the node loop; a failed send means shutdown.
+        let _ = self.p2p.commands.send(command);
+    }
+
+    fn catching_up(&self) -> bool {
+        self.best_known >= self.tip_height + 2
+    }
+
+    fn update_view(&self) {
+        let mut view = self.shared.view.write().expect("view lock poisoned");
+        view.height = self.tip_height;
+        view.hash = self.tip_hash;
+        view.app_hash = self.app.app_hash();
+        view.time_ms = self.tip_time_ms;
+        view.consensus_height = self.consensus.height();
+        view.round = self.consensus.round();
+        view.step = step_name(self.consensus.step()).to_string();
+        view.catching_up = self.catching_up();
+        view.peers = self.peers.len();
+        view.best_known_height = self.best_known.max(self.tip_height);
+        view.evidence = self.evidence;
+        self.shared
+            .metrics
+            .consensus_round
+            .set(i64::from(self.consensus.round()));
+        self.shared
+            .metrics
+            .latest_height
+            .set(self.tip_height as i64);
+        self.shared.metrics.peers.set(self.peers.len() as i64);
+    }
+
+    fn start_height(&mut self) -> Result<(), NodeError> {
+        let height = self.tip_height + 1;
+        self.next_height_at = None;
+        self.timers.clear();
+        self.candidates.clear();
+        self.proposal_seen.clear();
+        let resume = self
+            .signer
+            .as_ref()
+            .and_then(|signer| signer.resume(height));
+        self.drive(Input::StartHeight {
+            height,
+            validators: self.set.clone(),
+            resume,
+        })?;
+        let held: Vec<Buffered> = std::mem::take(&mut self.buffered);
+        for message in held {
+            match message.height().cmp(&height) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Greater => self.buffered.push(message),
+                std::cmp::Ordering::Equal => match message {
+                    Buffered::Vote(vote) => self.drive(Input::Vote(vote))?,
+                    Buffered::Proposal(proposal, block) => {
+                        self.on_proposal(proposal, block)?;
+                    }
+                },
+            }
+            if self.consensus.height() != height {
+                break;
+            }
+        }
+        self.update_view();
+        Ok(())
+    }
+
+    fn on_time(&mut self) -> Result<(), NodeError> {
+        let now = Instant::now();
+        if self.next_height_at.is_some_and(|at| at <= now) {
+            return self.start_height();
+        }
+        let (due, later): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(at, _)| *at <= now);
+        self.timers = later;
+        for (_, timeout) in due {
+            self.drive(Input::Timeout(timeout))?;
+        }
+        self.update_view();
+        Ok(())
+    }
+
+    /// Feeds one input to the core and carries out the effects, feeding our own messages back.
+    fn drive(&mut self, input: Input) -> Result<(), NodeError> {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            for effect in self.consensus.handle(input) {
+                match effect {
+                    Effect::GetValue { height, round } => {
+                        let block = self.build_block(height);
+                        let value = block.hash();
+                        self.candidates.insert(value, block);
+                        queue.push_back(Input::ProposeValue {
+                            height,
+                            round,
+                            value,
+                        });
+                    }
+                    Effect::Propose(proposal) => {
+                        if self.catching_up() {
+                            continue;
+                        }
+                        let Some(block) = self.candidates.get(&proposal.value) else {
+                            tracing::error!(height = proposal.height, "no block for our proposal");
+                            continue;
+                        };
+                        let Some(signer) = self.signer.as_mut() else {
+                            continue;
+                        };
+                        let signed = match signer.sign_proposal(proposal) {
+                            Ok(signed) => signed,
+                            Err(SignError::Storage(error)) => return Err(error.into()),
+                            Err(error) => {
+                                tracing::error!(%error, "proposal not signed");
+                                continue;
+                            }
+                        };
+                        self.send(P2pCommand::Publish(
+                            Topic::Proposals,
+                            wire::encode_proposal(&signed, block),
+                        ));
+                        self.proposal_seen
+                            .entry(proposal.round)
+                            .or_insert_with(Instant::now);
+                        queue.push_back(Input::Proposal {
+                            proposal: signed,
+                            valid: true,
+                        });
+                    }
+                    Effect::Vote(vote) => {
+                        if self.catching_up() {
+                            continue;
+                        }
+                        let Some(signer) = self.signer.as_mut() else {
+                            continue;
+                        };
+                        let signed = match signer.sign_vote(vote) {
+                            Ok(signed) => signed,
+                            Err(SignError::Storage(error)) => return Err(error.into()),
+                            Err(error) => {
+                                tracing::error!(%error, "vote not signed");
+                                continue;
+                            }
+                        };
+                        self.send(P2pCommand::Publish(
+                            Topic::Votes,
+                            wire::encode_vote(&signed),
+                        ));
+                        queue.push_back(Input::Vote(signed));
+                    }
+                    Effect::ScheduleTimeout {
+                        timeout,
+                        duration_ms,
+                    } => {
+                        self.timers
+                            .push((Instant::now() + Duration::from_millis(duration_ms), timeout));
+                    }
+                    Effect::Decide {
+                        height,
+                        round,
+                        value,
+                        commit,
+                    } => {
+                        let Some(block) = self.candidates.remove(&value) else {
+                            return Err(NodeError::Chain(format!(
+                                "decided {value} at height {height} without holding the block"
+                            )));
+                        };
+                        let txs: Vec<Tx> = block
+                            .txs
+                            .iter()
+                            .map(|tx| Tx::decode(tx))
+                            .collect::<Result<_, _>>()
+                            .map_err(|error| {
+                                NodeError::Chain(format!("decided block has a bad tx: {error}"))
+                            })?;
+                        let latency = self.proposal_seen.get(&round).map(Instant::elapsed);
+                        self.commit(&block, &txs, &Commit::from_votes(round, &commit))?;
+                        self.record_decision(latency);
+                        tracing::debug!(height, round, hash = %value, txs = txs.len(), "committed");
+                        if self.timeout_commit.is_zero() {
+                            self.start_height()?;
+                        } else {
+                            self.next_height_at = Some(Instant::now() + self.timeout_commit);
+                        }
+                        return Ok(());
+                    }
+                    Effect::Evidence(evidence) => {
+                        self.evidence += 1;
+                        self.shared.metrics.evidence.inc();
+                        let (validator, height, round, kind) = evidence.key();
+                        tracing::warn!(validator, height, round, ?kind, "equivocation observed");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_decision(&mut self, latency: Option<Duration>) {
+        let now = Instant::now();
+        self.shared.metrics.blocks_committed.inc();
+        let mut stats = self.shared.stats.lock().expect("stats lock poisoned");
+        if let Some(latency) = latency {
+            self.shared
+                .metrics
+                .commit_latency_seconds
+                .observe(latency.as_secs_f64());
+            let _ = stats
+                .commit_latency_us
+                .record(latency.as_micros().max(1) as u64);
+        }
+        if let Some(previous) = self.last_decided_at {
+            let _ = stats
+                .block_interval_us
+                .record((now - previous).as_micros().max(1) as u64);
+        }
+        stats.first_decided.get_or_insert((now, self.tip_height));
+        stats.last_decided = Some((now, self.tip_height));
+        drop(stats);
+        self.last_decided_at = Some(now);
+        self.shared
+            .view
+            .write()
+            .expect("view lock poisoned")
+            .blocks_decided += 1;
+    }
+
+    fn build_block(&self, height: u64) -> Block {
+        let txs: Vec<Vec<u8>> = self
+            .shared
+            .mempool
+            .lock()
+            .expect("mempool lock poisoned")
+            .reap(self.max_block_txs)
+            .iter()
+            .map(Tx::encode)
+            .collect();
+        let time_ms = now_ms().max(self.tip_time_ms + 1);
+        Block::new(
+            &self.chain_id,
+            height,
+            time_ms,
+            self.tip_hash,
+            self.app.app_hash(),
+            txs,
+        )
+    }
+
+    /// Executes and commits a decided (or synced and verified) block.
+    fn commit(&mut self, block: &Block, txs: &[Tx], commit: &Commit) -> Result<(), NodeError> {
+        let height = block.header.height;
+        let hash = block.hash();
+        let Executed {
+            changes,
+            app_hash,
+            outcomes,
+        } = self.app.execute(height, txs)?;
+        let mut records = Vec::with_capacity(txs.len() + 2);
+        records.push((commit_key(height), commit.encode()));
+        records.push((app_hash_key(height), app_hash.0.to_vec()));
+        let mut committed = HashSet::with_capacity(txs.len());
+        for (index, (tx, outcome)) in txs.iter().zip(&outcomes).enumerate() {
+            let tx_hash = tx.hash();
+            committed.insert(tx_hash);
+            let location = TxLocation {
+                height,
+                index: index as u32,
+                applied: *outcome == TxOutcome::Applied,
+            };
+            records.push((tx_key(&tx_hash), location.encode()));
+        }
+        self.storage.commit_block_with(block, &changes, &records)?;
+        self.app.committed(app_hash);
+        self.tip_height = height;
+        self.tip_hash = hash;
+        self.tip_time_ms = block.header.time_ms;
+        self.set = self.set.next_height();
+        let mut mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
+        mempool.update(&committed, &self.app);
+        self.shared.metrics.mempool_txs.set(mempool.len() as i64);
+        drop(mempool);
+        self.update_view();
+        Ok(())
+    }
+
+    fn accept(&self, id: MessageId, source: PeerId, acceptance: MessageAcceptance) {
+        if matches!(acceptance, MessageAcceptance::Reject) {
+            self.shared.metrics.gossip_rejected.inc();
+        }
+        self.send(P2pCommand::Validate {
+            id,
+            source,
+            acceptance,
+        });
+    }
+
+    /// A height some peer is at tells us it committed the one before.
+    fn saw_height(&mut self, height: u64, peer: PeerId) {
+        let committed = height.saturating_sub(1);
+        if committed > self.best_known {
+            self.best_known = committed;
+            self.best_peer = Some(peer);
+        }
+    }
+
+    fn buffer(&mut self, message: Buffered) {
+        if message.height() == self.consensus.height() + 1 && self.buffered.len() < MAX_BUFFERED {
+            self.buffered.push(message);
+        }
+    }
+
+    fn on_p2p(&mut self, event: P2pEvent) -> Result<(), NodeError> {
+        match event {
+            P2pEvent::Gossip {
+                topic,
+                source,
+                id,
+                data,
+            } => match topic {
+                Topic::Votes => self.on_vote_message(&data, source, id)?,
+                Topic::Proposals => self.on_proposal_message(&data, source, id)?,
+                Topic::Txs => {
+                    let acceptance = match self.submit(&data, Some(source)) {
+                        Ok(_) => MessageAcceptance::Accept,
+                        Err(TxError::Malformed(_)) | Err(TxError::BadSignature) => {
+                            MessageAcceptance::Reject
+                        }
+                        Err(_) => MessageAcceptance::Ignore,
+                    };
+                    self.accept(id, source, acceptance);
+                }
+            },
+            P2pEvent::SyncRequest {
+                peer,
+                request,
+                channel,
+            } => {
+                let response = self.serve_sync(&request)?;
+                tracing::trace!(%peer, from = request.from_height, blocks = response.blocks.len(), "sync served");
+                self.send(P2pCommand::Respond { channel, response });
+            }
+            P2pEvent::SyncResponse { peer, response } => self.on_sync_response(peer, response)?,
+            P2pEvent::SyncFailed { peer, reason } => {
+                tracing::debug!(%peer, %reason, "sync request failed");
+                if self.sync_in_flight.is_some_and(|(p, _)| p == peer) {
+                    self.sync_in_flight = None;
+                }
+            }
+            P2pEvent::Connected(peer) => {
+                if !self.peers.contains(&peer) {
+                    self.peers.push(peer);
+                }
+                if self.sync_in_flight.is_none() {
+                    self.request_sync(peer);
+                }
+                self.update_view();
+            }
+            P2pEvent::Disconnected(peer) => {
+                self.peers.retain(|p| *p != peer);
+                if self.sync_in_flight.is_some_and(|(p, _)| p == peer) {
+                    self.sync_in_flight = None;
+                }
+                if self.best_peer == Some(peer) {
+                    self.best_peer = None;
+                }
+                self.update_view();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_vote_message(
+        &mut self,
+        data: &[u8],
+        source: PeerId,
+        id: MessageId,
+    ) -> Result<(), NodeError> {
+        let Ok(vote) = wire::decode_vote(data) else {
+            self.accept(id, source, MessageAcceptance::Reject);
+            return Ok(());
+        };
+        let valid = self
+            .shared
+            .validators
+            .get(vote.vote.validator)
+            .is_some_and(|validator| vote.verify(&self.chain_id, &validator.public_key));
+        if !valid {
+            self.accept(id, source, MessageAcceptance::Reject);
+            return Ok(());
+        }
+        let current = self.consensus.height();
+        let height = vote.vote.height;
+        self.accept(
+            id,
+            source,
+            if height + 1 < current {
+                MessageAcceptance::Ignore
+            } else {
+                MessageAcceptance::Accept
+            },
+        );
+        self.saw_height(height, source);
+        if height == current {
+            self.drive(Input::Vote(vote))?;
+            self.update_view();
+        } else if height > current {
+            self.buffer(Buffered::Vote(vote));
+        }
+        Ok(())
+    }
+
+    fn on_proposal_message(
+        &mut self,
+        data: &[u8],
+        source: PeerId,
+        id: MessageId,
+    ) -> Result<(), NodeError> {
+        let Ok((proposal, block)) = wire::decode_proposal(data) else {
+            self.accept(id, source, MessageAcceptance::Reject);
+            return Ok(());
+        };
+        let signed_ok = self
+            .shared
+            .validators
+            .get(proposal.proposal.proposer)
+            .is_some_and(|validator| proposal.verify(&self.chain_id, &validator.public_key));
+        if !signed_ok || block.header.height != proposal.proposal.height {
+            self.accept(id, source, MessageAcceptance::Reject);
+            return Ok(());
+        }
+        let current = self.consensus.height();
+        let height = proposal.proposal.height;
+        self.saw_height(height, source);
+        if height == current {
+            let valid = self.on_proposal(proposal, block)?;
+            self.accept(
+                id,
+                source,
+                if valid {
+                    MessageAcceptance::Accept
+                } else {
+                    MessageAcceptance::Reject
+                },
+            );
+        } else {
+            self.accept(
+                id,
+                source,
+                if height > current {
+                    MessageAcceptance::Accept
+                } else {
+                    MessageAcceptance::Ignore
+                },
+            );
+            if height > current {
+                self.buffer(Buffered::Proposal(proposal, block));
+            }
+        }
+        Ok(())
+    }
+
+    /// A signature-checked proposal of the current height; returns the block's validity.
+    fn on_proposal(&mut self, proposal: SignedProposal, block: Block) -> Result<bool, NodeError> {
+        let verdict = check_block(
+            &block,
+            &self.chain_id,
+            self.tip_height + 1,
+            self.tip_hash,
+            self.tip_time_ms,
+            self.app.app_hash(),
+            self.max_block_txs,
+        );
+        let valid = match verdict {
+            Ok(_) => true,
+            Err(reason) => {
+                tracing::warn!(height = block.header.height, round = proposal.proposal.round, %reason, "invalid proposed block");
+                false
+            }
+        };
+        if self.candidates.len() < MAX_CANDIDATES {
+            self.candidates.insert(proposal.proposal.value, block);
+        }
+        self.proposal_seen
+            .entry(proposal.proposal.round)
+            .or_insert_with(Instant::now);
+        self.drive(Input::Proposal { proposal, valid })?;
+        self.update_view();
+        Ok(valid)
+    }
+
+    /// Checks a transaction (from the API, or gossip when `from` is set) and adds it to the
+    /// mempool; an API transaction is gossiped.
+    fn submit(&mut self, bytes: &[u8], from: Option<PeerId>) -> Result<Hash, TxError> {
+        let result = (|| {
+            let tx = Tx::decode(bytes)?;
+            let mut mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
+            if mempool.contains(&tx.hash()) {
+                return Err(TxError::Duplicate);
+            }
+            self.app
+                .check(&self.chain_id, &tx, mempool.pending_from(&tx.from))?;
+            let hash = mempool.insert(tx)?;
+            self.shared.metrics.mempool_txs.set(mempool.len() as i64);
+            Ok(hash)
+        })();
+        match &result {
+            Ok(_) if from.is_none() => {
+                self.send(P2pCommand::Publish(Topic::Txs, bytes.to_vec()));
+            }
+            Err(_) if from.is_none() => {
+                self.shared.metrics.txs_rejected.inc();
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn serve_sync(&self, request: &SyncRequest) -> Result<SyncResponse, NodeError> {
+        let mut blocks = Vec::new();
+        let first = request.from_height.max(1);
+        let count = u64::from(request.max_blocks.clamp(1, MAX_SYNC_BLOCKS));
+        let mut bytes = 0usize;
+        for height in first..first.saturating_add(count) {
+            if height > self.tip_height || bytes > 8 << 20 {
+                break;
+            }
+            let (Some(block), Some(commit)) = (
+                self.storage.block(height)?,
+                self.storage.consensus_get(&commit_key(height))?,
+            ) else {
+                break;
+            };
+            let block = block.encode();
+            bytes += block.len() + commit.len();
+            blocks.push(SyncedBlock { block, commit });
+        }
+        Ok(SyncResponse {
+            tip_height: self.tip_height,
+            blocks,
+        })
+    }
+
+    fn request_sync(&mut self, peer: PeerId) {
+        self.sync_in_flight = Some((peer, Instant::now()));
+        self.send(P2pCommand::Sync {
+            peer,
+            request: SyncRequest {
+                from_height: self.tip_height + 1,
+                max_blocks: MAX_SYNC_BLOCKS,
+            },
+        });
+    }
+
+    fn maybe_sync(&mut self) {
+        if self
+            .sync_in_flight
+            .is_some_and(|(_, since)| since.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.sync_in_flight = None;
+        let stalled = self
+            .last_decided_at
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(5));
+        if self.best_known <= self.tip_height {
+            self.behind_since = None;
+            if stalled && !self.peers.is_empty() {
+                // Nothing decided for a while: ask someone where the chain is.
+                let index = (self.tip_height as usize) % self.peers.len();
+                self.request_sync(self.peers[index]);
+            }
+            return;
+        }
+        let since = *self.behind_since.get_or_insert_with(Instant::now);
+        // One height behind is the normal race at a height's end; act if it persists.
+        if self.catching_up() || since.elapsed() > Duration::from_millis(300) {
+            let peer = self
+                .best_peer
+                .filter(|peer| self.peers.contains(peer))
+                .or_else(|| self.peers.first().copied());
+            if let Some(peer) = peer {
+                self.request_sync(peer);
+            }
+        }
+    }
+
+    fn on_sync_response(&mut self, peer: PeerId, response: SyncResponse) -> Result<(), NodeError> {
+        if self.sync_in_flight.is_some_and(|(p, _)| p == peer) {
+            self.sync_in_flight = None;
+        }
+        if response.tip_height > self.best_known {
+            self.best_known = response.tip_height;
+            self.best_peer = Some(peer);
+        }
+        let mut applied = 0;
+        for synced in &response.blocks {
+            match self.verify_synced(synced) {
+                Ok(Some((block, txs, commit))) => {
+                    self.commit(&block, &txs, &commit)?;
+                    self.shared.metrics.blocks_synced.inc();
+                    self.shared
+                        .view
+                        .write()
+                        .expect("view lock poisoned")
+                        .blocks_synced += 1;
+                    applied += 1;
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(%peer, %reason, "sync: rejected a block");
+                    break;
+                }
+            }
+        }
+        if applied > 0 {
+            tracing::info!(%peer, applied, height = self.tip_height, peer_tip = response.tip_height, "caught up through block sync");
+            self.start_height()?;
+            if self.tip_height < response.tip_height {
+                self.request_sync(peer);
+            }
+        }
+        self.update_view();
+        Ok(())
+    }
+
+    /// Verifies a synced block and its commit certificate against our tip; `None` when it is
+    /// not the next block (already have it).
+    #[allow(clippy::type_complexity)]
+    fn verify_synced(
+        &self,
+        synced: &SyncedBlock,
+    ) -> Result<Option<(Block, Vec<Tx>, Commit)>, String> {
+        let block = Block::decode(&synced.block).map_err(|error| error.to_string())?;
+        if block.header.height <= self.tip_height {
+            return Ok(None);
+        }
+        let txs = check_block(
+            &block,
+            &self.chain_id,
+            self.tip_height + 1,
+            self.tip_hash,
+            self.tip_time_ms,
+            self.app.app_hash(),
+            crate::block::MAX_TXS_PER_BLOCK as usize,
+        )?;
+        let commit = Commit::decode(&synced.commit).map_err(|error| error.to_string())?;
+        let hash = block.hash();
+        let votes = commit.votes(block.header.height, hash);
+        let mut seen = HashSet::new();
+        let mut power = 0u64;
+        let mut keyed = Vec::with_capacity(votes.len());
+        for vote in votes {
+            let index = vote.vote.validator;
+            let validator = self
+                .set
+                .get(index)
+                .ok_or_else(|| format!("commit names validator {index}, not in the set"))?;
+            if !seen.insert(index) {
+                return Err(format!("commit names validator {index} twice"));
+            }
+            power += validator.power;
+            keyed.push((vote, validator.public_key));
+        }
+        if !self.set.is_quorum(power) {
+            return Err(format!(
+                "commit power {power} of {} is not more than two thirds",
+                self.set.total_power()
+            ));
+        }
+        if !crate::consensus::types::verify_votes_batch(&self.chain_id, &keyed) {
+            return Err("commit has an invalid signature".into());
+        }
+        Ok(Some((block, txs, commit)))
+    }
+}
+
+/// The step's name in `/status`.
+pub fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Propose => "propose",
+        Step::Prevote => "prevote",
+        Step::Precommit => "precommit",
+        Step::Commit => "commit",
+    }
+}

@@ -1,0 +1,301 @@
+//! `blyan-node bench-p2p`: connection establishment and TLS 1.3 handshake times against a
+//! real listener, and gossip latency of signed votes to every node of an N-node swarm mesh,
+//! all on loopback in one process (one clock, so delivery times need no clock sync).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer, SigningKey};
+use hdrhistogram::Histogram;
+use libp2p::gossipsub::MessageAcceptance;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{probe, spawn, P2pCommand, P2pError, P2pEvent, P2pHandle, Topic};
+use crate::block::Hash;
+use crate::config::P2pConfig;
+use crate::consensus::types::{SignedVote, Vote, VoteKind};
+use crate::wire;
+
+/// Percentiles of one measured quantity, in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn summary(histogram: &Histogram<u64>) -> Summary {
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    Summary {
+        count: histogram.len(),
+        p50_ms: ms(histogram.value_at_quantile(0.5)),
+        p90_ms: ms(histogram.value_at_quantile(0.9)),
+        p99_ms: ms(histogram.value_at_quantile(0.99)),
+        max_ms: ms(histogram.max()),
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is valid")
+}
+
+fn record(histogram: &mut Histogram<u64>, duration: Duration) {
+    // Values are microseconds; the histogram auto-resizes.
+    let _ = histogram.record(duration.as_micros().max(1) as u64);
+}
+
+/// Handshake figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct HandshakeReport {
+    pub iterations: u32,
+    pub tls_version: String,
+    /// TCP connect.
+    pub tcp_connect: Summary,
+    /// multistream-select of TLS plus the TLS 1.3 handshake with mutual authentication.
+    pub tls_handshake: Summary,
+    /// multistream-select of yamux over the TLS session.
+    pub muxer: Summary,
+    /// All of it: TCP connect to a secured, multiplexed connection.
+    pub connection: Summary,
+}
+
+fn socket_of(address: &Multiaddr) -> Option<SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for part in address.iter() {
+        match part {
+            Protocol::Ip4(address) => ip = Some(address),
+            Protocol::Tcp(number) => port = Some(number),
+            _ => {}
+        }
+    }
+    Some(SocketAddr::from((ip?, port?)))
+}
+
+fn loopback_config() -> P2pConfig {
+    P2pConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        ..P2pConfig::default()
+    }
+}
+
+/// Measures `iterations` fresh connections to one listener.
+pub async fn handshake(iterations: u32) -> Result<HandshakeReport, P2pError> {
+    let (handle, _events, bound) =
+        spawn(Keypair::generate_ed25519(), &loopback_config(), "bench").await?;
+    let address =
+        socket_of(&bound[0]).ok_or_else(|| P2pError::Config("no TCP listen address".into()))?;
+    let client = Keypair::generate_ed25519();
+    let mut tcp = histogram();
+    let mut tls = histogram();
+    let mut muxer = histogram();
+    let mut total = histogram();
+    let mut version = String::new();
+    for _ in 0..iterations {
+        // Certificate generation is the client's one-off cost, outside the timed part.
+        let config = probe::client_config(&client, Some(handle.local_peer_id));
+        let (stream, _, timings) = probe::dial_tls(address, config)
+            .await
+            .map_err(|error| P2pError::Transport(error.to_string()))?;
+        version = format!("{:?}", probe::protocol_version(&stream));
+        let yamux = probe::negotiate_yamux(stream)
+            .await
+            .map_err(|error| P2pError::Transport(error.to_string()))?;
+        record(&mut tcp, timings.tcp);
+        record(&mut tls, timings.tls);
+        record(&mut muxer, yamux);
+        record(&mut total, timings.tcp + timings.tls + yamux);
+    }
+    Ok(HandshakeReport {
+        iterations,
+        tls_version: version,
+        tcp_connect: summary(&tcp),
+        tls_handshake: summary(&tls),
+        muxer: summary(&muxer),
+        connection: summary(&total),
+    })
+}
+
+/// Gossip figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct GossipReport {
+    pub nodes: usize,
+    pub messages: usize,
+    /// From publish to receipt, every (message, receiving node) pair.
+    pub delivery: Summary,
+    /// From publish to receipt by the last of the other nodes, per message.
+    pub all_nodes: Summary,
+    pub lost_deliveries: u64,
+}
+
+/// Starts `nodes` swarms that each dial every other (as a static devnet does), publishes
+/// `messages` signed votes from rotating nodes, and times their arrival at every other node.
+pub async fn gossip(nodes: usize, messages: usize) -> Result<GossipReport, P2pError> {
+    let mut handles: Vec<P2pHandle> = Vec::with_capacity(nodes);
+    let mut streams = Vec::with_capacity(nodes);
+    let mut addresses = Vec::with_capacity(nodes);
+    let keys: Vec<Keypair> = (0..nodes).map(|_| Keypair::generate_ed25519()).collect();
+    // Bind first, then restart each swarm with the full bootstrap list: ports are known only
+    // after binding, so pick them by binding and releasing.
+    let ports: Vec<u16> = (0..nodes)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .map(|address| address.port())
+                .map_err(|error| P2pError::Transport(error.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    for (index, key) in keys.iter().enumerate() {
+        addresses.push(format!(
+            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+            ports[index],
+            key.public().to_peer_id()
+        ));
+    }
+    for (index, key) in keys.iter().enumerate() {
+        let config = P2pConfig {
+            listen: vec![format!("/ip4/127.0.0.1/tcp/{}", ports[index])],
+            bootstrap: addresses
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != index)
+                .map(|(_, address)| address.clone())
+                .collect(),
+            static_mode: true,
+            ..P2pConfig::default()
+        };
+        let (handle, events, _) = spawn(key.clone(), &config, "bench").await?;
+        handles.push(handle);
+        streams.push(events);
+    }
+    // Receivers: accept every valid vote and report (message id, node, time).
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel::<(Hash, usize, Instant)>();
+    let validator = SigningKey::from_bytes(&[7; 32]);
+    let public = validator.verifying_key();
+    let mut connected = vec![0usize; nodes];
+    let (ready_tx, mut ready) = mpsc::unbounded_channel::<usize>();
+    for (index, mut events) in streams.into_iter().enumerate() {
+        let handle = handles[index].clone();
+        let arrivals = arrivals_tx.clone();
+        let ready = ready_tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    P2pEvent::Gossip {
+                        id, source, data, ..
+                    } => {
+                        let acceptance = match wire::decode_vote(&data) {
+                            Ok(vote) if vote.verify("bench", &public) => {
+                                let _ = arrivals.send((Hash::digest(&data), index, Instant::now()));
+                                MessageAcceptance::Accept
+                            }
+                            _ => MessageAcceptance::Reject,
+                        };
+                        let _ = handle.commands.send(P2pCommand::Validate {
+                            id,
+                            source,
+                            acceptance,
+                        });
+                    }
+                    P2pEvent::Connected(_) => {
+                        let _ = ready.send(index);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    // Wait for a full mesh of connections (each node sees nodes - 1 peers), then for
+    // gossipsub meshes to form (a few heartbeats).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while connected.iter().any(|count| *count < nodes - 1) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, ready.recv()).await {
+            Ok(Some(index)) => connected[index] += 1,
+            _ => {
+                return Err(P2pError::Transport(format!(
+                    "mesh incomplete after 60 s: connections per node {connected:?}"
+                )))
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut sent: HashMap<Hash, Instant> = HashMap::new();
+    let mut delivery = histogram();
+    let mut received: HashMap<Hash, (usize, Instant)> = HashMap::new();
+    for number in 0..messages {
+        let vote = Vote {
+            kind: VoteKind::Prevote,
+            height: number as u64 + 1,
+            round: 0,
+            value: Some(Hash::digest(&number.to_be_bytes())),
+            validator: 0,
+        };
+        let signed = SignedVote {
+            vote,
+            signature: validator.sign(&vote.sign_bytes("bench")),
+        };
+        let data = wire::encode_vote(&signed);
+        let origin = number % nodes;
+        sent.insert(Hash::digest(&data), Instant::now());
+        let _ = handles[origin]
+            .commands
+            .send(P2pCommand::Publish(Topic::Votes, data));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok((hash, _, at)) = arrivals.try_recv() {
+            note(&sent, &mut received, &mut delivery, hash, at);
+        }
+    }
+    let drain = Instant::now() + Duration::from_secs(5);
+    let expected = messages * (nodes - 1);
+    while received.values().map(|(count, _)| *count).sum::<usize>() < expected
+        && Instant::now() < drain
+    {
+        if let Ok(Some((hash, _, at))) =
+            tokio::time::timeout(Duration::from_millis(100), arrivals.recv()).await
+        {
+            note(&sent, &mut received, &mut delivery, hash, at);
+        }
+    }
+    let mut all_nodes = histogram();
+    let mut lost = 0u64;
+    for (hash, published) in &sent {
+        match received.get(hash) {
+            Some((count, last)) if *count >= nodes - 1 => {
+                record(&mut all_nodes, *last - *published)
+            }
+            Some((count, _)) => lost += (nodes - 1 - count) as u64,
+            None => lost += (nodes - 1) as u64,
+        }
+    }
+    drop(handles);
+    Ok(GossipReport {
+        nodes,
+        messages,
+        delivery: summary(&delivery),
+        all_nodes: summary(&all_nodes),
+        lost_deliveries: lost,
+    })
+}
+
+fn note(
+    sent: &HashMap<Hash, Instant>,
+    received: &mut HashMap<Hash, (usize, Instant)>,
+    delivery: &mut Histogram<u64>,
+    hash: Hash,
+    at: Instant,
+) {
+    if let Some(published) = sent.get(&hash) {
+        record(delivery, at - *published);
+        let entry = received.entry(hash).or_insert((0, at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(at);
+    }
+}

@@ -1,0 +1,676 @@
+//! The libp2p swarm: TCP + TLS 1.3 (Noise only when asked) + yamux, QUIC behind a switch;
+//! gossipsub for transactions, proposals and votes (the node validates every message and a
+//! rejected one penalises its sender's score), request-response for block sync, identify,
+//! Kademlia discovery (off in static mode), ping and connection limits.
+//!
+//! The swarm runs in its own task; the node talks to it through [`P2pHandle`] (commands) and a
+//! stream of [`P2pEvent`]s.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    connection_limits, identify, identity, kad, noise, ping, tcp, tls, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm, SwarmBuilder,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+pub mod bench;
+pub mod probe;
+
+use crate::config::P2pConfig;
+
+/// Gossip topics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Txs,
+    Proposals,
+    Votes,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 3] = [Topic::Txs, Topic::Proposals, Topic::Votes];
+
+    fn name(self, chain_id: &str) -> String {
+        let suffix = match self {
+            Topic::Txs => "txs",
+            Topic::Proposals => "proposals",
+            Topic::Votes => "votes",
+        };
+        format!("/blyan/{chain_id}/{suffix}/1")
+    }
+}
+
+/// Block-sync request: blocks from `from_height`, at most `max_blocks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub from_height: u64,
+    pub max_blocks: u32,
+}
+
+/// A block with its commit certificate, both in their wire encodings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedBlock {
+    #[serde(with = "serde_bytes")]
+    pub block: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub commit: Vec<u8>,
+}
+
+/// Block-sync answer: the responder's tip and the blocks it has from the requested height.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub tip_height: u64,
+    pub blocks: Vec<SyncedBlock>,
+}
+
+pub const SYNC_PROTOCOL: &str = "/blyan/sync/1";
+/// Most blocks per sync response.
+pub const MAX_SYNC_BLOCKS: u32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    #[error("p2p transport: {0}")]
+    Transport(String),
+    #[error("p2p.listen {address}: {reason}")]
+    Listen { address: String, reason: String },
+    #[error("p2p: {0}")]
+    Config(String),
+}
+
+/// What the swarm reports to the node.
+#[derive(Debug)]
+pub enum P2pEvent {
+    Gossip {
+        topic: Topic,
+        source: PeerId,
+        id: MessageId,
+        data: Vec<u8>,
+    },
+    SyncRequest {
+        peer: PeerId,
+        request: SyncRequest,
+        channel: ResponseChannel<SyncResponse>,
+    },
+    SyncResponse {
+        peer: PeerId,
+        response: SyncResponse,
+    },
+    SyncFailed {
+        peer: PeerId,
+        reason: String,
+    },
+    Connected(PeerId),
+    Disconnected(PeerId),
+}
+
+/// What the node asks the swarm to do.
+#[derive(Debug)]
+pub enum P2pCommand {
+    Publish(Topic, Vec<u8>),
+    Validate {
+        id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+    },
+    Sync {
+        peer: PeerId,
+        request: SyncRequest,
+    },
+    Respond {
+        channel: ResponseChannel<SyncResponse>,
+        response: SyncResponse,
+    },
+}
+
+/// A connected peer, for `/net_info`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub address: String,
+    pub direction: &'static str,
+    pub connected_ms: u64,
+    pub gossip_score: f64,
+    pub rtt_ms: Option<f64>,
+}
+
+/// What the swarm knows about the network, refreshed as it changes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NetInfo {
+    pub peer_id: String,
+    pub listen_addresses: Vec<String>,
+    pub external_addresses: Vec<String>,
+    pub static_mode: bool,
+    pub security: &'static str,
+    pub peers: Vec<PeerInfo>,
+    pub invalid_messages: u64,
+}
+
+/// The node's side of the swarm.
+#[derive(Clone)]
+pub struct P2pHandle {
+    pub commands: mpsc::UnboundedSender<P2pCommand>,
+    pub info: Arc<Mutex<NetInfo>>,
+    pub local_peer_id: PeerId,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    identify: identify::Behaviour,
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    ping: ping::Behaviour,
+}
+
+fn message_id(message: &gossipsub::Message) -> MessageId {
+    // Content-addressed: the same payload re-published by another node is one message.
+    let digest = crate::block::Hash::digest(&message.data);
+    MessageId::from(&digest.0[..20])
+}
+
+fn behaviour(
+    key: &identity::Keypair,
+    config: &P2pConfig,
+    chain_id: &str,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let max = config.max_message_bytes as usize;
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(message_id)
+        .max_transmit_size(max)
+        .heartbeat_interval(Duration::from_millis(500))
+        .mesh_n_low(4)
+        .mesh_n(6)
+        .mesh_n_high(12)
+        .mesh_outbound_min(2)
+        .flood_publish(true)
+        .build()
+        .map_err(|error| format!("gossipsub config: {error}"))?;
+    let mut gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_config,
+    )?;
+    let mut score = gossipsub::PeerScoreParams::default();
+    for topic in Topic::ALL {
+        // An invalid message (bad signature, malformed, oversized) costs the sender dearly.
+        let params = gossipsub::TopicScoreParams {
+            invalid_message_deliveries_weight: -100.0,
+            invalid_message_deliveries_decay: 0.9,
+            first_message_deliveries_weight: 0.0,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            time_in_mesh_weight: 0.0,
+            ..Default::default()
+        };
+        score
+            .topics
+            .insert(IdentTopic::new(topic.name(chain_id)).hash(), params);
+    }
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -100.0,
+        publish_threshold: -500.0,
+        graylist_threshold: -1000.0,
+        ..Default::default()
+    };
+    gossipsub.with_peer_score(score, thresholds)?;
+    for topic in Topic::ALL {
+        gossipsub.subscribe(&IdentTopic::new(topic.name(chain_id)))?;
+    }
+    let codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(1024)
+        .set_response_size_maximum(max as u64 * MAX_SYNC_BLOCKS as u64);
+    let sync = request_response::Behaviour::with_codec(
+        codec,
+        [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+    );
+    let identify = identify::Behaviour::new(
+        identify::Config::new("/blyan/1.0.0".into(), key.public())
+            .with_agent_version(format!("blyan-node/{}", crate::VERSION))
+            .with_hide_listen_addrs(config.static_mode),
+    );
+    let kad = (!config.static_mode).then(|| {
+        let peer_id = key.public().to_peer_id();
+        let mut kad_config = kad::Config::new(StreamProtocol::new("/blyan/kad/1.0.0"));
+        kad_config.set_query_timeout(Duration::from_secs(30));
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config)
+    });
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_connections))
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_incoming(Some(config.max_connections));
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        gossipsub,
+        sync,
+        identify,
+        kad: Toggle::from(kad),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+    })
+}
+
+fn transport_error(error: impl std::fmt::Display) -> P2pError {
+    P2pError::Transport(error.to_string())
+}
+
+fn build_swarm(
+    keypair: identity::Keypair,
+    config: &P2pConfig,
+    chain_id: &str,
+) -> Result<Swarm<Behaviour>, P2pError> {
+    let tcp_config = || tcp::Config::default().nodelay(true);
+    let make = |key: &identity::Keypair| behaviour(key, config, chain_id);
+    let swarm_config =
+        |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
+    let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    let swarm = match (config.noise, config.quic) {
+        (false, false) => builder
+            .with_tcp(tcp_config(), tls::Config::new, yamux::Config::default)
+            .map_err(transport_error)?
+            .with_dns()
+            .map_err(transport_error)?
+            .with_behaviour(make)
+            .map_err(transport_error)?
+            .with_swarm_config(swarm_config)
+            .build(),
+        (false, true) => builder
+            .with_tcp(tcp_config(), tls::Config::new, yamux::Config::default)
+            .map_err(transport_error)?
+            .with_quic()
+            .with_dns()
+            .map_err(transport_error)?
+            .with_behaviour(make)
+            .map_err(transport_error)?
+            .with_swarm_config(swarm_config)
+            .build(),
+        (true, false) => builder
+            .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
+            .map_err(transport_error)?
+            .with_dns()
+            .map_err(transport_error)?
+            .with_behaviour(make)
+            .map_err(transport_error)?
+            .with_swarm_config(swarm_config)
+            .build(),
+        (true, true) => builder
+            .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
+            .map_err(transport_error)?
+            .with_quic()
+            .with_dns()
+            .map_err(transport_error)?
+            .with_behaviour(make)
+            .map_err(transport_error)?
+            .with_swarm_config(swarm_config)
+            .build(),
+    };
+    Ok(swarm)
+}
+
+fn peer_of(address: &Multiaddr) -> Option<PeerId> {
+    address.iter().find_map(|part| match part {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+fn parse_addresses(field: &str, items: &[String]) -> Result<Vec<Multiaddr>, P2pError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            text.parse()
+                .map_err(|error| P2pError::Config(format!("{field}[{index}] {text:?}: {error}")))
+        })
+        .collect()
+}
+
+/// Starts the swarm: listens, dials the bootstrap peers and runs until the handle's command
+/// channel closes. Returns the handle, the event stream and the addresses actually bound.
+pub async fn spawn(
+    keypair: identity::Keypair,
+    config: &P2pConfig,
+    chain_id: &str,
+) -> Result<(P2pHandle, mpsc::Receiver<P2pEvent>, Vec<Multiaddr>), P2pError> {
+    let local_peer_id = keypair.public().to_peer_id();
+    let mut swarm = build_swarm(keypair, config, chain_id)?;
+    let listen = parse_addresses("p2p.listen", &config.listen)?;
+    let external = parse_addresses("p2p.external_addresses", &config.external_addresses)?;
+    let bootstrap = parse_addresses("p2p.bootstrap", &config.bootstrap)?;
+    for address in &listen {
+        swarm
+            .listen_on(address.clone())
+            .map_err(|error| P2pError::Listen {
+                address: address.to_string(),
+                reason: error.to_string(),
+            })?;
+    }
+    // Wait until every listener is bound (or fails), so callers see real ports.
+    let mut bound = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bound.len() < listen.len() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr { address, .. }) => bound.push(address),
+            Ok(SwarmEvent::ListenerError { error, .. })
+            | Ok(SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            }) => {
+                return Err(P2pError::Listen {
+                    address: format!("{listen:?}"),
+                    reason: error.to_string(),
+                })
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(P2pError::Listen {
+                    address: format!("{listen:?}"),
+                    reason: "not bound within 10 s".into(),
+                })
+            }
+        }
+    }
+    for address in &external {
+        swarm.add_external_address(address.clone());
+    }
+    let topics: HashMap<TopicHash, Topic> = Topic::ALL
+        .iter()
+        .map(|topic| (IdentTopic::new(topic.name(chain_id)).hash(), *topic))
+        .collect();
+    let info = Arc::new(Mutex::new(NetInfo {
+        peer_id: local_peer_id.to_string(),
+        listen_addresses: bound.iter().map(ToString::to_string).collect(),
+        external_addresses: external.iter().map(ToString::to_string).collect(),
+        static_mode: config.static_mode,
+        security: if config.noise { "noise" } else { "tls1.3" },
+        ..Default::default()
+    }));
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::channel(4096);
+    let runner = Runner {
+        swarm,
+        chain_id: chain_id.to_string(),
+        topics,
+        bootstrap,
+        static_mode: config.static_mode,
+        events: event_tx,
+        info: info.clone(),
+        connected: HashMap::new(),
+        rtt: HashMap::new(),
+        dialing: HashSet::new(),
+    };
+    tokio::spawn(runner.run(command_rx));
+    Ok((
+        P2pHandle {
+            commands: command_tx,
+            info,
+            local_peer_id,
+        },
+        event_rx,
+        bound,
+    ))
+}
+
+struct Runner {
+    swarm: Swarm<Behaviour>,
+    chain_id: String,
+    topics: HashMap<TopicHash, Topic>,
+    bootstrap: Vec<Multiaddr>,
+    static_mode: bool,
+    events: mpsc::Sender<P2pEvent>,
+    info: Arc<Mutex<NetInfo>>,
+    connected: HashMap<PeerId, (Multiaddr, &'static str, Instant)>,
+    rtt: HashMap<PeerId, Duration>,
+    dialing: HashSet<PeerId>,
+}
+
+impl Runner {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<P2pCommand>) {
+        self.dial_missing();
+        let mut redial = tokio::time::interval(Duration::from_secs(2));
+        let mut refresh = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event).await,
+                _ = redial.tick() => self.dial_missing(),
+                _ = refresh.tick() => self.refresh_info(),
+            }
+        }
+        tracing::debug!("p2p stopped");
+    }
+
+    fn dial_missing(&mut self) {
+        for address in self.bootstrap.clone() {
+            match peer_of(&address) {
+                Some(peer) => {
+                    if peer == *self.swarm.local_peer_id()
+                        || self.connected.contains_key(&peer)
+                        || self.dialing.contains(&peer)
+                    {
+                        continue;
+                    }
+                    self.dialing.insert(peer);
+                    if let Err(error) = self.swarm.dial(address.clone()) {
+                        self.dialing.remove(&peer);
+                        tracing::debug!(%address, %error, "dial failed");
+                    }
+                }
+                None => {
+                    // A DNS seed: dial it while we have no peers at all.
+                    if self.connected.is_empty() {
+                        if let Err(error) = self.swarm.dial(address.clone()) {
+                            tracing::debug!(%address, %error, "seed dial failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn refresh_info(&mut self) {
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let peers = self
+            .connected
+            .iter()
+            .map(|(peer, (address, direction, since))| PeerInfo {
+                peer_id: peer.to_string(),
+                address: address.to_string(),
+                direction,
+                connected_ms: since.elapsed().as_millis() as u64,
+                gossip_score: gossipsub.peer_score(peer).unwrap_or(0.0),
+                rtt_ms: self.rtt.get(peer).map(|rtt| rtt.as_secs_f64() * 1000.0),
+            })
+            .collect();
+        let external = self
+            .swarm
+            .external_addresses()
+            .map(ToString::to_string)
+            .collect();
+        let mut info = self.info.lock().expect("net info lock poisoned");
+        info.peers = peers;
+        info.external_addresses = external;
+    }
+
+    fn on_command(&mut self, command: P2pCommand) {
+        let behaviour = self.swarm.behaviour_mut();
+        match command {
+            P2pCommand::Publish(topic, data) => {
+                let topic = IdentTopic::new(topic.name(&self.chain_id));
+                match behaviour.gossipsub.publish(topic, data) {
+                    Ok(_) | Err(gossipsub::PublishError::Duplicate) => {}
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                        tracing::trace!("published with no peers")
+                    }
+                    Err(error) => tracing::debug!(%error, "publish failed"),
+                }
+            }
+            P2pCommand::Validate {
+                id,
+                source,
+                acceptance,
+            } => {
+                if matches!(acceptance, MessageAcceptance::Reject) {
+                    self.info
+                        .lock()
+                        .expect("net info lock poisoned")
+                        .invalid_messages += 1;
+                }
+                behaviour
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+            }
+            P2pCommand::Sync { peer, request } => {
+                behaviour.sync.send_request(&peer, request);
+            }
+            P2pCommand::Respond { channel, response } => {
+                if behaviour.sync.send_response(channel, response).is_err() {
+                    tracing::debug!("sync response dropped: the requester went away");
+                }
+            }
+        }
+    }
+
+    async fn emit(&mut self, event: P2pEvent) {
+        // The node went away: nothing left to tell.
+        let _ = self.events.send(event).await;
+    }
+
+    async fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                self.dialing.remove(&peer_id);
+                let (address, direction) = if endpoint.is_dialer() {
+                    (endpoint.get_remote_address().clone(), "outbound")
+                } else {
+                    (endpoint.get_remote_address().clone(), "inbound")
+                };
+                if !self.static_mode {
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        kad.add_address(&peer_id, address.clone());
+                    }
+                }
+                if num_established.get() == 1 {
+                    self.connected
+                        .insert(peer_id, (address, direction, Instant::now()));
+                    tracing::debug!(peer = %peer_id, direction, "peer connected");
+                    self.emit(P2pEvent::Connected(peer_id)).await;
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                self.connected.remove(&peer_id);
+                self.rtt.remove(&peer_id);
+                tracing::debug!(peer = %peer_id, cause = ?cause, "peer disconnected");
+                self.emit(P2pEvent::Disconnected(peer_id)).await;
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                if let Some(peer) = peer_id {
+                    self.dialing.remove(&peer);
+                }
+                tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                tracing::debug!(from = %send_back_addr, %error, "incoming connection refused");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => match self.topics.get(&message.topic) {
+                Some(topic) => {
+                    self.emit(P2pEvent::Gossip {
+                        topic: *topic,
+                        source: propagation_source,
+                        id: message_id,
+                        data: message.data,
+                    })
+                    .await
+                }
+                None => {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Reject,
+                        );
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    self.emit(P2pEvent::SyncRequest {
+                        peer,
+                        request,
+                        channel,
+                    })
+                    .await
+                }
+                request_response::Message::Response { response, .. } => {
+                    self.emit(P2pEvent::SyncResponse { peer, response }).await
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                request_response::Event::OutboundFailure { peer, error, .. },
+            )) => {
+                self.emit(P2pEvent::SyncFailed {
+                    peer,
+                    reason: error.to_string(),
+                })
+                .await
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if !self.static_mode => {
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    for address in info.listen_addrs {
+                        kad.add_address(&peer_id, address);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
+                self.rtt.insert(peer, rtt);
+            }
+            _ => {}
+        }
+    }
+}
