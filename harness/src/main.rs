@@ -196,14 +196,22 @@ fn up(args: UpArgs) -> Result<bool> {
             heights.len()
         ));
     })?;
+    let reached = started.elapsed();
+    bar.set_message(format!(
+        "checking block and app hashes at heights 1..={wait_height}"
+    ));
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    process::check_agreement(&state, &all, wait_height)?;
     bar.finish_and_clear();
     println!(
-        "devnet {:?} is up: {} validators on chain {}, every node at height >= {} after {:.1} s",
+        "devnet {:?} is up: {} validators on chain {}, every node at height >= {} after {:.1} s, \
+         identical block and app hashes at heights 1..={}",
         state.name,
         state.nodes.len(),
         state.chain_id,
         wait_height,
-        started.elapsed().as_secs_f64()
+        reached.as_secs_f64(),
+        wait_height
     );
     print_nodes(&state);
     println!(

@@ -497,6 +497,57 @@ pub fn wait_for_height(
     }
 }
 
+/// Checks that the nodes in `indices` hold the same block hash and app hash after execution at
+/// every height in `1..=top`; the error names the height, the nodes and both hashes.
+pub fn check_agreement(
+    state: &DevnetState,
+    indices: &[usize],
+    top: u64,
+) -> Result<(), ProcessError> {
+    let client = http_client();
+    let fetch = |index: usize, height: u64| -> Result<(String, String), ProcessError> {
+        let url = format!("{}/blocks/{height}", state.nodes[index].api);
+        let block: serde_json::Value = client
+            .get(&url)
+            .send()
+            .and_then(|response| response.json())
+            .map_err(|error| ProcessError::Timeout(format!("GET {url}: {error}")))?;
+        let hash = block["hash"].as_str().unwrap_or_default().to_string();
+        let app = block["result_app_hash"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if hash.is_empty() {
+            return Err(ProcessError::Timeout(format!(
+                "node{index} has no block {height}: {block}"
+            )));
+        }
+        Ok((hash, app))
+    };
+    for height in 1..=top {
+        let Some((&first, rest)) = indices.split_first() else {
+            return Ok(());
+        };
+        let reference = fetch(first, height)?;
+        for &index in rest {
+            let other = fetch(index, height)?;
+            if other.0 != reference.0 {
+                return Err(ProcessError::Invalid(format!(
+                    "SAFETY: height {height}: node{first} committed {} but node{index} committed {}",
+                    reference.0, other.0
+                )));
+            }
+            if other.1 != reference.1 {
+                return Err(ProcessError::Invalid(format!(
+                    "AGREEMENT: height {height}: app hash {} on node{first} but {} on node{index}",
+                    reference.1, other.1
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The last lines of a node's log, for error reports.
 pub fn log_tail(node: &NodeEntry, lines: usize) -> String {
     let text = std::fs::read_to_string(&node.log).unwrap_or_default();

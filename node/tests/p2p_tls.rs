@@ -114,3 +114,53 @@ async fn a_server_bound_to_another_peer_id_is_refused() {
     };
     assert!(matches!(error, probe::ProbeError::Tls(_)), "{error}");
 }
+
+/// Two swarms with `config` (listen address and switches) connect; the second dials the first.
+async fn connects(listen: &str, quic: bool, noise: bool) -> bool {
+    let first_key = Keypair::generate_ed25519();
+    let first_config = P2pConfig {
+        listen: vec![listen.into()],
+        quic,
+        noise,
+        ..P2pConfig::default()
+    };
+    let (_first, _first_events, bound) = p2p::spawn(first_key.clone(), &first_config, "switches")
+        .await
+        .expect("first swarm");
+    let second_config = P2pConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        bootstrap: vec![format!(
+            "{}/p2p/{}",
+            bound[0],
+            first_key.public().to_peer_id()
+        )],
+        static_mode: true,
+        quic,
+        noise,
+        ..P2pConfig::default()
+    };
+    let (_second, mut events, _) =
+        p2p::spawn(Keypair::generate_ed25519(), &second_config, "switches")
+            .await
+            .expect("second swarm");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, p2p::P2pEvent::Connected(_)) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn quic_and_noise_switches_connect() {
+    assert!(
+        connects("/ip4/127.0.0.1/udp/0/quic-v1", true, false).await,
+        "QUIC"
+    );
+    assert!(connects("/ip4/127.0.0.1/tcp/0", false, true).await, "Noise");
+    assert!(connects("/ip4/127.0.0.1/tcp/0", false, false).await, "TLS");
+}
