@@ -45,6 +45,8 @@ pub enum NodeError {
     Genesis(String),
     #[error("stored chain: {0}")]
     Chain(String),
+    #[error("the P2P task stopped unexpectedly")]
+    P2pStopped,
 }
 
 /// Consensus messages for a height this node has not reached yet are held, up to this many.
@@ -330,7 +332,7 @@ impl Node {
                 _ = &mut shutdown => break,
                 event = events.recv() => match event {
                     Some(event) => self.on_p2p(event)?,
-                    None => break,
+                    None => return Err(NodeError::P2pStopped),
                 },
                 Some((bytes, reply)) = submissions.recv() => {
                     let verdict = self.submit(&bytes, None);

@@ -30,6 +30,10 @@ impl Drop for Node {
 }
 
 fn start(home: &std::path::Path) -> Node {
+    start_with(home, &[])
+}
+
+fn start_with(home: &std::path::Path, env: &[(&str, &str)]) -> Node {
     let api: SocketAddr = format!("127.0.0.1:{}", common::free_port())
         .parse()
         .unwrap();
@@ -45,6 +49,7 @@ fn start(home: &std::path::Path) -> Node {
         .env("BLYAN_API_LISTEN", api.to_string())
         .env("BLYAN_P2P_LISTEN", format!("/ip4/127.0.0.1/tcp/{p2p_port}"))
         .env("BLYAN_CONSENSUS_TIMEOUT_COMMIT_MS", "20")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -186,12 +191,19 @@ fn transfers_commit_and_bad_transactions_are_refused_with_the_reason() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_gossiping_invalid_votes_is_rejected_and_penalised() {
+/// Connects a fresh attacker peer to a node started with `env`, publishes `messages(round)`
+/// every 200 ms until the node shows the attacker's gossip score below zero (and, when
+/// `rejected` is set, at least that many messages rejected by validation); then checks that the
+/// node kept committing.
+async fn attack(
+    env: &[(&str, &str)],
+    rejected: u64,
+    messages: impl Fn(u32) -> Vec<(Topic, Vec<u8>)>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     init_home(&home);
-    let node = start(&home);
+    let node = start_with(&home, env);
     let (_, status) = json(node.api, "GET", "/status", "");
     let node_id = status["node_id"].as_str().unwrap().to_string();
     let chain = status["chain_id"].as_str().unwrap().to_string();
@@ -203,6 +215,7 @@ async fn a_peer_gossiping_invalid_votes_is_rejected_and_penalised() {
             node.p2p_port
         )],
         static_mode: true,
+        max_message_bytes: 1 << 20,
         ..P2pConfig::default()
     };
     let (handle, mut events, _) = p2p::spawn(Keypair::generate_ed25519(), &attacker, &chain)
@@ -222,56 +235,67 @@ async fn a_peer_gossiping_invalid_votes_is_rejected_and_penalised() {
     tokio::spawn(async move { while events.recv().await.is_some() {} });
 
     let api = node.api;
-    let net_info = move || async move {
-        tokio::task::spawn_blocking(move || json(api, "GET", "/net_info", "").1)
+    let get = move |path: &'static str| async move {
+        tokio::task::spawn_blocking(move || json(api, "GET", path, "").1)
             .await
             .unwrap()
     };
-    let start_height = json(api, "GET", "/status", "").1["latest_height"]
-        .as_u64()
-        .unwrap();
+    let start_height = get("/status").await["latest_height"].as_u64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut sent = 0u32;
-    let info = loop {
-        // Garbage, then a well-formed vote with a forged signature.
-        let mut garbage = b"not a vote ".to_vec();
-        garbage.extend_from_slice(&sent.to_be_bytes());
-        let _ = handle
-            .commands
-            .send(P2pCommand::Publish(Topic::Votes, garbage));
-        let mut forged = vec![1u8];
-        forged.extend_from_slice(&u64::from(sent).to_be_bytes());
-        forged.extend_from_slice(&[0; 4 + 1 + 4 + 64]);
-        let _ = handle
-            .commands
-            .send(P2pCommand::Publish(Topic::Votes, forged));
-        sent += 1;
+    let mut round = 0u32;
+    loop {
+        for (topic, data) in messages(round) {
+            let _ = handle.commands.send(P2pCommand::Publish(topic, data));
+        }
+        round += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let info = net_info().await;
+        let info = get("/net_info").await;
         let score = info["peers"]
             .as_array()
             .and_then(|peers| peers.first())
             .and_then(|peer| peer["gossip_score"].as_f64())
             .unwrap_or(0.0);
-        if info["invalid_messages"].as_u64().unwrap_or(0) >= 2 && score < 0.0 {
-            break info;
+        if info["invalid_messages"].as_u64().unwrap_or(0) >= rejected && score < 0.0 {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "not penalised after {sent} rounds: {info}"
+            "not penalised after {round} rounds: {info}"
         );
-    };
-    assert!(info["invalid_messages"].as_u64().unwrap() >= 2, "{info}");
+    }
     // The node survived and kept committing.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let height = json(api, "GET", "/status", "").1["latest_height"]
-            .as_u64()
-            .unwrap();
+        let height = get("/status").await["latest_height"].as_u64().unwrap();
         if height >= start_height + 3 {
             break;
         }
         assert!(Instant::now() < deadline, "node stalled at {height}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gossiping_malformed_or_forged_votes_is_rejected_and_penalised() {
+    attack(&[], 2, |round| {
+        let mut garbage = b"not a vote ".to_vec();
+        garbage.extend_from_slice(&round.to_be_bytes());
+        // Well-formed, but the signature is zeros.
+        let mut forged = vec![1u8];
+        forged.extend_from_slice(&u64::from(round).to_be_bytes());
+        forged.extend_from_slice(&[0; 4 + 1 + 4 + 64]);
+        vec![(Topic::Votes, garbage), (Topic::Votes, forged)]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gossiping_oversized_messages_is_penalised() {
+    // Over the 64 KiB limit of the node's proposal topic (the attacker allows itself 1 MiB).
+    attack(&[("BLYAN_P2P_MAX_MESSAGE_BYTES", "65536")], 0, |round| {
+        let mut proposal = vec![0u8; 100 << 10];
+        proposal[..4].copy_from_slice(&round.to_be_bytes());
+        vec![(Topic::Proposals, proposal)]
+    })
+    .await;
 }

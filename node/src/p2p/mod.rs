@@ -73,6 +73,8 @@ pub struct SyncResponse {
 }
 
 pub const SYNC_PROTOCOL: &str = "/blyan/sync/1";
+/// Largest vote or transaction gossip message (a vote is 114 bytes, a transfer 154).
+pub const MAX_VOTE_OR_TX_BYTES: usize = 1024;
 /// Most blocks per sync response.
 pub const MAX_SYNC_BLOCKS: u32 = 64;
 
@@ -184,11 +186,17 @@ fn behaviour(
     chain_id: &str,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let max = config.max_message_bytes as usize;
+    let topic_hash = |topic: Topic| IdentTopic::new(topic.name(chain_id)).hash();
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .message_id_fn(message_id)
-        .max_transmit_size(max)
+        // Frames up to twice the limit are decoded so that a message over its topic's limit is
+        // an invalid message (scored against the sender), not just a dropped frame.
+        .max_transmit_size(max * 2)
+        .max_transmit_size_for_topic(max, topic_hash(Topic::Proposals))
+        .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Votes))
+        .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Txs))
         .heartbeat_interval(Duration::from_millis(500))
         .mesh_n_low(4)
         .mesh_n(6)
