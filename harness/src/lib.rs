@@ -5,5 +5,6 @@
 //! simulator, and the process backend (`devnet up/down/status`). The manifest, the Docker
 //! backend, scenario runner, history, checkers, reports and baselines arrive with their issues.
 
+pub mod manifest;
 pub mod process;
 pub mod sim;

@@ -1,0 +1,607 @@
+//! The devnet manifest (TOML): what to start, how the network behaves, what load and faults to
+//! apply, what to check. A default manifest is built in, so `devnet up` needs no file.
+//!
+//! Validation happens before anything starts; every error names the field and the reason,
+//! e.g. `nodes[3].stake: must be > 0`. Sections that later issues execute (load, faults, checks,
+//! Byzantine settings) are parsed and validated here already.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a manifest is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("{origin}: cannot read: {reason}")]
+    Read { origin: String, reason: String },
+    #[error("{origin}: {reason}")]
+    Parse { origin: String, reason: String },
+    #[error("{origin}: {field}: {reason}")]
+    Invalid {
+        origin: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// Which backend runs the devnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Docker when a daemon answers, local processes otherwise.
+    Auto,
+    Docker,
+    Process,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Validator,
+    Full,
+}
+
+/// A node given explicitly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    #[serde(default = "default_role")]
+    pub role: Role,
+    /// Voting power of a validator (ignored for full nodes).
+    #[serde(default = "default_stake")]
+    pub stake: i64,
+    /// A label for latency and placement rules.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Byzantine settings, executed by the chaos issue; validated here.
+    #[serde(default)]
+    pub byzantine: Option<Byzantine>,
+}
+
+fn default_role() -> Role {
+    Role::Validator
+}
+fn default_stake() -> i64 {
+    10
+}
+fn default_zone() -> String {
+    "default".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Byzantine {
+    /// equivocate, withhold-votes, drop-proposals, ignore-locks, invalid-blocks, spam.
+    pub behaviour: String,
+    /// always, probability, heights, rounds.
+    #[serde(default = "default_trigger")]
+    pub trigger: String,
+    #[serde(default)]
+    pub probability: Option<f64>,
+}
+
+fn default_trigger() -> String {
+    "always".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consensus {
+    pub timeout_propose_ms: i64,
+    pub timeout_prevote_ms: i64,
+    pub timeout_precommit_ms: i64,
+    pub timeout_commit_ms: i64,
+    /// Blocks per epoch (validator set changes take effect at epoch boundaries).
+    pub epoch_length: i64,
+}
+
+impl Default for Consensus {
+    fn default() -> Self {
+        Consensus {
+            timeout_propose_ms: 1000,
+            timeout_prevote_ms: 500,
+            timeout_precommit_ms: 500,
+            timeout_commit_ms: 100,
+            epoch_length: 100,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneLatency {
+    pub from: String,
+    pub to: String,
+    pub latency_ms: i64,
+    #[serde(default)]
+    pub jitter_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Route every directed P2P link through its own fault proxy (chaos issue).
+    #[serde(default)]
+    pub proxy: bool,
+    #[serde(default)]
+    pub latency: Vec<ZoneLatency>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Transactions per second, open loop; 0 is no load.
+    #[serde(default)]
+    pub rate: i64,
+    /// Funded genesis accounts the load signs with.
+    #[serde(default = "default_accounts")]
+    pub accounts: i64,
+}
+
+fn default_accounts() -> i64 {
+    16
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load {
+            rate: 0,
+            accounts: default_accounts(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Seconds after the devnet is up.
+    pub at_s: f64,
+    /// partition, heal, kill, restart, pause, latency, ...
+    pub kind: String,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// After the last fault heals, every honest node advances this many heights...
+    pub liveness_heights: i64,
+    /// ...within this many seconds.
+    pub liveness_within_s: i64,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            liveness_heights: 5,
+            liveness_within_s: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Memory limit per node container, MiB.
+    pub memory_mb: i64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { memory_mb: 256 }
+    }
+}
+
+/// The manifest as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    #[serde(default = "default_backend")]
+    pub backend: BackendKind,
+    /// Seed of every key; the same seed gives the same identities.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default = "default_chain_id")]
+    pub chain_id: String,
+    /// Validators to create when `nodes` is not given.
+    #[serde(default)]
+    pub validators: Option<i64>,
+    /// Full nodes to add when `nodes` is not given.
+    #[serde(default)]
+    pub full_nodes: Option<i64>,
+    /// Explicit nodes (instead of the counts).
+    #[serde(default)]
+    pub nodes: Vec<NodeSpec>,
+    /// How long a scenario runs, seconds (0: until `devnet down`).
+    #[serde(default)]
+    pub duration_s: i64,
+    #[serde(default)]
+    pub consensus: Consensus,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub load: Load,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    #[serde(default)]
+    pub checks: Checks,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+fn default_backend() -> BackendKind {
+    BackendKind::Auto
+}
+fn default_seed() -> u64 {
+    1
+}
+fn default_chain_id() -> String {
+    "blyan-devnet".into()
+}
+
+/// A node after the manifest is resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResolvedNode {
+    pub index: usize,
+    pub name: String,
+    pub role: Role,
+    pub stake: u64,
+    pub zone: String,
+}
+
+pub const MAX_NODES: usize = 200;
+
+const BYZANTINE_BEHAVIOURS: [&str; 6] = [
+    "equivocate",
+    "withhold-votes",
+    "drop-proposals",
+    "ignore-locks",
+    "invalid-blocks",
+    "spam",
+];
+const TRIGGERS: [&str; 4] = ["always", "probability", "heights", "rounds"];
+const FAULT_KINDS: [&str; 8] = [
+    "partition",
+    "heal",
+    "kill",
+    "restart",
+    "pause",
+    "resume",
+    "latency",
+    "isolate",
+];
+
+/// The commented example that `devnet manifest --example` prints; it parses to a valid manifest.
+pub const EXAMPLE: &str = r#"# Blyan devnet manifest. Everything but `name` is optional.
+name = "example"          # devnet name: containers, networks and .devnet/<name>/ carry it
+chain_id = "blyan-devnet"
+backend = "auto"          # auto (Docker when a daemon answers, else processes) | docker | process
+seed = 7                  # every key derives from it: same seed, same identities
+duration_s = 0            # scenario length; 0 runs until `devnet down`
+
+# Either counts...
+validators = 4
+full_nodes = 0
+# ...or explicit nodes (then leave the counts out):
+# [[nodes]]
+# name = "node0"
+# role = "validator"      # validator | full
+# stake = 10              # voting power, > 0 for validators
+# zone = "eu"             # for latency rules and placement
+# byzantine = { behaviour = "equivocate", trigger = "probability", probability = 0.5 }
+
+[consensus]
+timeout_propose_ms = 1000
+timeout_prevote_ms = 500
+timeout_precommit_ms = 500
+timeout_commit_ms = 100   # pause after each block; 0 for as fast as possible
+epoch_length = 100        # blocks per epoch
+
+[network]
+proxy = false             # route every directed link through a fault proxy (chaos)
+# [[network.latency]]
+# from = "eu"
+# to = "us"
+# latency_ms = 40
+# jitter_ms = 5
+
+[load]
+rate = 0                  # transactions per second (open loop); 0: none
+accounts = 16             # funded genesis accounts
+
+# [[faults]]
+# at_s = 10
+# kind = "partition"      # partition | heal | kill | restart | pause | resume | latency | isolate
+# nodes = ["node3"]
+# duration_s = 5
+
+[checks]
+liveness_heights = 5      # after the last fault heals, every honest node advances this many
+liveness_within_s = 30    # heights within this many seconds
+
+[resources]
+memory_mb = 256           # memory limit per node container
+"#;
+
+impl Manifest {
+    /// The built-in default: 4 validators.
+    pub fn default_named(name: &str) -> Manifest {
+        Manifest {
+            name: name.to_string(),
+            backend: BackendKind::Auto,
+            seed: 1,
+            chain_id: "blyan-devnet".into(),
+            validators: Some(4),
+            full_nodes: None,
+            nodes: Vec::new(),
+            duration_s: 0,
+            consensus: Consensus::default(),
+            network: Network::default(),
+            load: Load::default(),
+            faults: Vec::new(),
+            checks: Checks::default(),
+            resources: Resources::default(),
+        }
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|error| ManifestError::Parse {
+            origin: origin.to_string(),
+            reason: error.message().trim().replace('\n', "; ") + &location(text, error.span()),
+        })?;
+        manifest.validate(origin)?;
+        Ok(manifest)
+    }
+
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
+            origin: origin.clone(),
+            reason: error.to_string(),
+        })?;
+        Manifest::parse(&text, &origin)
+    }
+
+    /// Every rule; the first broken one is reported with its field.
+    pub fn validate(&self, origin: &str) -> Result<(), ManifestError> {
+        let invalid = |field: &str, reason: &str| ManifestError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            reason: reason.to_string(),
+        };
+        blyan_node::config::check_name(&self.name).map_err(|reason| invalid("name", &reason))?;
+        blyan_node::config::check_name(&self.chain_id)
+            .map_err(|reason| invalid("chain_id", &reason))?;
+        if self.nodes.is_empty() {
+            let validators = self.validators.unwrap_or(4);
+            let full = self.full_nodes.unwrap_or(0);
+            if validators <= 0 {
+                return Err(invalid(
+                    "validators",
+                    "must be > 0 (a chain needs a validator)",
+                ));
+            }
+            if full < 0 {
+                return Err(invalid("full_nodes", "must be >= 0"));
+            }
+            if (validators + full) as usize > MAX_NODES {
+                return Err(invalid(
+                    "validators",
+                    &format!("{} nodes in all; at most {MAX_NODES}", validators + full),
+                ));
+            }
+        } else {
+            if self.validators.is_some() || self.full_nodes.is_some() {
+                return Err(invalid(
+                    "nodes",
+                    "give either [[nodes]] or the validators/full_nodes counts, not both",
+                ));
+            }
+            if self.nodes.len() > MAX_NODES {
+                return Err(invalid(
+                    "nodes",
+                    &format!("{} nodes; at most {MAX_NODES}", self.nodes.len()),
+                ));
+            }
+            let mut names = HashMap::new();
+            for (index, node) in self.nodes.iter().enumerate() {
+                let field = |name: &str| format!("nodes[{index}].{name}");
+                blyan_node::config::check_name(&node.name)
+                    .map_err(|reason| invalid(&field("name"), &reason))?;
+                if let Some(first) = names.insert(node.name.as_str(), index) {
+                    return Err(invalid(
+                        &field("name"),
+                        &format!("{:?} is also the name of nodes[{first}]", node.name),
+                    ));
+                }
+                if node.role == Role::Validator && node.stake <= 0 {
+                    return Err(invalid(&field("stake"), "must be > 0"));
+                }
+                if node.stake < 0 {
+                    return Err(invalid(&field("stake"), "must be >= 0"));
+                }
+                blyan_node::config::check_name(&node.zone)
+                    .map_err(|reason| invalid(&field("zone"), &reason))?;
+                if let Some(byzantine) = &node.byzantine {
+                    if !BYZANTINE_BEHAVIOURS.contains(&byzantine.behaviour.as_str()) {
+                        return Err(invalid(
+                            &field("byzantine.behaviour"),
+                            &format!(
+                                "{:?} is not one of {}",
+                                byzantine.behaviour,
+                                BYZANTINE_BEHAVIOURS.join(", ")
+                            ),
+                        ));
+                    }
+                    if !TRIGGERS.contains(&byzantine.trigger.as_str()) {
+                        return Err(invalid(
+                            &field("byzantine.trigger"),
+                            &format!(
+                                "{:?} is not one of {}",
+                                byzantine.trigger,
+                                TRIGGERS.join(", ")
+                            ),
+                        ));
+                    }
+                    if byzantine.trigger == "probability"
+                        && !byzantine
+                            .probability
+                            .is_some_and(|p| (0.0..=1.0).contains(&p))
+                    {
+                        return Err(invalid(
+                            &field("byzantine.probability"),
+                            "a probability trigger needs probability between 0 and 1",
+                        ));
+                    }
+                }
+            }
+            if !self.nodes.iter().any(|node| node.role == Role::Validator) {
+                return Err(invalid("nodes", "no validator: a chain needs at least one"));
+            }
+        }
+        if self.duration_s < 0 {
+            return Err(invalid("duration_s", "must be >= 0"));
+        }
+        let consensus = &self.consensus;
+        for (field, value) in [
+            ("consensus.timeout_propose_ms", consensus.timeout_propose_ms),
+            ("consensus.timeout_prevote_ms", consensus.timeout_prevote_ms),
+            (
+                "consensus.timeout_precommit_ms",
+                consensus.timeout_precommit_ms,
+            ),
+        ] {
+            if !(1..=600_000).contains(&value) {
+                return Err(invalid(field, "must be between 1 and 600000"));
+            }
+        }
+        if !(0..=600_000).contains(&consensus.timeout_commit_ms) {
+            return Err(invalid(
+                "consensus.timeout_commit_ms",
+                "must be between 0 and 600000",
+            ));
+        }
+        if consensus.epoch_length <= 0 {
+            return Err(invalid("consensus.epoch_length", "must be > 0"));
+        }
+        let zones: HashSet<String> = self.resolve().into_iter().map(|node| node.zone).collect();
+        for (index, rule) in self.network.latency.iter().enumerate() {
+            let field = |name: &str| format!("network.latency[{index}].{name}");
+            for (name, zone) in [("from", &rule.from), ("to", &rule.to)] {
+                if !zones.contains(zone) {
+                    return Err(invalid(&field(name), &format!("zone {zone:?} has no node")));
+                }
+            }
+            if rule.latency_ms < 0 || rule.latency_ms > 60_000 {
+                return Err(invalid(&field("latency_ms"), "must be between 0 and 60000"));
+            }
+            if rule.jitter_ms < 0 || rule.jitter_ms > rule.latency_ms.max(0) {
+                return Err(invalid(
+                    &field("jitter_ms"),
+                    "must be between 0 and latency_ms",
+                ));
+            }
+        }
+        if self.load.rate < 0 || self.load.rate > 1_000_000 {
+            return Err(invalid("load.rate", "must be between 0 and 1000000"));
+        }
+        if !(1..=100_000).contains(&self.load.accounts) {
+            return Err(invalid("load.accounts", "must be between 1 and 100000"));
+        }
+        let names: HashSet<String> = self.resolve().into_iter().map(|node| node.name).collect();
+        for (index, fault) in self.faults.iter().enumerate() {
+            let field = |name: &str| format!("faults[{index}].{name}");
+            if !(fault.at_s >= 0.0 && fault.at_s.is_finite()) {
+                return Err(invalid(&field("at_s"), "must be >= 0"));
+            }
+            if !FAULT_KINDS.contains(&fault.kind.as_str()) {
+                return Err(invalid(
+                    &field("kind"),
+                    &format!("{:?} is not one of {}", fault.kind, FAULT_KINDS.join(", ")),
+                ));
+            }
+            for node in &fault.nodes {
+                if !names.contains(node) {
+                    return Err(invalid(&field("nodes"), &format!("no node named {node:?}")));
+                }
+            }
+            if fault
+                .duration_s
+                .is_some_and(|d| !(d > 0.0 && d.is_finite()))
+            {
+                return Err(invalid(&field("duration_s"), "must be > 0"));
+            }
+        }
+        if self.checks.liveness_heights <= 0 {
+            return Err(invalid("checks.liveness_heights", "must be > 0"));
+        }
+        if self.checks.liveness_within_s <= 0 {
+            return Err(invalid("checks.liveness_within_s", "must be > 0"));
+        }
+        if !(32..=65_536).contains(&self.resources.memory_mb) {
+            return Err(invalid(
+                "resources.memory_mb",
+                "must be between 32 and 65536",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The nodes, from the explicit list or the counts (validators first, then full nodes).
+    pub fn resolve(&self) -> Vec<ResolvedNode> {
+        if !self.nodes.is_empty() {
+            return self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(index, node)| ResolvedNode {
+                    index,
+                    name: node.name.clone(),
+                    role: node.role,
+                    stake: if node.role == Role::Validator {
+                        node.stake.max(0) as u64
+                    } else {
+                        0
+                    },
+                    zone: node.zone.clone(),
+                })
+                .collect();
+        }
+        let validators = self.validators.unwrap_or(4).max(0) as usize;
+        let full = self.full_nodes.unwrap_or(0).max(0) as usize;
+        (0..validators + full)
+            .map(|index| ResolvedNode {
+                index,
+                name: format!("node{index}"),
+                role: if index < validators {
+                    Role::Validator
+                } else {
+                    Role::Full
+                },
+                stake: if index < validators { 10 } else { 0 },
+                zone: default_zone(),
+            })
+            .collect()
+    }
+}
+
+/// " (line L, column C)" for a parse error's span.
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, str::len) + 1;
+    format!(" (line {line}, column {column})")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+use super::*;
+
+fn error(text: &str) -> String {
+    Manifest::parse(text, "m.toml").unwrap_err().to_string()
+}
+
+const BASE: &str = "name = \"t\"\nchain_id = \"c\"\n";
+
+#[test]
+fn the_example_and_the_default_are_valid() {
+    let example = Manifest::parse(EXAMPLE, "example").unwrap();
+    assert_eq!(example.resolve().len(), 4);
+    let default = Manifest::default_named("default");
+    default.validate("built-in").unwrap();
+    let nodes = default.resolve();
+    assert_eq!(nodes.len(), 4);
+    assert!(nodes
+        .iter()
+        .all(|node| node.role == Role::Validator && node.stake == 10));
+}
+
+#[test]
+fn explicit_nodes_resolve_in_order_with_roles_and_stake() {
+    let manifest = Manifest::parse(
+        &format!(
+            "{BASE}[[nodes]]\nname = \"a\"\nstake = 30\nzone = \"eu\"\n[[nodes]]\nname = \"b\"\nrole = \"full\"\n"
+        ),
+        "m",
+    )
+    .unwrap();
+    let nodes = manifest.resolve();
+    assert_eq!(nodes[0].stake, 30);
+    assert_eq!(nodes[0].zone, "eu");
+    assert_eq!(nodes[1].role, Role::Full);
+    assert_eq!(nodes[1].stake, 0);
+}
+
+#[test]
+fn bad_manifests_name_the_field() {
+    let cases = [
+        ("unknown field", format!("{BASE}surprise = 1\n")),
+        ("negative stake", format!("{BASE}[[nodes]]\nname = \"a\"\nstake = -5\n")),
+        ("zero stake", format!("{BASE}[[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"b\"\n[[nodes]]\nname = \"c\"\n[[nodes]]\nname = \"d\"\nstake = 0\n")),
+        ("zero validators", format!("{BASE}validators = 0\n")),
+        ("only full nodes", format!("{BASE}[[nodes]]\nname = \"a\"\nrole = \"full\"\n")),
+        ("duplicate names", format!("{BASE}[[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"a\"\n")),
+        ("too many nodes", format!("{BASE}validators = 150\nfull_nodes = 60\n")),
+        ("counts and nodes", format!("{BASE}validators = 2\n[[nodes]]\nname = \"a\"\n")),
+        ("bad role", format!("{BASE}[[nodes]]\nname = \"a\"\nrole = \"king\"\n")),
+        ("bad fault kind", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"meteor\"\n")),
+        ("fault on unknown node", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"kill\"\nnodes = [\"node9\"]\n")),
+        ("latency zone without nodes", format!("{BASE}[[network.latency]]\nfrom = \"eu\"\nto = \"default\"\nlatency_ms = 5\n")),
+        ("bad byzantine", format!("{BASE}[[nodes]]\nname = \"a\"\nbyzantine = {{ behaviour = \"nap\" }}\n")),
+        ("probability without value", format!("{BASE}[[nodes]]\nname = \"a\"\nbyzantine = {{ behaviour = \"spam\", trigger = \"probability\" }}\n")),
+        ("zero epoch", format!("{BASE}[consensus]\ntimeout_propose_ms = 1\ntimeout_prevote_ms = 1\ntimeout_precommit_ms = 1\ntimeout_commit_ms = 0\nepoch_length = 0\n")),
+        ("memory", format!("{BASE}[resources]\nmemory_mb = 1\n")),
+        ("bad name", "name = \"a b\"\nchain_id = \"c\"\n".to_string()),
+        ("missing name", "chain_id = \"a\"\n".to_string()),
+        ("not toml", "name = \n".to_string()),
+    ];
+    let report: Vec<String> = cases
+        .iter()
+        .map(|(case, text)| format!("{case}: {}", error(text)))
+        .collect();
+    insta::assert_snapshot!(report.join("\n"));
+}
