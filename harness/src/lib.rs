@@ -5,6 +5,8 @@
 //! simulator, and the process backend (`devnet up/down/status`). The manifest, the Docker
 //! backend, scenario runner, history, checkers, reports and baselines arrive with their issues.
 
+pub mod docker;
 pub mod manifest;
+pub mod plan;
 pub mod process;
 pub mod sim;

@@ -73,6 +73,10 @@ pub struct UpOptions {
     pub wait_height: u64,
     pub wait_timeout: Duration,
     pub log_level: String,
+    /// Node names and stakes (0: a full node); default `nodeI` with stake 10.
+    pub stakes: Vec<(String, u64)>,
+    pub timeout_prevote_ms: u64,
+    pub timeout_precommit_ms: u64,
 }
 
 impl UpOptions {
@@ -93,6 +97,11 @@ impl UpOptions {
             wait_height: 2,
             wait_timeout: Duration::from_secs(60),
             log_level: "info".into(),
+            stakes: (0..nodes)
+                .map(|index| (format!("node{index}"), 10))
+                .collect(),
+            timeout_prevote_ms: 500,
+            timeout_precommit_ms: 500,
         }
     }
 
@@ -101,6 +110,13 @@ impl UpOptions {
             .map_err(|reason| ProcessError::Invalid(format!("--name: {reason}")))?;
         blyan_node::config::check_name(&self.chain_id)
             .map_err(|reason| ProcessError::Invalid(format!("--chain-id: {reason}")))?;
+        if self.stakes.len() != self.nodes {
+            return Err(ProcessError::Invalid(format!(
+                "{} node stakes for {} nodes",
+                self.stakes.len(),
+                self.nodes
+            )));
+        }
         if !(1..=200).contains(&self.nodes) {
             return Err(ProcessError::Invalid(format!(
                 "--nodes: must be between 1 and 200, got {}",
@@ -139,8 +155,17 @@ pub struct NodeEntry {
     pub p2p: String,
     pub peer_id: String,
     pub validator_key: String,
+    #[serde(default = "yes")]
+    pub validator: bool,
     pub pid: Option<u32>,
+    /// The container id (Docker backend).
+    #[serde(default)]
+    pub container: Option<String>,
     pub log: PathBuf,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `BASE/NAME/devnet.json`.
@@ -153,6 +178,9 @@ pub struct DevnetState {
     pub node_bin: PathBuf,
     pub nodes: Vec<NodeEntry>,
     pub started_ms: u64,
+    /// The Docker network (Docker backend).
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// A funded devnet account (devnet only: the secret is on disk in the clear).
@@ -196,7 +224,7 @@ pub fn load_state(base: &Path, name: &str) -> Result<DevnetState, ProcessError> 
         .map_err(|error| ProcessError::Invalid(format!("{}: {error}", path.display())))
 }
 
-fn save_state(base: &Path, state: &DevnetState) -> Result<(), ProcessError> {
+pub fn save_state(base: &Path, state: &DevnetState) -> Result<(), ProcessError> {
     let path = state_path(base, &state.name);
     let temporary = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(state).expect("state serialises");
@@ -238,8 +266,167 @@ fn check_port_free(port: u16, what: &str) -> Result<(), ProcessError> {
         })
 }
 
-/// Writes homes, keys, configs and genesis for every node; returns the devnet's description
-/// (no process started yet).
+/// Where one node listens and how the others reach it.
+#[derive(Clone, Debug)]
+pub struct NodePlan {
+    pub moniker: String,
+    /// Voting power; 0 makes a full node (not in the genesis validator set).
+    pub stake: u64,
+    /// `api.listen` inside the node.
+    pub api_listen: String,
+    /// The API URL from where the harness runs.
+    pub api_url: String,
+    /// `p2p.listen` inside the node.
+    pub p2p_listen: String,
+    /// The address the other nodes dial (and this node announces), without `/p2p/`.
+    pub p2p_address: String,
+}
+
+/// Everything `write_devnet` needs.
+#[derive(Clone, Debug)]
+pub struct DevnetPlan {
+    pub name: String,
+    pub backend: String,
+    pub chain_id: String,
+    pub seed: u64,
+    pub accounts: usize,
+    pub account_balance: u64,
+    pub timeout_commit_ms: u64,
+    pub timeout_propose_ms: u64,
+    pub timeout_prevote_ms: u64,
+    pub timeout_precommit_ms: u64,
+    pub log_level: String,
+    pub node_bin: PathBuf,
+    pub nodes: Vec<NodePlan>,
+}
+
+/// Writes homes, keys, configs and a shared genesis for every node under `BASE/NAME/` (wiping
+/// an earlier devnet of that name) and records the devnet; starts nothing.
+pub fn write_devnet(base: &Path, plan: &DevnetPlan) -> Result<DevnetState, ProcessError> {
+    let dir = devnet_dir(base, &plan.name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let count = plan.nodes.len();
+    let node_keys: Vec<NodeKey> = (0..count)
+        .map(|index| {
+            libp2p_identity::Keypair::ed25519_from_bytes(derive(plan.seed, "node", index))
+                .map(|keypair| NodeKey { keypair })
+                .map_err(|error| ProcessError::Key(error.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let validator_keys: Vec<ValidatorKey> = (0..count)
+        .map(|index| ValidatorKey {
+            signing: SigningKey::from_bytes(&derive(plan.seed, "validator", index)),
+        })
+        .collect();
+    let accounts: Vec<AccountEntry> = (0..plan.accounts)
+        .map(|index| {
+            let key = SigningKey::from_bytes(&derive(plan.seed, "account", index));
+            AccountEntry {
+                address: hex::encode(key.verifying_key().to_bytes()),
+                secret_key: hex::encode(key.to_bytes()),
+                balance: plan.account_balance,
+            }
+        })
+        .collect();
+    let genesis = Genesis {
+        chain_id: plan.chain_id.clone(),
+        genesis_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0),
+        validators: plan
+            .nodes
+            .iter()
+            .zip(&validator_keys)
+            .filter(|(node, _)| node.stake > 0)
+            .map(|(node, key)| GenesisValidator {
+                name: node.moniker.clone(),
+                public_key: key.public_hex(),
+                power: node.stake,
+            })
+            .collect(),
+        accounts: accounts
+            .iter()
+            .map(|account| GenesisAccount {
+                address: account.address.clone(),
+                balance: account.balance,
+            })
+            .collect(),
+    };
+    genesis
+        .validate("generated genesis")
+        .map_err(|error| ProcessError::Invalid(error.to_string()))?;
+    let accounts_path = dir.join("accounts.json");
+    std::fs::write(
+        &accounts_path,
+        serde_json::to_string_pretty(&accounts).expect("accounts serialise"),
+    )
+    .map_err(io(&accounts_path))?;
+    let mut nodes = Vec::with_capacity(count);
+    for (index, node) in plan.nodes.iter().enumerate() {
+        let home = Home::new(dir.join(&node.moniker));
+        std::fs::create_dir_all(home.root()).map_err(io(home.root()))?;
+        node_keys[index]
+            .write(&home.node_key(), true)
+            .map_err(|error| ProcessError::Key(error.to_string()))?;
+        validator_keys[index]
+            .write(&home.validator_key(), true)
+            .map_err(|error| ProcessError::Key(error.to_string()))?;
+        let mut config = Config::new(&node.moniker, &plan.chain_id);
+        config.api.listen = node.api_listen.clone();
+        config.p2p.listen = vec![node.p2p_listen.clone()];
+        config.p2p.external_addresses = vec![node.p2p_address.clone()];
+        config.p2p.static_mode = true;
+        config.p2p.bootstrap = plan
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != index)
+            .map(|(other, peer)| format!("{}/p2p/{}", peer.p2p_address, node_keys[other].peer_id()))
+            .collect();
+        config.consensus.timeout_commit_ms = plan.timeout_commit_ms;
+        config.consensus.timeout_propose_ms = plan.timeout_propose_ms;
+        config.consensus.timeout_prevote_ms = plan.timeout_prevote_ms;
+        config.consensus.timeout_precommit_ms = plan.timeout_precommit_ms;
+        config.log.level = plan.log_level.clone();
+        config
+            .validate("generated config")
+            .map_err(|error| ProcessError::Invalid(error.to_string()))?;
+        std::fs::write(home.config(), config.template()).map_err(io(&home.config()))?;
+        genesis.save(&home.genesis()).map_err(io(&home.genesis()))?;
+        nodes.push(NodeEntry {
+            index,
+            moniker: node.moniker.clone(),
+            home: home.root().to_path_buf(),
+            api: node.api_url.clone(),
+            p2p: format!("{}/p2p/{}", node.p2p_address, node_keys[index].peer_id()),
+            peer_id: node_keys[index].peer_id().to_string(),
+            validator_key: validator_keys[index].public_hex(),
+            validator: node.stake > 0,
+            pid: None,
+            container: None,
+            log: dir.join(format!("{}.log", node.moniker)),
+        });
+    }
+    let state = DevnetState {
+        name: plan.name.clone(),
+        backend: plan.backend.clone(),
+        chain_id: plan.chain_id.clone(),
+        seed: plan.seed,
+        node_bin: plan.node_bin.clone(),
+        nodes,
+        started_ms: genesis.genesis_time_ms,
+        network: None,
+    };
+    save_state(base, &state)?;
+    Ok(state)
+}
+
+/// Writes homes, keys, configs and genesis for every node of a process devnet; returns the
+/// devnet's description (no process started yet).
 pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
     options.validate()?;
     if !options.node_bin.is_file() {
@@ -268,123 +455,46 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             &format!("node{index} P2P"),
         )?;
     }
-    let dir = devnet_dir(&options.base, &options.name);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-    }
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let node_keys: Vec<NodeKey> = (0..options.nodes)
+    let nodes = (0..options.nodes)
         .map(|index| {
-            libp2p_identity::Keypair::ed25519_from_bytes(derive(options.seed, "node", index))
-                .map(|keypair| NodeKey { keypair })
-                .map_err(|error| ProcessError::Key(error.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    let validator_keys: Vec<ValidatorKey> = (0..options.nodes)
-        .map(|index| ValidatorKey {
-            signing: SigningKey::from_bytes(&derive(options.seed, "validator", index)),
-        })
-        .collect();
-    let accounts: Vec<AccountEntry> = (0..options.accounts)
-        .map(|index| {
-            let key = SigningKey::from_bytes(&derive(options.seed, "account", index));
-            AccountEntry {
-                address: hex::encode(key.verifying_key().to_bytes()),
-                secret_key: hex::encode(key.to_bytes()),
-                balance: options.account_balance,
+            let api = SocketAddr::from(([127, 0, 0, 1], options.api_port_base + index as u16));
+            let p2p = format!(
+                "/ip4/127.0.0.1/tcp/{}",
+                options.p2p_port_base + index as u16
+            );
+            let (moniker, stake) = options
+                .stakes
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| (format!("node{index}"), 10));
+            NodePlan {
+                moniker,
+                stake,
+                api_listen: api.to_string(),
+                api_url: format!("http://{api}"),
+                p2p_listen: p2p.clone(),
+                p2p_address: p2p,
             }
         })
         .collect();
-    let genesis = Genesis {
-        chain_id: options.chain_id.clone(),
-        genesis_time_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as u64)
-            .unwrap_or(0),
-        validators: validator_keys
-            .iter()
-            .enumerate()
-            .map(|(index, key)| GenesisValidator {
-                name: format!("node{index}"),
-                public_key: key.public_hex(),
-                power: 10,
-            })
-            .collect(),
-        accounts: accounts
-            .iter()
-            .map(|account| GenesisAccount {
-                address: account.address.clone(),
-                balance: account.balance,
-            })
-            .collect(),
-    };
-    genesis
-        .validate("generated genesis")
-        .map_err(|error| ProcessError::Invalid(error.to_string()))?;
-    let accounts_path = dir.join("accounts.json");
-    std::fs::write(
-        &accounts_path,
-        serde_json::to_string_pretty(&accounts).expect("accounts serialise"),
+    write_devnet(
+        &options.base,
+        &DevnetPlan {
+            name: options.name.clone(),
+            backend: "process".into(),
+            chain_id: options.chain_id.clone(),
+            seed: options.seed,
+            accounts: options.accounts,
+            account_balance: options.account_balance,
+            timeout_commit_ms: options.timeout_commit_ms,
+            timeout_propose_ms: options.timeout_propose_ms,
+            timeout_prevote_ms: options.timeout_prevote_ms,
+            timeout_precommit_ms: options.timeout_precommit_ms,
+            log_level: options.log_level.clone(),
+            node_bin: options.node_bin.clone(),
+            nodes,
+        },
     )
-    .map_err(io(&accounts_path))?;
-    let p2p_address = |index: usize| {
-        format!(
-            "/ip4/127.0.0.1/tcp/{}",
-            options.p2p_port_base + index as u16
-        )
-    };
-    let mut nodes = Vec::with_capacity(options.nodes);
-    for index in 0..options.nodes {
-        let moniker = format!("node{index}");
-        let home = Home::new(dir.join(&moniker));
-        std::fs::create_dir_all(home.root()).map_err(io(home.root()))?;
-        node_keys[index]
-            .write(&home.node_key(), true)
-            .map_err(|error| ProcessError::Key(error.to_string()))?;
-        validator_keys[index]
-            .write(&home.validator_key(), true)
-            .map_err(|error| ProcessError::Key(error.to_string()))?;
-        let mut config = Config::new(&moniker, &options.chain_id);
-        let api = SocketAddr::from(([127, 0, 0, 1], options.api_port_base + index as u16));
-        config.api.listen = api.to_string();
-        config.p2p.listen = vec![p2p_address(index)];
-        config.p2p.external_addresses = vec![p2p_address(index)];
-        config.p2p.static_mode = true;
-        config.p2p.bootstrap = (0..options.nodes)
-            .filter(|other| *other != index)
-            .map(|other| format!("{}/p2p/{}", p2p_address(other), node_keys[other].peer_id()))
-            .collect();
-        config.consensus.timeout_commit_ms = options.timeout_commit_ms;
-        config.consensus.timeout_propose_ms = options.timeout_propose_ms;
-        config.log.level = options.log_level.clone();
-        config
-            .validate("generated config")
-            .map_err(|error| ProcessError::Invalid(error.to_string()))?;
-        std::fs::write(home.config(), config.template()).map_err(io(&home.config()))?;
-        genesis.save(&home.genesis()).map_err(io(&home.genesis()))?;
-        nodes.push(NodeEntry {
-            index,
-            moniker: moniker.clone(),
-            home: home.root().to_path_buf(),
-            api: format!("http://{api}"),
-            p2p: format!("{}/p2p/{}", p2p_address(index), node_keys[index].peer_id()),
-            peer_id: node_keys[index].peer_id().to_string(),
-            validator_key: validator_keys[index].public_hex(),
-            pid: None,
-            log: dir.join(format!("{moniker}.log")),
-        });
-    }
-    let state = DevnetState {
-        name: options.name.clone(),
-        backend: "process".into(),
-        chain_id: options.chain_id.clone(),
-        seed: options.seed,
-        node_bin: options.node_bin.clone(),
-        nodes,
-        started_ms: genesis.genesis_time_ms,
-    };
-    save_state(&options.base, &state)?;
-    Ok(state)
 }
 
 /// Starts node `index` of `state` (detached, in its own process group) and records its pid.

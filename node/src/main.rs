@@ -93,6 +93,13 @@ enum Command {
         #[command(flatten)]
         home: HomeArg,
     },
+    /// Exit 0 if the node's API answers `GET /health` with 200 within 2 s (for container
+    /// health checks, where no curl exists).
+    Health {
+        /// The API address, e.g. 127.0.0.1:26657.
+        #[arg(long, default_value = "127.0.0.1:26657")]
+        api: String,
+    },
     /// Measure P2P on loopback: connection establishment and TLS 1.3 handshake times against
     /// a real listener, and gossip latency of signed votes to every node of an N-node mesh.
     BenchP2p {
@@ -221,6 +228,7 @@ fn run(cli: Cli) -> Result<()> {
             sizes,
             json,
         } => bench_storage(dir, blocks, &sizes, json),
+        Command::Health { api } => health(&api),
         Command::BenchP2p {
             connections,
             gossip_nodes,
@@ -527,6 +535,30 @@ fn bench_storage(dir: Option<PathBuf>, blocks: u64, sizes: &[String], json: bool
             pair(&report.fdatasync_floor),
             report.ours.p99_us as f64 / report.naive_rocksdb.p99_us.max(1) as f64
         );
+    }
+    Ok(())
+}
+
+fn health(api: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let address: std::net::SocketAddr = api
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--api: {api:?} is not an IP:port address"))?;
+    let timeout = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)
+        .with_context(|| format!("cannot connect to {address}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /health HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .context("no HTTP answer from /health")?;
+    if &head[9..12] != b"200" {
+        bail!("/health answered {}", String::from_utf8_lossy(&head[9..12]));
     }
     Ok(())
 }

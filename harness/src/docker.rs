@@ -1,0 +1,602 @@
+//! The Docker backend (bollard): a node image built with no registry, one bridge network per
+//! devnet with its own subnet, one container per node with a fixed address, labels, a memory
+//! limit and a health check; created and started in parallel; removed by label.
+//!
+//! Everything the backend creates carries the label `blyan.devnet=<name>`, so `down` (and the
+//! cleanup after a failed or interrupted `up`) finds all of it without any local state.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Ipam,
+    IpamConfig, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder, TagImageOptionsBuilder,
+};
+use bollard::Docker;
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::Manifest;
+use crate::process::{self, DevnetPlan, DevnetState, NodePlan, ProcessError};
+
+pub const LABEL_DEVNET: &str = "blyan.devnet";
+pub const LABEL_NODE: &str = "blyan.node";
+pub const LABEL_ROLE: &str = "blyan.role";
+pub const LABEL_BINARY: &str = "blyan.binary-sha256";
+pub const IMAGE: &str = "blyan-node";
+pub const HOME_INSIDE: &str = "/home/blyan";
+pub const API_PORT: u16 = 26657;
+pub const P2P_PORT: u16 = 26656;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("no Docker daemon answers: {0}")]
+    NoDaemon(String),
+    #[error("docker: {0}")]
+    Api(#[from] bollard::errors::Error),
+    #[error("image build: {0}")]
+    Build(String),
+    #[error("{0}")]
+    Devnet(#[from] ProcessError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DockerError + '_ {
+    move |source| DockerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Connects to the local daemon and checks that it answers within 3 s.
+pub async fn connect() -> Result<Docker, DockerError> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|error| DockerError::NoDaemon(error.to_string()))?;
+    let docker = tokio::time::timeout(Duration::from_secs(3), docker.negotiate_version())
+        .await
+        .map_err(|_| DockerError::NoDaemon("no answer within 3 s".into()))?
+        .map_err(|error| DockerError::NoDaemon(error.to_string()))?;
+    tokio::time::timeout(Duration::from_secs(3), docker.ping())
+        .await
+        .map_err(|_| DockerError::NoDaemon("ping: no answer within 3 s".into()))?
+        .map_err(|error| DockerError::NoDaemon(error.to_string()))?;
+    Ok(docker)
+}
+
+/// The image that `devnet image build` made.
+#[derive(Clone, Debug)]
+pub struct ImageInfo {
+    pub tag: String,
+    pub commit_tag: String,
+    pub binary_sha256: String,
+    pub libraries: Vec<PathBuf>,
+    pub rebuilt: bool,
+}
+
+/// The shared libraries `binary` loads, from `ldd` (empty for a static binary).
+pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, DockerError> {
+    let output = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(io(Path::new("ldd")))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if text.contains("not a dynamic executable") || text.contains("statically linked") {
+        return Ok(Vec::new());
+    }
+    let mut libraries = Vec::new();
+    for line in text.lines() {
+        // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            libraries.push(PathBuf::from(path));
+        }
+        if line.contains("not found") {
+            return Err(DockerError::Build(format!("{}: {line}", binary.display())));
+        }
+    }
+    Ok(libraries)
+}
+
+fn file_sha256(path: &Path) -> Result<String, DockerError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The commit a node binary was built from, from its `--version`.
+fn binary_commit(binary: &Path) -> String {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|output| {
+            let text = String::from_utf8_lossy(&output.stdout).to_string();
+            text.split("(commit ")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .map(str::to_string)
+        })
+        .filter(|commit| !commit.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Builds `blyan-node:dev` (and `blyan-node:<commit>`) `FROM scratch` with the binary and
+/// exactly the shared libraries it loads; skipped when the image already holds this binary.
+pub async fn build_image(
+    docker: &Docker,
+    binary: &Path,
+    force: bool,
+) -> Result<ImageInfo, DockerError> {
+    if !binary.is_file() {
+        return Err(DockerError::Devnet(ProcessError::NodeBinary(
+            binary.to_path_buf(),
+        )));
+    }
+    let sha = file_sha256(binary)?;
+    let commit = binary_commit(binary);
+    let tag = format!("{IMAGE}:dev");
+    let commit_tag = format!("{IMAGE}:{commit}");
+    let libraries = shared_libraries(binary)?;
+    if !force {
+        if let Ok(image) = docker.inspect_image(&tag).await {
+            let current = image
+                .config
+                .and_then(|config| config.labels)
+                .and_then(|labels| labels.get(LABEL_BINARY).cloned());
+            if current.as_deref() == Some(sha.as_str()) {
+                return Ok(ImageInfo {
+                    tag,
+                    commit_tag,
+                    binary_sha256: sha,
+                    libraries,
+                    rebuilt: false,
+                });
+            }
+        }
+    }
+    let dockerfile = format!(
+        "FROM scratch\nCOPY rootfs/ /\nLABEL {LABEL_BINARY}=\"{sha}\"\nENTRYPOINT [\"/bin/blyan-node\"]\nCMD [\"start\", \"--home\", \"{HOME_INSIDE}\"]\nEXPOSE {API_PORT} {P2P_PORT}\n"
+    );
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut add = |path_in_tar: &str, bytes: &[u8], mode: u32| -> Result<(), DockerError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, path_in_tar, bytes)
+            .map_err(|error| DockerError::Build(error.to_string()))
+    };
+    add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
+    add(
+        "rootfs/bin/blyan-node",
+        &std::fs::read(binary).map_err(io(binary))?,
+        0o755,
+    )?;
+    for library in &libraries {
+        let bytes = std::fs::read(library).map_err(io(library))?;
+        let inside = format!("rootfs{}", library.display());
+        add(&inside, &bytes, 0o755)?;
+    }
+    // RocksDB and the node write temporary files nowhere but the home; /tmp exists anyway.
+    let mut tmp = tar::Header::new_gnu();
+    tmp.set_entry_type(tar::EntryType::Directory);
+    tmp.set_mode(0o1777);
+    tmp.set_size(0);
+    tmp.set_cksum();
+    archive
+        .append_data(&mut tmp, "rootfs/tmp/", std::io::empty())
+        .map_err(|error| DockerError::Build(error.to_string()))?;
+    let context = archive
+        .into_inner()
+        .map_err(|error| DockerError::Build(error.to_string()))?;
+    let options = BuildImageOptionsBuilder::default()
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(item) = stream.next().await {
+        let info = item?;
+        if let Some(detail) = info.error_detail {
+            return Err(DockerError::Build(detail.message.unwrap_or_default()));
+        }
+    }
+    docker
+        .tag_image(
+            &tag,
+            Some(
+                TagImageOptionsBuilder::default()
+                    .repo(IMAGE)
+                    .tag(&commit)
+                    .build(),
+            ),
+        )
+        .await?;
+    Ok(ImageInfo {
+        tag,
+        commit_tag,
+        binary_sha256: sha,
+        libraries,
+        rebuilt: true,
+    })
+}
+
+fn label_filter(name: Option<&str>) -> HashMap<String, Vec<String>> {
+    let value = match name {
+        Some(name) => format!("{LABEL_DEVNET}={name}"),
+        None => LABEL_DEVNET.to_string(),
+    };
+    HashMap::from([("label".to_string(), vec![value])])
+}
+
+/// What `down` removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub containers: usize,
+    pub networks: usize,
+}
+
+/// Removes every container and network of devnet `name` (all devnets when `None`), found by
+/// label.
+pub async fn remove_by_label(docker: &Docker, name: Option<&str>) -> Result<Removed, DockerError> {
+    let filters = label_filter(name);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
+    let count = ids.len();
+    futures::stream::iter(ids)
+        .map(|id| async move {
+            docker
+                .remove_container(
+                    &id,
+                    Some(
+                        RemoveContainerOptionsBuilder::default()
+                            .force(true)
+                            .v(true)
+                            .build(),
+                    ),
+                )
+                .await
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    let mut removed_networks = 0;
+    for network in networks {
+        if let Some(id) = network.id {
+            docker.remove_network(&id).await?;
+            removed_networks += 1;
+        }
+    }
+    Ok(Removed {
+        containers: count,
+        networks: removed_networks,
+    })
+}
+
+/// A /24 subnet in 10.210.0.0/16 that no existing Docker network uses, picked from the name.
+async fn free_subnet(docker: &Docker, name: &str) -> Result<u8, DockerError> {
+    let networks = docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await?;
+    let used: Vec<String> = networks
+        .into_iter()
+        .filter_map(|network| network.ipam?.config)
+        .flatten()
+        .filter_map(|config| config.subnet)
+        .collect();
+    let start = Sha256::digest(name.as_bytes())[0];
+    for offset in 0..=255u16 {
+        let third = start.wrapping_add(offset as u8);
+        let subnet = format!("10.210.{third}.0/24");
+        if !used.contains(&subnet) {
+            return Ok(third);
+        }
+    }
+    Err(DockerError::Invalid("no free /24 in 10.210.0.0/16".into()))
+}
+
+fn node_ip(third: u8, index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 210, third, 10 + index as u8)
+}
+
+/// Options of a Docker devnet beyond the manifest.
+#[derive(Clone, Debug)]
+pub struct DockerUp {
+    pub base: PathBuf,
+    pub node_bin: PathBuf,
+    pub wait_height: u64,
+    pub wait_timeout: Duration,
+    pub log_level: String,
+}
+
+/// Progress of `up`, for a progress bar.
+#[derive(Clone, Debug)]
+pub enum Stage {
+    Image,
+    Genesis,
+    Network,
+    Containers { started: usize, of: usize },
+    Heights { ready: usize, of: usize },
+}
+
+/// Starts the manifest's devnet in Docker and waits for `wait_height` on every node; on any
+/// failure everything it created is removed again.
+pub async fn up(
+    docker: &Docker,
+    manifest: &Manifest,
+    options: &DockerUp,
+    progress: impl Fn(Stage) + Send + Sync,
+) -> Result<DevnetState, DockerError> {
+    let result = up_inner(docker, manifest, options, &progress).await;
+    if result.is_err() {
+        let _ = remove_by_label(docker, Some(&manifest.name)).await;
+    }
+    result
+}
+
+async fn up_inner(
+    docker: &Docker,
+    manifest: &Manifest,
+    options: &DockerUp,
+    progress: &(impl Fn(Stage) + Send + Sync),
+) -> Result<DevnetState, DockerError> {
+    let name = &manifest.name;
+    let existing = remove_by_label(docker, Some(name)).await?;
+    if existing.containers > 0 {
+        tracing_note(&format!(
+            "removed {} containers of an earlier devnet {name:?}",
+            existing.containers
+        ));
+    }
+    progress(Stage::Image);
+    let image = build_image(docker, &options.node_bin, false).await?;
+    progress(Stage::Genesis);
+    let third = free_subnet(docker, name).await?;
+    let base = std::fs::canonicalize(&options.base)
+        .or_else(|_| {
+            std::fs::create_dir_all(&options.base)?;
+            std::fs::canonicalize(&options.base)
+        })
+        .map_err(io(&options.base))?;
+    let resolved = manifest.resolve();
+    let nodes: Vec<NodePlan> = resolved
+        .iter()
+        .map(|node| {
+            let ip = node_ip(third, node.index);
+            NodePlan {
+                moniker: node.name.clone(),
+                stake: node.stake,
+                api_listen: format!("0.0.0.0:{API_PORT}"),
+                api_url: format!("http://{ip}:{API_PORT}"),
+                p2p_listen: format!("/ip4/0.0.0.0/tcp/{P2P_PORT}"),
+                p2p_address: format!("/ip4/{ip}/tcp/{P2P_PORT}"),
+            }
+        })
+        .collect();
+    let plan = DevnetPlan {
+        name: name.clone(),
+        backend: "docker".into(),
+        chain_id: manifest.chain_id.clone(),
+        seed: manifest.seed,
+        accounts: manifest.load.accounts as usize,
+        account_balance: 1_000_000_000,
+        timeout_commit_ms: manifest.consensus.timeout_commit_ms as u64,
+        timeout_propose_ms: manifest.consensus.timeout_propose_ms as u64,
+        timeout_prevote_ms: manifest.consensus.timeout_prevote_ms as u64,
+        timeout_precommit_ms: manifest.consensus.timeout_precommit_ms as u64,
+        log_level: options.log_level.clone(),
+        node_bin: options.node_bin.clone(),
+        nodes,
+    };
+    let mut state = process::write_devnet(&base, &plan)?;
+    progress(Stage::Network);
+    let network = format!("blyan-{name}");
+    let labels = HashMap::from([(LABEL_DEVNET.to_string(), name.clone())]);
+    docker
+        .create_network(NetworkCreateRequest {
+            name: network.clone(),
+            driver: Some("bridge".into()),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(format!("10.210.{third}.0/24")),
+                    gateway: Some(format!("10.210.{third}.1")),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        })
+        .await?;
+    state.network = Some(network.clone());
+    let memory = manifest.resources.memory_mb * 1024 * 1024;
+    let total = state.nodes.len();
+    let started = std::sync::atomic::AtomicUsize::new(0);
+    progress(Stage::Containers {
+        started: 0,
+        of: total,
+    });
+    let specs: Vec<(usize, String, ContainerCreateBody)> = state
+        .nodes
+        .iter()
+        .map(|node| {
+            let ip = node_ip(third, node.index);
+            let mut labels = labels.clone();
+            labels.insert(LABEL_NODE.into(), node.moniker.clone());
+            labels.insert(
+                LABEL_ROLE.into(),
+                if node.validator { "validator" } else { "full" }.into(),
+            );
+            let body = ContainerCreateBody {
+                image: Some(image.tag.clone()),
+                cmd: Some(vec!["start".into(), "--home".into(), HOME_INSIDE.into()]),
+                labels: Some(labels),
+                stop_timeout: Some(10),
+                healthcheck: Some(HealthConfig {
+                    test: Some(vec![
+                        "CMD".into(),
+                        "/bin/blyan-node".into(),
+                        "health".into(),
+                        "--api".into(),
+                        format!("127.0.0.1:{API_PORT}"),
+                    ]),
+                    interval: Some(2_000_000_000),
+                    timeout: Some(2_000_000_000),
+                    retries: Some(3),
+                    start_period: Some(5_000_000_000),
+                    ..Default::default()
+                }),
+                host_config: Some(HostConfig {
+                    binds: Some(vec![format!("{}:{HOME_INSIDE}", node.home.display())]),
+                    memory: Some(memory),
+                    network_mode: Some(network.clone()),
+                    ..Default::default()
+                }),
+                networking_config: Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        network.clone(),
+                        EndpointSettings {
+                            ipam_config: Some(EndpointIpamConfig {
+                                ipv4_address: Some(ip.to_string()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    )])),
+                }),
+                ..Default::default()
+            };
+            (node.index, format!("blyan-{name}-{}", node.moniker), body)
+        })
+        .collect();
+    let created: Vec<(usize, String)> = futures::stream::iter(specs)
+        .map(|(index, container_name, body)| {
+            let started = &started;
+            async move {
+                let response = docker
+                    .create_container(
+                        Some(
+                            CreateContainerOptionsBuilder::default()
+                                .name(&container_name)
+                                .build(),
+                        ),
+                        body,
+                    )
+                    .await?;
+                docker
+                    .start_container(
+                        &response.id,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                    .await?;
+                let count = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(Stage::Containers {
+                    started: count,
+                    of: total,
+                });
+                Ok::<_, DockerError>((index, response.id))
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    for (index, id) in created {
+        state.nodes[index].container = Some(id);
+    }
+    process::save_state(&base, &state)?;
+    let waiting = state.clone();
+    let wait_height = options.wait_height;
+    let timeout = options.wait_timeout;
+    let all: Vec<usize> = (0..total).collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let waiter = tokio::task::spawn_blocking(move || {
+        process::wait_for_height(&waiting, &all, wait_height, timeout, |heights| {
+            let ready = heights
+                .iter()
+                .filter(|h| h.is_some_and(|h| h >= wait_height))
+                .count();
+            let _ = tx.send(ready);
+        })
+    });
+    while let Some(ready) = rx.recv().await {
+        progress(Stage::Heights { ready, of: total });
+    }
+    waiter
+        .await
+        .map_err(|error| DockerError::Invalid(error.to_string()))??;
+    Ok(state)
+}
+
+fn tracing_note(message: &str) {
+    eprintln!("note: {message}");
+}
+
+/// Container resource use: (container name, memory bytes), from one stats sample each.
+pub async fn memory_usage(docker: &Docker, name: &str) -> Result<Vec<(String, u64)>, DockerError> {
+    let filters = label_filter(Some(name));
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    let mut usage = Vec::new();
+    for container in containers {
+        let Some(id) = container.id else { continue };
+        let label = container
+            .labels
+            .and_then(|labels| labels.get(LABEL_NODE).cloned())
+            .unwrap_or_else(|| id.clone());
+        let mut stats = docker.stats(
+            &id,
+            Some(
+                bollard::query_parameters::StatsOptionsBuilder::default()
+                    .stream(false)
+                    .one_shot(true)
+                    .build(),
+            ),
+        );
+        if let Some(Ok(sample)) = stats.next().await {
+            let bytes = sample
+                .memory_stats
+                .and_then(|memory| memory.usage)
+                .unwrap_or(0);
+            usage.push((label, bytes));
+        }
+    }
+    usage.sort();
+    Ok(usage)
+}

@@ -1,0 +1,661 @@
+//! `devnet up | down | status | logs | image | manifest | plan`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use blyan_harness::docker::{self, DockerUp, Stage};
+use blyan_harness::manifest::{BackendKind, Manifest, Role, EXAMPLE};
+use blyan_harness::plan;
+use blyan_harness::process::{self, DevnetState, UpOptions};
+use clap::Args;
+use futures::StreamExt;
+
+#[derive(Args)]
+pub struct NameArgs {
+    /// Devnet name (default: the manifest's name, or "default").
+    #[arg(long)]
+    name: Option<String>,
+    /// Directory holding devnets.
+    #[arg(long, default_value = ".devnet", value_name = "DIR")]
+    base: PathBuf,
+    /// Print JSON instead of a table (status).
+    #[arg(long)]
+    json: bool,
+}
+
+impl NameArgs {
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("default")
+    }
+}
+
+#[derive(Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    target: NameArgs,
+    /// Every devnet: all containers and networks labelled blyan.devnet, all process devnets
+    /// under BASE.
+    #[arg(long)]
+    all: bool,
+    /// Seconds to wait after SIGTERM before SIGKILL (process backend).
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+    /// Also delete the devnet's directory (homes, data, logs).
+    #[arg(long)]
+    purge: bool,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    target: NameArgs,
+    /// A manifest file (see `devnet manifest --example`); default: 4 validators.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// auto (Docker when a daemon answers, else processes), docker or process; overrides the
+    /// manifest.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Validators (overrides the manifest's count).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Seed of every key (overrides the manifest).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Pause after each block, ms (overrides the manifest; 0: as fast as consensus goes).
+    #[arg(long)]
+    timeout_commit_ms: Option<u64>,
+    /// Process backend: API port of node 0; node i uses base + i.
+    #[arg(long, default_value_t = 27000)]
+    api_port_base: u16,
+    /// Process backend: P2P port of node 0; node i uses base + i.
+    #[arg(long, default_value_t = 28000)]
+    p2p_port_base: u16,
+    /// Height every node must reach before `up` returns.
+    #[arg(long, default_value_t = 2)]
+    wait_height: u64,
+    /// Seconds to wait for that height.
+    #[arg(long, default_value_t = 180)]
+    wait_timeout: u64,
+    /// Node log level.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// The blyan-node binary (default: next to this executable, or $BLYAN_NODE_BIN).
+    #[arg(long, value_name = "PATH")]
+    node_bin: Option<PathBuf>,
+    /// Start even if the capacity plan says the devnet does not fit this host.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Node name, e.g. node0.
+    node: String,
+    #[command(flatten)]
+    target: NameArgs,
+    /// Keep printing new lines (until Ctrl-C).
+    #[arg(long)]
+    follow: bool,
+    /// Last lines only (0: all).
+    #[arg(long, default_value_t = 0)]
+    tail: usize,
+}
+
+#[derive(Args)]
+pub struct ImageArgs {
+    /// `build`: compile blyan-node (release) and build the image.
+    action: String,
+    /// Rebuild even if the image holds this binary already.
+    #[arg(long)]
+    force: bool,
+    /// Do not run cargo; use the binary as it is.
+    #[arg(long)]
+    no_compile: bool,
+    /// The blyan-node binary (default: next to this executable, or $BLYAN_NODE_BIN).
+    #[arg(long, value_name = "PATH")]
+    node_bin: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ManifestArgs {
+    /// Print the commented example manifest.
+    #[arg(long)]
+    example: bool,
+    /// Check a manifest file and show what it resolves to.
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Nodes to plan for.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// A manifest to plan for.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load_manifest(path: Option<&Path>, name: Option<&str>) -> Result<Manifest> {
+    let mut manifest = match path {
+        Some(path) => Manifest::load(path)?,
+        None => Manifest::default_named(name.unwrap_or("default")),
+    };
+    if let Some(name) = name {
+        manifest.name = name.to_string();
+    }
+    Ok(manifest)
+}
+
+fn parse_backend(text: &str) -> Result<BackendKind> {
+    match text {
+        "auto" => Ok(BackendKind::Auto),
+        "docker" => Ok(BackendKind::Docker),
+        "process" => Ok(BackendKind::Process),
+        other => bail!("--backend: {other:?} is not auto, docker or process"),
+    }
+}
+
+pub fn up(args: UpArgs) -> Result<bool> {
+    let mut manifest = load_manifest(args.manifest.as_deref(), args.target.name.as_deref())?;
+    let origin = args
+        .manifest
+        .as_ref()
+        .map_or("built-in manifest".to_string(), |p| p.display().to_string());
+    if let Some(nodes) = args.nodes {
+        if !manifest.nodes.is_empty() {
+            bail!("--nodes: the manifest {origin} lists its nodes explicitly");
+        }
+        manifest.validators = Some(nodes as i64);
+    }
+    if let Some(seed) = args.seed {
+        manifest.seed = seed;
+    }
+    if let Some(ms) = args.timeout_commit_ms {
+        manifest.consensus.timeout_commit_ms = ms as i64;
+    }
+    if let Some(backend) = &args.backend {
+        manifest.backend = parse_backend(backend)?;
+    }
+    manifest.validate(&format!("{origin} with the command-line flags"))?;
+    let nodes = manifest.resolve();
+    let estimate = plan::estimate(nodes.len(), manifest.resources.memory_mb as u64);
+    if !estimate.fits && !args.force {
+        bail!(
+            "{} nodes do not fit this host: {} (use --force to start anyway)",
+            nodes.len(),
+            estimate.reason
+        );
+    }
+    let node_bin = args
+        .node_bin
+        .clone()
+        .unwrap_or_else(process::default_node_bin);
+    let backend = match manifest.backend {
+        BackendKind::Process => BackendKind::Process,
+        BackendKind::Docker => BackendKind::Docker,
+        BackendKind::Auto => {
+            let rt = runtime()?;
+            match rt.block_on(docker::connect()) {
+                Ok(_) => BackendKind::Docker,
+                Err(error) => {
+                    eprintln!("note: {error}; using the process backend");
+                    BackendKind::Process
+                }
+            }
+        }
+    };
+    let started = Instant::now();
+    let state = match backend {
+        BackendKind::Docker => up_docker(&args, &manifest, node_bin)?,
+        _ => up_process(&args, &manifest, node_bin)?,
+    };
+    let reached = started.elapsed();
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    process::check_agreement(&state, &all, args.wait_height)?;
+    println!(
+        "devnet {:?} is up ({} backend): {} nodes on chain {}, every node at height >= {} after {:.1} s, \
+         identical block and app hashes at heights 1..={}",
+        state.name,
+        state.backend,
+        state.nodes.len(),
+        state.chain_id,
+        args.wait_height,
+        reached.as_secs_f64(),
+        args.wait_height
+    );
+    print_nodes(&state)?;
+    println!(
+        "\nlogs:    devnet logs node0 --name {}   ({}/<node>.log for processes)",
+        state.name,
+        process::devnet_dir(&args.target.base, &state.name).display()
+    );
+    println!("status:  devnet status --name {}", state.name);
+    println!("stop:    devnet down --name {}", state.name);
+    Ok(true)
+}
+
+fn up_process(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<DevnetState> {
+    let nodes = manifest.resolve();
+    let mut options = UpOptions::new(&manifest.name, &args.target.base, nodes.len(), node_bin);
+    options.chain_id = manifest.chain_id.clone();
+    options.api_port_base = args.api_port_base;
+    options.p2p_port_base = args.p2p_port_base;
+    options.seed = manifest.seed;
+    options.accounts = manifest.load.accounts as usize;
+    options.timeout_commit_ms = manifest.consensus.timeout_commit_ms as u64;
+    options.timeout_propose_ms = manifest.consensus.timeout_propose_ms as u64;
+    options.timeout_prevote_ms = manifest.consensus.timeout_prevote_ms as u64;
+    options.timeout_precommit_ms = manifest.consensus.timeout_precommit_ms as u64;
+    options.wait_height = args.wait_height;
+    options.wait_timeout = Duration::from_secs(args.wait_timeout);
+    options.log_level = args.log_level.clone();
+    options.stakes = nodes
+        .iter()
+        .map(|node| {
+            (
+                node.name.clone(),
+                if node.role == Role::Validator {
+                    node.stake
+                } else {
+                    0
+                },
+            )
+        })
+        .collect();
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar.set_message(format!("starting {} node processes", options.nodes));
+    let wait_height = options.wait_height;
+    let state = process::up(&options, |heights| {
+        let ready = heights
+            .iter()
+            .filter(|h| h.is_some_and(|h| h >= wait_height))
+            .count();
+        let answering = heights.iter().filter(|h| h.is_some()).count();
+        bar.set_message(format!(
+            "{answering}/{} nodes answering, {ready} at height >= {wait_height}",
+            heights.len()
+        ));
+    })?;
+    bar.finish_and_clear();
+    Ok(state)
+}
+
+fn up_docker(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<DevnetState> {
+    let rt = runtime()?;
+    let options = DockerUp {
+        base: args.target.base.clone(),
+        node_bin,
+        wait_height: args.wait_height,
+        wait_timeout: Duration::from_secs(args.wait_timeout),
+        log_level: args.log_level.clone(),
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let name = manifest.name.clone();
+    rt.block_on(async {
+        let client = docker::connect().await?;
+        let progress = |stage: Stage| {
+            bar.set_message(match stage {
+                Stage::Image => "image: checking blyan-node:dev".to_string(),
+                Stage::Genesis => "keys, configs and genesis".to_string(),
+                Stage::Network => "network".to_string(),
+                Stage::Containers { started, of } => format!("containers: {started}/{of} started"),
+                Stage::Heights { ready, of } => {
+                    format!("{ready}/{of} nodes at height >= {}", args.wait_height)
+                }
+            })
+        };
+        let run = docker::up(&client, manifest, &options, progress);
+        tokio::select! {
+            result = run => {
+                bar.finish_and_clear();
+                Ok(result?)
+            }
+            _ = tokio::signal::ctrl_c() => {
+                bar.finish_and_clear();
+                eprintln!("interrupted: removing what devnet {name:?} created");
+                let removed = docker::remove_by_label(&client, Some(&name)).await?;
+                bail!("interrupted; removed {} containers and {} networks", removed.containers, removed.networks)
+            }
+        }
+    })
+}
+
+fn print_nodes(state: &DevnetState) -> Result<()> {
+    let client = process::http_client();
+    let docker_memory: std::collections::HashMap<String, u64> = if state.backend == "docker" {
+        let rt = runtime()?;
+        rt.block_on(async {
+            match docker::connect().await {
+                Ok(client) => docker::memory_usage(&client, &state.name)
+                    .await
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            }
+        })
+        .into_iter()
+        .collect()
+    } else {
+        Default::default()
+    };
+    println!(
+        "{:<8} {:>9} {:<26} {:>8} {:>6} {:>10}  P2P",
+        "NODE", "RUNNING", "API", "HEIGHT", "PEERS", "MEMORY"
+    );
+    for node in &state.nodes {
+        let status = process::node_status(&client, node);
+        let field = |name: &str| {
+            status
+                .as_ref()
+                .and_then(|s| s[name].as_u64())
+                .map_or("-".to_string(), |v| v.to_string())
+        };
+        let (running, memory) = if state.backend == "docker" {
+            let memory = docker_memory.get(&node.moniker).copied();
+            (
+                if status.is_some() { "container" } else { "-" }.to_string(),
+                memory,
+            )
+        } else {
+            let pid = node.pid.filter(|pid| process::is_node_process(*pid));
+            (
+                pid.map_or("stopped".to_string(), |pid| pid.to_string()),
+                pid.and_then(process::rss_bytes),
+            )
+        };
+        println!(
+            "{:<8} {:>9} {:<26} {:>8} {:>6} {:>10}  {}",
+            node.moniker,
+            running,
+            node.api,
+            field("latest_height"),
+            field("peers"),
+            memory.map_or("-".to_string(), |bytes| format!(
+                "{:.1} MiB",
+                bytes as f64 / 1048576.0
+            )),
+            node.p2p
+        );
+    }
+    Ok(())
+}
+
+pub fn down(args: DownArgs) -> Result<bool> {
+    let base = &args.target.base;
+    let grace = Duration::from_secs(args.grace);
+    if args.all {
+        let rt = runtime()?;
+        match rt.block_on(docker::connect()) {
+            Ok(client) => {
+                let removed = rt.block_on(docker::remove_by_label(&client, None))?;
+                println!(
+                    "docker: removed {} containers and {} networks labelled {}",
+                    removed.containers,
+                    removed.networks,
+                    docker::LABEL_DEVNET
+                );
+            }
+            Err(error) => println!("docker: {error}; nothing to remove there"),
+        }
+        if let Ok(entries) = std::fs::read_dir(base) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if let Ok(state) = process::load_state(base, &name) {
+                    if state.backend == "process" {
+                        let report = process::down(base, &name, grace)?;
+                        println!(
+                            "devnet {name:?}: {} stopped, {} killed, {} not running",
+                            report.stopped, report.killed, report.not_running
+                        );
+                    }
+                }
+                if args.purge {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        return Ok(true);
+    }
+    let name = args.target.name();
+    let state = process::load_state(base, name);
+    let docker_backend = state
+        .as_ref()
+        .map_or(true, |state| state.backend == "docker");
+    if docker_backend {
+        let rt = runtime()?;
+        match rt.block_on(docker::connect()) {
+            Ok(client) => {
+                let removed = rt.block_on(docker::remove_by_label(&client, Some(name)))?;
+                println!(
+                    "devnet {name:?}: removed {} containers and {} networks",
+                    removed.containers, removed.networks
+                );
+            }
+            Err(error) if state.is_ok() => bail!("devnet {name:?} runs in Docker, but {error}"),
+            Err(_) => {}
+        }
+        if state.is_err() && !args.purge {
+            state?;
+        }
+    } else {
+        let report = process::down(base, name, grace)?;
+        println!(
+            "devnet {name:?}: {} stopped cleanly, {} killed after {} s, {} were not running",
+            report.stopped, report.killed, args.grace, report.not_running
+        );
+    }
+    if args.purge {
+        let dir = process::devnet_dir(base, name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|error| anyhow::anyhow!("cannot delete {}: {error}", dir.display()))?;
+            println!("deleted {}", dir.display());
+        }
+    }
+    Ok(true)
+}
+
+pub fn status(args: NameArgs) -> Result<bool> {
+    let state = process::load_state(&args.base, args.name())?;
+    if args.json {
+        let client = process::http_client();
+        let nodes: Vec<serde_json::Value> = state
+            .nodes
+            .iter()
+            .map(|node| {
+                serde_json::json!({
+                    "node": node,
+                    "status": process::node_status(&client, node),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "name": state.name,
+                "backend": state.backend,
+                "chain_id": state.chain_id,
+                "nodes": nodes,
+            }))?
+        );
+        return Ok(true);
+    }
+    println!(
+        "devnet {:?} ({} backend, chain {})",
+        state.name, state.backend, state.chain_id
+    );
+    print_nodes(&state)?;
+    Ok(true)
+}
+
+pub fn logs(args: LogsArgs) -> Result<bool> {
+    let state = process::load_state(&args.target.base, args.target.name())?;
+    let node = state
+        .nodes
+        .iter()
+        .find(|node| node.moniker == args.node)
+        .with_context(|| {
+            format!(
+                "no node {:?} in devnet {:?} (nodes: {})",
+                args.node,
+                state.name,
+                state
+                    .nodes
+                    .iter()
+                    .map(|n| n.moniker.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    if let Some(container) = &node.container {
+        let rt = runtime()?;
+        return rt.block_on(async {
+            let client = docker::connect().await?;
+            let options = bollard::query_parameters::LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .follow(args.follow)
+                .tail(&if args.tail == 0 {
+                    "all".to_string()
+                } else {
+                    args.tail.to_string()
+                })
+                .build();
+            let mut stream = client.logs(container, Some(options));
+            while let Some(item) = stream.next().await {
+                print!("{}", item?);
+            }
+            Ok(true)
+        });
+    }
+    let mut offset = 0usize;
+    loop {
+        let text = std::fs::read_to_string(&node.log)
+            .with_context(|| format!("cannot read {}", node.log.display()))?;
+        let lines: Vec<&str> = text[offset.min(text.len())..].lines().collect();
+        let skip = if offset == 0 && args.tail > 0 {
+            lines.len().saturating_sub(args.tail)
+        } else {
+            0
+        };
+        for line in &lines[skip..] {
+            println!("{line}");
+        }
+        offset = text.len();
+        if !args.follow {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The repository the harness was built from, when it is still there (to run cargo in).
+fn repository_root() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .to_path_buf();
+    root.join("Cargo.toml").is_file().then_some(root)
+}
+
+pub fn image(args: ImageArgs) -> Result<bool> {
+    if args.action != "build" {
+        bail!(
+            "image: unknown action {:?} (use `devnet image build`)",
+            args.action
+        );
+    }
+    let node_bin = args
+        .node_bin
+        .clone()
+        .unwrap_or_else(process::default_node_bin);
+    if !args.no_compile {
+        if let Some(root) = repository_root() {
+            eprintln!("compiling blyan-node (release) in {}", root.display());
+            let status = std::process::Command::new("cargo")
+                .args(["build", "--release", "-p", "blyan-node"])
+                .current_dir(&root)
+                .status()
+                .context("cannot run cargo")?;
+            if !status.success() {
+                bail!("cargo build --release -p blyan-node failed");
+            }
+        }
+    }
+    let rt = runtime()?;
+    let release = repository_root()
+        .map(|root| root.join("target/release/blyan-node"))
+        .filter(|path| args.node_bin.is_none() && path.is_file());
+    let binary = release.unwrap_or(node_bin);
+    let info = rt.block_on(async {
+        let client = docker::connect().await?;
+        docker::build_image(&client, &binary, args.force).await
+    })?;
+    println!(
+        "{} {} and {} from {} (sha256 {}), with {} shared libraries: {}",
+        if info.rebuilt { "built" } else { "up to date:" },
+        info.tag,
+        info.commit_tag,
+        binary.display(),
+        &info.binary_sha256[..16],
+        info.libraries.len(),
+        info.libraries
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(true)
+}
+
+pub fn manifest(args: ManifestArgs) -> Result<bool> {
+    if args.example {
+        print!("{EXAMPLE}");
+        return Ok(true);
+    }
+    let Some(path) = args.check else {
+        bail!("manifest: use --example or --check FILE");
+    };
+    let manifest = Manifest::load(&path)?;
+    let nodes = manifest.resolve();
+    let validators = nodes.iter().filter(|n| n.role == Role::Validator).count();
+    println!(
+        "{}: valid. devnet {:?}, {} nodes ({} validators, {} full), backend {:?}, seed {}",
+        path.display(),
+        manifest.name,
+        nodes.len(),
+        validators,
+        nodes.len() - validators,
+        manifest.backend,
+        manifest.seed
+    );
+    Ok(true)
+}
+
+pub fn plan(args: PlanArgs) -> Result<bool> {
+    let (nodes, memory_mb) = match (&args.manifest, args.nodes) {
+        (Some(path), _) => {
+            let manifest = Manifest::load(path)?;
+            (
+                manifest.resolve().len(),
+                manifest.resources.memory_mb as u64,
+            )
+        }
+        (None, Some(nodes)) => (nodes, 256),
+        (None, None) => bail!("plan: give --nodes N or --manifest FILE"),
+    };
+    let estimate = plan::estimate(nodes, memory_mb);
+    println!("{}", estimate.describe());
+    Ok(estimate.fits)
+}
