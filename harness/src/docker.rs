@@ -295,7 +295,10 @@ pub async fn remove_by_label(docker: &Docker, name: Option<&str>) -> Result<Remo
     let mut removed_networks = 0;
     for network in networks {
         if let Some(id) = network.id {
-            docker.remove_network(&id).await?;
+            match docker.remove_network(&id).await {
+                Err(error) if is_not_found(&error) => {}
+                other => other?,
+            }
             removed_networks += 1;
         }
     }
@@ -303,6 +306,16 @@ pub async fn remove_by_label(docker: &Docker, name: Option<&str>) -> Result<Remo
         containers: count,
         networks: removed_networks,
     })
+}
+
+fn is_not_found(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// A /24 subnet in 10.210.0.0/16 that no existing Docker network uses, picked from the name.

@@ -435,20 +435,20 @@ pub fn down(args: DownArgs) -> Result<bool> {
         .map_or(true, |state| state.backend == "docker");
     if docker_backend {
         let rt = runtime()?;
-        match rt.block_on(docker::connect()) {
-            Ok(client) => {
-                let removed = rt.block_on(docker::remove_by_label(&client, Some(name)))?;
-                println!(
-                    "devnet {name:?}: removed {} containers and {} networks",
-                    removed.containers, removed.networks
-                );
-            }
+        let removed = match rt.block_on(docker::connect()) {
+            Ok(client) => rt.block_on(docker::remove_by_label(&client, Some(name)))?,
             Err(error) if state.is_ok() => bail!("devnet {name:?} runs in Docker, but {error}"),
-            Err(_) => {}
+            Err(_) => Default::default(),
+        };
+        if let Err(error) = &state {
+            if removed.containers + removed.networks == 0 && !args.purge {
+                bail!("{error}");
+            }
         }
-        if state.is_err() && !args.purge {
-            state?;
-        }
+        println!(
+            "devnet {name:?}: removed {} containers and {} networks",
+            removed.containers, removed.networks
+        );
     } else {
         let report = process::down(base, name, grace)?;
         println!(

@@ -1,0 +1,176 @@
+//! Docker devnets built and run by the harness's own Docker backend: a 10-node devnet reaches
+//! height 10 with identical hashes everywhere and leaves no container, network or volume behind;
+//! an `up` killed half way leaves nothing after `devnet down`.
+//!
+//! Needs a Docker daemon. On a laptop without one the tests skip with a loud message; with
+//! `CI=true` a missing daemon is a failure.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blyan_harness::docker::{self, DockerUp, LABEL_DEVNET};
+use blyan_harness::manifest::Manifest;
+use blyan_harness::process;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+};
+use bollard::Docker;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The daemon, or `None` (skip) when none answers outside CI.
+fn daemon(rt: &tokio::runtime::Runtime) -> Option<Docker> {
+    match rt.block_on(docker::connect()) {
+        Ok(docker) => Some(docker),
+        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but {error}: the Docker tests must run in CI")
+        }
+        Err(error) => {
+            eprintln!("\n!!! SKIPPING Docker devnet test: {error} !!!\n");
+            None
+        }
+    }
+}
+
+fn target_bin(name: &str) -> PathBuf {
+    let bin = process::default_node_bin().with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Containers, networks and volumes labelled for devnet `name`.
+async fn leftovers(docker: &Docker, name: &str) -> (usize, usize, usize) {
+    let filters: HashMap<String, Vec<String>> =
+        HashMap::from([("label".into(), vec![format!("{LABEL_DEVNET}={name}")])]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .len();
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .len();
+    let volumes = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .volumes
+        .map_or(0, |v| v.len());
+    (containers, networks, volumes)
+}
+
+#[test]
+fn ten_node_docker_devnet_agrees_and_leaves_nothing_behind() {
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    let base = tempfile::tempdir().unwrap();
+    let name = format!("ci-ten-{}", std::process::id());
+    let mut manifest = Manifest::default_named(&name);
+    manifest.validators = Some(10);
+    manifest.validate("test").unwrap();
+    let options = DockerUp {
+        base: base.path().to_path_buf(),
+        node_bin: target_bin("blyan-node"),
+        wait_height: 10,
+        wait_timeout: Duration::from_secs(240),
+        log_level: "info".into(),
+    };
+    let started = Instant::now();
+    let state = rt
+        .block_on(docker::up(&docker, &manifest, &options, |_| {}))
+        .unwrap_or_else(|error| panic!("10-node devnet: {error}"));
+    eprintln!(
+        "10 nodes at height 10 after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let all: Vec<usize> = (0..10).collect();
+    let check = process::check_agreement(&state, &all, 10);
+    let removed = rt
+        .block_on(docker::remove_by_label(&docker, Some(&name)))
+        .unwrap();
+    check.unwrap();
+    assert_eq!((removed.containers, removed.networks), (10, 1));
+    assert_eq!(rt.block_on(leftovers(&docker, &name)), (0, 0, 0));
+}
+
+#[test]
+fn an_up_killed_half_way_leaves_nothing_after_down() {
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    let base = tempfile::tempdir().unwrap();
+    let name = format!("ci-kill-{}", std::process::id());
+    let devnet = target_bin("devnet");
+    let mut child = Command::new(&devnet)
+        .args([
+            "up",
+            "--backend",
+            "docker",
+            "--nodes",
+            "6",
+            "--name",
+            &name,
+            "--base",
+        ])
+        .arg(base.path())
+        .arg("--node-bin")
+        .arg(target_bin("blyan-node"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL: no chance to clean up) once its first containers exist.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (containers, _, _) = rt.block_on(leftovers(&docker, &name));
+        if containers > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "devnet up created no container");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ne!(
+        rt.block_on(leftovers(&docker, &name)),
+        (0, 0, 0),
+        "something to clean up"
+    );
+    let down = Command::new(&devnet)
+        .args(["down", "--name", &name, "--base"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(rt.block_on(leftovers(&docker, &name)), (0, 0, 0));
+}
