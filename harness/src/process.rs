@@ -300,6 +300,25 @@ pub struct DevnetPlan {
     pub nodes: Vec<NodePlan>,
 }
 
+/// Whom node `index` of `count` dials: everyone in devnets of up to 16 nodes; beyond that the
+/// nodes at distances 1, 2, 4, 8, ... around the ring (about 2 log2(n) links per node, and any
+/// node reaches any other in log2(n) hops), so a 100-node devnet is not 9,900 TLS links.
+pub fn bootstrap_peers(index: usize, count: usize) -> Vec<usize> {
+    if count <= 16 {
+        return (0..count).filter(|other| *other != index).collect();
+    }
+    let mut peers = Vec::new();
+    let mut distance = 1;
+    while distance < count {
+        let other = (index + distance) % count;
+        if !peers.contains(&other) {
+            peers.push(other);
+        }
+        distance *= 2;
+    }
+    peers
+}
+
 /// Writes homes, keys, configs and a shared genesis for every node under `BASE/NAME/` (wiping
 /// an earlier devnet of that name) and records the devnet; starts nothing.
 pub fn write_devnet(base: &Path, plan: &DevnetPlan) -> Result<DevnetState, ProcessError> {
@@ -380,12 +399,15 @@ pub fn write_devnet(base: &Path, plan: &DevnetPlan) -> Result<DevnetState, Proce
         config.p2p.listen = vec![node.p2p_listen.clone()];
         config.p2p.external_addresses = vec![node.p2p_address.clone()];
         config.p2p.static_mode = true;
-        config.p2p.bootstrap = plan
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(other, _)| *other != index)
-            .map(|(other, peer)| format!("{}/p2p/{}", peer.p2p_address, node_keys[other].peer_id()))
+        config.p2p.bootstrap = bootstrap_peers(index, count)
+            .into_iter()
+            .map(|other| {
+                format!(
+                    "{}/p2p/{}",
+                    plan.nodes[other].p2p_address,
+                    node_keys[other].peer_id()
+                )
+            })
             .collect();
         config.consensus.timeout_commit_ms = plan.timeout_commit_ms;
         config.consensus.timeout_propose_ms = plan.timeout_propose_ms;
@@ -575,14 +597,25 @@ pub fn wait_for_height(
 ) -> Result<Vec<u64>, ProcessError> {
     let client = http_client();
     let deadline = Instant::now() + timeout;
+    // Ask every node at once: one slow node must not hold up the others' answers.
+    let interval = Duration::from_millis(if indices.len() > 20 { 1000 } else { 200 });
     loop {
-        let heights: Vec<Option<u64>> = indices
-            .iter()
-            .map(|index| {
-                node_status(&client, &state.nodes[*index])
-                    .and_then(|status| status["latest_height"].as_u64())
-            })
-            .collect();
+        let heights: Vec<Option<u64>> = std::thread::scope(|scope| {
+            let asks: Vec<_> = indices
+                .iter()
+                .map(|index| {
+                    let client = &client;
+                    let node = &state.nodes[*index];
+                    scope.spawn(move || {
+                        node_status(client, node)
+                            .and_then(|status| status["latest_height"].as_u64())
+                    })
+                })
+                .collect();
+            asks.into_iter()
+                .map(|ask| ask.join().unwrap_or(None))
+                .collect()
+        });
         progress(&heights);
         if heights.iter().all(|h| h.is_some_and(|h| h >= height)) {
             return Ok(heights.into_iter().map(|h| h.unwrap_or(0)).collect());
@@ -597,13 +630,17 @@ pub fn wait_for_height(
                     None => format!("node{index} not answering"),
                 })
                 .collect();
+            let shown = behind.len().min(10);
             return Err(ProcessError::Timeout(format!(
-                "not every node reached height {height} within {:.0} s: {}",
+                "{} of {} nodes did not reach height {height} within {:.0} s: {}{}",
+                behind.len(),
+                indices.len(),
                 timeout.as_secs_f64(),
-                behind.join(", ")
+                behind[..shown].join(", "),
+                if behind.len() > shown { ", ..." } else { "" }
             )));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(interval);
     }
 }
 
@@ -639,8 +676,26 @@ pub fn check_agreement(
             return Ok(());
         };
         let reference = fetch(first, height)?;
-        for &index in rest {
-            let other = fetch(index, height)?;
+        let others: Vec<Result<(String, String), ProcessError>> = std::thread::scope(|scope| {
+            let asks: Vec<_> = rest
+                .iter()
+                .map(|&index| {
+                    let fetch = &fetch;
+                    scope.spawn(move || fetch(index, height))
+                })
+                .collect();
+            asks.into_iter()
+                .map(|ask| {
+                    ask.join().unwrap_or_else(|_| {
+                        Err(ProcessError::Invalid(
+                            "agreement check thread panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        for (&index, other) in rest.iter().zip(others) {
+            let other = other?;
             if other.0 != reference.0 {
                 return Err(ProcessError::Invalid(format!(
                     "SAFETY: height {height}: node{first} committed {} but node{index} committed {}",
@@ -687,7 +742,7 @@ pub fn up(
         progress,
     ) {
         let mut report = error.to_string();
-        for node in &state.nodes {
+        for node in state.nodes.iter().take(3) {
             report.push_str(&format!(
                 "\n--- {} ({}) last log lines:\n{}",
                 node.moniker,

@@ -206,7 +206,17 @@ pub struct Node {
     behind_since: Option<Instant>,
     peers: Vec<PeerId>,
     evidence: u64,
+    /// What this validator signed and sent at the current height, for rebroadcast.
+    own_messages: Vec<(Topic, Vec<u8>)>,
+    /// (height, round, step) and when it last changed.
+    progress: ((u64, u32, Step), Instant),
+    last_rebroadcast: Instant,
 }
+
+/// With no consensus progress for this long, a validator sends its messages of the height
+/// again: gossip delivers a message once, and a node whose mesh was not formed yet (a large
+/// devnet starting up, a healed partition) would otherwise never see it.
+const REBROADCAST_AFTER: Duration = Duration::from_secs(6);
 
 impl Node {
     /// Opens the node over its storage; checks that the stored chain is this genesis's.
@@ -300,6 +310,9 @@ impl Node {
             behind_since: None,
             peers: Vec::new(),
             evidence: 0,
+            own_messages: Vec::new(),
+            progress: ((0, 0, Step::Commit), Instant::now()),
+            last_rebroadcast: Instant::now(),
         })
     }
 
@@ -381,6 +394,7 @@ impl Node {
     fn start_height(&mut self) -> Result<(), NodeError> {
         let height = self.tip_height + 1;
         self.next_height_at = None;
+        self.own_messages.clear();
         self.timers.clear();
         self.candidates.clear();
         self.proposal_seen.clear();
@@ -462,10 +476,9 @@ impl Node {
                                 continue;
                             }
                         };
-                        self.send(P2pCommand::Publish(
-                            Topic::Proposals,
-                            wire::encode_proposal(&signed, block),
-                        ));
+                        let bytes = wire::encode_proposal(&signed, block);
+                        self.own_messages.push((Topic::Proposals, bytes.clone()));
+                        self.send(P2pCommand::Publish(Topic::Proposals, bytes));
                         self.proposal_seen
                             .entry(proposal.round)
                             .or_insert_with(Instant::now);
@@ -489,10 +502,9 @@ impl Node {
                                 continue;
                             }
                         };
-                        self.send(P2pCommand::Publish(
-                            Topic::Votes,
-                            wire::encode_vote(&signed),
-                        ));
+                        let bytes = wire::encode_vote(&signed);
+                        self.own_messages.push((Topic::Votes, bytes.clone()));
+                        self.send(P2pCommand::Publish(Topic::Votes, bytes));
                         queue.push_back(Input::Vote(signed));
                     }
                     Effect::ScheduleTimeout {
@@ -899,7 +911,36 @@ impl Node {
         });
     }
 
+    fn maybe_rebroadcast(&mut self) {
+        let position = (
+            self.consensus.height(),
+            self.consensus.round(),
+            self.consensus.step(),
+        );
+        if position != self.progress.0 {
+            self.progress = (position, Instant::now());
+            return;
+        }
+        if self.progress.1.elapsed() < REBROADCAST_AFTER
+            || self.last_rebroadcast.elapsed() < REBROADCAST_AFTER
+            || self.own_messages.is_empty()
+        {
+            return;
+        }
+        self.last_rebroadcast = Instant::now();
+        tracing::debug!(
+            height = position.0,
+            round = position.1,
+            messages = self.own_messages.len(),
+            "no progress: sending our messages of this height again"
+        );
+        for (topic, bytes) in self.own_messages.clone() {
+            self.send(P2pCommand::Publish(topic, bytes));
+        }
+    }
+
     fn maybe_sync(&mut self) {
+        self.maybe_rebroadcast();
         if self
             .sync_in_flight
             .is_some_and(|(_, since)| since.elapsed() < Duration::from_secs(5))

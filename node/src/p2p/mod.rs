@@ -188,7 +188,10 @@ fn behaviour(
     let max = config.max_message_bytes as usize;
     let topic_hash = |topic: Topic| IdentTopic::new(topic.name(chain_id)).hash();
     let gossip_config = gossipsub::ConfigBuilder::default()
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Votes, proposals and transactions carry their own signatures (validator or account
+        // keys), checked by the node before a message is forwarded; a second libp2p signature
+        // per message would cost a sign per publish and a verify per copy received.
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(message_id)
         // Frames up to twice the limit are decoded so that a message over its topic's limit is
@@ -198,6 +201,9 @@ fn behaviour(
         .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Votes))
         .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Txs))
         .heartbeat_interval(Duration::from_millis(500))
+        // Shorter than the node's rebroadcast interval, so a message sent again is not
+        // dropped as a duplicate.
+        .duplicate_cache_time(Duration::from_secs(5))
         .mesh_n_low(4)
         .mesh_n(6)
         .mesh_n_high(12)
@@ -205,11 +211,15 @@ fn behaviour(
         .flood_publish(true)
         .build()
         .map_err(|error| format!("gossipsub config: {error}"))?;
-    let mut gossipsub = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(key.clone()),
-        gossip_config,
-    )?;
-    let mut score = gossipsub::PeerScoreParams::default();
+    let mut gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)?;
+    // No penalty for many peers behind one IP: devnets run tens of nodes on one address, and
+    // the default (-5 per peer beyond 10, squared) drives every peer negative, which keeps them
+    // all out of the mesh and stops forwarding.
+    let mut score = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
     for topic in Topic::ALL {
         // An invalid message (bad signature, malformed, oversized) costs the sender dearly.
         let params = gossipsub::TopicScoreParams {
