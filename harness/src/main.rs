@@ -90,6 +90,12 @@ struct SimArgs {
 }
 
 fn main() -> ExitCode {
+    // Behave like a Unix tool when the reader goes away (`devnet status | head`): exit, do not
+    // panic on a broken pipe.
+    // SAFETY: restoring the default SIGPIPE disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(args) => sim(args),
