@@ -5,12 +5,11 @@
 //! Needs a Docker daemon. On a laptop without one the tests skip with a loud message; with
 //! `CI=true` a missing daemon is a failure.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blyan_harness::docker::{self, DockerUp, LABEL_DEVNET};
+use blyan_harness::docker::{self, DockerUp};
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
 use bollard::query_parameters::{
@@ -52,8 +51,7 @@ fn target_bin(name: &str) -> PathBuf {
 
 /// Containers, networks and volumes labelled for devnet `name`.
 async fn leftovers(docker: &Docker, name: &str) -> (usize, usize, usize) {
-    let filters: HashMap<String, Vec<String>> =
-        HashMap::from([("label".into(), vec![format!("{LABEL_DEVNET}={name}")])]);
+    let filters = docker::label_filter(Some(name));
     let containers = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()

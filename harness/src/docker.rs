@@ -239,7 +239,8 @@ pub async fn build_image(
     })
 }
 
-fn label_filter(name: Option<&str>) -> HashMap<String, Vec<String>> {
+/// The `label` filter that finds devnet `name`'s objects (every devnet's when `None`).
+pub fn label_filter(name: Option<&str>) -> HashMap<String, Vec<String>> {
     let value = match name {
         Some(name) => format!("{LABEL_DEVNET}={name}"),
         None => LABEL_DEVNET.to_string(),

@@ -9,7 +9,6 @@ use std::time::Duration;
 use blyan_node::config::P2pConfig;
 use blyan_node::p2p::{self, probe};
 use libp2p::identity::Keypair;
-use libp2p::multiaddr::Protocol;
 
 async fn listener() -> (
     p2p::P2pHandle,
@@ -23,16 +22,7 @@ async fn listener() -> (
     let (handle, events, bound) = p2p::spawn(Keypair::generate_ed25519(), &config, "tls-test")
         .await
         .expect("swarm starts");
-    let mut ip = None;
-    let mut port = None;
-    for part in bound[0].iter() {
-        match part {
-            Protocol::Ip4(address) => ip = Some(address),
-            Protocol::Tcp(number) => port = Some(number),
-            _ => {}
-        }
-    }
-    let address = SocketAddr::from((ip.expect("ip4"), port.expect("tcp port")));
+    let address = p2p::bench::socket_of(&bound[0]).expect("a /ip4/../tcp/.. address");
     (handle, address, events)
 }
 

@@ -66,7 +66,8 @@ pub struct HandshakeReport {
     pub connection: Summary,
 }
 
-fn socket_of(address: &Multiaddr) -> Option<SocketAddr> {
+/// The IPv4 socket address of a `/ip4/../tcp/..` multiaddr.
+pub fn socket_of(address: &Multiaddr) -> Option<SocketAddr> {
     let mut ip = None;
     let mut port = None;
     for part in address.iter() {

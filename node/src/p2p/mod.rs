@@ -292,45 +292,35 @@ fn build_swarm(
     let swarm_config =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
     let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    // The builder's types differ per transport choice, so each arm spells its own prefix and
+    // shares the rest.
+    macro_rules! finish {
+        ($stage:expr) => {
+            $stage
+                .with_dns()
+                .map_err(transport_error)?
+                .with_behaviour(make)
+                .map_err(transport_error)?
+                .with_swarm_config(swarm_config)
+                .build()
+        };
+    }
+    let tcp = tcp_config();
     let swarm = match (config.noise, config.quic) {
-        (false, false) => builder
-            .with_tcp(tcp_config(), tls::Config::new, yamux::Config::default)
+        (false, false) => finish!(builder
+            .with_tcp(tcp, tls::Config::new, yamux::Config::default)
+            .map_err(transport_error)?),
+        (false, true) => finish!(builder
+            .with_tcp(tcp, tls::Config::new, yamux::Config::default)
             .map_err(transport_error)?
-            .with_dns()
+            .with_quic()),
+        (true, false) => finish!(builder
+            .with_tcp(tcp, noise::Config::new, yamux::Config::default)
+            .map_err(transport_error)?),
+        (true, true) => finish!(builder
+            .with_tcp(tcp, noise::Config::new, yamux::Config::default)
             .map_err(transport_error)?
-            .with_behaviour(make)
-            .map_err(transport_error)?
-            .with_swarm_config(swarm_config)
-            .build(),
-        (false, true) => builder
-            .with_tcp(tcp_config(), tls::Config::new, yamux::Config::default)
-            .map_err(transport_error)?
-            .with_quic()
-            .with_dns()
-            .map_err(transport_error)?
-            .with_behaviour(make)
-            .map_err(transport_error)?
-            .with_swarm_config(swarm_config)
-            .build(),
-        (true, false) => builder
-            .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
-            .map_err(transport_error)?
-            .with_dns()
-            .map_err(transport_error)?
-            .with_behaviour(make)
-            .map_err(transport_error)?
-            .with_swarm_config(swarm_config)
-            .build(),
-        (true, true) => builder
-            .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
-            .map_err(transport_error)?
-            .with_quic()
-            .with_dns()
-            .map_err(transport_error)?
-            .with_behaviour(make)
-            .map_err(transport_error)?
-            .with_swarm_config(swarm_config)
-            .build(),
+            .with_quic()),
     };
     Ok(swarm)
 }
