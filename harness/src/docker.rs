@@ -22,7 +22,7 @@ use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Role};
 use crate::process::{self, DevnetPlan, DevnetState, NodePlan, ProcessError};
 
 pub const LABEL_DEVNET: &str = "blyan.devnet";
@@ -365,6 +365,52 @@ fn node_ip(third: u8, index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 210, third, 10 + index as u8)
 }
 
+/// The plan of a containerised devnet: node `i` at address `ip(i)` with the API on
+/// [`API_PORT`] and P2P on [`P2P_PORT`] (used by the Docker backend and `devnet compose`).
+pub fn devnet_plan(
+    manifest: &Manifest,
+    backend: &str,
+    ip: impl Fn(usize) -> Ipv4Addr,
+    log_level: &str,
+    node_bin: &Path,
+) -> DevnetPlan {
+    let nodes = manifest
+        .resolve()
+        .iter()
+        .map(|node| {
+            let ip = ip(node.index);
+            NodePlan {
+                moniker: node.name.clone(),
+                stake: if node.role == Role::Validator {
+                    node.stake
+                } else {
+                    0
+                },
+                api_listen: format!("0.0.0.0:{API_PORT}"),
+                api_url: format!("http://{ip}:{API_PORT}"),
+                p2p_listen: format!("/ip4/0.0.0.0/tcp/{P2P_PORT}"),
+                p2p_address: format!("/ip4/{ip}/tcp/{P2P_PORT}"),
+            }
+        })
+        .collect();
+    DevnetPlan {
+        name: manifest.name.clone(),
+        backend: backend.into(),
+        chain_id: manifest.chain_id.clone(),
+        seed: manifest.seed,
+        accounts: manifest.load.accounts as usize,
+        account_balance: 1_000_000_000,
+        timeout_commit_ms: manifest.consensus.timeout_commit_ms as u64,
+        timeout_propose_ms: manifest.consensus.timeout_propose_ms as u64,
+        timeout_prevote_ms: manifest.consensus.timeout_prevote_ms as u64,
+        timeout_precommit_ms: manifest.consensus.timeout_precommit_ms as u64,
+        log_level: log_level.into(),
+        node_bin: node_bin.to_path_buf(),
+        nodes,
+        genesis_time_ms: None,
+    }
+}
+
 /// Options of a Docker devnet beyond the manifest.
 #[derive(Clone, Debug)]
 pub struct DockerUp {
@@ -424,36 +470,13 @@ async fn up_inner(
             std::fs::canonicalize(&options.base)
         })
         .map_err(io(&options.base))?;
-    let resolved = manifest.resolve();
-    let nodes: Vec<NodePlan> = resolved
-        .iter()
-        .map(|node| {
-            let ip = node_ip(third, node.index);
-            NodePlan {
-                moniker: node.name.clone(),
-                stake: node.stake,
-                api_listen: format!("0.0.0.0:{API_PORT}"),
-                api_url: format!("http://{ip}:{API_PORT}"),
-                p2p_listen: format!("/ip4/0.0.0.0/tcp/{P2P_PORT}"),
-                p2p_address: format!("/ip4/{ip}/tcp/{P2P_PORT}"),
-            }
-        })
-        .collect();
-    let plan = DevnetPlan {
-        name: name.clone(),
-        backend: "docker".into(),
-        chain_id: manifest.chain_id.clone(),
-        seed: manifest.seed,
-        accounts: manifest.load.accounts as usize,
-        account_balance: 1_000_000_000,
-        timeout_commit_ms: manifest.consensus.timeout_commit_ms as u64,
-        timeout_propose_ms: manifest.consensus.timeout_propose_ms as u64,
-        timeout_prevote_ms: manifest.consensus.timeout_prevote_ms as u64,
-        timeout_precommit_ms: manifest.consensus.timeout_precommit_ms as u64,
-        log_level: options.log_level.clone(),
-        node_bin: options.node_bin.clone(),
-        nodes,
-    };
+    let plan = devnet_plan(
+        manifest,
+        "docker",
+        |index| node_ip(third, index),
+        &options.log_level,
+        &options.node_bin,
+    );
     let mut state = process::write_devnet(&base, &plan)?;
     progress(Stage::Network);
     let network = format!("blyan-{name}");

@@ -5,6 +5,7 @@
 //! simulator, and the process backend (`devnet up/down/status`). The manifest, the Docker
 //! backend, scenario runner, history, checkers, reports and baselines arrive with their issues.
 
+pub mod compose;
 pub mod docker;
 pub mod manifest;
 pub mod plan;

@@ -1,4 +1,4 @@
-//! `devnet up | down | status | logs | image | manifest | plan`.
+//! `devnet up | down | status | logs | image | manifest | plan | compose`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -126,6 +126,34 @@ pub struct ManifestArgs {
     /// Check a manifest file and show what it resolves to.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ComposeArgs {
+    /// A manifest file (see `devnet manifest --example`); default: 4 validators.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// Validators (overrides the manifest's count).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Seed of every key (overrides the manifest).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory for docker-compose.yml and the homes it mounts.
+    #[arg(long, default_value = "compose", value_name = "DIR")]
+    out: PathBuf,
+    /// The devnet's network, a /24; node i gets address .10+i.
+    #[arg(long, default_value = blyan_harness::compose::DEFAULT_SUBNET)]
+    subnet: String,
+    /// Host port (127.0.0.1) of node 0's API; node i uses base + i.
+    #[arg(long, default_value_t = blyan_harness::compose::DEFAULT_API_PORT_BASE)]
+    api_port_base: u16,
+    /// The node image.
+    #[arg(long, default_value = "blyan-node:dev")]
+    image: String,
+    /// Wipe homes that hold a chain from an earlier run.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -658,4 +686,41 @@ pub fn plan(args: PlanArgs) -> Result<bool> {
     let estimate = plan::estimate(nodes, memory_mb);
     println!("{}", estimate.describe());
     Ok(estimate.fits)
+}
+
+pub fn compose(args: ComposeArgs) -> Result<bool> {
+    use blyan_harness::compose::{self, ComposeOptions};
+    let mut manifest = load_manifest(args.manifest.as_deref(), None)?;
+    if let Some(nodes) = args.nodes {
+        if !manifest.nodes.is_empty() {
+            bail!("--nodes: the manifest lists its nodes explicitly");
+        }
+        manifest.validators = Some(nodes as i64);
+    }
+    if let Some(seed) = args.seed {
+        manifest.seed = seed;
+    }
+    let options = ComposeOptions {
+        subnet: compose::parse_subnet(&args.subnet)?,
+        api_port_base: args.api_port_base,
+        image: args.image.clone(),
+        force: args.force,
+    };
+    let file = compose::write(&args.out, &manifest, &options)?.file;
+    let nodes = manifest.resolve().len();
+    println!(
+        "wrote {} ({nodes} nodes) and their homes under {}",
+        file.display(),
+        args.out.join("homes").display()
+    );
+    println!(
+        "start: devnet image build && docker-compose -f {} up",
+        file.display()
+    );
+    println!(
+        "APIs:  http://127.0.0.1:{}/status .. http://127.0.0.1:{}/status",
+        args.api_port_base,
+        usize::from(args.api_port_base) + nodes - 1
+    );
+    Ok(true)
 }

@@ -9,7 +9,9 @@ use blyan_harness::sim::{run_batch, Summary};
 use blyan_node::consensus::sim::{ByzantineKind, SimConfig};
 use clap::{Args, Parser, Subcommand};
 
-use lifecycle::{DownArgs, ImageArgs, LogsArgs, ManifestArgs, NameArgs, PlanArgs, UpArgs};
+use lifecycle::{
+    ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs, NameArgs, PlanArgs, UpArgs,
+};
 
 /// Start, perturb and check Blyan devnets.
 #[derive(Parser)]
@@ -40,6 +42,12 @@ enum Command {
     Manifest(ManifestArgs),
     /// Estimate memory and CPU for a devnet on this host and say whether it fits.
     Plan(PlanArgs),
+    /// Render a devnet as a docker-compose file (v1 syntax) plus the homes it mounts.
+    ///
+    /// The same manifest and seed always give the same files; `compose/` holds the default
+    /// 4-node rendering. Start it with `docker-compose -f DIR/docker-compose.yml up` once
+    /// `devnet image build` has built blyan-node:dev.
+    Compose(ComposeArgs),
     /// Run seeded consensus scenarios in the deterministic simulator (partitions, loss,
     /// crashes, Byzantine validators) and check safety, liveness and evidence.
     Sim(SimArgs),
@@ -106,6 +114,7 @@ fn main() -> ExitCode {
         Command::Image(args) => lifecycle::image(args),
         Command::Manifest(args) => lifecycle::manifest(args),
         Command::Plan(args) => lifecycle::plan(args),
+        Command::Compose(args) => lifecycle::compose(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -298,6 +298,8 @@ pub struct DevnetPlan {
     pub log_level: String,
     pub node_bin: PathBuf,
     pub nodes: Vec<NodePlan>,
+    /// Genesis time; `None`: now. Fixed for renderings that are checked in or snapshotted.
+    pub genesis_time_ms: Option<u64>,
 }
 
 /// Whom node `index` of `count` dials: everyone in devnets of up to 16 nodes; beyond that the
@@ -322,11 +324,18 @@ pub fn bootstrap_peers(index: usize, count: usize) -> Vec<usize> {
 /// Writes homes, keys, configs and a shared genesis for every node under `BASE/NAME/` (wiping
 /// an earlier devnet of that name) and records the devnet; starts nothing.
 pub fn write_devnet(base: &Path, plan: &DevnetPlan) -> Result<DevnetState, ProcessError> {
-    let dir = devnet_dir(base, &plan.name);
+    let state = write_homes(&devnet_dir(base, &plan.name), plan)?;
+    save_state(base, &state)?;
+    Ok(state)
+}
+
+/// Writes `DIR/accounts.json` and one home per node (`DIR/<moniker>/`: keys, config, genesis),
+/// wiping DIR first; returns the devnet's description without recording it.
+pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, ProcessError> {
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
     }
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let count = plan.nodes.len();
     let node_keys: Vec<NodeKey> = (0..count)
         .map(|index| {
@@ -352,10 +361,12 @@ pub fn write_devnet(base: &Path, plan: &DevnetPlan) -> Result<DevnetState, Proce
         .collect();
     let genesis = Genesis {
         chain_id: plan.chain_id.clone(),
-        genesis_time_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as u64)
-            .unwrap_or(0),
+        genesis_time_ms: plan.genesis_time_ms.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_millis() as u64)
+                .unwrap_or(0)
+        }),
         validators: plan
             .nodes
             .iter()
@@ -443,7 +454,6 @@ pub fn write_devnet(base: &Path, plan: &DevnetPlan) -> Result<DevnetState, Proce
         started_ms: genesis.genesis_time_ms,
         network: None,
     };
-    save_state(base, &state)?;
     Ok(state)
 }
 
@@ -515,6 +525,7 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             log_level: options.log_level.clone(),
             node_bin: options.node_bin.clone(),
             nodes,
+            genesis_time_ms: None,
         },
     )
 }
