@@ -633,30 +633,38 @@ pub async fn memory_usage(docker: &Docker, name: &str) -> Result<Vec<(String, u6
                 .build(),
         ))
         .await?;
-    let mut usage = Vec::new();
-    for container in containers {
-        let Some(id) = container.id else { continue };
-        let label = container
-            .labels
-            .and_then(|labels| labels.get(LABEL_NODE).cloned())
-            .unwrap_or_else(|| id.clone());
-        let mut stats = docker.stats(
-            &id,
-            Some(
-                bollard::query_parameters::StatsOptionsBuilder::default()
-                    .stream(false)
-                    .one_shot(true)
-                    .build(),
-            ),
-        );
-        if let Some(Ok(sample)) = stats.next().await {
-            let bytes = sample
-                .memory_stats
-                .and_then(|memory| memory.usage)
-                .unwrap_or(0);
-            usage.push((label, bytes));
-        }
-    }
+    // One stats call per container takes a second or more on a loaded host: ask in parallel.
+    let mut usage: Vec<(String, u64)> = futures::stream::iter(containers)
+        .map(|container| async move {
+            let id = container.id?;
+            let label = container
+                .labels
+                .and_then(|labels| labels.get(LABEL_NODE).cloned())
+                .unwrap_or_else(|| id.clone());
+            let mut stats = docker.stats(
+                &id,
+                Some(
+                    bollard::query_parameters::StatsOptionsBuilder::default()
+                        .stream(false)
+                        .one_shot(true)
+                        .build(),
+                ),
+            );
+            match stats.next().await {
+                Some(Ok(sample)) => Some((
+                    label,
+                    sample
+                        .memory_stats
+                        .and_then(|memory| memory.usage)
+                        .unwrap_or(0),
+                )),
+                _ => None,
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|sample| async move { sample })
+        .collect()
+        .await;
     usage.sort();
     Ok(usage)
 }

@@ -243,6 +243,11 @@ pub fn up(args: UpArgs) -> Result<bool> {
             }
         }
     };
+    if backend == BackendKind::Docker && !args.force {
+        if let Err(reason) = plan::check_neighbours(nodes.len(), plan::neighbour_limit()) {
+            bail!("{reason} (or use --force to start anyway)");
+        }
+    }
     let started = Instant::now();
     let state = match backend {
         BackendKind::Docker => up_docker(&args, &manifest, node_bin)?,
@@ -382,8 +387,21 @@ fn print_nodes(state: &DevnetState) -> Result<()> {
         "{:<8} {:>9} {:<26} {:>8} {:>6} {:>10}  P2P",
         "NODE", "RUNNING", "API", "HEIGHT", "PEERS", "MEMORY"
     );
-    for node in &state.nodes {
-        let status = process::node_status(&client, node);
+    // Ask every node at once: on a loaded host one answer can take seconds.
+    let statuses: Vec<Option<serde_json::Value>> = std::thread::scope(|scope| {
+        let asks: Vec<_> = state
+            .nodes
+            .iter()
+            .map(|node| {
+                let client = &client;
+                scope.spawn(move || process::node_status(client, node))
+            })
+            .collect();
+        asks.into_iter()
+            .map(|ask| ask.join().unwrap_or(None))
+            .collect()
+    });
+    for (node, status) in state.nodes.iter().zip(statuses) {
         let field = |name: &str| {
             status
                 .as_ref()
@@ -685,7 +703,16 @@ pub fn plan(args: PlanArgs) -> Result<bool> {
     };
     let estimate = plan::estimate(nodes, memory_mb);
     println!("{}", estimate.describe());
-    Ok(estimate.fits)
+    let neighbours = plan::check_neighbours(nodes, plan::neighbour_limit());
+    match &neighbours {
+        Ok(()) => println!(
+            "Docker backend: about {} neighbour (ARP) entries, within this kernel's limit ({}).",
+            plan::neighbour_entries(nodes),
+            plan::neighbour_limit().map_or("unknown".to_string(), |limit| limit.to_string())
+        ),
+        Err(reason) => println!("Docker backend: {reason}."),
+    }
+    Ok(estimate.fits && neighbours.is_ok())
 }
 
 pub fn compose(args: ComposeArgs) -> Result<bool> {

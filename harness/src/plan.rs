@@ -96,9 +96,73 @@ pub fn estimate_for(nodes: usize, limit_mib: u64, available_mib: f64, cores: usi
     }
 }
 
+/// The kernel's limit on neighbour (ARP) entries, `net.ipv4.neigh.default.gc_thresh3`. Beyond
+/// it no new entry is made ("neighbour: arp_cache: neighbor table overflow!" in the kernel log)
+/// and new links between containers, or from the host to a container, fail.
+pub fn neighbour_limit() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Neighbour entries a Docker devnet of `nodes` needs: every container resolves the nodes it
+/// links to (those it dials and those that dial it) and its gateway, and the host resolves every
+/// container. 100 nodes need about 1,600; a default limit of 1,024 overflowed here, and the host
+/// lost its way to every container while they went on committing among themselves.
+pub fn neighbour_entries(nodes: usize) -> usize {
+    let mut linked = vec![std::collections::HashSet::new(); nodes];
+    for (index, peers) in linked.iter_mut().enumerate() {
+        peers.extend(crate::process::bootstrap_peers(index, nodes));
+    }
+    for index in 0..nodes {
+        for peer in crate::process::bootstrap_peers(index, nodes) {
+            linked[peer].insert(index);
+        }
+    }
+    linked.iter().map(|peers| peers.len() + 1).sum::<usize>() + nodes
+}
+
+/// `Err` with the reason and the fix when a Docker devnet of `nodes` would overflow this host's
+/// neighbour table.
+pub fn check_neighbours(nodes: usize, limit: Option<usize>) -> Result<(), String> {
+    let needed = neighbour_entries(nodes);
+    match limit {
+        Some(limit) if needed > limit => Err(format!(
+            "a Docker devnet of {nodes} nodes needs about {needed} neighbour (ARP) entries and \
+             this kernel keeps at most {limit} (net.ipv4.neigh.default.gc_thresh3); beyond that \
+             the host cannot reach the containers. Raise it, e.g. `sudo sysctl -w \
+             net.ipv4.neigh.default.gc_thresh1={} net.ipv4.neigh.default.gc_thresh2={} \
+             net.ipv4.neigh.default.gc_thresh3={}`",
+            (needed * 2).next_power_of_two() / 4,
+            (needed * 2).next_power_of_two() / 2,
+            (needed * 2).next_power_of_two()
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neighbour_entries_follow_the_links() {
+        // Up to 16 nodes everyone links to everyone: n (n - 1 + 1) + n.
+        assert_eq!(neighbour_entries(4), 4 * 4 + 4);
+        assert_eq!(neighbour_entries(10), 10 * 10 + 10);
+        let hundred = neighbour_entries(100);
+        assert!((1_300..2_000).contains(&hundred), "{hundred}");
+        assert!(check_neighbours(10, Some(1024)).is_ok());
+        let error = check_neighbours(100, Some(1024)).unwrap_err();
+        assert!(error.contains("gc_thresh3=4096"), "{error}");
+        assert!(check_neighbours(100, Some(16_384)).is_ok());
+        assert!(
+            check_neighbours(100, None).is_ok(),
+            "unknown limit: no refusal"
+        );
+    }
 
     #[test]
     fn fits_by_memory_and_cores() {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -112,7 +112,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/blocks/latest", get(latest_block))
         .route("/blocks/{height}", get(block_at))
         .route("/txs", post(submit_tx))
+        .route("/txs/batch", post(submit_batch))
         .route("/txs/{hash}", get(tx_status))
+        .route("/accounts/{address}", get(account))
         .route("/validators", get(validators))
         .route("/net_info", get(net_info))
         .route("/consensus", get(consensus))
@@ -315,20 +317,69 @@ async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Json<BlockVi
     Ok(Json(block_view(&state, height)?))
 }
 
+#[derive(serde::Deserialize)]
+struct BlockQuery {
+    /// `false` leaves the transactions' bytes out (their hashes stay).
+    txs: Option<bool>,
+}
+
 async fn block_at(
     State(state): State<Arc<ApiState>>,
     Path(height): Path<String>,
+    Query(query): Query<BlockQuery>,
 ) -> Result<Json<BlockView>, ApiError> {
     let height: u64 = height
         .parse()
         .map_err(|_| bad_request(format!("height {height:?} is not a number")))?;
-    Ok(Json(block_view(&state, height)?))
+    let mut view = block_view(&state, height)?;
+    if query.txs == Some(false) {
+        view.txs.clear();
+    }
+    Ok(Json(view))
 }
 
 #[derive(serde::Deserialize)]
 struct SubmitTx {
     /// The encoded transaction, hex.
     tx: String,
+}
+
+fn unavailable() -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        error: "unavailable",
+        detail: "the node is shutting down".into(),
+    }
+}
+
+/// Hands one encoded transaction to the node loop; the verdict comes back on the receiver.
+async fn hand_over(
+    state: &ApiState,
+    bytes: Vec<u8>,
+) -> Result<oneshot::Receiver<Result<Hash, TxError>>, ApiError> {
+    let (reply, verdict) = oneshot::channel();
+    state
+        .submissions
+        .send((bytes, reply))
+        .await
+        .map_err(|_| unavailable())?;
+    Ok(verdict)
+}
+
+/// The answer to a refused transaction.
+fn refused(error: TxError) -> ApiError {
+    let (status, code) = match &error {
+        TxError::Duplicate => (StatusCode::CONFLICT, "duplicate"),
+        TxError::MempoolFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
+        TxError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+        TxError::BadSignature => (StatusCode::BAD_REQUEST, "bad_signature"),
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
+    };
+    ApiError {
+        status,
+        error: code,
+        detail: error.to_string(),
+    }
 }
 
 async fn submit_tx(
@@ -339,38 +390,111 @@ async fn submit_tx(
         .map_err(|error| bad_request(format!("body must be {{\"tx\": \"<hex>\"}}: {error}")))?;
     let bytes = hex::decode(request.tx.trim())
         .map_err(|error| bad_request(format!("tx: not hex: {error}")))?;
-    let (reply, verdict) = oneshot::channel();
-    let unavailable = || ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        error: "unavailable",
-        detail: "the node is shutting down".into(),
-    };
-    state
-        .submissions
-        .send((bytes, reply))
-        .await
-        .map_err(|_| unavailable())?;
+    let verdict = hand_over(&state, bytes).await?;
     match verdict.await.map_err(|_| unavailable())? {
         Ok(hash) => Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "hash": hash })),
         )
             .into_response()),
-        Err(error) => {
-            let (status, code) = match &error {
-                TxError::Duplicate => (StatusCode::CONFLICT, "duplicate"),
-                TxError::MempoolFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
-                TxError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
-                TxError::BadSignature => (StatusCode::BAD_REQUEST, "bad_signature"),
-                _ => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
-            };
-            Err(ApiError {
-                status,
-                error: code,
-                detail: error.to_string(),
-            })
+        Err(error) => Err(refused(error)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SubmitBatch {
+    /// Encoded transactions, hex, in the order they should enter the mempool.
+    txs: Vec<String>,
+}
+
+/// Most transactions in one batch request.
+pub const MAX_BATCH_TXS: usize = 10_000;
+
+/// `POST /txs/batch {"txs": [hex, ...]}`: each transaction is checked as by `POST /txs`, in
+/// order; the answer is 200 with one result per transaction (`{"hash"}` or `{"error",
+/// "detail"}`) and the count accepted. A malformed body is refused whole (400).
+async fn submit_batch(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request: SubmitBatch = serde_json::from_slice(&body).map_err(|error| {
+        bad_request(format!(
+            "body must be {{\"txs\": [\"<hex>\", ...]}}: {error}"
+        ))
+    })?;
+    if request.txs.len() > MAX_BATCH_TXS {
+        return Err(bad_request(format!(
+            "txs: {} transactions; at most {MAX_BATCH_TXS} per batch",
+            request.txs.len()
+        )));
+    }
+    let decoded: Vec<Vec<u8>> = request
+        .txs
+        .iter()
+        .enumerate()
+        .map(|(index, tx)| {
+            hex::decode(tx.trim())
+                .map_err(|error| bad_request(format!("txs[{index}]: not hex: {error}")))
+        })
+        .collect::<Result<_, _>>()?;
+    // Hand all over first (in order), then collect the verdicts.
+    let mut verdicts = Vec::with_capacity(decoded.len());
+    for bytes in decoded {
+        verdicts.push(hand_over(&state, bytes).await?);
+    }
+    let mut accepted = 0;
+    let mut results = Vec::with_capacity(verdicts.len());
+    for verdict in verdicts {
+        match verdict.await.map_err(|_| unavailable())? {
+            Ok(hash) => {
+                accepted += 1;
+                results.push(serde_json::json!({ "hash": hash }));
+            }
+            Err(error) => {
+                let refusal = refused(error);
+                results.push(serde_json::json!({
+                    "error": refusal.error,
+                    "detail": refusal.detail,
+                }));
+            }
         }
     }
+    Ok(Json(
+        serde_json::json!({ "accepted": accepted, "results": results }),
+    ))
+}
+
+/// `GET /accounts/{address}`: committed balance and nonce, and the next nonce to use counting
+/// this node's pending transactions.
+async fn account(
+    State(state): State<Arc<ApiState>>,
+    Path(address): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bytes: [u8; 32] = hex::decode(address.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| bad_request(format!("address {address:?} is not 32 bytes of hex")))?;
+    let genesis_balance = state
+        .node
+        .genesis
+        .accounts
+        .iter()
+        .find(|account| account.address.eq_ignore_ascii_case(address.trim()))
+        .map_or(0, |account| account.balance);
+    let committed = crate::app::committed_account(&state.storage, &bytes, genesis_balance)?;
+    let pending = state
+        .node
+        .mempool
+        .lock()
+        .expect("mempool lock poisoned")
+        .pending_from(&bytes);
+    Ok(Json(serde_json::json!({
+        "address": hex::encode(bytes),
+        "balance": committed.balance,
+        "nonce": committed.nonce,
+        "pending": pending,
+        "next_nonce": committed.nonce + pending,
+    })))
 }
 
 async fn tx_status(

@@ -196,6 +196,24 @@ impl Account {
     }
 }
 
+/// An account as committed in `storage`; `genesis_balance` for one never written.
+pub fn committed_account(
+    storage: &Storage,
+    address: &[u8; 32],
+    genesis_balance: u64,
+) -> Result<Account, StorageError> {
+    match storage.state_get(&account_key(address))? {
+        Some(bytes) => Account::decode(&bytes).ok_or_else(|| StorageError::Corrupt {
+            path: storage.path().to_path_buf(),
+            detail: format!("account {} is not 16 bytes", hex::encode(address)),
+        }),
+        None => Ok(Account {
+            balance: genesis_balance,
+            nonce: 0,
+        }),
+    }
+}
+
 /// What a transaction did in a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxOutcome {
@@ -251,16 +269,11 @@ impl App {
     }
 
     pub fn account(&self, address: &[u8; 32]) -> Result<Account, StorageError> {
-        match self.storage.state_get(&account_key(address))? {
-            Some(bytes) => Account::decode(&bytes).ok_or_else(|| StorageError::Corrupt {
-                path: self.storage.path().to_path_buf(),
-                detail: format!("account {} is not 16 bytes", hex::encode(address)),
-            }),
-            None => Ok(Account {
-                balance: self.genesis_accounts.get(address).copied().unwrap_or(0),
-                nonce: 0,
-            }),
-        }
+        committed_account(
+            &self.storage,
+            address,
+            self.genesis_accounts.get(address).copied().unwrap_or(0),
+        )
     }
 
     /// Checks a transaction against the committed state, for the mempool.

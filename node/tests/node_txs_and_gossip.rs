@@ -182,6 +182,51 @@ fn transfers_commit_and_bad_transactions_are_refused_with_the_reason() {
     let (status, _) = json(node.api, "GET", "/txs/nothex", "");
     assert_eq!(status, 400);
 
+    // Accounts: the committed nonce and balance, and the next nonce to use.
+    let alice_hex = hex::encode(alice.verifying_key().to_bytes());
+    let (status, account) = json(node.api, "GET", &format!("/accounts/{alice_hex}"), "");
+    assert_eq!(status, 200, "{account}");
+    assert_eq!(
+        (account["nonce"].as_u64(), account["balance"].as_u64()),
+        (Some(2), Some(848)),
+        "{account}"
+    );
+    assert_eq!(account["next_nonce"].as_u64(), Some(2), "{account}");
+    let (status, _) = json(node.api, "GET", "/accounts/xyz", "");
+    assert_eq!(status, 400);
+
+    // A batch: each transaction judged on its own, in order; the good ones commit.
+    let batch = [
+        Tx::transfer(&chain, &alice, bob, 10, 1, 2).encode(),
+        Tx::transfer(&chain, &alice, bob, 10, 1, 3).encode(),
+        Tx::transfer(&chain, &alice, bob, 10, 1, 0).encode(), // stale nonce
+        vec![9, 9, 9],                                        // malformed
+    ];
+    let body = format!(
+        "{{\"txs\": [{}]}}",
+        batch
+            .iter()
+            .map(|tx| format!("\"{}\"", hex::encode(tx)))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (status, answer) = json(node.api, "POST", "/txs/batch", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[2]["error"], "rejected", "{answer}");
+    assert_eq!(results[3]["error"], "malformed", "{answer}");
+    let last = results[1]["hash"].as_str().unwrap().to_string();
+    wait_committed(node.api, &last);
+    let (_, account) = json(node.api, "GET", &format!("/accounts/{alice_hex}"), "");
+    assert_eq!(account["nonce"].as_u64(), Some(4), "{account}");
+    let (status, body) = json(node.api, "POST", "/txs/batch", "{\"txs\": [\"zz\"]}");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("txs[0]"),
+        "{body}"
+    );
+
     let (status, validators) = json(node.api, "GET", "/validators", "");
     assert_eq!(status, 200);
     assert_eq!(

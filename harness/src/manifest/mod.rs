@@ -87,7 +87,7 @@ fn default_trigger() -> String {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Consensus {
     pub timeout_propose_ms: i64,
     pub timeout_prevote_ms: i64,
@@ -167,7 +167,7 @@ pub struct Fault {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Checks {
     /// After the last fault heals, every honest node advances this many heights...
     pub liveness_heights: i64,
@@ -185,7 +185,7 @@ impl Default for Checks {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Resources {
     /// Memory limit per node container, MiB.
     pub memory_mb: i64,

@@ -64,3 +64,22 @@ fn bad_manifests_name_the_field() {
         .collect();
     insta::assert_snapshot!(report.join("\n"));
 }
+
+#[test]
+fn a_partial_section_keeps_the_defaults_of_the_fields_it_leaves_out() {
+    let manifest = Manifest::parse(
+        &format!("{BASE}[consensus]\ntimeout_commit_ms = 1000\n[resources]\n"),
+        "m",
+    )
+    .unwrap();
+    assert_eq!(manifest.consensus.timeout_commit_ms, 1000);
+    assert_eq!(
+        manifest.consensus.timeout_propose_ms,
+        Consensus::default().timeout_propose_ms
+    );
+    assert_eq!(manifest.resources, Resources::default());
+    // Unknown fields are still refused.
+    assert!(
+        error(&format!("{BASE}[consensus]\ntimeout_comit_ms = 1\n")).contains("timeout_comit_ms")
+    );
+}
