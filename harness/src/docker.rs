@@ -253,6 +253,8 @@ pub fn label_filter(name: Option<&str>) -> HashMap<String, Vec<String>> {
 pub struct Removed {
     pub containers: usize,
     pub networks: usize,
+    /// Networks that still had endpoints in the last pass.
+    pub busy_networks: Vec<String>,
 }
 
 /// Removes every container and network of devnet `name` (all devnets when `None`), found by
@@ -260,16 +262,35 @@ pub struct Removed {
 /// be creating a container for a client that was killed mid-request.
 pub async fn remove_by_label(docker: &Docker, name: Option<&str>) -> Result<Removed, DockerError> {
     let mut total = Removed::default();
-    for pass in 0..5 {
+    // A network still has endpoints for a moment after its last container is removed (seconds
+    // with 100 containers on a loaded host): passes go on until nothing is left or busy, for at
+    // most a minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut pass = 0;
+    loop {
         let removed = remove_pass(docker, name).await?;
-        if removed.containers + removed.networks == 0 && pass > 0 {
-            break;
-        }
         total.containers += removed.containers;
         total.networks += removed.networks;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let done = removed.busy_networks.is_empty()
+            && removed.containers + removed.networks == 0
+            && pass > 0;
+        if done {
+            return Ok(total);
+        }
+        if std::time::Instant::now() >= deadline {
+            if removed.busy_networks.is_empty() {
+                return Ok(total);
+            }
+            return Err(DockerError::Invalid(format!(
+                "networks {} still have endpoints after 60 s with no container left; run \
+                 `devnet down` again (endpoints the daemon lost track of stay until dockerd \
+                 restarts; they hold only their subnet, and new devnets pick another)",
+                removed.busy_networks.join(", ")
+            )));
+        }
+        pass += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(total)
 }
 
 async fn remove_pass(docker: &Docker, name: Option<&str>) -> Result<Removed, DockerError> {
@@ -314,18 +335,25 @@ async fn remove_pass(docker: &Docker, name: Option<&str>) -> Result<Removed, Doc
         ))
         .await?;
     let mut removed_networks = 0;
+    let mut busy_networks = Vec::new();
     for network in networks {
         if let Some(id) = network.id {
             match docker.remove_network(&id).await {
+                Ok(()) => removed_networks += 1,
                 Err(error) if is_not_found(&error) => {}
-                other => other?,
+                // "has active endpoints": a container is still being torn down; next pass.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 403 | 409,
+                    ..
+                }) => busy_networks.push(network.name.unwrap_or(id)),
+                Err(error) => return Err(error.into()),
             }
-            removed_networks += 1;
         }
     }
     Ok(Removed {
         containers: count,
         networks: removed_networks,
+        busy_networks,
     })
 }
 

@@ -60,6 +60,10 @@ pub struct UpArgs {
     /// Validators (overrides the manifest's count).
     #[arg(long)]
     nodes: Option<usize>,
+    /// Full nodes besides the validators (overrides the manifest's count). A 100-node devnet on
+    /// 2 cores: `--nodes 20 --full-nodes 80`.
+    #[arg(long)]
+    full_nodes: Option<usize>,
     /// Seed of every key (overrides the manifest).
     #[arg(long)]
     seed: Option<u64>,
@@ -205,6 +209,12 @@ pub fn up(args: UpArgs) -> Result<bool> {
             bail!("--nodes: the manifest {origin} lists its nodes explicitly");
         }
         manifest.validators = Some(nodes as i64);
+    }
+    if let Some(full) = args.full_nodes {
+        if !manifest.nodes.is_empty() {
+            bail!("--full-nodes: the manifest {origin} lists its nodes explicitly");
+        }
+        manifest.full_nodes = Some(full as i64);
     }
     if let Some(seed) = args.seed {
         manifest.seed = seed;

@@ -80,6 +80,20 @@ pub struct P2pConfig {
     pub max_connections: u32,
     /// Largest gossip message or sync request accepted, in bytes.
     pub max_message_bytes: u64,
+    /// Gossipsub heartbeat (mesh upkeep and lazy gossip), in milliseconds.
+    #[serde(default = "default_gossip_heartbeat_ms")]
+    pub gossip_heartbeat_ms: u64,
+    /// Gossipsub mesh degree D: each message is pushed to about this many peers per topic.
+    #[serde(default = "default_gossip_mesh_n")]
+    pub gossip_mesh_n: u32,
+}
+
+fn default_gossip_heartbeat_ms() -> u64 {
+    500
+}
+
+fn default_gossip_mesh_n() -> u32 {
+    6
 }
 
 impl Default for P2pConfig {
@@ -93,6 +107,8 @@ impl Default for P2pConfig {
             noise: false,
             max_connections: 128,
             max_message_bytes: 4 << 20,
+            gossip_heartbeat_ms: default_gossip_heartbeat_ms(),
+            gossip_mesh_n: default_gossip_mesh_n(),
         }
     }
 }
@@ -235,6 +251,10 @@ max_connections = {p2p_max_connections}
 # Largest gossip message or block-sync request accepted, in bytes; larger ones are dropped and
 # the sender is penalised.
 max_message_bytes = {p2p_max_message_bytes}
+# Gossipsub heartbeat in milliseconds, and the mesh degree D (each message goes to about D peers
+# per hop). Large devnets on few cores use a slower heartbeat and a smaller D to save CPU.
+gossip_heartbeat_ms = {p2p_gossip_heartbeat_ms}
+gossip_mesh_n = {p2p_gossip_mesh_n}
 
 [consensus]
 # Round timeouts grow with the round: base + round * delta, in milliseconds.
@@ -284,6 +304,8 @@ level = "{level}"
             p2p_noise = self.p2p.noise,
             p2p_max_connections = self.p2p.max_connections,
             p2p_max_message_bytes = self.p2p.max_message_bytes,
+            p2p_gossip_heartbeat_ms = self.p2p.gossip_heartbeat_ms,
+            p2p_gossip_mesh_n = self.p2p.gossip_mesh_n,
             timeout_propose_ms = self.consensus.timeout_propose_ms,
             timeout_propose_delta_ms = self.consensus.timeout_propose_delta_ms,
             timeout_prevote_ms = self.consensus.timeout_prevote_ms,
@@ -469,6 +491,18 @@ level = "{level}"
             return Err(invalid(
                 "p2p.max_message_bytes",
                 "must be between 1024 and 268435456".into(),
+            ));
+        }
+        if !(50..=10_000).contains(&p2p.gossip_heartbeat_ms) {
+            return Err(invalid(
+                "p2p.gossip_heartbeat_ms",
+                "must be between 50 and 10000".into(),
+            ));
+        }
+        if !(2..=32).contains(&p2p.gossip_mesh_n) {
+            return Err(invalid(
+                "p2p.gossip_mesh_n",
+                "must be between 2 and 32".into(),
             ));
         }
         Ok(())

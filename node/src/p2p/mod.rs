@@ -187,6 +187,7 @@ fn behaviour(
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let max = config.max_message_bytes as usize;
     let topic_hash = |topic: Topic| IdentTopic::new(topic.name(chain_id)).hash();
+    let mesh_n = config.gossip_mesh_n as usize;
     let gossip_config = gossipsub::ConfigBuilder::default()
         // Votes, proposals and transactions carry their own signatures (validator or account
         // keys), checked by the node before a message is forwarded; a second libp2p signature
@@ -200,14 +201,15 @@ fn behaviour(
         .max_transmit_size_for_topic(max, topic_hash(Topic::Proposals))
         .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Votes))
         .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Txs))
-        .heartbeat_interval(Duration::from_millis(500))
+        .heartbeat_interval(Duration::from_millis(config.gossip_heartbeat_ms))
         // Shorter than the node's rebroadcast interval, so a message sent again is not
         // dropped as a duplicate.
         .duplicate_cache_time(Duration::from_secs(5))
-        .mesh_n_low(4)
-        .mesh_n(6)
-        .mesh_n_high(12)
-        .mesh_outbound_min(2)
+        .mesh_n_low((mesh_n * 2 / 3).max(1))
+        .mesh_n(mesh_n)
+        .mesh_n_high(mesh_n * 2)
+        .mesh_outbound_min((mesh_n / 3).clamp(1, 2))
+        .gossip_lazy(mesh_n)
         .flood_publish(true)
         .build()
         .map_err(|error| format!("gossipsub config: {error}"))?;
