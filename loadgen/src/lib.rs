@@ -590,7 +590,14 @@ async fn send_batch(
                 shared.progress.accepted.fetch_add(1, Ordering::Relaxed);
             }
             Some(result) => {
-                let kind = result["error"].as_str().unwrap_or("refused").to_string();
+                let detail = result["detail"].as_str().unwrap_or("");
+                let kind = match result["error"].as_str().unwrap_or("refused") {
+                    "rejected" if detail.contains("too far ahead") => "rejected_nonce_gap",
+                    "rejected" if detail.contains("already used") => "rejected_stale_nonce",
+                    "rejected" if detail.contains("balance") => "rejected_funds",
+                    other => other,
+                }
+                .to_string();
                 shared.error(&kind, 1);
                 shared.pending.lock().expect("pending lock").remove(hash);
             }

@@ -430,21 +430,41 @@ impl Mempool {
         Ok(hash)
     }
 
-    /// Up to `max_txs` transactions for a block, each sender's in nonce order.
-    pub fn reap(&self, max_txs: usize) -> Vec<Tx> {
-        let mut picked: Vec<&Tx> = self
-            .order
-            .iter()
-            .filter_map(|hash| self.txs.get(hash))
-            .take(max_txs)
-            .collect();
-        // Stable: arrival order across senders, nonce order within one.
-        let mut position: HashMap<[u8; 32], usize> = HashMap::new();
-        for (index, tx) in picked.iter().enumerate() {
-            position.entry(tx.from).or_insert(index);
+    /// Up to `max_txs` transactions for a block: senders in the order their first pending
+    /// transaction arrived, each sender's transactions in nonce order and only while the nonces
+    /// run on without a gap from `account_nonce(sender)`. A transaction after a gap (its
+    /// predecessor not yet here, as gossip may deliver them out of order) waits for a later
+    /// block instead of being committed unexecuted.
+    pub fn reap(&self, max_txs: usize, account_nonce: impl Fn(&[u8; 32]) -> u64) -> Vec<Tx> {
+        let mut senders: Vec<[u8; 32]> = Vec::new();
+        let mut by_sender: HashMap<[u8; 32], Vec<&Tx>> = HashMap::new();
+        for tx in self.order.iter().filter_map(|hash| self.txs.get(hash)) {
+            let entry = by_sender.entry(tx.from).or_default();
+            if entry.is_empty() {
+                senders.push(tx.from);
+            }
+            entry.push(tx);
         }
-        picked.sort_by_key(|tx| (position[&tx.from], tx.nonce));
-        picked.into_iter().cloned().collect()
+        let mut picked = Vec::with_capacity(max_txs.min(self.txs.len()));
+        for sender in senders {
+            let mut txs = by_sender.remove(&sender).unwrap_or_default();
+            txs.sort_by_key(|tx| tx.nonce);
+            let mut next = account_nonce(&sender);
+            for tx in txs {
+                if picked.len() == max_txs {
+                    return picked;
+                }
+                if tx.nonce < next {
+                    continue;
+                }
+                if tx.nonce > next {
+                    break;
+                }
+                picked.push(tx.clone());
+                next += 1;
+            }
+        }
+        picked
     }
 
     /// Drops committed transactions and those whose nonce the chain has passed.
@@ -602,6 +622,38 @@ mod tests {
     }
 
     #[test]
+    fn reap_stops_at_a_nonce_gap_and_keeps_senders_in_arrival_order() {
+        let alice = SigningKey::from_bytes(&[1; 32]);
+        let bob = SigningKey::from_bytes(&[2; 32]);
+        let mut pool = Mempool::new(MempoolLimits {
+            max_txs: 100,
+            max_bytes: 1 << 20,
+        });
+        // Gossip delivered alice's nonce 2 before her nonce 1.
+        for (key, nonce) in [(&alice, 0), (&bob, 0), (&alice, 2), (&bob, 1)] {
+            pool.insert(Tx::transfer("c", key, [9; 32], 1, 1, nonce))
+                .unwrap();
+        }
+        let picked: Vec<(u8, u64)> = pool
+            .reap(10, |_| 0)
+            .iter()
+            .map(|tx| (tx.from[0], tx.nonce))
+            .collect();
+        let (a, b) = (
+            alice.verifying_key().to_bytes()[0],
+            bob.verifying_key().to_bytes()[0],
+        );
+        assert_eq!(
+            picked,
+            vec![(a, 0), (b, 0), (b, 1)],
+            "alice's 2 waits for 1"
+        );
+        pool.insert(Tx::transfer("c", &alice, [9; 32], 1, 1, 1))
+            .unwrap();
+        assert_eq!(pool.reap(10, |_| 0).len(), 5, "the gap is filled");
+    }
+
+    #[test]
     fn mempool_dedups_bounds_and_drops_committed() {
         let (_dir, app) = setup();
         let alice = key(1);
@@ -621,10 +673,17 @@ mod tests {
             pool.insert(Tx::transfer("c", &alice, [2; 32], 1, 1, 3)),
             Err(TxError::MempoolFull(_))
         ));
-        let reaped = pool.reap(10);
+        let reaped = pool.reap(10, |_| 0);
         assert_eq!(
             reaped.iter().map(|tx| tx.nonce).collect::<Vec<_>>(),
             vec![0, 1, 2]
+        );
+        assert_eq!(pool.reap(2, |_| 0).len(), 2, "at most max_txs");
+        // The account is at nonce 1: nonce 0 is stale and left out, 1 and 2 follow on.
+        let reaped = pool.reap(10, |_| 1);
+        assert_eq!(
+            reaped.iter().map(|tx| tx.nonce).collect::<Vec<_>>(),
+            vec![1, 2]
         );
         let committed: HashSet<Hash> = [zero.hash()].into_iter().collect();
         pool.update(&committed, &app);

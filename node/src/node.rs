@@ -591,7 +591,9 @@ impl Node {
             .mempool
             .lock()
             .expect("mempool lock poisoned")
-            .reap(self.max_block_txs)
+            .reap(self.max_block_txs, |sender| {
+                self.app.account(sender).map_or(0, |account| account.nonce)
+            })
             .iter()
             .map(Tx::encode)
             .collect();
