@@ -1,9 +1,10 @@
 //! The Blyan devnet harness: it turns a manifest into a running devnet (Docker or local
 //! processes), drives load and faults, records histories, checks them and compares baselines.
 //!
-//! Built so far: `devnet sim`, batches of seeded scenarios in the deterministic consensus
-//! simulator, and the process backend (`devnet up/down/status`). The manifest, the Docker
-//! backend, scenario runner, history, checkers, reports and baselines arrive with their issues.
+//! Built so far: the manifest, the Docker and process backends (`devnet up/down/status/logs`),
+//! the offline node image, capacity planning, docker-compose rendering, and `devnet sim`
+//! (seeded scenarios in the deterministic consensus simulator). Scenario runner, history,
+//! checkers, reports and baselines arrive with their issues.
 
 pub mod compose;
 pub mod docker;
