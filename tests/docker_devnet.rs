@@ -9,35 +9,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use blyan_devnet::{daemon, leftovers, runtime};
 use blyan_harness::docker::{self, DockerUp};
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-};
-use bollard::Docker;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The daemon, or `None` (skip) when none answers outside CI.
-fn daemon(rt: &tokio::runtime::Runtime) -> Option<Docker> {
-    match rt.block_on(docker::connect()) {
-        Ok(docker) => Some(docker),
-        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but {error}: the Docker tests must run in CI")
-        }
-        Err(error) => {
-            eprintln!("\n!!! SKIPPING Docker devnet test: {error} !!!\n");
-            None
-        }
-    }
-}
 
 fn target_bin(name: &str) -> PathBuf {
     let bin = process::default_node_bin().with_file_name(name);
@@ -47,41 +22,6 @@ fn target_bin(name: &str) -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// Containers, networks and volumes labelled for devnet `name`.
-async fn leftovers(docker: &Docker, name: &str) -> (usize, usize, usize) {
-    let filters = docker::label_filter(Some(name));
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap()
-        .len();
-    let networks = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap()
-        .len();
-    let volumes = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap()
-        .volumes
-        .map_or(0, |v| v.len());
-    (containers, networks, volumes)
 }
 
 #[test]

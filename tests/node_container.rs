@@ -9,19 +9,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use blyan_devnet::{daemon, runtime};
 use blyan_harness::docker::{self, HOME_INSIDE, LABEL_DEVNET};
 use blyan_harness::process;
 use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// `GET url` as JSON, or `None` while the node is not answering.
 fn get_json(url: &str) -> Option<serde_json::Value> {
@@ -89,16 +82,7 @@ fn init_home(home: &Path) {
 #[test]
 fn single_node_container_commits_serves_and_survives_a_restart() {
     let rt = runtime();
-    let docker = match rt.block_on(docker::connect()) {
-        Ok(docker) => docker,
-        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but {error}: the container tests must run in CI")
-        }
-        Err(error) => {
-            eprintln!("\n!!! SKIPPING node container test: {error} !!!\n");
-            return;
-        }
-    };
+    let Some(docker) = daemon(&rt) else { return };
     let node_bin = process::default_node_bin();
     assert!(node_bin.is_file(), "{} missing", node_bin.display());
     let image = rt

@@ -2,7 +2,72 @@
 
 use std::path::PathBuf;
 
+use blyan_harness::docker;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+};
+use bollard::Docker;
+
 /// The repository root (where the workspace `Cargo.toml` lives).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A two-worker runtime for the Docker calls of a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}
+
+/// The Docker daemon, or `None` (the caller skips) when none answers outside CI; with
+/// `CI=true` a missing daemon is a failure.
+pub fn daemon(rt: &tokio::runtime::Runtime) -> Option<Docker> {
+    match rt.block_on(docker::connect()) {
+        Ok(docker) => Some(docker),
+        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but {error}: the Docker tests must run in CI")
+        }
+        Err(error) => {
+            eprintln!("\n!!! SKIPPING Docker test: {error} !!!\n");
+            None
+        }
+    }
+}
+
+/// Containers, networks and volumes labelled `blyan.devnet=<devnet>`.
+pub async fn leftovers(docker: &Docker, devnet: &str) -> (usize, usize, usize) {
+    let filters = docker::label_filter(Some(devnet));
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("containers list")
+        .len();
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("networks list")
+        .len();
+    let volumes = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("volumes list")
+        .volumes
+        .map_or(0, |v| v.len());
+    (containers, networks, volumes)
 }
