@@ -9,12 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use blyan_devnet::repo_root;
+use blyan_devnet::{daemon, leftovers, repo_root, runtime};
 use blyan_harness::compose::{self, ComposeOptions};
 use blyan_harness::docker;
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 
 /// Every file under `dir`, relative, sorted; the nodes' runtime directories left out.
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -113,12 +112,8 @@ fn checked_in_compose_starts_and_commits_then_leaves_nothing() {
     if !tool_or_skip("docker", &["info"]) || !tool_or_skip("docker-compose", &["version"]) {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let docker = rt.block_on(docker::connect()).unwrap();
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
     // The image the compose file names (blyan-node:dev), from this build's node binary.
     let node_bin = process::default_node_bin();
     assert!(node_bin.is_file(), "{} missing", node_bin.display());
@@ -158,27 +153,7 @@ fn checked_in_compose_starts_and_commits_then_leaves_nothing() {
         "docker-compose down: {}",
         String::from_utf8_lossy(&down.stderr)
     );
-    let filters = docker::label_filter(Some("compose-default"));
-    let (containers, networks) = rt.block_on(async {
-        let containers = docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .unwrap();
-        let networks = docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .unwrap();
-        (containers.len(), networks.len())
-    });
+    let (containers, networks, _) = rt.block_on(leftovers(&docker, "compose-default"));
     assert_eq!(
         (containers, networks),
         (0, 0),
