@@ -6,6 +6,7 @@
 //! (seeded scenarios in the deterministic consensus simulator). Scenario runner, history,
 //! checkers, reports and baselines arrive with their issues.
 
+pub mod bench;
 pub mod compose;
 pub mod docker;
 pub mod manifest;

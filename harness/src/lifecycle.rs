@@ -226,6 +226,34 @@ pub fn up(args: UpArgs) -> Result<bool> {
         manifest.backend = parse_backend(backend)?;
     }
     manifest.validate(&format!("{origin} with the command-line flags"))?;
+    let (state, reached) = start_checked(&args, &manifest)?;
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    process::check_agreement(&state, &all, args.wait_height)?;
+    println!(
+        "devnet {:?} is up ({} backend): {} nodes on chain {}, every node at height >= {} after {:.1} s, \
+         identical block and app hashes at heights 1..={}",
+        state.name,
+        state.backend,
+        state.nodes.len(),
+        state.chain_id,
+        args.wait_height,
+        reached.as_secs_f64(),
+        args.wait_height
+    );
+    print_nodes(&state)?;
+    println!(
+        "\nlogs:    devnet logs node0 --name {}   ({}/<node>.log for processes)",
+        state.name,
+        process::devnet_dir(&args.target.base, &state.name).display()
+    );
+    println!("status:  devnet status --name {}", state.name);
+    println!("stop:    devnet down --name {}", state.name);
+    Ok(true)
+}
+
+/// Checks the plan (memory, cores, neighbour table), picks the backend and starts the devnet;
+/// returns it with the time from the start to `wait_height` on every node.
+fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Duration)> {
     let nodes = manifest.resolve();
     let estimate = plan::estimate(nodes.len(), manifest.resources.memory_mb as u64);
     if !estimate.fits && !args.force {
@@ -260,32 +288,11 @@ pub fn up(args: UpArgs) -> Result<bool> {
     }
     let started = Instant::now();
     let state = match backend {
-        BackendKind::Docker => up_docker(&args, &manifest, node_bin)?,
-        _ => up_process(&args, &manifest, node_bin)?,
+        BackendKind::Docker => up_docker(args, manifest, node_bin)?,
+        _ => up_process(args, manifest, node_bin)?,
     };
     let reached = started.elapsed();
-    let all: Vec<usize> = (0..state.nodes.len()).collect();
-    process::check_agreement(&state, &all, args.wait_height)?;
-    println!(
-        "devnet {:?} is up ({} backend): {} nodes on chain {}, every node at height >= {} after {:.1} s, \
-         identical block and app hashes at heights 1..={}",
-        state.name,
-        state.backend,
-        state.nodes.len(),
-        state.chain_id,
-        args.wait_height,
-        reached.as_secs_f64(),
-        args.wait_height
-    );
-    print_nodes(&state)?;
-    println!(
-        "\nlogs:    devnet logs node0 --name {}   ({}/<node>.log for processes)",
-        state.name,
-        process::devnet_dir(&args.target.base, &state.name).display()
-    );
-    println!("status:  devnet status --name {}", state.name);
-    println!("stop:    devnet down --name {}", state.name);
-    Ok(true)
+    Ok((state, reached))
 }
 
 fn up_process(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<DevnetState> {
@@ -759,5 +766,272 @@ pub fn compose(args: ComposeArgs) -> Result<bool> {
         args.api_port_base,
         usize::from(args.api_port_base) + nodes - 1
     );
+    Ok(true)
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A suite under bench/suites/ (throughput-4, latency-10, startup-100) or a manifest file.
+    #[arg(long, default_value = "throughput-4")]
+    suite: String,
+    /// Directory for results.json (default: bench-results/<suite>-<unix time>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Runs, each on a fresh devnet (compare medians over runs).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// auto, docker or process; overrides the suite.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Seconds per load step (overrides the suite's duration_s).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Directory holding devnets.
+    #[arg(long, default_value = ".devnet", value_name = "DIR")]
+    base: PathBuf,
+    /// The blyan-node binary (default: next to this executable, or $BLYAN_NODE_BIN).
+    #[arg(long, value_name = "PATH")]
+    node_bin: Option<PathBuf>,
+}
+
+fn suite_path(suite: &str) -> Result<PathBuf> {
+    let file = Path::new(suite);
+    if file.is_file() {
+        return Ok(file.to_path_buf());
+    }
+    let dir = repository_root()
+        .map(|root| root.join("bench").join("suites"))
+        .context("--suite: not a file, and the repository's bench/suites/ is not here")?;
+    let path = dir.join(format!("{suite}.toml"));
+    if !path.is_file() {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok())
+                    .filter_map(|entry| {
+                        entry
+                            .file_name()
+                            .to_string_lossy()
+                            .strip_suffix(".toml")
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        bail!(
+            "--suite: no suite {suite:?}; the suites are {}",
+            names.join(", ")
+        );
+    }
+    Ok(path)
+}
+
+/// Resident memory (MiB) and CPU ticks of every node process of a process devnet.
+fn process_usage(state: &DevnetState) -> Vec<(f64, u64)> {
+    state
+        .nodes
+        .iter()
+        .filter_map(|node| node.pid)
+        .map(|pid| {
+            let rss = process::rss_bytes(pid).unwrap_or(0) as f64 / 1048576.0;
+            let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name (which may hold spaces): utime is the 12th.
+                    let rest = stat.rsplit_once(')')?.1;
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    Some(
+                        fields.get(11)?.parse::<u64>().ok()?
+                            + fields.get(12)?.parse::<u64>().ok()?,
+                    )
+                })
+                .unwrap_or(0);
+            (rss, ticks)
+        })
+        .collect()
+}
+
+/// Waits (at most `limit`) until no node holds pending transactions, so that a load step does
+/// not start behind the previous one's backlog.
+fn wait_for_empty_mempools(state: &DevnetState, limit: Duration) {
+    let client = process::http_client();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let pending: u64 = state
+            .nodes
+            .iter()
+            .map(|node| {
+                process::node_status(&client, node)
+                    .and_then(|status| status["mempool_txs"].as_u64())
+                    .unwrap_or(0)
+            })
+            .sum();
+        if pending == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("note: mempools still hold transactions after {limit:?}; starting the step anyway");
+}
+
+fn stop_devnet(state: &DevnetState, base: &Path) -> Result<()> {
+    if state.backend == "docker" {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let client = docker::connect().await?;
+            docker::remove_by_label(&client, Some(&state.name)).await
+        })?;
+    } else {
+        process::down(base, &state.name, Duration::from_secs(10))?;
+    }
+    Ok(())
+}
+
+pub fn bench(args: BenchArgs) -> Result<bool> {
+    use blyan_harness::bench::{self, Fingerprint, Results, Run, Step};
+    anyhow::ensure!(
+        (1..=100).contains(&args.runs),
+        "--runs: {}; must be between 1 and 100",
+        args.runs
+    );
+    let path = suite_path(&args.suite)?;
+    let mut manifest = Manifest::load(&path)?;
+    let suite = manifest.name.clone();
+    manifest.name = format!("bench-{suite}");
+    if let Some(backend) = &args.backend {
+        manifest.backend = parse_backend(backend)?;
+    }
+    manifest.validate(&path.display().to_string())?;
+    let rates: Vec<f64> = if !manifest.load.ramp.is_empty() {
+        manifest.load.ramp.iter().map(|rate| *rate as f64).collect()
+    } else if manifest.load.rate > 0 {
+        vec![manifest.load.rate as f64]
+    } else {
+        Vec::new()
+    };
+    let step_seconds = args.duration.unwrap_or(manifest.duration_s as f64);
+    if !rates.is_empty() {
+        anyhow::ensure!(
+            step_seconds.is_finite() && step_seconds > 0.0 && step_seconds <= 600.0,
+            "duration: {step_seconds} s per step; must be in (0, 600] (the suite's duration_s or --duration)"
+        );
+    }
+    let up_args = UpArgs {
+        target: NameArgs {
+            name: Some(manifest.name.clone()),
+            base: args.base.clone(),
+            json: false,
+        },
+        manifest: None,
+        backend: None,
+        nodes: None,
+        full_nodes: None,
+        seed: None,
+        timeout_commit_ms: None,
+        api_port_base: 27000,
+        p2p_port_base: 28000,
+        wait_height: 1,
+        wait_timeout: 300,
+        log_level: "warn".into(),
+        node_bin: args.node_bin.clone(),
+        force: false,
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        PathBuf::from("bench-results").join(format!("{suite}-{time}"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut runs = Vec::with_capacity(args.runs);
+    let mut backend = String::new();
+    for run in 1..=args.runs {
+        eprintln!(
+            "run {run}/{}: starting {} nodes",
+            args.runs,
+            manifest.resolve().len()
+        );
+        let (state, first_block) = start_checked(&up_args, &manifest)?;
+        backend = state.backend.clone();
+        let result = (|| -> Result<Vec<Step>> {
+            let accounts = blyan_loadgen::read_accounts(
+                &process::devnet_dir(&args.base, &state.name).join("accounts.json"),
+            )?;
+            let targets: Vec<String> = state.nodes.iter().map(|node| node.api.clone()).collect();
+            let rt = runtime()?;
+            let mut steps = Vec::new();
+            for rate in &rates {
+                wait_for_empty_mempools(&state, Duration::from_secs(70));
+                eprintln!("run {run}: {rate:.0} tx/s for {step_seconds:.0} s");
+                let mut config = blyan_loadgen::LoadConfig::new(
+                    &state.chain_id,
+                    targets.clone(),
+                    *rate,
+                    Duration::from_secs_f64(step_seconds),
+                );
+                config.keep_samples = true;
+                let before = process_usage(&state);
+                let started = Instant::now();
+                let report = rt.block_on(blyan_loadgen::run(
+                    &config,
+                    &accounts,
+                    std::sync::Arc::new(blyan_loadgen::Progress::default()),
+                ))?;
+                let seconds = started.elapsed().as_secs_f64();
+                let after = process_usage(&state);
+                let ticks_per_second = 100.0;
+                let memory_mib: Vec<f64> = if state.backend == "docker" {
+                    rt.block_on(async {
+                        let client = docker::connect().await?;
+                        docker::memory_usage(&client, &state.name).await
+                    })?
+                    .into_iter()
+                    .map(|(_, bytes)| bytes as f64 / 1048576.0)
+                    .collect()
+                } else {
+                    after.iter().map(|(rss, _)| *rss).collect()
+                };
+                let cpu_cores: Vec<f64> = before
+                    .iter()
+                    .zip(&after)
+                    .map(|((_, a), (_, b))| {
+                        (b.saturating_sub(*a)) as f64 / ticks_per_second / seconds
+                    })
+                    .collect();
+                eprintln!(
+                    "run {run}: {rate:.0} tx/s -> committed {:.0} tx/s, commit p50 {:.1} ms, p99 {:.1} ms",
+                    report.committed_tps, report.commit.p50_ms, report.commit.p99_ms
+                );
+                steps.push(Step {
+                    rate: *rate,
+                    report,
+                    memory_mib,
+                    cpu_cores,
+                });
+            }
+            Ok(steps)
+        })();
+        stop_devnet(&state, &args.base)?;
+        runs.push(Run {
+            time_to_first_block_s: first_block.as_secs_f64(),
+            steps: result?,
+        });
+    }
+    let results = Results {
+        suite: suite.clone(),
+        nodes: manifest.resolve().len(),
+        fingerprint: Fingerprint::here(&backend, repository_root().as_deref()),
+        runs,
+    };
+    let file = out.join("results.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    println!("{:<32} PER RUN", "FIGURE");
+    for (name, values) in bench::figures(&results) {
+        let shown: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
+        println!("{name:<32} {}", shown.join("  "));
+    }
+    println!("results: {}", file.display());
     Ok(true)
 }

@@ -10,7 +10,7 @@ use blyan_node::consensus::sim::{ByzantineKind, SimConfig};
 use clap::{Args, Parser, Subcommand};
 
 use lifecycle::{
-    ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs, NameArgs, PlanArgs, UpArgs,
+    BenchArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs, NameArgs, PlanArgs, UpArgs,
 };
 
 /// Start, perturb and check Blyan devnets.
@@ -48,6 +48,9 @@ enum Command {
     /// 4-node rendering. Start it with `docker-compose -f DIR/docker-compose.yml up` once
     /// `devnet image build` has built blyan-node:dev.
     Compose(ComposeArgs),
+    /// Run a benchmark suite (bench/suites/): a fresh devnet per run, time to first block, then
+    /// open-loop load steps; writes results.json with every raw sample and the environment.
+    Bench(BenchArgs),
     /// Run seeded consensus scenarios in the deterministic simulator (partitions, loss,
     /// crashes, Byzantine validators) and check safety, liveness and evidence.
     Sim(SimArgs),
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         Command::Manifest(args) => lifecycle::manifest(args),
         Command::Plan(args) => lifecycle::plan(args),
         Command::Compose(args) => lifecycle::compose(args),
+        Command::Bench(args) => lifecycle::bench(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

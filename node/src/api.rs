@@ -100,6 +100,8 @@ pub struct Status {
     pub consensus_height: u64,
     pub round: u32,
     pub step: String,
+    /// Transactions waiting in this node's mempool.
+    pub mempool_txs: usize,
 }
 
 /// Builds the router.
@@ -210,6 +212,12 @@ async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Status>, ApiE
         consensus_height: view.consensus_height,
         round: view.round,
         step: view.step,
+        mempool_txs: state
+            .node
+            .mempool
+            .lock()
+            .expect("mempool lock poisoned")
+            .len(),
     }))
 }
 

@@ -366,6 +366,8 @@ pub const MAX_NONCE_GAP: u64 = 64;
 pub struct MempoolLimits {
     pub max_txs: usize,
     pub max_bytes: usize,
+    /// How long a transaction may wait before `update` drops it.
+    pub ttl: std::time::Duration,
 }
 
 /// Pending transactions in arrival order, deduplicated by hash.
@@ -373,6 +375,7 @@ pub struct Mempool {
     limits: MempoolLimits,
     order: VecDeque<Hash>,
     txs: HashMap<Hash, Tx>,
+    arrived: HashMap<Hash, std::time::Instant>,
     per_sender: HashMap<[u8; 32], u64>,
     bytes: usize,
 }
@@ -383,6 +386,7 @@ impl Mempool {
             limits,
             order: VecDeque::new(),
             txs: HashMap::new(),
+            arrived: HashMap::new(),
             per_sender: HashMap::new(),
             bytes: 0,
         }
@@ -427,6 +431,7 @@ impl Mempool {
         *self.per_sender.entry(tx.from).or_default() += 1;
         self.order.push_back(hash);
         self.txs.insert(hash, tx);
+        self.arrived.insert(hash, std::time::Instant::now());
         Ok(hash)
     }
 
@@ -467,7 +472,8 @@ impl Mempool {
         picked
     }
 
-    /// Drops committed transactions and those whose nonce the chain has passed.
+    /// Drops committed transactions, those whose nonce the chain has passed and those older
+    /// than the TTL.
     pub fn update(&mut self, committed: &HashSet<Hash>, app: &App) {
         let mut nonces: HashMap<[u8; 32], u64> = HashMap::new();
         let mut keep = VecDeque::with_capacity(self.order.len());
@@ -478,8 +484,13 @@ impl Mempool {
             let nonce = *nonces
                 .entry(tx.from)
                 .or_insert_with(|| app.account(&tx.from).map(|a| a.nonce).unwrap_or(0));
-            if committed.contains(&hash) || tx.nonce < nonce {
+            let expired = self
+                .arrived
+                .get(&hash)
+                .is_some_and(|arrived| arrived.elapsed() > self.limits.ttl);
+            if committed.contains(&hash) || tx.nonce < nonce || expired {
                 let tx = self.txs.remove(&hash).expect("present");
+                self.arrived.remove(&hash);
                 self.bytes -= TX_BYTES;
                 if let Some(count) = self.per_sender.get_mut(&tx.from) {
                     *count -= 1;
@@ -628,6 +639,7 @@ mod tests {
         let mut pool = Mempool::new(MempoolLimits {
             max_txs: 100,
             max_bytes: 1 << 20,
+            ttl: std::time::Duration::from_secs(60),
         });
         // Gossip delivered alice's nonce 2 before her nonce 1.
         for (key, nonce) in [(&alice, 0), (&bob, 0), (&alice, 2), (&bob, 1)] {
@@ -654,12 +666,33 @@ mod tests {
     }
 
     #[test]
+    fn transactions_older_than_the_ttl_are_dropped_at_the_next_update() {
+        let (_dir, app) = setup();
+        let alice = key(1);
+        let mut pool = Mempool::new(MempoolLimits {
+            max_txs: 100,
+            max_bytes: 1 << 20,
+            ttl: std::time::Duration::from_millis(50),
+        });
+        // Nonce 5 never comes due (0..4 never arrive).
+        pool.insert(Tx::transfer("c", &alice, [9; 32], 1, 1, 5))
+            .unwrap();
+        pool.update(&HashSet::new(), &app);
+        assert_eq!(pool.len(), 1, "young: kept");
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        pool.update(&HashSet::new(), &app);
+        assert!(pool.is_empty(), "past the TTL: dropped");
+        assert_eq!(pool.pending_from(&alice.verifying_key().to_bytes()), 0);
+    }
+
+    #[test]
     fn mempool_dedups_bounds_and_drops_committed() {
         let (_dir, app) = setup();
         let alice = key(1);
         let mut pool = Mempool::new(MempoolLimits {
             max_txs: 3,
             max_bytes: 1 << 20,
+            ttl: std::time::Duration::from_secs(60),
         });
         let first = Tx::transfer("c", &alice, [2; 32], 1, 1, 1);
         let zero = Tx::transfer("c", &alice, [2; 32], 1, 1, 0);

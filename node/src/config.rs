@@ -162,6 +162,14 @@ impl ConsensusConfig {
 pub struct MempoolConfig {
     pub max_txs: u32,
     pub max_bytes: u64,
+    /// Seconds a transaction may wait; older ones are dropped at the next commit (one whose
+    /// nonce never comes due would otherwise hold its place for ever).
+    #[serde(default = "default_mempool_ttl_s")]
+    pub ttl_s: u64,
+}
+
+fn default_mempool_ttl_s() -> u64 {
+    60
 }
 
 impl Default for MempoolConfig {
@@ -169,6 +177,7 @@ impl Default for MempoolConfig {
         MempoolConfig {
             max_txs: 20_000,
             max_bytes: 16 << 20,
+            ttl_s: default_mempool_ttl_s(),
         }
     }
 }
@@ -273,6 +282,8 @@ max_block_txs = {max_block_txs}
 # Pending transactions kept at most, by count and by bytes; more are refused with 503.
 max_txs = {mempool_max_txs}
 max_bytes = {mempool_max_bytes}
+# Seconds a transaction may wait before it is dropped (e.g. one whose nonce never comes due).
+ttl_s = {mempool_ttl_s}
 
 [storage]
 # Shared RocksDB block cache for all column families, in MiB.
@@ -316,6 +327,7 @@ level = "{level}"
             max_block_txs = self.consensus.max_block_txs,
             mempool_max_txs = self.mempool.max_txs,
             mempool_max_bytes = self.mempool.max_bytes,
+            mempool_ttl_s = self.mempool.ttl_s,
             block_cache_mb = storage.block_cache_mb,
             write_buffer_mb = storage.write_buffer_mb,
             max_write_buffers = storage.max_write_buffers,
@@ -434,6 +446,12 @@ level = "{level}"
             return Err(invalid(
                 "mempool.max_bytes",
                 "must be between 1024 and 4294967296".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.mempool.ttl_s) {
+            return Err(invalid(
+                "mempool.ttl_s",
+                "must be between 1 and 86400".into(),
             ));
         }
         self.storage

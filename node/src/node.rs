@@ -268,6 +268,7 @@ impl Node {
         let limits = MempoolLimits {
             max_txs: settings.mempool.max_txs as usize,
             max_bytes: settings.mempool.max_bytes as usize,
+            ttl: std::time::Duration::from_secs(settings.mempool.ttl_s),
         };
         let shared = Arc::new(Shared {
             view: RwLock::new(View {

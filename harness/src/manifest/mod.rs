@@ -138,6 +138,9 @@ pub struct Load {
     /// Funded genesis accounts the load signs with.
     #[serde(default = "default_accounts")]
     pub accounts: i64,
+    /// Benchmarks: rates to step through, ascending, each for `duration_s` (instead of `rate`).
+    #[serde(default)]
+    pub ramp: Vec<i64>,
 }
 
 fn default_accounts() -> i64 {
@@ -149,6 +152,7 @@ impl Default for Load {
         Load {
             rate: 0,
             accounts: default_accounts(),
+            ramp: Vec::new(),
         }
     }
 }
@@ -514,6 +518,17 @@ impl Manifest {
         }
         if !(1..=100_000).contains(&self.load.accounts) {
             return Err(invalid("load.accounts", "must be between 1 and 100000"));
+        }
+        for (index, rate) in self.load.ramp.iter().enumerate() {
+            if !(1..=1_000_000).contains(rate) {
+                return Err(invalid(
+                    &format!("load.ramp[{index}]"),
+                    "must be between 1 and 1000000",
+                ));
+            }
+            if index > 0 && *rate <= self.load.ramp[index - 1] {
+                return Err(invalid(&format!("load.ramp[{index}]"), "rates must ascend"));
+            }
         }
         let names: HashSet<String> = self.resolve().into_iter().map(|node| node.name).collect();
         for (index, fault) in self.faults.iter().enumerate() {

@@ -83,3 +83,26 @@ fn a_partial_section_keeps_the_defaults_of_the_fields_it_leaves_out() {
         error(&format!("{BASE}[consensus]\ntimeout_comit_ms = 1\n")).contains("timeout_comit_ms")
     );
 }
+
+#[test]
+fn a_ramp_must_ascend_with_positive_rates() {
+    let ok = Manifest::parse(&format!("{BASE}[load]\nramp = [100, 200]\n"), "m").unwrap();
+    assert_eq!(ok.load.ramp, vec![100, 200]);
+    assert_eq!(
+        error(&format!("{BASE}[load]\nramp = [200, 100]\n")),
+        "m.toml: load.ramp[1]: rates must ascend"
+    );
+    assert_eq!(
+        error(&format!("{BASE}[load]\nramp = [0]\n")),
+        "m.toml: load.ramp[0]: must be between 1 and 1000000"
+    );
+    // The repository's suites are valid manifests.
+    let suites = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/suites");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&suites).unwrap() {
+        let path = entry.unwrap().path();
+        Manifest::load(&path).unwrap_or_else(|error| panic!("{error}"));
+        count += 1;
+    }
+    assert_eq!(count, 3, "throughput-4, latency-10, startup-100");
+}
