@@ -167,9 +167,214 @@ pub fn saturation_tps(run: &Run) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Which way a figure should move.
+fn lower_is_better(name: &str) -> bool {
+    !name.ends_with("tps")
+}
+
+/// The verdict on one figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Better,
+    Same,
+    Worse,
+    /// Fewer than [`MIN_RUNS`] runs on a side: a bootstrap over one or two runs says nothing.
+    Inconclusive,
+}
+
+/// Runs needed on each side for a verdict.
+pub const MIN_RUNS: usize = 3;
+
+/// One figure compared: medians over runs, their ratio (now / baseline) and a bootstrap 95%
+/// confidence interval of that ratio.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub figure: String,
+    pub baseline: f64,
+    pub now: f64,
+    pub ratio: f64,
+    pub low: f64,
+    pub high: f64,
+    pub verdict: Verdict,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Compares two result sets figure by figure.
+///
+/// The method, for a noisy shared machine: each figure has one value per run; the statistic is
+/// the ratio of the medians (now / baseline); its 95% confidence interval comes from a
+/// percentile bootstrap (runs resampled with replacement on both sides, 2,000 times, fixed
+/// seed). A figure is *worse* only when the whole interval lies beyond `1 + threshold` in the
+/// bad direction (above for latencies and times, below `1 - threshold` for rates), *better*
+/// when it lies beyond in the good direction, and *same* otherwise. With fewer than
+/// [`MIN_RUNS`] runs on a side the verdict is *inconclusive*.
+pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Comparison> {
+    use rand::{Rng, SeedableRng};
+    let before: std::collections::HashMap<String, Vec<f64>> =
+        figures(baseline).into_iter().collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut out = Vec::new();
+    for (name, values) in figures(now) {
+        let Some(base) = before.get(&name) else {
+            continue;
+        };
+        if base.is_empty() || values.is_empty() {
+            continue;
+        }
+        let b = median(&mut base.clone());
+        let n = median(&mut values.clone());
+        let ratio_of = |b: f64, n: f64| {
+            if b == 0.0 {
+                if n == 0.0 {
+                    1.0
+                } else {
+                    f64::INFINITY
+                }
+            } else {
+                n / b
+            }
+        };
+        let mut ratios: Vec<f64> = (0..2000)
+            .map(|_| {
+                let mut resample = |from: &[f64]| -> f64 {
+                    let mut pick: Vec<f64> = (0..from.len())
+                        .map(|_| from[rng.gen_range(0..from.len())])
+                        .collect();
+                    median(&mut pick)
+                };
+                let rb = resample(base);
+                let rn = resample(&values);
+                ratio_of(rb, rn)
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let low = ratios[(ratios.len() as f64 * 0.025) as usize];
+        let high = ratios[((ratios.len() as f64 * 0.975) as usize).min(ratios.len() - 1)];
+        let (worse, better) = if lower_is_better(&name) {
+            (low > 1.0 + threshold, high < 1.0 - threshold)
+        } else {
+            (high < 1.0 - threshold, low > 1.0 + threshold)
+        };
+        out.push(Comparison {
+            figure: name,
+            baseline: b,
+            now: n,
+            ratio: ratio_of(b, n),
+            low,
+            high,
+            verdict: if base.len() < MIN_RUNS || values.len() < MIN_RUNS {
+                Verdict::Inconclusive
+            } else if worse {
+                Verdict::Worse
+            } else if better {
+                Verdict::Better
+            } else {
+                Verdict::Same
+            },
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Results whose runs have these times to first block and commit p50s (one step at 100).
+    fn results_with(values: &[(f64, f64)]) -> Results {
+        Results {
+            suite: "t".into(),
+            nodes: 4,
+            fingerprint: Fingerprint::default(),
+            runs: values
+                .iter()
+                .map(|(first, p50)| {
+                    let mut s = step(100.0, 1_000, 1_000, 0);
+                    s.report.commit.p50_ms = *p50;
+                    s.report.committed_tps = 100.0;
+                    Run {
+                        time_to_first_block_s: *first,
+                        steps: vec![s],
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn verdict(list: &[Comparison], figure: &str) -> Verdict {
+        list.iter()
+            .find(|c| c.figure == figure)
+            .unwrap_or_else(|| panic!("no {figure}"))
+            .verdict
+    }
+
+    #[test]
+    fn a_clear_slowdown_is_worse_and_noise_is_the_same() {
+        let base = results_with(&[
+            (3.0, 20.0),
+            (3.2, 21.0),
+            (2.9, 19.5),
+            (3.1, 20.5),
+            (3.0, 20.2),
+        ]);
+        // Same build, other noise.
+        let again = results_with(&[
+            (3.1, 20.4),
+            (2.8, 19.8),
+            (3.3, 21.2),
+            (3.0, 20.1),
+            (2.9, 20.6),
+        ]);
+        let same = compare(&base, &again, 0.05);
+        assert!(same.iter().all(|c| c.verdict == Verdict::Same), "{same:?}");
+        // Commit latency 30% up, start-up unchanged.
+        let slow = results_with(&[
+            (3.0, 26.0),
+            (3.1, 27.1),
+            (2.9, 25.8),
+            (3.2, 26.9),
+            (3.0, 26.3),
+        ]);
+        let judged = compare(&base, &slow, 0.05);
+        assert_eq!(
+            verdict(&judged, "rate_100.commit_p50_ms"),
+            Verdict::Worse,
+            "{judged:?}"
+        );
+        assert_eq!(verdict(&judged, "time_to_first_block_s"), Verdict::Same);
+        // And back: faster is better.
+        let judged = compare(&slow, &base, 0.05);
+        assert_eq!(verdict(&judged, "rate_100.commit_p50_ms"), Verdict::Better);
+        // One run a side: no verdict, however large the move.
+        let judged = compare(
+            &results_with(&[(3.0, 20.0)]),
+            &results_with(&[(3.0, 40.0)]),
+            0.05,
+        );
+        assert_eq!(
+            verdict(&judged, "rate_100.commit_p50_ms"),
+            Verdict::Inconclusive
+        );
+    }
+
+    #[test]
+    fn lower_rates_are_worse_for_throughput() {
+        assert!(!lower_is_better("saturation_tps"));
+        assert!(lower_is_better("rate_100.commit_p99_ms"));
+    }
 
     fn step(rate: f64, sent: u64, committed: u64, refused: u64) -> Step {
         let mut report = Report {

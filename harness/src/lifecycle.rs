@@ -1040,3 +1040,83 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
     println!("results: {}", file.display());
     Ok(true)
 }
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// The baseline: a results.json (or a directory holding one), e.g. baselines/<suite>.json.
+    baseline: PathBuf,
+    /// The results to judge: a results.json or a directory holding one.
+    results: PathBuf,
+    /// Moves smaller than this share are never a verdict (0.05: 5%).
+    #[arg(long, default_value_t = 0.05)]
+    threshold: f64,
+    /// Exit with status 1 when any figure is worse.
+    #[arg(long)]
+    fail_on_regression: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_results(path: &Path) -> Result<blyan_harness::bench::Results> {
+    let file = if path.is_dir() {
+        path.join("results.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a bench results file", file.display()))
+}
+
+pub fn compare(args: CompareArgs) -> Result<bool> {
+    use blyan_harness::bench::{self, Verdict};
+    anyhow::ensure!(
+        args.threshold.is_finite() && (0.0..1.0).contains(&args.threshold),
+        "--threshold: {}; must be in [0, 1)",
+        args.threshold
+    );
+    let baseline = read_results(&args.baseline)?;
+    let now = read_results(&args.results)?;
+    if baseline.suite != now.suite {
+        eprintln!(
+            "note: comparing suite {:?} with suite {:?}",
+            baseline.suite, now.suite
+        );
+    }
+    if baseline.fingerprint.cpu_model != now.fingerprint.cpu_model
+        || baseline.fingerprint.cores != now.fingerprint.cores
+    {
+        eprintln!(
+            "note: different machines ({} x{} vs {} x{}); ratios mix code and hardware",
+            baseline.fingerprint.cpu_model,
+            baseline.fingerprint.cores,
+            now.fingerprint.cpu_model,
+            now.fingerprint.cores
+        );
+    }
+    let list = bench::compare(&baseline, &now, args.threshold);
+    let worse = list.iter().filter(|c| c.verdict == Verdict::Worse).count();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        println!(
+            "{:<32} {:>12} {:>12} {:>7} {:>17}  VERDICT",
+            "FIGURE", "BASELINE", "NOW", "RATIO", "95% CI"
+        );
+        for c in &list {
+            println!(
+                "{:<32} {:>12.2} {:>12.2} {:>7.3} {:>8.3}..{:<7.3}  {:?}",
+                c.figure, c.baseline, c.now, c.ratio, c.low, c.high, c.verdict
+            );
+        }
+        println!(
+            "{} runs against {} baseline runs; {worse} worse, threshold {:.0}%",
+            now.runs.len(),
+            baseline.runs.len(),
+            args.threshold * 100.0
+        );
+    }
+    Ok(!(args.fail_on_regression && worse > 0))
+}

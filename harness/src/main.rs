@@ -10,7 +10,8 @@ use blyan_node::consensus::sim::{ByzantineKind, SimConfig};
 use clap::{Args, Parser, Subcommand};
 
 use lifecycle::{
-    BenchArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs, NameArgs, PlanArgs, UpArgs,
+    BenchArgs, CompareArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs, NameArgs,
+    PlanArgs, UpArgs,
 };
 
 /// Start, perturb and check Blyan devnets.
@@ -51,6 +52,9 @@ enum Command {
     /// Run a benchmark suite (bench/suites/): a fresh devnet per run, time to first block, then
     /// open-loop load steps; writes results.json with every raw sample and the environment.
     Bench(BenchArgs),
+    /// Compare bench results with a baseline, figure by figure: medians over runs, their ratio,
+    /// a bootstrap 95% interval and a verdict (better / same / worse).
+    Compare(CompareArgs),
     /// Run seeded consensus scenarios in the deterministic simulator (partitions, loss,
     /// crashes, Byzantine validators) and check safety, liveness and evidence.
     Sim(SimArgs),
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => lifecycle::plan(args),
         Command::Compose(args) => lifecycle::compose(args),
         Command::Bench(args) => lifecycle::bench(args),
+        Command::Compare(args) => lifecycle::compare(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
