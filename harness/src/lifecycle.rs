@@ -404,20 +404,8 @@ fn print_nodes(state: &DevnetState) -> Result<()> {
         "{:<8} {:>9} {:<26} {:>8} {:>6} {:>10}  P2P",
         "NODE", "RUNNING", "API", "HEIGHT", "PEERS", "MEMORY"
     );
-    // Ask every node at once: on a loaded host one answer can take seconds.
-    let statuses: Vec<Option<serde_json::Value>> = std::thread::scope(|scope| {
-        let asks: Vec<_> = state
-            .nodes
-            .iter()
-            .map(|node| {
-                let client = &client;
-                scope.spawn(move || process::node_status(client, node))
-            })
-            .collect();
-        asks.into_iter()
-            .map(|ask| ask.join().unwrap_or(None))
-            .collect()
-    });
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    let statuses = process::node_statuses(&client, state, &all);
     for (node, status) in state.nodes.iter().zip(statuses) {
         let field = |name: &str| {
             status
@@ -856,16 +844,12 @@ fn process_usage(state: &DevnetState) -> Vec<(f64, u64)> {
 /// not start behind the previous one's backlog.
 fn wait_for_empty_mempools(state: &DevnetState, limit: Duration) {
     let client = process::http_client();
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let pending: u64 = state
-            .nodes
-            .iter()
-            .map(|node| {
-                process::node_status(&client, node)
-                    .and_then(|status| status["mempool_txs"].as_u64())
-                    .unwrap_or(0)
-            })
+        let pending: u64 = process::node_statuses(&client, state, &all)
+            .into_iter()
+            .map(|status| status.and_then(|s| s["mempool_txs"].as_u64()).unwrap_or(0))
             .sum();
         if pending == 0 {
             return;

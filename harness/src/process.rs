@@ -597,6 +597,27 @@ pub fn http_client() -> reqwest::blocking::Client {
         .expect("a plain HTTP client builds")
 }
 
+/// `/status` of each node in `indices`, asked all at once (one slow node must not hold up the
+/// others' answers); `None` for a node that does not answer.
+pub fn node_statuses(
+    client: &reqwest::blocking::Client,
+    state: &DevnetState,
+    indices: &[usize],
+) -> Vec<Option<serde_json::Value>> {
+    std::thread::scope(|scope| {
+        let asks: Vec<_> = indices
+            .iter()
+            .map(|index| {
+                let node = &state.nodes[*index];
+                scope.spawn(move || node_status(client, node))
+            })
+            .collect();
+        asks.into_iter()
+            .map(|ask| ask.join().unwrap_or(None))
+            .collect()
+    })
+}
+
 /// Waits until each node in `indices` reports `latest_height >= height`; the error names the
 /// nodes that did not get there and their last heights.
 pub fn wait_for_height(
@@ -611,22 +632,10 @@ pub fn wait_for_height(
     // Ask every node at once: one slow node must not hold up the others' answers.
     let interval = Duration::from_millis(if indices.len() > 20 { 1000 } else { 200 });
     loop {
-        let heights: Vec<Option<u64>> = std::thread::scope(|scope| {
-            let asks: Vec<_> = indices
-                .iter()
-                .map(|index| {
-                    let client = &client;
-                    let node = &state.nodes[*index];
-                    scope.spawn(move || {
-                        node_status(client, node)
-                            .and_then(|status| status["latest_height"].as_u64())
-                    })
-                })
-                .collect();
-            asks.into_iter()
-                .map(|ask| ask.join().unwrap_or(None))
-                .collect()
-        });
+        let heights: Vec<Option<u64>> = node_statuses(&client, state, indices)
+            .into_iter()
+            .map(|status| status.and_then(|status| status["latest_height"].as_u64()))
+            .collect();
         progress(&heights);
         if heights.iter().all(|h| h.is_some_and(|h| h >= height)) {
             return Ok(heights.into_iter().map(|h| h.unwrap_or(0)).collect());

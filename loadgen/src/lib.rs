@@ -304,25 +304,11 @@ pub async fn next_nonces(
             targets[index % targets.len()],
             hex::encode(account.key.verifying_key().to_bytes())
         );
-        let node_error = |reason: String| LoadError::Node {
+        let body = get_json(client, &url).await?;
+        nonces.push(body["next_nonce"].as_u64().ok_or_else(|| LoadError::Node {
             url: url.clone(),
-            reason,
-        };
-        let body: serde_json::Value = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|error| node_error(error.to_string()))?
-            .error_for_status()
-            .map_err(|error| node_error(error.to_string()))?
-            .json()
-            .await
-            .map_err(|error| node_error(error.to_string()))?;
-        nonces.push(
-            body["next_nonce"]
-                .as_u64()
-                .ok_or_else(|| node_error(format!("no next_nonce in {body}")))?,
-        );
+            reason: format!("no next_nonce in {body}"),
+        })?);
     }
     Ok(nonces)
 }
@@ -542,23 +528,33 @@ pub async fn run(
     Ok(report)
 }
 
-async fn tip(client: &reqwest::Client, api: &str) -> Result<u64, LoadError> {
-    let url = format!("{api}/status");
+/// `GET url` as JSON; any failure names the URL.
+async fn get_json(client: &reqwest::Client, url: &str) -> Result<serde_json::Value, LoadError> {
     let node_error = |reason: String| LoadError::Node {
-        url: url.clone(),
+        url: url.to_string(),
         reason,
     };
-    let status: serde_json::Value = client
-        .get(&url)
+    client
+        .get(url)
         .send()
         .await
         .map_err(|error| node_error(error.to_string()))?
+        .error_for_status()
+        .map_err(|error| node_error(error.to_string()))?
         .json()
         .await
-        .map_err(|error| node_error(error.to_string()))?;
+        .map_err(|error| node_error(error.to_string()))
+}
+
+async fn tip(client: &reqwest::Client, api: &str) -> Result<u64, LoadError> {
+    let url = format!("{api}/status");
+    let status = get_json(client, &url).await?;
     status["latest_height"]
         .as_u64()
-        .ok_or_else(|| node_error(format!("no latest_height in {status}")))
+        .ok_or_else(|| LoadError::Node {
+            url,
+            reason: format!("no latest_height in {status}"),
+        })
 }
 
 /// A sent transaction: its hash, when it was due, whose it is.
