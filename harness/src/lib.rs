@@ -3,13 +3,16 @@
 //!
 //! Built so far: the manifest, the Docker and process backends (`devnet up/down/status/logs`),
 //! the offline node image, capacity planning, docker-compose rendering, and `devnet sim`
-//! (seeded scenarios in the deterministic consensus simulator). Scenario runner, history,
-//! checkers, reports and baselines arrive with their issues.
+//! (seeded scenarios in the deterministic consensus simulator), benchmarks with baselines,
+//! comparison and change points over past results. Scenario runner, history, checkers and
+//! reports arrive with their issues.
 
 pub mod bench;
+pub mod changepoint;
 pub mod compose;
 pub mod docker;
 pub mod manifest;
 pub mod plan;
 pub mod process;
 pub mod sim;
+pub mod trend;

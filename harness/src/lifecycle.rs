@@ -307,6 +307,7 @@ fn up_process(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<D
     options.timeout_propose_ms = manifest.consensus.timeout_propose_ms as u64;
     options.timeout_prevote_ms = manifest.consensus.timeout_prevote_ms as u64;
     options.timeout_precommit_ms = manifest.consensus.timeout_precommit_ms as u64;
+    options.commit_delay_ms = manifest.consensus.commit_delay_ms as u64;
     options.wait_height = args.wait_height;
     options.wait_timeout = Duration::from_secs(args.wait_timeout);
     options.log_level = args.log_level.clone();
@@ -774,6 +775,14 @@ pub struct BenchArgs {
     /// Seconds per load step (overrides the suite's duration_s).
     #[arg(long)]
     duration: Option<f64>,
+    /// Devnet-only slowdown: every node sleeps this many milliseconds in each commit (to check
+    /// that `devnet compare` catches a regression; 0: none).
+    #[arg(long, value_name = "MS")]
+    commit_delay_ms: Option<u64>,
+    /// Also write the results, without raw samples, to baselines/<suite>.json in the repository
+    /// (the file `devnet compare` judges later runs against).
+    #[arg(long)]
+    save_baseline: bool,
     /// Directory holding devnets.
     #[arg(long, default_value = ".devnet", value_name = "DIR")]
     base: PathBuf,
@@ -886,7 +895,12 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
     if let Some(backend) = &args.backend {
         manifest.backend = parse_backend(backend)?;
     }
-    manifest.validate(&path.display().to_string())?;
+    if let Some(ms) = args.commit_delay_ms {
+        manifest.consensus.commit_delay_ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    }
+    manifest
+        .validate(&path.display().to_string())
+        .context("--commit-delay-ms or the suite")?;
     let rates: Vec<f64> = if !manifest.load.ramp.is_empty() {
         manifest.load.ramp.iter().map(|rate| *rate as f64).collect()
     } else if manifest.load.rate > 0 {
@@ -1022,6 +1036,24 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
         println!("{name:<32} {}", shown.join("  "));
     }
     println!("results: {}", file.display());
+    if args.save_baseline {
+        let dir = repository_root()
+            .map(|root| root.join("baselines"))
+            .context("--save-baseline: the repository's root is not here")?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut stripped = results.clone();
+        for run in &mut stripped.runs {
+            for step in &mut run.steps {
+                step.report.submit_samples_us.clear();
+                step.report.commit_samples_us.clear();
+            }
+        }
+        let baseline = dir.join(format!("{suite}.json"));
+        std::fs::write(&baseline, serde_json::to_string_pretty(&stripped)? + "\n")
+            .with_context(|| format!("cannot write {}", baseline.display()))?;
+        println!("baseline: {}", baseline.display());
+    }
     Ok(true)
 }
 
@@ -1103,4 +1135,100 @@ pub fn compare(args: CompareArgs) -> Result<bool> {
         );
     }
     Ok(!(args.fail_on_regression && worse > 0))
+}
+
+#[derive(Args)]
+pub struct TrendArgs {
+    /// A directory of past results: every results.json (or other bench JSON) up to four levels
+    /// down, e.g. the nightly artifacts unpacked side by side, or bench-results/.
+    dir: PathBuf,
+    /// Only figures whose name contains this (e.g. commit_p50).
+    #[arg(long)]
+    figure: Option<String>,
+    /// Significance level of the permutation test for a change point.
+    #[arg(long, default_value_t = 0.05)]
+    alpha: f64,
+    /// Write an SVG plot of each figure's history into this directory.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn trend(args: TrendArgs) -> Result<bool> {
+    use blyan_harness::trend;
+    anyhow::ensure!(
+        args.alpha.is_finite() && args.alpha > 0.0 && args.alpha < 1.0,
+        "--alpha: {}; must be in (0, 1)",
+        args.alpha
+    );
+    let (found, skipped) = trend::load_dir(&args.dir)?;
+    for reason in &skipped {
+        eprintln!("skipped (not bench results): {reason}");
+    }
+    let mut all = trend::series(&found, args.alpha);
+    if let Some(filter) = &args.figure {
+        all.retain(|series| series.figure.contains(filter.as_str()));
+        anyhow::ensure!(!all.is_empty(), "--figure: no figure contains {filter:?}");
+    }
+    if let Some(dir) = &args.plot {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for series in &all {
+            trend::plot(series, &dir.join(trend::plot_file_name(series)))?;
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(true);
+    }
+    println!(
+        "{:<14} {:<32} {:>6} {:>12}  CHANGE POINTS",
+        "SUITE", "FIGURE", "POINTS", "LATEST"
+    );
+    for series in &all {
+        let latest = series.points.last().map_or(f64::NAN, |point| point.value);
+        let changes: Vec<String> = series
+            .changes
+            .iter()
+            .map(|change| {
+                let commit = &series.points[change.index].git_commit;
+                let short = commit.get(..8).unwrap_or(commit);
+                format!(
+                    "at #{} ({short}): {:.2} -> {:.2} ({:+.1}%, p={:.3})",
+                    change.index,
+                    change.before,
+                    change.after,
+                    (change.after / change.before - 1.0) * 100.0,
+                    change.p_value
+                )
+            })
+            .collect();
+        println!(
+            "{:<14} {:<32} {:>6} {:>12.2}  {}",
+            series.suite,
+            series.figure,
+            series.points.len(),
+            latest,
+            if changes.is_empty() {
+                "none".to_string()
+            } else {
+                changes.join("; ")
+            }
+        );
+    }
+    let changed = all
+        .iter()
+        .filter(|series| !series.changes.is_empty())
+        .count();
+    println!(
+        "{} results, {} series, {changed} with change points (alpha {})",
+        found.len(),
+        all.len(),
+        args.alpha
+    );
+    if let Some(dir) = &args.plot {
+        println!("plots: {}", dir.display());
+    }
+    Ok(true)
 }

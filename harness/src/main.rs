@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use lifecycle::{
     BenchArgs, CompareArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs, NameArgs,
-    PlanArgs, UpArgs,
+    PlanArgs, TrendArgs, UpArgs,
 };
 
 /// Start, perturb and check Blyan devnets.
@@ -55,6 +55,10 @@ enum Command {
     /// Compare bench results with a baseline, figure by figure: medians over runs, their ratio,
     /// a bootstrap 95% interval and a verdict (better / same / worse).
     Compare(CompareArgs),
+    /// Change points and plots over past bench results: every results.json under a directory,
+    /// one series per suite and figure in time order, E-Divisive means change points (as Apache
+    /// Otava / Hunter), and with --plot an SVG of each figure's history.
+    Trend(TrendArgs),
     /// Run seeded consensus scenarios in the deterministic simulator (partitions, loss,
     /// crashes, Byzantine validators) and check safety, liveness and evidence.
     Sim(SimArgs),
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Compose(args) => lifecycle::compose(args),
         Command::Bench(args) => lifecycle::bench(args),
         Command::Compare(args) => lifecycle::compare(args),
+        Command::Trend(args) => lifecycle::trend(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -77,6 +77,8 @@ pub struct UpOptions {
     pub stakes: Vec<(String, u64)>,
     pub timeout_prevote_ms: u64,
     pub timeout_precommit_ms: u64,
+    /// Devnet-only slowdown added to every commit (0: none); see `[devnet]` in the node config.
+    pub commit_delay_ms: u64,
 }
 
 impl UpOptions {
@@ -102,6 +104,7 @@ impl UpOptions {
                 .collect(),
             timeout_prevote_ms: 500,
             timeout_precommit_ms: 500,
+            commit_delay_ms: 0,
         }
     }
 
@@ -295,6 +298,8 @@ pub struct DevnetPlan {
     pub timeout_propose_ms: u64,
     pub timeout_prevote_ms: u64,
     pub timeout_precommit_ms: u64,
+    /// Devnet-only slowdown added to every commit (0: none).
+    pub commit_delay_ms: u64,
     pub log_level: String,
     pub node_bin: PathBuf,
     pub nodes: Vec<NodePlan>,
@@ -424,6 +429,10 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         config.consensus.timeout_propose_ms = plan.timeout_propose_ms;
         config.consensus.timeout_prevote_ms = plan.timeout_prevote_ms;
         config.consensus.timeout_precommit_ms = plan.timeout_precommit_ms;
+        if plan.commit_delay_ms > 0 {
+            config.devnet.enabled = true;
+            config.devnet.commit_delay_ms = plan.commit_delay_ms;
+        }
         config.log.level = plan.log_level.clone();
         config
             .validate("generated config")
@@ -522,6 +531,7 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             timeout_propose_ms: options.timeout_propose_ms,
             timeout_prevote_ms: options.timeout_prevote_ms,
             timeout_precommit_ms: options.timeout_precommit_ms,
+            commit_delay_ms: options.commit_delay_ms,
             log_level: options.log_level.clone(),
             node_bin: options.node_bin.clone(),
             nodes,

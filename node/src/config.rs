@@ -182,6 +182,26 @@ impl Default for MempoolConfig {
     }
 }
 
+/// Settings that make a node worse on purpose, for devnets only: the harness uses them to check
+/// that benchmarks catch a slowdown (and, later, to make nodes Byzantine). Any of them set
+/// without `enabled = true` is refused, so a production config cannot carry one by accident.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevnetConfig {
+    /// This node runs in a devnet and may be made to misbehave.
+    pub enabled: bool,
+    /// Milliseconds added to every commit of a decided block (blocks the consensus loop, as slow
+    /// block execution would).
+    pub commit_delay_ms: u64,
+}
+
+impl DevnetConfig {
+    /// True when nothing is set (the section is then left out of a written config).
+    pub fn is_off(&self) -> bool {
+        *self == DevnetConfig::default()
+    }
+}
+
 /// The whole node configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,6 +214,8 @@ pub struct Config {
     pub mempool: MempoolConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    #[serde(default, skip_serializing_if = "DevnetConfig::is_off")]
+    pub devnet: DevnetConfig,
 }
 
 impl Config {
@@ -214,6 +236,7 @@ impl Config {
                 format: LogFormat::Human,
                 level: "info".into(),
             },
+            devnet: DevnetConfig::default(),
         }
     }
 
@@ -334,6 +357,24 @@ level = "{level}"
             blob_min_bytes = storage.blob_min_bytes,
             checkpoint_retention = storage.checkpoint_retention,
             level = self.log.level,
+        ) + &self.devnet_section()
+    }
+
+    /// The `[devnet]` section, written only when something in it is set.
+    fn devnet_section(&self) -> String {
+        if self.devnet.is_off() {
+            return String::new();
+        }
+        format!(
+            r#"
+[devnet]
+# DEVNET ONLY: the settings below make this node worse on purpose (benchmark checks, faults).
+enabled = {enabled}
+# Milliseconds added to every commit of a decided block.
+commit_delay_ms = {commit_delay_ms}
+"#,
+            enabled = self.devnet.enabled,
+            commit_delay_ms = self.devnet.commit_delay_ms,
         )
     }
 
@@ -459,6 +500,18 @@ level = "{level}"
             .map_err(|(field, reason)| invalid(field, reason))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|error| invalid("log.level", format!("{:?}: {error}", self.log.level)))?;
+        if self.devnet.commit_delay_ms > 10_000 {
+            return Err(invalid(
+                "devnet.commit_delay_ms",
+                "must be at most 10000".into(),
+            ));
+        }
+        if !self.devnet.enabled && !self.devnet.is_off() {
+            return Err(invalid(
+                "devnet.commit_delay_ms",
+                "slows the node on purpose; set only on devnets, with devnet.enabled = true".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -713,5 +766,30 @@ mod tests {
         .unwrap();
         let error = Config::load(&path, Vec::new()).unwrap_err().to_string();
         assert!(error.contains(": moniker:"), "{error}");
+    }
+
+    #[test]
+    fn devnet_slowdown_needs_devnet_mode_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let mut config = Config::new("node0", "blyan-devnet");
+        assert!(!config.template().contains("[devnet]"));
+        config.devnet.commit_delay_ms = 5;
+        std::fs::write(&path, config.template()).unwrap();
+        let error = Config::load(&path, Vec::new()).unwrap_err().to_string();
+        assert!(
+            error.contains("devnet.commit_delay_ms") && error.contains("devnet.enabled = true"),
+            "{error}"
+        );
+        config.devnet.enabled = true;
+        std::fs::write(&path, config.template()).unwrap();
+        assert_eq!(Config::load(&path, Vec::new()).unwrap(), config);
+        let error = Config::load(&path, env(&[("BLYAN_DEVNET_COMMIT_DELAY_MS", "20000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("devnet.commit_delay_ms: must be at most 10000"),
+            "{error}"
+        );
     }
 }

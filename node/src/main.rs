@@ -364,6 +364,7 @@ fn start(home: &Home, config: Config) -> Result<()> {
             consensus: config.consensus.clone(),
             mempool: config.mempool.clone(),
             validator_key: validator_key.signing.clone(),
+            commit_delay: std::time::Duration::from_millis(config.devnet.commit_delay_ms),
         };
         let node =
             blyan_node::node::Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;

@@ -156,6 +156,8 @@ pub struct NodeSettings {
     pub consensus: ConsensusConfig,
     pub mempool: MempoolConfig,
     pub validator_key: SigningKey,
+    /// Devnet-only: added to every commit of a decided block (zero elsewhere).
+    pub commit_delay: Duration,
 }
 
 fn now_ms() -> u64 {
@@ -186,6 +188,7 @@ pub struct Node {
     shared: Arc<Shared>,
     p2p: P2pHandle,
     timeout_commit: Duration,
+    commit_delay: Duration,
     max_block_txs: usize,
     set: ValidatorSet,
     consensus: Consensus,
@@ -291,6 +294,7 @@ impl Node {
             shared,
             p2p,
             timeout_commit: Duration::from_millis(settings.consensus.timeout_commit_ms),
+            commit_delay: settings.commit_delay,
             max_block_txs: settings.consensus.max_block_txs as usize,
             set,
             consensus,
@@ -535,6 +539,10 @@ impl Node {
                                 NodeError::Chain(format!("decided block has a bad tx: {error}"))
                             })?;
                         let latency = self.proposal_seen.get(&round).map(Instant::elapsed);
+                        if !self.commit_delay.is_zero() {
+                            // Devnet slowdown: as slow execution would, it holds the loop.
+                            std::thread::sleep(self.commit_delay);
+                        }
                         self.commit(&block, &txs, &Commit::from_votes(round, &commit))?;
                         self.record_decision(latency);
                         tracing::debug!(height, round, hash = %value, txs = txs.len(), "committed");
@@ -824,6 +832,8 @@ impl Node {
 
     /// A signature-checked proposal of the current height; returns the block's validity.
     fn on_proposal(&mut self, proposal: SignedProposal, block: Block) -> Result<bool, NodeError> {
+        // Transactions in our mempool were verified when they entered it.
+        let mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
         let verdict = check_block(
             &block,
             &self.chain_id,
@@ -832,7 +842,9 @@ impl Node {
             self.tip_time_ms,
             self.app.app_hash(),
             self.max_block_txs,
+            &|hash| mempool.contains(hash),
         );
+        drop(mempool);
         let valid = match verdict {
             Ok(_) => true,
             Err(reason) => {
@@ -1034,6 +1046,7 @@ impl Node {
             self.tip_time_ms,
             self.app.app_hash(),
             crate::block::MAX_TXS_PER_BLOCK as usize,
+            &|_| false,
         )?;
         let commit = Commit::decode(&synced.commit).map_err(|error| error.to_string())?;
         let hash = block.hash();

@@ -95,6 +95,8 @@ pub struct Consensus {
     pub timeout_commit_ms: i64,
     /// Blocks per epoch (validator set changes take effect at epoch boundaries).
     pub epoch_length: i64,
+    /// Devnet-only slowdown: milliseconds every node adds to each commit (benchmark checks).
+    pub commit_delay_ms: i64,
 }
 
 impl Default for Consensus {
@@ -105,6 +107,7 @@ impl Default for Consensus {
             timeout_precommit_ms: 500,
             timeout_commit_ms: 100,
             epoch_length: 100,
+            commit_delay_ms: 0,
         }
     }
 }
@@ -306,6 +309,7 @@ timeout_prevote_ms = 500
 timeout_precommit_ms = 500
 timeout_commit_ms = 100   # pause after each block; 0 for as fast as possible
 epoch_length = 100        # blocks per epoch
+commit_delay_ms = 0       # devnet-only slowdown added to every commit (regression checks)
 
 [network]
 proxy = false             # route every directed link through a fault proxy (chaos)
@@ -490,6 +494,12 @@ impl Manifest {
             return Err(invalid(
                 "consensus.timeout_commit_ms",
                 "must be between 0 and 600000",
+            ));
+        }
+        if !(0..=10_000).contains(&consensus.commit_delay_ms) {
+            return Err(invalid(
+                "consensus.commit_delay_ms",
+                "must be between 0 and 10000",
             ));
         }
         if consensus.epoch_length <= 0 {
