@@ -158,6 +158,22 @@ pub fn figures(results: &Results) -> Vec<(String, Vec<f64>)> {
     out
 }
 
+/// The rates of the steps that held in more than half of the runs.
+pub fn held_rates(results: &Results) -> Vec<f64> {
+    let steps = results.runs.first().map_or(0, |run| run.steps.len());
+    (0..steps)
+        .filter_map(|index| {
+            let rate = results.runs[0].steps[index].rate;
+            let held = results
+                .runs
+                .iter()
+                .filter(|run| run.steps.get(index).is_some_and(Step::held))
+                .count();
+            (2 * held > results.runs.len()).then_some(rate)
+        })
+        .collect()
+}
+
 /// The committed rate of the highest step that held (0 when none did).
 pub fn saturation_tps(run: &Run) -> f64 {
     run.steps
@@ -181,6 +197,10 @@ pub enum Verdict {
     Worse,
     /// Fewer than [`MIN_RUNS`] runs on a side: a bootstrap over one or two runs says nothing.
     Inconclusive,
+    /// A load step the baseline did not hold in most of its runs: past saturation, latency is
+    /// the length of a growing queue and says nothing about the code; `saturation_tps` judges
+    /// the throughput instead.
+    Saturated,
 }
 
 /// Runs needed on each side for a verdict.
@@ -220,12 +240,20 @@ fn median(values: &mut [f64]) -> f64 {
 /// seed). A figure is *worse* only when the whole interval lies beyond `1 + threshold` in the
 /// bad direction (above for latencies and times, below `1 - threshold` for rates), *better*
 /// when it lies beyond in the good direction, and *same* otherwise. With fewer than
-/// [`MIN_RUNS`] runs on a side the verdict is *inconclusive*.
+/// [`MIN_RUNS`] runs on a side the verdict is *inconclusive*. Figures of a load step that the
+/// baseline did not hold in most runs are *saturated*, not judged (see [`Verdict::Saturated`]).
 pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Comparison> {
     use rand::{Rng, SeedableRng};
     let before: std::collections::HashMap<String, Vec<f64>> =
         figures(baseline).into_iter().collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let held = held_rates(baseline);
+    let saturated = |name: &str| {
+        name.strip_prefix("rate_")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(rate, _)| rate.parse::<f64>().ok())
+            .is_some_and(|rate| !held.iter().any(|h| (h - rate).abs() < 0.5))
+    };
     let mut out = Vec::new();
     for (name, values) in figures(now) {
         let Some(base) = before.get(&name) else {
@@ -268,6 +296,7 @@ pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Compari
         } else {
             (high < 1.0 - threshold, low > 1.0 + threshold)
         };
+        let saturated = saturated(&name);
         out.push(Comparison {
             figure: name,
             baseline: b,
@@ -275,7 +304,9 @@ pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Compari
             ratio: ratio_of(b, n),
             low,
             high,
-            verdict: if base.len() < MIN_RUNS || values.len() < MIN_RUNS {
+            verdict: if saturated {
+                Verdict::Saturated
+            } else if base.len() < MIN_RUNS || values.len() < MIN_RUNS {
                 Verdict::Inconclusive
             } else if worse {
                 Verdict::Worse
@@ -368,6 +399,34 @@ mod tests {
             verdict(&judged, "rate_100.commit_p50_ms"),
             Verdict::Inconclusive
         );
+    }
+
+    #[test]
+    fn steps_past_the_baselines_saturation_are_not_judged() {
+        let mut base = results_with(&[(3.0, 20.0), (3.1, 21.0), (2.9, 19.0)]);
+        let mut now = results_with(&[(3.0, 20.0), (3.1, 21.0), (2.9, 19.0)]);
+        for run in base.runs.iter_mut().chain(now.runs.iter_mut()) {
+            // A second step at 1000 tx/s that committed only half: saturated.
+            let mut over = step(1000.0, 10_000, 5_000, 0);
+            over.report.commit.p50_ms = 900.0;
+            run.steps.push(over);
+        }
+        for run in now.runs.iter_mut() {
+            run.steps[1].report.commit.p50_ms = 3000.0;
+        }
+        assert_eq!(held_rates(&base), vec![100.0]);
+        let list = compare(&base, &now, 0.05);
+        assert_eq!(
+            verdict(&list, "rate_1000.commit_p50_ms"),
+            Verdict::Saturated
+        );
+        assert_eq!(verdict(&list, "rate_100.commit_p50_ms"), Verdict::Same);
+        // Where the baseline held and now does not, the latency is judged (and is worse).
+        for run in now.runs.iter_mut() {
+            run.steps[0].report.commit.p50_ms = 200.0;
+        }
+        let list = compare(&base, &now, 0.05);
+        assert_eq!(verdict(&list, "rate_100.commit_p50_ms"), Verdict::Worse);
     }
 
     #[test]

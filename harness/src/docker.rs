@@ -433,6 +433,7 @@ pub fn devnet_plan(
         timeout_prevote_ms: manifest.consensus.timeout_prevote_ms as u64,
         timeout_precommit_ms: manifest.consensus.timeout_precommit_ms as u64,
         commit_delay_ms: manifest.consensus.commit_delay_ms as u64,
+        equivocators: manifest.equivocators(),
         log_level: log_level.into(),
         node_bin: node_bin.to_path_buf(),
         nodes,

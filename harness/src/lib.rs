@@ -9,10 +9,15 @@
 
 pub mod bench;
 pub mod changepoint;
+pub mod checks;
 pub mod compose;
 pub mod docker;
+pub mod history;
 pub mod manifest;
 pub mod plan;
 pub mod process;
+pub mod recorder;
+pub mod report;
+pub mod scenario;
 pub mod sim;
 pub mod trend;

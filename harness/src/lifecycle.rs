@@ -254,6 +254,7 @@ pub fn up(args: UpArgs) -> Result<bool> {
 /// Checks the plan (memory, cores, neighbour table), picks the backend and starts the devnet;
 /// returns it with the time from the start to `wait_height` on every node.
 fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Duration)> {
+    manifest.check_supported_byzantine()?;
     let nodes = manifest.resolve();
     let estimate = plan::estimate(nodes.len(), manifest.resources.memory_mb as u64);
     if !estimate.fits && !args.force {
@@ -308,6 +309,7 @@ fn up_process(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<D
     options.timeout_prevote_ms = manifest.consensus.timeout_prevote_ms as u64;
     options.timeout_precommit_ms = manifest.consensus.timeout_precommit_ms as u64;
     options.commit_delay_ms = manifest.consensus.commit_delay_ms as u64;
+    options.equivocators = manifest.equivocators();
     options.wait_height = args.wait_height;
     options.wait_timeout = Duration::from_secs(args.wait_timeout);
     options.log_level = args.log_level.clone();
@@ -1066,9 +1068,14 @@ pub struct CompareArgs {
     /// Moves smaller than this share are never a verdict (0.05: 5%).
     #[arg(long, default_value_t = 0.05)]
     threshold: f64,
-    /// Exit with status 1 when any figure is worse.
+    /// Exit with status 1 when any figure is worse (only when both ran on the same CPU model
+    /// and core count, unless --across-machines).
     #[arg(long)]
     fail_on_regression: bool,
+    /// Hold verdicts against results from a different machine too (ratios then mix code and
+    /// hardware).
+    #[arg(long)]
+    across_machines: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -1101,9 +1108,9 @@ pub fn compare(args: CompareArgs) -> Result<bool> {
             baseline.suite, now.suite
         );
     }
-    if baseline.fingerprint.cpu_model != now.fingerprint.cpu_model
-        || baseline.fingerprint.cores != now.fingerprint.cores
-    {
+    let other_machine = baseline.fingerprint.cpu_model != now.fingerprint.cpu_model
+        || baseline.fingerprint.cores != now.fingerprint.cores;
+    if other_machine {
         eprintln!(
             "note: different machines ({} x{} vs {} x{}); ratios mix code and hardware",
             baseline.fingerprint.cpu_model,
@@ -1133,6 +1140,12 @@ pub fn compare(args: CompareArgs) -> Result<bool> {
             baseline.runs.len(),
             args.threshold * 100.0
         );
+    }
+    if other_machine && !args.across_machines && worse > 0 {
+        eprintln!(
+            "note: {worse} worse, not held against this run: the baseline is from another machine (--across-machines to judge anyway)"
+        );
+        return Ok(true);
     }
     Ok(!(args.fail_on_regression && worse > 0))
 }
@@ -1231,4 +1244,348 @@ pub fn trend(args: TrendArgs) -> Result<bool> {
         println!("plots: {}", dir.display());
     }
     Ok(true)
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The scenario: a manifest with nodes, [[faults]], optional [load] and [checks].
+    #[arg(long, value_name = "FILE")]
+    manifest: PathBuf,
+    /// The run directory (default: runs/<name>-<unix time>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Seconds to record (overrides the manifest's duration_s; at most 3600).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Milliseconds between polls of every node.
+    #[arg(long, default_value_t = 250)]
+    poll_ms: u64,
+    /// auto, docker or process; overrides the manifest.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Leave the devnet running afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Directory holding devnets.
+    #[arg(long, default_value = ".devnet", value_name = "DIR")]
+    base: PathBuf,
+    /// The blyan-node binary (default: next to this executable, or $BLYAN_NODE_BIN).
+    #[arg(long, value_name = "PATH")]
+    node_bin: Option<PathBuf>,
+}
+
+/// Starts the manifest's devnet, records it while the faults and the load run, stops it, and
+/// checks and reports the recorded history.
+pub fn run(args: RunArgs) -> Result<bool> {
+    use blyan_harness::history::{RunInfo, RunNode};
+    use blyan_harness::recorder::{now_ms, Recorder};
+    use blyan_harness::scenario::{self, Action, Active, Injector};
+    let mut manifest = Manifest::load(&args.manifest)?;
+    if let Some(backend) = &args.backend {
+        manifest.backend = parse_backend(backend)?;
+    }
+    manifest.validate(&args.manifest.display().to_string())?;
+    let duration = args.duration.unwrap_or(manifest.duration_s.max(0) as u64);
+    anyhow::ensure!(
+        (1..=3600).contains(&duration),
+        "duration: {duration} s; must be between 1 and 3600 (the manifest's duration_s or --duration)"
+    );
+    anyhow::ensure!(
+        (50..=10_000).contains(&args.poll_ms),
+        "--poll-ms: {}; must be between 50 and 10000",
+        args.poll_ms
+    );
+    let manifest_text = std::fs::read_to_string(&args.manifest)
+        .with_context(|| format!("cannot read {}", args.manifest.display()))?;
+    let up_args = UpArgs {
+        target: NameArgs {
+            name: Some(manifest.name.clone()),
+            base: args.base.clone(),
+            json: false,
+        },
+        manifest: None,
+        backend: None,
+        nodes: None,
+        full_nodes: None,
+        seed: None,
+        timeout_commit_ms: None,
+        api_port_base: 27000,
+        p2p_port_base: 28000,
+        wait_height: 1,
+        wait_timeout: 300,
+        log_level: "info".into(),
+        node_bin: args.node_bin.clone(),
+        force: false,
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("{}-{}", manifest.name, now_ms() / 1000))
+    });
+    if out.join("run.json").exists() {
+        bail!(
+            "{} already holds a run; choose another --out",
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    eprintln!("starting {} nodes", manifest.resolve().len());
+    let (mut state, _) = start_checked(&up_args, &manifest)?;
+    let schedule = match scenario::plan(&manifest.faults, &state, &state.backend) {
+        Ok(schedule) => schedule,
+        Err(error) => {
+            stop_devnet(&state, &args.base)?;
+            return Err(error.into());
+        }
+    };
+    let resolved = manifest.resolve();
+    let info = RunInfo {
+        name: manifest.name.clone(),
+        chain_id: state.chain_id.clone(),
+        seed: manifest.seed,
+        backend: state.backend.clone(),
+        git_commit: blyan_harness::bench::Fingerprint::here(
+            &state.backend,
+            repository_root().as_deref(),
+        )
+        .git_commit,
+        manifest: manifest_text,
+        nodes: state
+            .nodes
+            .iter()
+            .map(|node| RunNode {
+                name: node.moniker.clone(),
+                validator_key: if node.validator {
+                    node.validator_key.clone()
+                } else {
+                    String::new()
+                },
+                power: resolved
+                    .iter()
+                    .find(|r| r.name == node.moniker)
+                    .map_or(0, |r| if node.validator { r.stake } else { 0 }),
+                byzantine: manifest
+                    .nodes
+                    .iter()
+                    .find(|spec| spec.name == node.moniker)
+                    .and_then(|spec| spec.byzantine.as_ref())
+                    .map(|b| b.behaviour.clone()),
+            })
+            .collect(),
+        started_ms: now_ms(),
+        ended_ms: None,
+        liveness_heights: manifest.checks.liveness_heights.max(1) as u64,
+        liveness_within_s: manifest.checks.liveness_within_s.max(1) as u64,
+    };
+    let write_info = |info: &RunInfo| -> Result<()> {
+        std::fs::write(
+            out.join("run.json"),
+            serde_json::to_string_pretty(info)? + "\n",
+        )
+        .with_context(|| format!("cannot write {}", out.join("run.json").display()))
+    };
+    write_info(&info)?;
+    let outcome = (|| -> Result<()> {
+        let mut recorder = Recorder::create(&out, &state)?;
+        let injector = Injector::new(&args.base, &state)?;
+        let started = Instant::now();
+        let total = Duration::from_secs(duration);
+        let mut next = 0;
+        let mut active: Vec<Active> = Vec::new();
+        // Load, when the manifest asks for it: one bounded loadgen run beside the recording.
+        let load = if manifest.load.rate > 0 {
+            let accounts = blyan_loadgen::read_accounts(
+                &process::devnet_dir(&args.base, &state.name).join("accounts.json"),
+            )?;
+            let config = blyan_loadgen::LoadConfig::new(
+                &state.chain_id,
+                state.nodes.iter().map(|n| n.api.clone()).collect(),
+                manifest.load.rate as f64,
+                total,
+            );
+            recorder.event(
+                "load_start",
+                &format!("{} tx/s", manifest.load.rate),
+                vec![],
+            )?;
+            Some(std::thread::spawn(
+                move || -> Result<blyan_loadgen::Report> {
+                    let rt = runtime()?;
+                    Ok(rt.block_on(blyan_loadgen::run(
+                        &config,
+                        &accounts,
+                        std::sync::Arc::new(blyan_loadgen::Progress::default()),
+                    ))?)
+                },
+            ))
+        } else {
+            None
+        };
+        let names = |state: &DevnetState, nodes: &[usize]| -> Vec<String> {
+            nodes
+                .iter()
+                .map(|&i| state.nodes[i].moniker.clone())
+                .collect()
+        };
+        let mut last_print = Instant::now();
+        while started.elapsed() < total {
+            let elapsed = started.elapsed();
+            // End faults whose time is up.
+            let (done, keep): (Vec<Active>, Vec<Active>) = active
+                .drain(..)
+                .partition(|a| a.until.is_some_and(|until| elapsed >= until));
+            active = keep;
+            for fault in done {
+                injector.end(&mut state, fault.action, &fault.nodes)?;
+                recorder.event("fault_end", &fault.label, names(&state, &fault.nodes))?;
+                eprintln!("t={:.1}s healed: {}", elapsed.as_secs_f64(), fault.label);
+            }
+            // Start the faults that are due.
+            while next < schedule.len() && schedule[next].at <= elapsed {
+                let planned = &schedule[next];
+                next += 1;
+                match planned.action {
+                    Action::Heal | Action::Resume => {
+                        let (ended, keep): (Vec<Active>, Vec<Active>) =
+                            active.drain(..).partition(|a| {
+                                planned.action == Action::Heal
+                                    || (a.action == Action::Pause
+                                        && a.nodes.iter().any(|n| planned.nodes.contains(n)))
+                            });
+                        active = keep;
+                        for fault in ended {
+                            injector.end(&mut state, fault.action, &fault.nodes)?;
+                            recorder.event(
+                                "fault_end",
+                                &fault.label,
+                                names(&state, &fault.nodes),
+                            )?;
+                        }
+                        recorder.event("note", &planned.label, names(&state, &planned.nodes))?;
+                    }
+                    Action::Restart => {
+                        recorder.event(
+                            "fault_start",
+                            &planned.label,
+                            names(&state, &planned.nodes),
+                        )?;
+                        injector.begin(&mut state, planned.action, &planned.nodes)?;
+                        recorder.event(
+                            "fault_end",
+                            &planned.label,
+                            names(&state, &planned.nodes),
+                        )?;
+                    }
+                    action => {
+                        recorder.event(
+                            "fault_start",
+                            &planned.label,
+                            names(&state, &planned.nodes),
+                        )?;
+                        injector.begin(&mut state, action, &planned.nodes)?;
+                        active.push(Active {
+                            action,
+                            nodes: planned.nodes.clone(),
+                            until: planned.duration.map(|d| planned.at + d),
+                            label: planned.label.clone(),
+                        });
+                    }
+                }
+                eprintln!("t={:.1}s fault: {}", elapsed.as_secs_f64(), planned.label);
+            }
+            let heights = recorder.poll(&state)?;
+            if last_print.elapsed() >= Duration::from_secs(5) {
+                last_print = Instant::now();
+                let shown: Vec<String> = heights
+                    .iter()
+                    .map(|h| h.map_or("-".into(), |h| h.to_string()))
+                    .collect();
+                eprintln!(
+                    "t={:.0}s heights {}",
+                    elapsed.as_secs_f64(),
+                    shown.join(" ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(args.poll_ms));
+        }
+        for fault in active.drain(..) {
+            injector.end(&mut state, fault.action, &fault.nodes)?;
+            recorder.event("fault_end", &fault.label, names(&state, &fault.nodes))?;
+        }
+        recorder.poll(&state)?;
+        if let Some(load) = load {
+            match load.join() {
+                Ok(Ok(report)) => {
+                    recorder.event(
+                        "load_end",
+                        &format!(
+                            "sent {}, committed {}, commit p50 {:.1} ms, p99 {:.1} ms",
+                            report.sent,
+                            report.committed,
+                            report.commit.p50_ms,
+                            report.commit.p99_ms
+                        ),
+                        vec![],
+                    )?;
+                    std::fs::write(
+                        out.join("load.json"),
+                        serde_json::to_string_pretty(&report)?,
+                    )?;
+                }
+                Ok(Err(error)) => {
+                    recorder.event("load_end", &format!("failed: {error:#}"), vec![])?
+                }
+                Err(_) => recorder.event("load_end", "the load thread panicked", vec![])?,
+            }
+        }
+        Ok(())
+    })();
+    let mut info = info;
+    info.ended_ms = Some(now_ms());
+    write_info(&info)?;
+    if args.keep {
+        eprintln!(
+            "devnet {} left running (devnet down --name {})",
+            state.name, state.name
+        );
+    } else {
+        stop_devnet(&state, &args.base)?;
+    }
+    outcome?;
+    check_dir(&out)
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// A run directory recorded by `devnet run` (run.json, nodes/*.jsonl, timeline.jsonl).
+    dir: PathBuf,
+}
+
+/// Checks a recorded run again, offline, and rewrites its report.
+pub fn check(args: CheckArgs) -> Result<bool> {
+    check_dir(&args.dir)
+}
+
+fn check_dir(dir: &Path) -> Result<bool> {
+    use blyan_harness::checks::Verdict;
+    let history = blyan_harness::history::History::load(dir)?;
+    let results = blyan_harness::report::write(dir, &history)?;
+    println!("{:<22} {:<8} DETAIL", "CHECK", "VERDICT");
+    for check in &results.checks {
+        let verdict = match check.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Skipped => "skipped",
+        };
+        println!("{:<22} {:<8} {}", check.name, verdict, check.detail);
+    }
+    for warning in &results.warnings {
+        println!("warning: {warning}");
+    }
+    println!(
+        "{}: highest height {}, block interval p50 {:.1} ms",
+        if results.passed { "passed" } else { "FAILED" },
+        results.figures.max_height,
+        results.figures.block_interval_p50_ms
+    );
+    println!("report: {}", dir.join("report.html").display());
+    Ok(results.passed)
 }

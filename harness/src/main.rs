@@ -10,8 +10,8 @@ use blyan_node::consensus::sim::{ByzantineKind, SimConfig};
 use clap::{Args, Parser, Subcommand};
 
 use lifecycle::{
-    BenchArgs, CompareArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs, NameArgs,
-    PlanArgs, TrendArgs, UpArgs,
+    BenchArgs, CheckArgs, CompareArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs,
+    NameArgs, PlanArgs, RunArgs, TrendArgs, UpArgs,
 };
 
 /// Start, perturb and check Blyan devnets.
@@ -59,6 +59,13 @@ enum Command {
     /// one series per suite and figure in time order, E-Divisive means change points (as Apache
     /// Otava / Hunter), and with --plot an SVG of each figure's history.
     Trend(TrendArgs),
+    /// Run a scenario: start the manifest's devnet, record every node's blocks and heights
+    /// while its [[faults]] and [load] run, stop it, then check safety, agreement, validity,
+    /// liveness and accountability and write results.json, junit.xml and report.html.
+    Run(RunArgs),
+    /// Check a recorded run directory offline (same checks as `devnet run`) and rewrite its
+    /// report.
+    Check(CheckArgs),
     /// Run seeded consensus scenarios in the deterministic simulator (partitions, loss,
     /// crashes, Byzantine validators) and check safety, liveness and evidence.
     Sim(SimArgs),
@@ -129,6 +136,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => lifecycle::bench(args),
         Command::Compare(args) => lifecycle::compare(args),
         Command::Trend(args) => lifecycle::trend(args),
+        Command::Run(args) => lifecycle::run(args),
+        Command::Check(args) => lifecycle::check(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

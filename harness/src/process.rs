@@ -79,6 +79,8 @@ pub struct UpOptions {
     pub timeout_precommit_ms: u64,
     /// Devnet-only slowdown added to every commit (0: none); see `[devnet]` in the node config.
     pub commit_delay_ms: u64,
+    /// Monikers of validators that equivocate on purpose (devnet Byzantine mode).
+    pub equivocators: Vec<String>,
 }
 
 impl UpOptions {
@@ -105,6 +107,7 @@ impl UpOptions {
             timeout_prevote_ms: 500,
             timeout_precommit_ms: 500,
             commit_delay_ms: 0,
+            equivocators: Vec::new(),
         }
     }
 
@@ -300,6 +303,8 @@ pub struct DevnetPlan {
     pub timeout_precommit_ms: u64,
     /// Devnet-only slowdown added to every commit (0: none).
     pub commit_delay_ms: u64,
+    /// Monikers of the validators that equivocate on purpose (devnet Byzantine mode).
+    pub equivocators: Vec<String>,
     pub log_level: String,
     pub node_bin: PathBuf,
     pub nodes: Vec<NodePlan>,
@@ -433,6 +438,10 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
             config.devnet.enabled = true;
             config.devnet.commit_delay_ms = plan.commit_delay_ms;
         }
+        if plan.equivocators.contains(&node.moniker) {
+            config.devnet.enabled = true;
+            config.devnet.equivocate_votes = true;
+        }
         config.log.level = plan.log_level.clone();
         config
             .validate("generated config")
@@ -532,6 +541,7 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             timeout_prevote_ms: options.timeout_prevote_ms,
             timeout_precommit_ms: options.timeout_precommit_ms,
             commit_delay_ms: options.commit_delay_ms,
+            equivocators: options.equivocators.clone(),
             log_level: options.log_level.clone(),
             node_bin: options.node_bin.clone(),
             nodes,

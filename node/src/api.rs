@@ -102,6 +102,8 @@ pub struct Status {
     pub step: String,
     /// Transactions waiting in this node's mempool.
     pub mempool_txs: usize,
+    /// Equivocations (two conflicting signed votes of one validator) this node has seen.
+    pub evidence: u64,
 }
 
 /// Builds the router.
@@ -218,6 +220,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Status>, ApiE
             .lock()
             .expect("mempool lock poisoned")
             .len(),
+        evidence: view.evidence,
     }))
 }
 

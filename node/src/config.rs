@@ -193,6 +193,9 @@ pub struct DevnetConfig {
     /// Milliseconds added to every commit of a decided block (blocks the consensus loop, as slow
     /// block execution would).
     pub commit_delay_ms: u64,
+    /// Byzantine: with every vote for a block, also sign and gossip a nil vote for the same
+    /// height, round and step (an equivocation the other validators must catch).
+    pub equivocate_votes: bool,
 }
 
 impl DevnetConfig {
@@ -372,9 +375,12 @@ level = "{level}"
 enabled = {enabled}
 # Milliseconds added to every commit of a decided block.
 commit_delay_ms = {commit_delay_ms}
+# Byzantine: with every vote for a block, also sign and gossip a conflicting nil vote.
+equivocate_votes = {equivocate_votes}
 "#,
             enabled = self.devnet.enabled,
             commit_delay_ms = self.devnet.commit_delay_ms,
+            equivocate_votes = self.devnet.equivocate_votes,
         )
     }
 
@@ -507,8 +513,13 @@ commit_delay_ms = {commit_delay_ms}
             ));
         }
         if !self.devnet.enabled && !self.devnet.is_off() {
+            let field = if self.devnet.commit_delay_ms > 0 {
+                "devnet.commit_delay_ms"
+            } else {
+                "devnet.equivocate_votes"
+            };
             return Err(invalid(
-                "devnet.commit_delay_ms",
+                field,
                 "slows the node on purpose; set only on devnets, with devnet.enabled = true".into(),
             ));
         }

@@ -365,6 +365,7 @@ fn start(home: &Home, config: Config) -> Result<()> {
             mempool: config.mempool.clone(),
             validator_key: validator_key.signing.clone(),
             commit_delay: std::time::Duration::from_millis(config.devnet.commit_delay_ms),
+            equivocate_votes: config.devnet.equivocate_votes,
         };
         let node =
             blyan_node::node::Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;

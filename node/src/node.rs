@@ -24,7 +24,7 @@ use crate::block::{Block, Hash};
 use crate::config::{ConsensusConfig, MempoolConfig};
 use crate::consensus::signer::{SignError, Signer, StorageStore};
 use crate::consensus::state_machine::{Consensus, Effect, Input, Step, Timeout};
-use crate::consensus::types::{SignedProposal, SignedVote};
+use crate::consensus::types::{SignedProposal, SignedVote, Vote};
 use crate::consensus::validators::ValidatorSet;
 use crate::genesis::Genesis;
 use crate::metrics::Metrics;
@@ -158,6 +158,8 @@ pub struct NodeSettings {
     pub validator_key: SigningKey,
     /// Devnet-only: added to every commit of a decided block (zero elsewhere).
     pub commit_delay: Duration,
+    /// Devnet-only Byzantine behaviour: also sign a conflicting nil vote for every block vote.
+    pub equivocate_votes: bool,
 }
 
 fn now_ms() -> u64 {
@@ -189,6 +191,7 @@ pub struct Node {
     p2p: P2pHandle,
     timeout_commit: Duration,
     commit_delay: Duration,
+    equivocate_votes: bool,
     max_block_txs: usize,
     set: ValidatorSet,
     consensus: Consensus,
@@ -295,6 +298,7 @@ impl Node {
             p2p,
             timeout_commit: Duration::from_millis(settings.consensus.timeout_commit_ms),
             commit_delay: settings.commit_delay,
+            equivocate_votes: settings.equivocate_votes,
             max_block_txs: settings.consensus.max_block_txs as usize,
             set,
             consensus,
@@ -507,9 +511,24 @@ impl Node {
                                 continue;
                             }
                         };
+                        // Devnet Byzantine mode: a second, conflicting vote (nil) for the same
+                        // height, round and step, sent to the others only.
+                        let conflicting =
+                            (self.equivocate_votes && vote.value.is_some()).then(|| {
+                                signer.sign_unguarded(Vote {
+                                    value: None,
+                                    ..vote
+                                })
+                            });
                         let bytes = wire::encode_vote(&signed);
                         self.own_messages.push((Topic::Votes, bytes.clone()));
                         self.send(P2pCommand::Publish(Topic::Votes, bytes));
+                        if let Some(conflicting) = conflicting {
+                            self.send(P2pCommand::Publish(
+                                Topic::Votes,
+                                wire::encode_vote(&conflicting),
+                            ));
+                        }
                         queue.push_back(Input::Vote(signed));
                     }
                     Effect::ScheduleTimeout {

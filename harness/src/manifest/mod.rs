@@ -378,6 +378,38 @@ impl Manifest {
     }
 
     /// Every rule; the first broken one is reported with its field.
+    /// Names of the validators made to equivocate (`byzantine.behaviour = "equivocate"`).
+    pub fn equivocators(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|node| {
+                node.byzantine
+                    .as_ref()
+                    .is_some_and(|b| b.behaviour == "equivocate")
+            })
+            .map(|node| node.name.clone())
+            .collect()
+    }
+
+    /// Byzantine settings the node cannot carry out yet: an error naming the first one.
+    pub fn check_supported_byzantine(&self) -> Result<(), ManifestError> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            if let Some(byzantine) = &node.byzantine {
+                if byzantine.behaviour != "equivocate" || byzantine.trigger != "always" {
+                    return Err(ManifestError::Invalid {
+                        origin: self.name.clone(),
+                        field: format!("nodes[{index}].byzantine"),
+                        reason: format!(
+                            "behaviour {:?} with trigger {:?} is not built into the node yet; it carries out \"equivocate\" with trigger \"always\"",
+                            byzantine.behaviour, byzantine.trigger
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self, origin: &str) -> Result<(), ManifestError> {
         let invalid = |field: &str, reason: &str| ManifestError::Invalid {
             origin: origin.to_string(),

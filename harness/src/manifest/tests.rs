@@ -96,13 +96,27 @@ fn a_ramp_must_ascend_with_positive_rates() {
         error(&format!("{BASE}[load]\nramp = [0]\n")),
         "m.toml: load.ramp[0]: must be between 1 and 1000000"
     );
-    // The repository's suites are valid manifests.
-    let suites = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/suites");
-    let mut count = 0;
-    for entry in std::fs::read_dir(&suites).unwrap() {
-        let path = entry.unwrap().path();
-        Manifest::load(&path).unwrap_or_else(|error| panic!("{error}"));
-        count += 1;
+    // The repository's suites and scenarios are valid manifests.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut names = Vec::new();
+    for dir in ["bench/suites", "scenarios"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let manifest = Manifest::load(&path).unwrap_or_else(|error| panic!("{error}"));
+            manifest.check_supported_byzantine().unwrap();
+            names.push(manifest.name);
+        }
     }
-    assert_eq!(count, 3, "throughput-4, latency-10, startup-100");
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "latency-10",
+            "partition-equivocate",
+            "startup-100",
+            "startup-50",
+            "steady-4",
+            "throughput-4"
+        ]
+    );
 }

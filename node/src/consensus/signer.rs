@@ -293,6 +293,14 @@ impl<S: SignerStore> Signer<S> {
         Ok(signature)
     }
 
+    /// Signs `vote` with no double-sign guard and no record. Only for devnet nodes made to
+    /// equivocate on purpose (`[devnet] equivocate_votes`), so that the harness can check that
+    /// the others catch it; never called otherwise.
+    pub fn sign_unguarded(&self, vote: Vote) -> SignedVote {
+        let signature = self.key.sign(&vote.sign_bytes(&self.chain_id));
+        SignedVote { vote, signature }
+    }
+
     pub fn sign_vote(&mut self, vote: Vote) -> Result<SignedVote, SignError> {
         let step = match vote.kind {
             VoteKind::Prevote => SignStep::Prevote,

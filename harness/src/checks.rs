@@ -1,0 +1,505 @@
+//! Checkers: pure functions over a recorded [`History`], each giving a verdict and a detail
+//! precise enough to act on (the height, the nodes, the hashes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use blyan_node::block::Hash;
+use blyan_node::consensus::types::{verify_votes_batch, SignedVote};
+use blyan_node::wire::Commit;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::history::{History, NodeRecord};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// Nothing to check in this run (said why in the detail).
+    Skipped,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+fn check(name: &str, verdict: Verdict, detail: String) -> Check {
+    Check {
+        name: name.into(),
+        verdict,
+        detail,
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// Every check, in a fixed order.
+pub fn run_all(history: &History) -> Vec<Check> {
+    vec![
+        safety(history),
+        agreement(history),
+        validity(history),
+        liveness(history),
+        accountability(history),
+        inference_determinism(history),
+    ]
+}
+
+/// Blocks each honest node committed: (node, height, hash, result app hash, header app hash).
+fn honest_blocks(history: &History) -> Vec<(&str, u64, &str, Option<&str>, &str)> {
+    history
+        .nodes
+        .iter()
+        .filter(|(name, _)| history.honest(name))
+        .flat_map(|(name, records)| {
+            records.iter().filter_map(move |record| match record {
+                NodeRecord::Block {
+                    height,
+                    hash,
+                    result_app_hash,
+                    app_hash,
+                    ..
+                } => Some((
+                    name.as_str(),
+                    *height,
+                    hash.as_str(),
+                    result_app_hash.as_deref(),
+                    app_hash.as_str(),
+                )),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// Groups `(height, value, node)` into height -> value -> nodes.
+fn by_height<'a>(
+    items: impl Iterator<Item = (u64, &'a str, &'a str)>,
+) -> BTreeMap<u64, BTreeMap<&'a str, Vec<&'a str>>> {
+    let mut out: BTreeMap<u64, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    for (height, value, node) in items {
+        let nodes = out.entry(height).or_default().entry(value).or_default();
+        if !nodes.contains(&node) {
+            nodes.push(node);
+        }
+    }
+    out
+}
+
+fn describe(values: &BTreeMap<&str, Vec<&str>>) -> String {
+    values
+        .iter()
+        .map(|(value, nodes)| format!("{} committed {}", nodes.join(", "), short(value)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Safety: no two different blocks committed at one height by honest nodes.
+pub fn safety(history: &History) -> Check {
+    let blocks = honest_blocks(history);
+    if blocks.is_empty() {
+        return check(
+            "safety",
+            Verdict::Fail,
+            "no honest node recorded a block".into(),
+        );
+    }
+    let grouped = by_height(
+        blocks
+            .iter()
+            .map(|(node, h, hash, _, _)| (*h, *hash, *node)),
+    );
+    let forks: Vec<String> = grouped
+        .iter()
+        .filter(|(_, values)| values.len() > 1)
+        .map(|(height, values)| format!("height {height}: {}", describe(values)))
+        .collect();
+    if forks.is_empty() {
+        check(
+            "safety",
+            Verdict::Pass,
+            format!(
+                "{} heights, every honest node committed the same block at each",
+                grouped.len()
+            ),
+        )
+    } else {
+        check(
+            "safety",
+            Verdict::Fail,
+            format!("{} forked heights; first: {}", forks.len(), forks[0]),
+        )
+    }
+}
+
+/// Agreement: identical app hashes (header and after execution) at every height.
+pub fn agreement(history: &History) -> Check {
+    let blocks = honest_blocks(history);
+    let after = by_height(
+        blocks
+            .iter()
+            .filter_map(|(node, h, _, result, _)| result.map(|r| (*h, r, *node))),
+    );
+    let header = by_height(blocks.iter().map(|(node, h, _, _, app)| (*h, *app, *node)));
+    for (what, grouped) in [("after executing", &after), ("in the header", &header)] {
+        if let Some((height, values)) = grouped.iter().find(|(_, values)| values.len() > 1) {
+            return check(
+                "agreement",
+                Verdict::Fail,
+                format!(
+                    "height {height}: app hash {what} differs: {}",
+                    describe(values).replace("committed", "has")
+                ),
+            );
+        }
+    }
+    if after.is_empty() {
+        return check(
+            "agreement",
+            Verdict::Fail,
+            "no app hash recorded by any honest node".into(),
+        );
+    }
+    check(
+        "agreement",
+        Verdict::Pass,
+        format!("{} heights with one app hash each", after.len()),
+    )
+}
+
+/// Validity: each committed block carries precommits of more than 2/3 of the voting power,
+/// from validators of the set, each once, with valid signatures.
+pub fn validity(history: &History) -> Check {
+    let Some(run) = &history.run else {
+        return check("validity", Verdict::Fail, "no run.json".into());
+    };
+    // The validator set is the genesis set (the chain has no staking yet), in genesis order.
+    let set: Vec<(VerifyingKey, u64, &str)> = match run
+        .nodes
+        .iter()
+        .filter(|node| node.power > 0)
+        .map(|node| {
+            let bytes: [u8; 32] = hex::decode(&node.validator_key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("{}: validator key is not 32 bytes of hex", node.name))?;
+            VerifyingKey::from_bytes(&bytes)
+                .map(|key| (key, node.power, node.name.as_str()))
+                .map_err(|_| format!("{}: validator key is not a valid point", node.name))
+        })
+        .collect::<Result<Vec<_>, String>>()
+    {
+        Ok(set) => set,
+        Err(error) => return check("validity", Verdict::Fail, error),
+    };
+    let total: u64 = set.iter().map(|(_, power, _)| power).sum();
+    let mut seen = HashSet::new();
+    let mut checked = 0;
+    for (node, records) in &history.nodes {
+        if !history.honest(node) {
+            continue;
+        }
+        for record in records {
+            let NodeRecord::Block {
+                height,
+                hash,
+                round,
+                signatures,
+                ..
+            } = record
+            else {
+                continue;
+            };
+            if !seen.insert((*height, hash.clone())) {
+                continue;
+            }
+            checked += 1;
+            let fail = |reason: String| {
+                check(
+                    "validity",
+                    Verdict::Fail,
+                    format!("height {height} ({}) on {node}: {reason}", short(hash)),
+                )
+            };
+            let Ok(block_hash) = Hash::from_hex(hash) else {
+                return fail("the block hash is not 32 bytes of hex".into());
+            };
+            let mut power = 0;
+            let mut indices = HashSet::new();
+            let mut parsed = Vec::with_capacity(signatures.len());
+            for signature in signatures {
+                let index = signature.validator_index;
+                let Some((key, weight, _)) = set.get(index as usize) else {
+                    return fail(format!("precommit from validator {index}, not in the set"));
+                };
+                if !indices.insert(index) {
+                    return fail(format!("validator {index} signed twice"));
+                }
+                let Some(bytes) = hex::decode(&signature.signature)
+                    .ok()
+                    .and_then(|b| <[u8; 64]>::try_from(b).ok())
+                else {
+                    return fail(format!("validator {index}'s signature is not 64 bytes"));
+                };
+                parsed.push((index, Signature::from_bytes(&bytes), *key));
+                power += weight;
+            }
+            if 3 * power <= 2 * total {
+                return fail(format!(
+                    "precommit power {power} of {total} is not more than two thirds ({} signatures)",
+                    signatures.len()
+                ));
+            }
+            let commit = Commit {
+                round: *round,
+                signatures: parsed.iter().map(|(i, s, _)| (*i, *s)).collect(),
+            };
+            let votes: Vec<(SignedVote, VerifyingKey)> = commit
+                .votes(*height, block_hash)
+                .into_iter()
+                .zip(parsed.iter().map(|(_, _, key)| *key))
+                .collect();
+            if !verify_votes_batch(&run.chain_id, &votes) {
+                let bad: Vec<String> = votes
+                    .iter()
+                    .filter(|(vote, key)| !vote.verify(&run.chain_id, key))
+                    .map(|(vote, _)| {
+                        set.get(vote.vote.validator as usize)
+                            .map_or("?".to_string(), |(_, _, name)| name.to_string())
+                    })
+                    .collect();
+                return fail(format!(
+                    "invalid precommit signature from {}",
+                    bad.join(", ")
+                ));
+            }
+        }
+    }
+    if checked == 0 {
+        return check(
+            "validity",
+            Verdict::Fail,
+            "no committed block recorded".into(),
+        );
+    }
+    check(
+        "validity",
+        Verdict::Pass,
+        format!("{checked} blocks, each with valid precommits of more than 2/3 of {total} power"),
+    )
+}
+
+/// (time, height) of a node's answered polls, in order.
+fn heights(records: &[NodeRecord]) -> Vec<(u64, u64)> {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            NodeRecord::Sample {
+                at_ms,
+                height: Some(height),
+                ..
+            } => Some((*at_ms, *height)),
+            NodeRecord::Block { at_ms, height, .. } => Some((*at_ms, *height)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Liveness: after the last fault heals (or from the start when there was none), every honest
+/// node gains `liveness_heights` heights within `liveness_within_s` seconds.
+pub fn liveness(history: &History) -> Check {
+    let Some(run) = &history.run else {
+        return check("liveness", Verdict::Fail, "no run.json".into());
+    };
+    let healed = history
+        .timeline
+        .iter()
+        .filter(|event| event.kind == "fault_end")
+        .map(|event| event.at_ms)
+        .max();
+    let from = healed.unwrap_or(run.started_ms);
+    let deadline = from + run.liveness_within_s * 1000;
+    let since = |at: u64| (at as f64 - run.started_ms as f64) / 1000.0;
+    let mut stalled = Vec::new();
+    for (name, records) in &history.nodes {
+        if !history.honest(name) {
+            continue;
+        }
+        let points = heights(records);
+        let start = points
+            .iter()
+            .filter(|(at, _)| *at <= from)
+            .map(|(_, h)| *h)
+            .max()
+            .unwrap_or(0);
+        let reached = points
+            .iter()
+            .filter(|(at, _)| *at <= deadline)
+            .map(|(_, h)| *h)
+            .max()
+            .unwrap_or(0);
+        if reached < start + run.liveness_heights {
+            let last = points.last().map_or(0, |(at, _)| *at);
+            let note = if last < deadline {
+                format!(" (recorded only until t={:.1} s)", since(last))
+            } else {
+                String::new()
+            };
+            stalled.push(format!(
+                "{name} at height {start} when {} (t={:.1} s) reached only {reached} by t={:.1} s; needed {} within {} s{note}",
+                if healed.is_some() { "the last fault healed" } else { "the run started" },
+                since(from),
+                since(deadline),
+                start + run.liveness_heights,
+                run.liveness_within_s
+            ));
+        }
+    }
+    if stalled.is_empty() {
+        check(
+            "liveness",
+            Verdict::Pass,
+            format!(
+                "every honest node gained {} heights within {} s of {}",
+                run.liveness_heights,
+                run.liveness_within_s,
+                if healed.is_some() {
+                    format!("the last heal (t={:.1} s)", since(from))
+                } else {
+                    "the start".into()
+                }
+            ),
+        )
+    } else {
+        check("liveness", Verdict::Fail, stalled.join("; "))
+    }
+}
+
+/// Accountability: an equivocating node (Byzantine setting or twins) is seen: honest nodes
+/// record evidence of it. Slashing follows once the chain has stake (issue 5).
+pub fn accountability(history: &History) -> Check {
+    let Some(run) = &history.run else {
+        return check("accountability", Verdict::Fail, "no run.json".into());
+    };
+    let equivocators: Vec<&str> = run
+        .nodes
+        .iter()
+        .filter(|node| {
+            node.byzantine
+                .as_deref()
+                .is_some_and(|b| b.starts_with("equivocate") || b == "twin")
+        })
+        .map(|node| node.name.as_str())
+        .collect();
+    if equivocators.is_empty() {
+        return check(
+            "accountability",
+            Verdict::Skipped,
+            "no equivocating node in this run".into(),
+        );
+    }
+    let mut observers = Vec::new();
+    for (name, records) in &history.nodes {
+        if !history.honest(name) {
+            continue;
+        }
+        let counts: Vec<u64> = records
+            .iter()
+            .filter_map(|record| match record {
+                NodeRecord::Sample {
+                    evidence: Some(count),
+                    ..
+                } => Some(*count),
+                _ => None,
+            })
+            .collect();
+        if counts.iter().max() > counts.first() || counts.first().is_some_and(|c| *c > 0) {
+            observers.push(name.as_str());
+        }
+    }
+    if observers.is_empty() {
+        check(
+            "accountability",
+            Verdict::Fail,
+            format!(
+                "{} equivocated but no honest node recorded evidence",
+                equivocators.join(", ")
+            ),
+        )
+    } else {
+        check(
+            "accountability",
+            Verdict::Pass,
+            format!(
+                "{} equivocated; evidence recorded by {} (slashing is checked once the chain has stake)",
+                equivocators.join(", "),
+                observers.join(", ")
+            ),
+        )
+    }
+}
+
+/// Inference determinism: the node serves no inference yet.
+pub fn inference_determinism(_history: &History) -> Check {
+    check(
+        "inference_determinism",
+        Verdict::Skipped,
+        "the node serves no inference yet".into(),
+    )
+}
+
+/// Heights per node over time, for plots: node -> [(seconds since start, height)].
+pub fn height_series(history: &History) -> Vec<(String, Vec<(f64, f64)>)> {
+    let start = history.run.as_ref().map_or(0, |run| run.started_ms);
+    history
+        .nodes
+        .iter()
+        .map(|(name, records)| {
+            let points = heights(records)
+                .into_iter()
+                .map(|(at, h)| ((at as f64 - start as f64) / 1000.0, h as f64))
+                .collect();
+            (name.clone(), points)
+        })
+        .collect()
+}
+
+/// Block interval (ms) over time, from the first honest node's blocks: [(seconds, interval)].
+pub fn block_intervals(history: &History) -> Vec<(f64, f64)> {
+    let start = history.run.as_ref().map_or(0, |run| run.started_ms);
+    let mut times: HashMap<u64, u64> = HashMap::new();
+    for (name, records) in &history.nodes {
+        if !history.honest(name) {
+            continue;
+        }
+        for record in records {
+            if let NodeRecord::Block {
+                height, time_ms, ..
+            } = record
+            {
+                times.entry(*height).or_insert(*time_ms);
+            }
+        }
+    }
+    let mut ordered: Vec<(u64, u64)> = times.into_iter().collect();
+    ordered.sort();
+    ordered
+        .windows(2)
+        .filter(|pair| pair[1].0 == pair[0].0 + 1)
+        .map(|pair| {
+            (
+                (pair[1].1 as f64 - start as f64) / 1000.0,
+                pair[1].1.saturating_sub(pair[0].1) as f64,
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! Crafted histories: a clean one passes every check; each fault makes exactly its checker fail
+//! with a message naming the height, nodes or hashes.
+
+use super::*;
+use crate::history::{Event, RunInfo, RunNode, SignatureRecord};
+use blyan_node::consensus::types::{Vote, VoteKind};
+use ed25519_dalek::{Signer, SigningKey};
+
+const CHAIN: &str = "blyan-test";
+const START: u64 = 1_000_000;
+
+fn key(index: usize) -> SigningKey {
+    SigningKey::from_bytes(&[index as u8 + 1; 32])
+}
+
+fn block_hash(height: u64, fork: u8) -> Hash {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&height.to_be_bytes());
+    bytes[31] = fork;
+    Hash(bytes)
+}
+
+/// Precommits of `signers` for `hash` at `height`, round 0.
+fn precommits(height: u64, hash: Hash, signers: &[usize]) -> Vec<SignatureRecord> {
+    signers
+        .iter()
+        .map(|&index| {
+            let vote = Vote {
+                kind: VoteKind::Precommit,
+                height,
+                round: 0,
+                value: Some(hash),
+                validator: index as u32,
+            };
+            SignatureRecord {
+                validator_index: index as u32,
+                signature: hex::encode(key(index).sign(&vote.sign_bytes(CHAIN)).to_bytes()),
+            }
+        })
+        .collect()
+}
+
+fn block(height: u64, hash: Hash, app: &str, signers: &[usize]) -> NodeRecord {
+    NodeRecord::Block {
+        at_ms: START + height * 1000,
+        height,
+        hash: hash.to_hex(),
+        app_hash: format!("{app}-before"),
+        result_app_hash: Some(app.to_string()),
+        time_ms: START + height * 1000,
+        round: 0,
+        signatures: precommits(height, hash, signers),
+        txs: 0,
+    }
+}
+
+fn sample(at_s: u64, height: u64, evidence: u64) -> NodeRecord {
+    NodeRecord::Sample {
+        at_ms: START + at_s * 1000,
+        height: Some(height),
+        peers: Some(3),
+        evidence: Some(evidence),
+    }
+}
+
+/// Four equal validators, ten heights, every node samples each second: passes everything.
+fn clean() -> History {
+    let nodes: Vec<RunNode> = (0..4)
+        .map(|i| RunNode {
+            name: format!("node{i}"),
+            validator_key: hex::encode(key(i).verifying_key().to_bytes()),
+            power: 10,
+            byzantine: None,
+        })
+        .collect();
+    let mut history = History {
+        run: Some(RunInfo {
+            name: "t".into(),
+            chain_id: CHAIN.into(),
+            seed: 1,
+            backend: "process".into(),
+            git_commit: "abc".into(),
+            manifest: String::new(),
+            nodes,
+            started_ms: START,
+            ended_ms: Some(START + 20_000),
+            liveness_heights: 3,
+            liveness_within_s: 5,
+        }),
+        ..History::default()
+    };
+    for i in 0..4 {
+        let mut records = Vec::new();
+        for h in 1..=10 {
+            records.push(block(h, block_hash(h, 0), &format!("app{h}"), &[0, 1, 2]));
+            records.push(sample(h, h, 0));
+        }
+        history.nodes.push((format!("node{i}"), records));
+    }
+    history
+}
+
+fn verdicts(history: &History) -> Vec<(String, Verdict)> {
+    run_all(history)
+        .into_iter()
+        .map(|c| (c.name, c.verdict))
+        .collect()
+}
+
+fn only_failure(history: &History, name: &str) -> String {
+    let checks = run_all(history);
+    let failed: Vec<&Check> = checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .collect();
+    assert_eq!(failed.len(), 1, "{checks:#?}");
+    assert_eq!(failed[0].name, name, "{checks:#?}");
+    failed[0].detail.clone()
+}
+
+#[test]
+fn a_clean_history_passes_every_check() {
+    let history = clean();
+    for (name, verdict) in verdicts(&history) {
+        let expected = if name == "accountability" || name == "inference_determinism" {
+            Verdict::Skipped
+        } else {
+            Verdict::Pass
+        };
+        assert_eq!(verdict, expected, "{name}: {:?}", run_all(&history));
+    }
+}
+
+#[test]
+fn a_fork_names_the_height_the_nodes_and_both_hashes() {
+    let mut history = clean();
+    let other = block_hash(7, 1);
+    history.nodes[3].1[12] = block(7, other, "app7", &[0, 1, 3]);
+    let detail = only_failure(&history, "safety");
+    assert!(detail.contains("height 7"), "{detail}");
+    assert!(detail.contains("node0, node1, node2 committed"), "{detail}");
+    assert!(
+        detail.contains(&format!("node3 committed {}", &other.to_hex()[..12])),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_fork_by_a_byzantine_node_is_not_a_safety_failure() {
+    let mut history = clean();
+    history.run.as_mut().unwrap().nodes[3].byzantine = Some("equivocate_votes".into());
+    history.nodes[3].1[12] = block(7, block_hash(7, 1), "app7", &[0, 1, 3]);
+    let checks = run_all(&history);
+    assert_eq!(checks[0].verdict, Verdict::Pass, "{checks:?}");
+}
+
+#[test]
+fn differing_app_hashes_are_named() {
+    let mut history = clean();
+    history.nodes[2].1[8] = block(5, block_hash(5, 0), "diverged", &[0, 1, 2]);
+    let detail = only_failure(&history, "agreement");
+    assert!(
+        detail.starts_with("height 5: app hash after executing differs"),
+        "{detail}"
+    );
+    assert!(detail.contains("node2 has diverged"), "{detail}");
+}
+
+#[test]
+fn two_thirds_or_less_of_the_power_is_invalid() {
+    let mut history = clean();
+    // Two of four equal validators: exactly half, not more than two thirds.
+    for (_, records) in &mut history.nodes {
+        records[4] = block(3, block_hash(3, 0), "app3", &[0, 1]);
+    }
+    let detail = only_failure(&history, "validity");
+    assert!(detail.contains("height 3"), "{detail}");
+    assert!(
+        detail.contains("precommit power 20 of 40 is not more than two thirds"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_forged_signature_is_invalid_and_named() {
+    let mut history = clean();
+    for (_, records) in &mut history.nodes {
+        if let NodeRecord::Block { signatures, .. } = &mut records[4] {
+            // node2's signature over height 4's block, placed at height 3.
+            signatures[2] = precommits(4, block_hash(4, 0), &[2]).remove(0);
+        }
+    }
+    let detail = only_failure(&history, "validity");
+    assert!(detail.contains("height 3"), "{detail}");
+    assert!(
+        detail.contains("invalid precommit signature from node2"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_node_stalled_after_the_heal_fails_liveness() {
+    let mut history = clean();
+    history.timeline = vec![
+        Event {
+            at_ms: START + 2_000,
+            kind: "fault_start".into(),
+            label: "isolate node1".into(),
+            nodes: vec!["node1".into()],
+        },
+        Event {
+            at_ms: START + 4_000,
+            kind: "fault_end".into(),
+            label: "heal".into(),
+            nodes: vec![],
+        },
+    ];
+    // node1 stays at height 4 after the heal.
+    history.nodes[1].1.retain(|record| match record {
+        NodeRecord::Block { height, .. } => *height <= 4,
+        NodeRecord::Sample { .. } => true,
+    });
+    for record in &mut history.nodes[1].1 {
+        if let NodeRecord::Sample { height, .. } = record {
+            *height = Some(height.unwrap().min(4));
+        }
+    }
+    let detail = only_failure(&history, "liveness");
+    assert!(
+        detail.starts_with("node1 at height 4 when the last fault healed (t=4.0 s) reached only 4 by t=9.0 s; needed 7 within 5 s"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn an_equivocation_without_evidence_fails_accountability() {
+    let mut history = clean();
+    history.run.as_mut().unwrap().nodes[2].byzantine = Some("equivocate_votes".into());
+    let detail = only_failure(&history, "accountability");
+    assert_eq!(
+        detail,
+        "node2 equivocated but no honest node recorded evidence"
+    );
+    // With evidence seen by an honest node, it passes.
+    history.nodes[0].1.push(sample(11, 10, 1));
+    let checks = run_all(&history);
+    assert!(
+        checks.iter().all(|c| c.verdict != Verdict::Fail),
+        "{checks:?}"
+    );
+}
+
+#[test]
+fn a_history_round_trips_through_its_files_and_a_torn_line_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = clean();
+    history.save(dir.path()).unwrap();
+    let loaded = History::load(dir.path()).unwrap();
+    assert_eq!(loaded, history);
+    let path = dir.path().join("nodes").join("node0.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"kind\":\"sample\",\"at_");
+    std::fs::write(&path, text).unwrap();
+    let loaded = History::load(dir.path()).unwrap();
+    assert_eq!(loaded.nodes, history.nodes);
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert_eq!(verdicts(&loaded), verdicts(&history));
+}

@@ -1,0 +1,155 @@
+//! Records a running devnet into a run directory ([`crate::history`]): every node's committed
+//! blocks (with their commit signatures), and a poll of its height, peers and evidence; the
+//! harness's events go to the timeline.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::history::{Event, HistoryError, JsonLines, NodeRecord, SignatureRecord};
+use crate::process::{self, DevnetState};
+
+/// Most blocks fetched from one node per poll, so one poll stays short after a stall.
+pub const MAX_BLOCKS_PER_POLL: u64 = 50;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+pub struct Recorder {
+    client: reqwest::blocking::Client,
+    nodes: Vec<JsonLines>,
+    timeline: JsonLines,
+    /// Highest height recorded per node.
+    recorded: Vec<u64>,
+}
+
+/// A block as the node's API serves it, in the history's form (None when malformed).
+fn block_record(at_ms: u64, view: &serde_json::Value) -> Option<NodeRecord> {
+    let text = |key: &str| view[key].as_str().map(str::to_string);
+    let commit = &view["commit"];
+    let signatures = commit["signatures"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|s| {
+                    Some(SignatureRecord {
+                        validator_index: u32::try_from(s["validator_index"].as_u64()?).ok()?,
+                        signature: s["signature"].as_str()?.to_string(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(NodeRecord::Block {
+        at_ms,
+        height: view["height"].as_u64()?,
+        hash: text("hash")?,
+        app_hash: text("app_hash")?,
+        result_app_hash: text("result_app_hash"),
+        time_ms: view["time_ms"].as_u64()?,
+        round: u32::try_from(commit["round"].as_u64().unwrap_or(0)).ok()?,
+        signatures,
+        txs: view["tx_hashes"]
+            .as_array()
+            .map_or(0, |list| list.len() as u64),
+    })
+}
+
+impl Recorder {
+    pub fn create(dir: &Path, state: &DevnetState) -> Result<Recorder, HistoryError> {
+        let nodes = state
+            .nodes
+            .iter()
+            .map(|node| {
+                JsonLines::create(&dir.join("nodes").join(format!("{}.jsonl", node.moniker)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Recorder {
+            client: process::http_client(),
+            recorded: vec![0; nodes.len()],
+            nodes,
+            timeline: JsonLines::create(&dir.join("timeline.jsonl"))?,
+        })
+    }
+
+    /// Appends a harness event, stamped now.
+    pub fn event(
+        &mut self,
+        kind: &str,
+        label: &str,
+        nodes: Vec<String>,
+    ) -> Result<(), HistoryError> {
+        self.timeline.append(&Event {
+            at_ms: now_ms(),
+            kind: kind.into(),
+            label: label.into(),
+            nodes,
+        })
+    }
+
+    /// One poll of every node (asked in parallel): a sample each, and the blocks committed
+    /// since the last poll. Returns the heights seen (None: no answer).
+    pub fn poll(&mut self, state: &DevnetState) -> Result<Vec<Option<u64>>, HistoryError> {
+        let all: Vec<usize> = (0..state.nodes.len()).collect();
+        let statuses = process::node_statuses(&self.client, state, &all);
+        let at_ms = now_ms();
+        let heights: Vec<Option<u64>> = statuses
+            .iter()
+            .map(|status| status.as_ref().and_then(|s| s["latest_height"].as_u64()))
+            .collect();
+        // Fetch new blocks, every node at once.
+        let client = &self.client;
+        let recorded = &self.recorded;
+        let fetched: Vec<Vec<NodeRecord>> = std::thread::scope(|scope| {
+            let asks: Vec<_> = state
+                .nodes
+                .iter()
+                .zip(&heights)
+                .zip(recorded)
+                .map(|((node, height), done)| {
+                    let target = height.unwrap_or(0).min(done + MAX_BLOCKS_PER_POLL);
+                    scope.spawn(move || {
+                        let mut blocks = Vec::new();
+                        for h in done + 1..=target {
+                            let url = format!("{}/blocks/{h}?txs=false", node.api);
+                            let Some(view) = client
+                                .get(&url)
+                                .send()
+                                .ok()
+                                .filter(|r| r.status().is_success())
+                                .and_then(|r| r.json::<serde_json::Value>().ok())
+                            else {
+                                break;
+                            };
+                            match block_record(now_ms(), &view) {
+                                Some(record) => blocks.push(record),
+                                None => break,
+                            }
+                        }
+                        blocks
+                    })
+                })
+                .collect();
+            asks.into_iter()
+                .map(|ask| ask.join().unwrap_or_default())
+                .collect()
+        });
+        for (index, (status, blocks)) in statuses.iter().zip(fetched).enumerate() {
+            self.nodes[index].append(&NodeRecord::Sample {
+                at_ms,
+                height: heights[index],
+                peers: status.as_ref().and_then(|s| s["peers"].as_u64()),
+                evidence: status.as_ref().and_then(|s| s["evidence"].as_u64()),
+            })?;
+            for block in blocks {
+                if let NodeRecord::Block { height, .. } = &block {
+                    self.recorded[index] = *height;
+                }
+                self.nodes[index].append(&block)?;
+            }
+        }
+        Ok(heights)
+    }
+}
