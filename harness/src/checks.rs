@@ -470,6 +470,27 @@ pub fn height_series(history: &History) -> Vec<(String, Vec<(f64, f64)>)> {
         .collect()
 }
 
+/// Commit latency (ms) of each node's own decisions over time: node -> [(seconds, ms)].
+pub fn commit_latency_series(history: &History) -> Vec<(String, Vec<(f64, f64)>)> {
+    let start = history.run.as_ref().map_or(0, |run| run.started_ms);
+    history
+        .nodes
+        .iter()
+        .map(|(name, records)| {
+            let points = records
+                .iter()
+                .filter_map(|record| match record {
+                    NodeRecord::Decision {
+                        at_ms, latency_ms, ..
+                    } => Some(((*at_ms as f64 - start as f64) / 1000.0, *latency_ms)),
+                    _ => None,
+                })
+                .collect();
+            (name.clone(), points)
+        })
+        .collect()
+}
+
 /// Block interval (ms) over time, from the first honest node's blocks: [(seconds, interval)].
 pub fn block_intervals(history: &History) -> Vec<(f64, f64)> {
     let start = history.run.as_ref().map_or(0, |run| run.started_ms);

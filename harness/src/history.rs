@@ -93,6 +93,12 @@ pub enum NodeRecord {
         signatures: Vec<SignatureRecord>,
         txs: u64,
     },
+    /// A decision the node made itself: commit latency from the proposal seen to the decision.
+    Decision {
+        at_ms: u64,
+        height: u64,
+        latency_ms: f64,
+    },
     /// A poll of the node: its height (None when it did not answer), peers and the
     /// equivocations it has seen so far.
     Sample {
@@ -106,7 +112,9 @@ pub enum NodeRecord {
 impl NodeRecord {
     pub fn at_ms(&self) -> u64 {
         match self {
-            NodeRecord::Block { at_ms, .. } | NodeRecord::Sample { at_ms, .. } => *at_ms,
+            NodeRecord::Block { at_ms, .. }
+            | NodeRecord::Sample { at_ms, .. }
+            | NodeRecord::Decision { at_ms, .. } => *at_ms,
         }
     }
 }

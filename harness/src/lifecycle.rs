@@ -253,6 +253,33 @@ pub fn up(args: UpArgs) -> Result<bool> {
 
 /// Checks the plan (memory, cores, neighbour table), picks the backend and starts the devnet;
 /// returns it with the time from the start to `wait_height` on every node.
+impl UpArgs {
+    /// `up` as the harness's own commands call it: the whole setup from the manifest, wait for
+    /// height 1 on every node (at most 300 s), default ports.
+    fn for_manifest(name: &str, base: &Path, node_bin: Option<PathBuf>, log_level: &str) -> UpArgs {
+        UpArgs {
+            target: NameArgs {
+                name: Some(name.to_string()),
+                base: base.to_path_buf(),
+                json: false,
+            },
+            manifest: None,
+            backend: None,
+            nodes: None,
+            full_nodes: None,
+            seed: None,
+            timeout_commit_ms: None,
+            api_port_base: 27000,
+            p2p_port_base: 28000,
+            wait_height: 1,
+            wait_timeout: 300,
+            log_level: log_level.into(),
+            node_bin,
+            force: false,
+        }
+    }
+}
+
 fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Duration)> {
     manifest.check_supported_byzantine()?;
     let nodes = manifest.resolve();
@@ -917,26 +944,7 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
             "duration: {step_seconds} s per step; must be in (0, 600] (the suite's duration_s or --duration)"
         );
     }
-    let up_args = UpArgs {
-        target: NameArgs {
-            name: Some(manifest.name.clone()),
-            base: args.base.clone(),
-            json: false,
-        },
-        manifest: None,
-        backend: None,
-        nodes: None,
-        full_nodes: None,
-        seed: None,
-        timeout_commit_ms: None,
-        api_port_base: 27000,
-        p2p_port_base: 28000,
-        wait_height: 1,
-        wait_timeout: 300,
-        log_level: "warn".into(),
-        node_bin: args.node_bin.clone(),
-        force: false,
-    };
+    let up_args = UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "warn");
     let out = args.out.clone().unwrap_or_else(|| {
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1297,26 +1305,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
     );
     let manifest_text = std::fs::read_to_string(&args.manifest)
         .with_context(|| format!("cannot read {}", args.manifest.display()))?;
-    let up_args = UpArgs {
-        target: NameArgs {
-            name: Some(manifest.name.clone()),
-            base: args.base.clone(),
-            json: false,
-        },
-        manifest: None,
-        backend: None,
-        nodes: None,
-        full_nodes: None,
-        seed: None,
-        timeout_commit_ms: None,
-        api_port_base: 27000,
-        p2p_port_base: 28000,
-        wait_height: 1,
-        wait_timeout: 300,
-        log_level: "info".into(),
-        node_bin: args.node_bin.clone(),
-        force: false,
-    };
+    let up_args = UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "info");
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{}-{}", manifest.name, now_ms() / 1000))
     });
@@ -1383,10 +1372,11 @@ pub fn run(args: RunArgs) -> Result<bool> {
         .with_context(|| format!("cannot write {}", out.join("run.json").display()))
     };
     write_info(&info)?;
+    let mut info = info;
     let outcome = (|| -> Result<()> {
         let mut recorder = Recorder::create(&out, &state)?;
         let injector = Injector::new(&args.base, &state)?;
-        let started = Instant::now();
+        let prepared = Instant::now();
         let total = Duration::from_secs(duration);
         let mut next = 0;
         let mut active: Vec<Active> = Vec::new();
@@ -1425,6 +1415,14 @@ pub fn run(args: RunArgs) -> Result<bool> {
                 .map(|&i| state.nodes[i].moniker.clone())
                 .collect()
         };
+        // The run's clock starts here: fault times and the report's axes count from now.
+        let started = Instant::now();
+        info.started_ms = now_ms();
+        write_info(&info)?;
+        eprintln!(
+            "recording (set up in {:.1} s)",
+            prepared.elapsed().as_secs_f64()
+        );
         let mut last_print = Instant::now();
         while started.elapsed() < total {
             let elapsed = started.elapsed();
@@ -1538,7 +1536,6 @@ pub fn run(args: RunArgs) -> Result<bool> {
         }
         Ok(())
     })();
-    let mut info = info;
     info.ended_ms = Some(now_ms());
     write_info(&info)?;
     if args.keep {

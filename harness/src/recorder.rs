@@ -10,6 +10,8 @@ use crate::process::{self, DevnetState};
 
 /// Most blocks fetched from one node per poll, so one poll stays short after a stall.
 pub const MAX_BLOCKS_PER_POLL: u64 = 50;
+/// How long one request of a poll may take.
+pub const POLL_TIMEOUT_MS: u64 = 800;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -23,6 +25,8 @@ pub struct Recorder {
     timeline: JsonLines,
     /// Highest height recorded per node.
     recorded: Vec<u64>,
+    /// Highest decision recorded per node.
+    decided: Vec<u64>,
 }
 
 /// A block as the node's API serves it, in the history's form (None when malformed).
@@ -66,9 +70,20 @@ impl Recorder {
                 JsonLines::create(&dir.join("nodes").join(format!("{}.jsonl", node.moniker)))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // A short timeout: an isolated or paused node must not hold up the poll (and with it
+        // the fault schedule) for long.
+        let client = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_millis(POLL_TIMEOUT_MS))
+            .no_proxy()
+            .build()
+            .map_err(|error| HistoryError::Write {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(error),
+            })?;
         Ok(Recorder {
-            client: process::http_client(),
+            client,
             recorded: vec![0; nodes.len()],
+            decided: vec![0; nodes.len()],
             nodes,
             timeline: JsonLines::create(&dir.join("timeline.jsonl"))?,
         })
@@ -102,16 +117,40 @@ impl Recorder {
         // Fetch new blocks, every node at once.
         let client = &self.client;
         let recorded = &self.recorded;
+        let decided = &self.decided;
         let fetched: Vec<Vec<NodeRecord>> = std::thread::scope(|scope| {
             let asks: Vec<_> = state
                 .nodes
                 .iter()
                 .zip(&heights)
                 .zip(recorded)
-                .map(|((node, height), done)| {
+                .zip(decided)
+                .map(|(((node, height), done), since)| {
                     let target = height.unwrap_or(0).min(done + MAX_BLOCKS_PER_POLL);
                     scope.spawn(move || {
                         let mut blocks = Vec::new();
+                        // The node's own decisions since the last poll, with their latency.
+                        let url = format!("{}/consensus?since={since}", node.api);
+                        if let Some(view) = client
+                            .get(&url)
+                            .send()
+                            .ok()
+                            .filter(|r| r.status().is_success())
+                            .and_then(|r| r.json::<serde_json::Value>().ok())
+                        {
+                            for decision in view["recent"].as_array().into_iter().flatten() {
+                                if let (Some(height), Some(latency_ms)) = (
+                                    decision["height"].as_u64(),
+                                    decision["commit_latency_ms"].as_f64(),
+                                ) {
+                                    blocks.push(NodeRecord::Decision {
+                                        at_ms: now_ms(),
+                                        height,
+                                        latency_ms,
+                                    });
+                                }
+                            }
+                        }
                         for h in done + 1..=target {
                             let url = format!("{}/blocks/{h}?txs=false", node.api);
                             let Some(view) = client
@@ -144,8 +183,12 @@ impl Recorder {
                 evidence: status.as_ref().and_then(|s| s["evidence"].as_u64()),
             })?;
             for block in blocks {
-                if let NodeRecord::Block { height, .. } = &block {
-                    self.recorded[index] = *height;
+                match &block {
+                    NodeRecord::Block { height, .. } => self.recorded[index] = *height,
+                    NodeRecord::Decision { height, .. } => {
+                        self.decided[index] = self.decided[index].max(*height)
+                    }
+                    NodeRecord::Sample { .. } => {}
                 }
                 self.nodes[index].append(&block)?;
             }

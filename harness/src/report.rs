@@ -95,12 +95,14 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// An SVG line chart: one line per series, fault windows shaded and labelled.
+/// An SVG chart: one line (or, with `dots`, one set of points) per series, fault windows
+/// shaded and labelled.
 fn chart(
     title: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
     windows: &[(String, f64, f64)],
+    dots: bool,
 ) -> Result<String, ReportError> {
     use plotters::prelude::*;
     let error = |e: String| ReportError::Plot {
@@ -109,7 +111,30 @@ fn chart(
     };
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let x_max = points.clone().map(|(x, _)| *x).fold(1.0_f64, f64::max);
-    let y_max = points.map(|(_, y)| *y).fold(1.0_f64, f64::max) * 1.05;
+    let mut ys: Vec<f64> = points.map(|(_, y)| *y).collect();
+    ys.sort_by(f64::total_cmp);
+    let largest = ys.last().copied().unwrap_or(1.0).max(1.0);
+    // Scattered points: the axis ends near the 99th percentile so that one outlier does not
+    // flatten the rest; the few above are drawn on the top edge and counted in the title.
+    let y_max = if dots && ys.len() >= 20 {
+        (ys[ys.len() * 99 / 100] * 1.5).clamp(1.0, largest) * 1.05
+    } else {
+        largest * 1.05
+    };
+    let above = ys.iter().filter(|y| **y > y_max).count();
+    let title = if above > 0 {
+        format!("{title} ({above} above the axis, up to {largest:.0}, drawn at the top)")
+    } else {
+        title.to_string()
+    };
+    let title = title.as_str();
+    let series: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, points)| {
+            let clipped = points.iter().map(|(x, y)| (*x, y.min(y_max))).collect();
+            (name.clone(), clipped)
+        })
+        .collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 360)).into_drawing_area();
@@ -145,11 +170,19 @@ fn chart(
         }
         for (index, (name, points)) in series.iter().enumerate() {
             let color = Palette99::pick(index).to_rgba();
-            chart
-                .draw_series(LineSeries::new(
+            let drawn = if dots {
+                chart.draw_series(
+                    points
+                        .iter()
+                        .map(move |point| Circle::new(*point, 2, color.filled())),
+                )
+            } else {
+                chart.draw_series(LineSeries::new(
                     points.iter().copied(),
                     color.stroke_width(2),
                 ))
+            };
+            drawn
                 .map_err(|e| error(e.to_string()))?
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
@@ -240,12 +273,21 @@ pub fn write(dir: &Path, history: &History) -> Result<RunResults, ReportError> {
         "height",
         &checks::height_series(history),
         &windows,
+        false,
     )?;
     let intervals = chart(
         "Block interval",
         "ms since the previous block",
         &[("interval".into(), checks::block_intervals(history))],
         &windows,
+        false,
+    )?;
+    let latency = chart(
+        "Commit latency per node (proposal seen to decision)",
+        "ms",
+        &checks::commit_latency_series(history),
+        &windows,
+        true,
     )?;
     let mut html = String::new();
     let _ = write!(
@@ -276,6 +318,7 @@ pub fn write(dir: &Path, history: &History) -> Result<RunResults, ReportError> {
     html.push_str("</table><h2>Plots</h2><p>Shaded: fault windows, from the timeline.</p>");
     html.push_str(&heights);
     html.push_str(&intervals);
+    html.push_str(&latency);
     let f = &results.figures;
     let _ = write!(
         html,

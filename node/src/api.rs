@@ -584,8 +584,26 @@ fn percentiles(histogram: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
 
 /// Consensus figures since start: commit latency (proposal to decision), block interval and
 /// blocks per second.
-async fn consensus(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+#[derive(serde::Deserialize)]
+struct ConsensusQuery {
+    /// Only decisions above this height in `recent`.
+    since: Option<u64>,
+}
+
+async fn consensus(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<ConsensusQuery>,
+) -> Json<serde_json::Value> {
     let stats = state.node.stats.lock().expect("stats lock poisoned");
+    let since = query.since.unwrap_or(0);
+    let recent: Vec<serde_json::Value> = stats
+        .recent
+        .iter()
+        .filter(|(height, _)| *height > since)
+        .map(|(height, micros)| {
+            serde_json::json!({ "height": height, "commit_latency_ms": *micros as f64 / 1000.0 })
+        })
+        .collect();
     let blocks_per_second = match (stats.first_decided, stats.last_decided) {
         (Some((first, first_height)), Some((last, last_height))) if last > first => {
             (last_height - first_height) as f64 / (last - first).as_secs_f64()
@@ -597,6 +615,7 @@ async fn consensus(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value
         "block_interval": percentiles(&stats.block_interval_us),
         "blocks_per_second": blocks_per_second,
         "uptime_s": stats.started.elapsed().as_secs_f64(),
+        "recent": recent,
     }))
 }
 

@@ -123,7 +123,12 @@ pub struct Stats {
     pub started: Instant,
     pub first_decided: Option<(Instant, u64)>,
     pub last_decided: Option<(Instant, u64)>,
+    /// The last [`RECENT_DECISIONS`] decisions: (height, commit latency in microseconds).
+    pub recent: std::collections::VecDeque<(u64, u64)>,
 }
+
+/// Decisions kept for `/consensus?since=H` (the harness's recorder reads them).
+pub const RECENT_DECISIONS: usize = 512;
 
 impl Default for Stats {
     fn default() -> Self {
@@ -133,6 +138,7 @@ impl Default for Stats {
             started: Instant::now(),
             first_decided: None,
             last_decided: None,
+            recent: std::collections::VecDeque::with_capacity(RECENT_DECISIONS),
         }
     }
 }
@@ -593,9 +599,12 @@ impl Node {
                 .metrics
                 .commit_latency_seconds
                 .observe(latency.as_secs_f64());
-            let _ = stats
-                .commit_latency_us
-                .record(latency.as_micros().max(1) as u64);
+            let micros = latency.as_micros().max(1) as u64;
+            let _ = stats.commit_latency_us.record(micros);
+            if stats.recent.len() == RECENT_DECISIONS {
+                stats.recent.pop_front();
+            }
+            stats.recent.push_back((self.tip_height, micros));
         }
         if let Some(previous) = self.last_decided_at {
             let _ = stats

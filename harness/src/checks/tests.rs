@@ -218,7 +218,7 @@ fn a_node_stalled_after_the_heal_fails_liveness() {
     // node1 stays at height 4 after the heal.
     history.nodes[1].1.retain(|record| match record {
         NodeRecord::Block { height, .. } => *height <= 4,
-        NodeRecord::Sample { .. } => true,
+        NodeRecord::Sample { .. } | NodeRecord::Decision { .. } => true,
     });
     for record in &mut history.nodes[1].1 {
         if let NodeRecord::Sample { height, .. } = record {

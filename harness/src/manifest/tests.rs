@@ -115,7 +115,6 @@ fn a_ramp_must_ascend_with_positive_rates() {
             "partition-equivocate",
             "startup-100",
             "startup-50",
-            "steady-4",
             "throughput-4"
         ]
     );
