@@ -513,17 +513,31 @@ impl Mempool {
     }
 }
 
-/// Checks a block's shape against the chain: the caller passes the tip and app hash.
+/// What the next block must match: the chain and the tip it builds on.
+pub struct Expected<'a> {
+    pub chain_id: &'a str,
+    pub height: u64,
+    pub prev_hash: Hash,
+    pub prev_time_ms: u64,
+    pub app_hash: Hash,
+    pub max_txs: usize,
+}
+
+/// Checks a block's shape against the chain and verifies its transactions (those `verified`
+/// vouches for are skipped, see [`verify_block_txs`]).
 pub fn check_block(
     block: &Block,
-    chain_id: &str,
-    height: u64,
-    prev_hash: Hash,
-    prev_time_ms: u64,
-    app_hash: Hash,
-    max_txs: usize,
+    expected: &Expected,
     verified: &dyn Fn(&Hash) -> bool,
 ) -> Result<Vec<Tx>, String> {
+    let Expected {
+        chain_id,
+        height,
+        prev_hash,
+        prev_time_ms,
+        app_hash,
+        max_txs,
+    } = *expected;
     let header = &block.header;
     if header.chain_id != chain_id {
         return Err(format!(

@@ -858,20 +858,25 @@ impl Node {
         Ok(())
     }
 
+    /// What a block at the next height must match.
+    fn expected(&self, max_txs: usize) -> crate::app::Expected<'_> {
+        crate::app::Expected {
+            chain_id: &self.chain_id,
+            height: self.tip_height + 1,
+            prev_hash: self.tip_hash,
+            prev_time_ms: self.tip_time_ms,
+            app_hash: self.app.app_hash(),
+            max_txs,
+        }
+    }
+
     /// A signature-checked proposal of the current height; returns the block's validity.
     fn on_proposal(&mut self, proposal: SignedProposal, block: Block) -> Result<bool, NodeError> {
         // Transactions in our mempool were verified when they entered it.
         let mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
-        let verdict = check_block(
-            &block,
-            &self.chain_id,
-            self.tip_height + 1,
-            self.tip_hash,
-            self.tip_time_ms,
-            self.app.app_hash(),
-            self.max_block_txs,
-            &|hash| mempool.contains(hash),
-        );
+        let verdict = check_block(&block, &self.expected(self.max_block_txs), &|hash| {
+            mempool.contains(hash)
+        });
         drop(mempool);
         let valid = match verdict {
             Ok(_) => true,
@@ -1068,12 +1073,7 @@ impl Node {
         }
         let txs = check_block(
             &block,
-            &self.chain_id,
-            self.tip_height + 1,
-            self.tip_hash,
-            self.tip_time_ms,
-            self.app.app_hash(),
-            crate::block::MAX_TXS_PER_BLOCK as usize,
+            &self.expected(crate::block::MAX_TXS_PER_BLOCK as usize),
             &|_| false,
         )?;
         let commit = Commit::decode(&synced.commit).map_err(|error| error.to_string())?;
