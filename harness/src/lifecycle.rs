@@ -1184,7 +1184,7 @@ pub fn trend(args: TrendArgs) -> Result<bool> {
         "--alpha: {}; must be in (0, 1)",
         args.alpha
     );
-    let (found, skipped) = trend::load_dir(&args.dir)?;
+    let trend::Loaded { found, skipped } = trend::load_dir(&args.dir)?;
     for reason in &skipped {
         eprintln!("skipped (not bench results): {reason}");
     }

@@ -40,9 +40,16 @@ pub struct Series {
     pub changes: Vec<ChangePoint>,
 }
 
+/// What [`load_dir`] found: results with their files, in time order, and the JSON files that
+/// were not bench results, each with the reason.
+pub struct Loaded {
+    pub found: Vec<(PathBuf, Results)>,
+    pub skipped: Vec<String>,
+}
+
 /// Every results file under `dir` (at most four levels down), parsed; files that are not bench
 /// results are returned separately with the reason, so that one bad file does not hide the rest.
-pub fn load_dir(dir: &Path) -> Result<(Vec<(PathBuf, Results)>, Vec<String>), TrendError> {
+pub fn load_dir(dir: &Path) -> Result<Loaded, TrendError> {
     let mut found = Vec::new();
     let mut skipped = Vec::new();
     let mut pending = vec![(dir.to_path_buf(), 0)];
@@ -77,7 +84,7 @@ pub fn load_dir(dir: &Path) -> Result<(Vec<(PathBuf, Results)>, Vec<String>), Tr
         return Err(TrendError::Empty(dir.to_path_buf()));
     }
     found.sort_by(|a, b| (a.1.fingerprint.time_ms, &a.0).cmp(&(b.1.fingerprint.time_ms, &b.0)));
-    Ok((found, skipped))
+    Ok(Loaded { found, skipped })
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -273,7 +280,7 @@ mod tests {
             .unwrap();
         }
         std::fs::write(dir.path().join("notes.json"), "{\"not\": \"results\"}").unwrap();
-        let (found, skipped) = load_dir(dir.path()).unwrap();
+        let Loaded { found, skipped } = load_dir(dir.path()).unwrap();
         assert_eq!(found.len(), 10);
         assert_eq!(skipped.len(), 1, "{skipped:?}");
         let all = series(&found, 0.05);
