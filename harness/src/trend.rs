@@ -42,6 +42,7 @@ pub struct Series {
 
 /// What [`load_dir`] found: results with their files, in time order, and the JSON files that
 /// were not bench results, each with the reason.
+#[derive(Debug)]
 pub struct Loaded {
     pub found: Vec<(PathBuf, Results)>,
     pub skipped: Vec<String>,
