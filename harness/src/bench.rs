@@ -219,7 +219,8 @@ pub struct Comparison {
     pub verdict: Verdict,
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The median (sorts `values` in place); NaN when empty.
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {

@@ -153,6 +153,14 @@ pub struct Injector {
     runtime: tokio::runtime::Runtime,
 }
 
+/// The Docker container of node `index`.
+fn container_of(state: &DevnetState, index: usize) -> Result<String, String> {
+    state.nodes[index]
+        .container
+        .clone()
+        .ok_or_else(|| "no container".to_string())
+}
+
 fn ip_of(api: &str) -> Option<String> {
     let rest = api.strip_prefix("http://")?;
     Some(rest.split(':').next()?.to_string())
@@ -226,7 +234,7 @@ impl Injector {
             (Action::Isolate, Some(docker)) => {
                 let network = state.network.clone().unwrap_or_default();
                 self.each(state, nodes, "isolate", |this, state, index| {
-                    let container = state.nodes[index].container.clone().ok_or("no container")?;
+                    let container = container_of(state, index)?;
                     this.runtime
                         .block_on(docker.disconnect_network(
                             &network,
@@ -239,7 +247,7 @@ impl Injector {
                 })
             }
             (Action::Kill, Some(docker)) => self.each(state, nodes, "kill", |this, state, i| {
-                let container = state.nodes[i].container.clone().ok_or("no container")?;
+                let container = container_of(state, i)?;
                 let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
                     .signal("SIGKILL")
                     .build();
@@ -248,14 +256,14 @@ impl Injector {
                     .map_err(|e| e.to_string())
             }),
             (Action::Pause, Some(docker)) => self.each(state, nodes, "pause", |this, state, i| {
-                let container = state.nodes[i].container.clone().ok_or("no container")?;
+                let container = container_of(state, i)?;
                 this.runtime
                     .block_on(docker.pause_container(&container))
                     .map_err(|e| e.to_string())
             }),
             (Action::Restart, Some(docker)) => {
                 self.each(state, nodes, "restart", |this, state, i| {
-                    let container = state.nodes[i].container.clone().ok_or("no container")?;
+                    let container = container_of(state, i)?;
                     this.runtime
                         .block_on(docker.restart_container(
                             &container,
@@ -299,7 +307,7 @@ impl Injector {
                 let network = state.network.clone().unwrap_or_default();
                 self.each(state, nodes, "reconnect", |this, state, index| {
                     let node = &state.nodes[index];
-                    let container = node.container.clone().ok_or("no container")?;
+                    let container = container_of(state, index)?;
                     let ip = ip_of(&node.api).ok_or("no address")?;
                     this.runtime
                         .block_on(docker.connect_network(
@@ -319,7 +327,7 @@ impl Injector {
                 })
             }
             (Action::Kill, Some(docker)) => self.each(state, nodes, "start", |this, state, i| {
-                let container = state.nodes[i].container.clone().ok_or("no container")?;
+                let container = container_of(state, i)?;
                 this.runtime
                     .block_on(docker.start_container(
                         &container,
@@ -329,7 +337,7 @@ impl Injector {
             }),
             (Action::Pause, Some(docker)) => {
                 self.each(state, nodes, "unpause", |this, state, i| {
-                    let container = state.nodes[i].container.clone().ok_or("no container")?;
+                    let container = container_of(state, i)?;
                     this.runtime
                         .block_on(docker.unpause_container(&container))
                         .map_err(|e| e.to_string())

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::bench::{figures, Results};
+use crate::bench::{figures, median, Results};
 use crate::changepoint::{change_points, ChangePoint};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,23 +88,12 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, TrendError> {
     Ok(Loaded { found, skipped })
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => sorted[n / 2],
-        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 /// The series of every suite and figure in `results` (already in time order), with change
 /// points at significance `alpha`.
 pub fn series(results: &[(PathBuf, Results)], alpha: f64) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     for (file, result) in results {
-        for (figure, values) in figures(result) {
+        for (figure, mut values) in figures(result) {
             if values.is_empty() {
                 continue;
             }
@@ -112,7 +101,7 @@ pub fn series(results: &[(PathBuf, Results)], alpha: f64) -> Vec<Series> {
                 time_ms: result.fingerprint.time_ms,
                 git_commit: result.fingerprint.git_commit.clone(),
                 file: file.clone(),
-                value: median(&values),
+                value: median(&mut values),
             };
             match out
                 .iter_mut()
