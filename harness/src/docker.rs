@@ -438,6 +438,7 @@ pub fn devnet_plan(
         node_bin: node_bin.to_path_buf(),
         nodes,
         genesis_time_ms: None,
+        staking: manifest.staking_params(),
     }
 }
 

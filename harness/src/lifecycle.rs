@@ -336,6 +336,7 @@ fn up_process(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<D
     options.timeout_prevote_ms = manifest.consensus.timeout_prevote_ms as u64;
     options.timeout_precommit_ms = manifest.consensus.timeout_precommit_ms as u64;
     options.commit_delay_ms = manifest.consensus.commit_delay_ms as u64;
+    options.staking = manifest.staking_params();
     options.equivocators = manifest.equivocators();
     options.wait_height = args.wait_height;
     options.wait_timeout = Duration::from_secs(args.wait_timeout);

@@ -81,6 +81,8 @@ pub struct UpOptions {
     pub commit_delay_ms: u64,
     /// Monikers of validators that equivocate on purpose (devnet Byzantine mode).
     pub equivocators: Vec<String>,
+    /// Staking, epoch and slashing parameters written into genesis.
+    pub staking: blyan_node::state::StakingParams,
 }
 
 impl UpOptions {
@@ -108,6 +110,7 @@ impl UpOptions {
             timeout_precommit_ms: 500,
             commit_delay_ms: 0,
             equivocators: Vec::new(),
+            staking: Default::default(),
         }
     }
 
@@ -310,6 +313,8 @@ pub struct DevnetPlan {
     pub nodes: Vec<NodePlan>,
     /// Genesis time; `None`: now. Fixed for renderings that are checked in or snapshotted.
     pub genesis_time_ms: Option<u64>,
+    /// Staking, epoch and slashing parameters written into genesis.
+    pub staking: blyan_node::state::StakingParams,
 }
 
 /// Whom node `index` of `count` dials: everyone in devnets of up to 16 nodes; beyond that the
@@ -395,6 +400,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
                 balance: account.balance,
             })
             .collect(),
+        staking: plan.staking.clone(),
     };
     genesis
         .validate("generated genesis")
@@ -546,12 +552,23 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             node_bin: options.node_bin.clone(),
             nodes,
             genesis_time_ms: None,
+            staking: options.staking.clone(),
         },
     )
 }
 
 /// Starts node `index` of `state` (detached, in its own process group) and records its pid.
 pub fn start_node(base: &Path, state: &mut DevnetState, index: usize) -> Result<u32, ProcessError> {
+    start_node_with(base, state, index, &[])
+}
+
+/// [`start_node`] with extra arguments to `blyan-node start` (e.g. `--state-sync`).
+pub fn start_node_with(
+    base: &Path,
+    state: &mut DevnetState,
+    index: usize,
+    extra: &[&str],
+) -> Result<u32, ProcessError> {
     let node = state.nodes.get(index).ok_or_else(|| {
         ProcessError::Invalid(format!("no node {index} in devnet {:?}", state.name))
     })?;
@@ -566,6 +583,7 @@ pub fn start_node(base: &Path, state: &mut DevnetState, index: usize) -> Result<
         .arg("start")
         .arg("--home")
         .arg(&node.home)
+        .args(extra)
         .env_remove("BLYAN_HOME")
         .stdin(Stdio::null())
         .stdout(log)

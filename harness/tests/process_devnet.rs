@@ -2,35 +2,13 @@
 //! app hashes; with one killed the other three go on; the killed one, restarted more than 100
 //! heights behind, catches up through block sync and matches again.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blyan_harness::process::{self, DevnetState, UpOptions};
-
-/// Stops the devnet when the test ends, pass or fail.
-struct Cleanup(PathBuf, String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = process::down(&self.0, &self.1, Duration::from_secs(5));
-    }
-}
-
-/// A base port with `count` free ports above it, for API and P2P each.
-fn free_port_bases(count: u16) -> (u16, u16) {
-    let start = 20000 + (std::process::id() % 2000) as u16 * 10;
-    let mut base = start;
-    let free =
-        |base: u16| (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
-    loop {
-        if free(base) && free(base + 5000) {
-            return (base, base + 5000);
-        }
-        base += count;
-        assert!(base < start + 4000, "no free ports found");
-    }
-}
+use common::{free_port_bases, log_tails, wait_down, Cleanup};
 
 fn status(
     client: &reqwest::blocking::Client,
@@ -93,24 +71,6 @@ fn assert_identical(
     }
 }
 
-fn wait_down(state: &DevnetState, index: usize) {
-    let pid = state.nodes[index].pid.expect("started");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process::is_node_process(pid) {
-        assert!(Instant::now() < deadline, "node{index} did not die");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn log_tails(state: &DevnetState) -> String {
-    state
-        .nodes
-        .iter()
-        .map(|node| format!("--- {}\n{}", node.moniker, process::log_tail(node, 15)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn four_node_processes_agree_survive_a_kill_and_a_restarted_node_catches_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +81,7 @@ fn four_node_processes_agree_survive_a_kill_and_a_restarted_node_catches_up() {
         "{} is missing: run the workspace tests (cargo test --workspace) so that cargo builds it",
         node_bin.display()
     );
-    let (api, p2p) = free_port_bases(4);
+    let (api, p2p) = free_port_bases(4, 0);
     let mut options = UpOptions::new("four", base, 4, node_bin);
     options.api_port_base = api;
     options.p2p_port_base = p2p;

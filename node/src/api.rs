@@ -1,6 +1,7 @@
 //! The HTTP API: `/health`, `/status`, `/metrics`, `POST /checkpoints`, blocks
 //! (`/blocks/latest`, `/blocks/{height}`), transactions (`POST /txs`, `/txs/{hash}`),
-//! `/validators`, `/net_info` and `/consensus` (latency figures).
+//! staking (`/accounts/{address}`, `/validators`, `/evidence`, `/epochs/current`), `/net_info` and
+//! `/consensus` (latency figures).
 //!
 //! Every error is a 4xx or 5xx with a JSON body `{"error": "...", "detail": "..."}`, and every
 //! request body is limited to `api.max_body_bytes`.
@@ -104,6 +105,11 @@ pub struct Status {
     pub mempool_txs: usize,
     /// Equivocations (two conflicting signed votes of one validator) this node has seen.
     pub evidence: u64,
+    /// The epoch of the height being decided, and the size of its validator set.
+    pub epoch: u64,
+    pub validators: usize,
+    /// The height this node state-synced to at start (`--state-sync`), if it did.
+    pub state_synced_at: Option<u64>,
 }
 
 /// Builds the router.
@@ -120,6 +126,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/txs/{hash}", get(tx_status))
         .route("/accounts/{address}", get(account))
         .route("/validators", get(validators))
+        .route("/evidence", get(evidence))
+        .route("/epochs/current", get(current_epoch))
         .route("/net_info", get(net_info))
         .route("/consensus", get(consensus))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -221,6 +229,9 @@ async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Status>, ApiE
             .expect("mempool lock poisoned")
             .len(),
         evidence: view.evidence,
+        epoch: view.epoch,
+        validators: view.validators,
+        state_synced_at: view.state_synced_at,
     }))
 }
 
@@ -256,6 +267,22 @@ pub struct BlockView {
     pub txs: Vec<String>,
     pub tx_hashes: Vec<Hash>,
     pub commit: Option<CommitView>,
+    /// Index of the proposer in the height's validator set.
+    #[serde(default)]
+    pub proposer: u32,
+    /// Public key of the proposer (empty once the height's set is no longer kept).
+    #[serde(default)]
+    pub proposer_key: String,
+    #[serde(default)]
+    pub validators_hash: Hash,
+    #[serde(default)]
+    pub next_validators_hash: Hash,
+    /// Validators whose precommit for the previous block this block carries.
+    #[serde(default)]
+    pub last_commit_signers: Vec<u32>,
+    /// Equivocation evidence items carried.
+    #[serde(default)]
+    pub evidence: usize,
 }
 
 #[derive(Serialize, serde::Deserialize, Debug)]
@@ -290,8 +317,29 @@ fn block_view(state: &ApiState, height: u64) -> Result<BlockView, ApiError> {
         .storage
         .consensus_get(&app_hash_key(height))?
         .and_then(|bytes| bytes.try_into().ok().map(Hash));
-    let validators = &state.node.genesis.validators;
+    let validators: Vec<String> = state
+        .node
+        .state
+        .read()
+        .expect("state lock poisoned")
+        .validators_at(height)
+        .unwrap_or_default()
+        .iter()
+        .map(|validator| hex::encode(validator.public_key.as_bytes()))
+        .collect();
+    let last_commit_signers = Commit::decode(&block.last_commit)
+        .map(|commit| commit.signatures.iter().map(|(index, _)| *index).collect())
+        .unwrap_or_default();
     Ok(BlockView {
+        proposer: block.header.proposer,
+        proposer_key: validators
+            .get(block.header.proposer as usize)
+            .cloned()
+            .unwrap_or_default(),
+        validators_hash: block.header.validators_hash,
+        next_validators_hash: block.header.next_validators_hash,
+        last_commit_signers,
+        evidence: block.evidence.len(),
         height,
         hash: block.hash(),
         chain_id: block.header.chain_id.clone(),
@@ -309,10 +357,7 @@ fn block_view(state: &ApiState, height: u64) -> Result<BlockView, ApiError> {
                 .iter()
                 .map(|(index, signature)| CommitSignature {
                     validator_index: *index,
-                    validator: validators
-                        .get(*index as usize)
-                        .map(|v| v.public_key.clone())
-                        .unwrap_or_default(),
+                    validator: validators.get(*index as usize).cloned().unwrap_or_default(),
                     signature: hex::encode(signature.to_bytes()),
                 })
                 .collect(),
@@ -485,14 +530,34 @@ async fn account(
         .ok()
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| bad_request(format!("address {address:?} is not 32 bytes of hex")))?;
-    let genesis_balance = state
-        .node
-        .genesis
-        .accounts
+    let chain = state.node.state.read().expect("state lock poisoned");
+    let committed = chain.account(&bytes);
+    let delegations: Vec<serde_json::Value> = chain
+        .validators()
         .iter()
-        .find(|account| account.address.eq_ignore_ascii_case(address.trim()))
-        .map_or(0, |account| account.balance);
-    let committed = crate::app::committed_account(&state.storage, &bytes, genesis_balance)?;
+        .filter_map(|(validator, _)| {
+            chain
+                .delegations(validator)
+                .into_iter()
+                .find(|(delegator, _)| *delegator == bytes)
+                .map(|(_, amount)| {
+                    serde_json::json!({ "validator": hex::encode(validator), "amount": amount })
+                })
+        })
+        .collect();
+    let unbonding: Vec<serde_json::Value> = chain
+        .unbondings()
+        .into_iter()
+        .filter(|(_, delegator, _, _)| *delegator == bytes)
+        .map(|(matures, _, validator, amount)| {
+            serde_json::json!({
+                "validator": hex::encode(validator),
+                "amount": amount,
+                "matures_at": matures,
+            })
+        })
+        .collect();
+    drop(chain);
     let pending = state
         .node
         .mempool
@@ -505,6 +570,8 @@ async fn account(
         "nonce": committed.nonce,
         "pending": pending,
         "next_nonce": committed.nonce + pending,
+        "delegations": delegations,
+        "unbonding": unbonding,
     })))
 }
 
@@ -543,26 +610,87 @@ async fn tx_status(
     )))
 }
 
+/// `GET /validators`: every validator with its stake, voting power in the current set (0 when
+/// not in it), jail state and missed blocks in the downtime window.
 async fn validators(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    let list: Vec<serde_json::Value> = state
+    let height = state.storage.tip().height + 1;
+    let chain = state.node.state.read().expect("state lock poisoned");
+    let params = chain.params.clone();
+    let epoch = params.epoch_of(height);
+    let active = chain.members(epoch).unwrap_or_default();
+    let names: std::collections::HashMap<String, String> = state
         .node
         .genesis
         .validators
         .iter()
-        .enumerate()
-        .map(|(index, validator)| {
+        .map(|v| (v.public_key.to_ascii_lowercase(), v.name.clone()))
+        .collect();
+    let list: Vec<serde_json::Value> = chain
+        .validators()
+        .iter()
+        .map(|(key, record)| {
+            let public_key = hex::encode(key);
+            let index = active.iter().position(|member| member.key == *key);
             serde_json::json!({
+                "public_key": public_key,
+                "name": names.get(&public_key).cloned().unwrap_or_default(),
                 "index": index,
-                "name": validator.name,
-                "public_key": validator.public_key,
-                "power": validator.power,
+                "power": index.map_or(0, |i| active[i].power),
+                "tokens": record.tokens,
+                "delegators": chain.delegations(key).len(),
+                "commission_bps": record.commission_bps,
+                "jailed": record.jailed,
+                "jailed_until": (record.jailed && !record.tombstoned).then_some(record.jailed_until),
+                "tombstoned": record.tombstoned,
+                "missed_blocks": record.missed,
+                "slashed": record.slashed,
             })
         })
         .collect();
+    let total_power: u64 = active.iter().map(|member| member.power).sum();
     Json(serde_json::json!({
-        "height": state.storage.tip().height + 1,
-        "total_power": state.node.validators.total_power(),
+        "height": height,
+        "epoch": epoch,
+        "total_power": total_power,
+        "active": active.len(),
         "validators": list,
+    }))
+}
+
+/// `GET /evidence`: equivocations punished on chain, and those this node saw.
+async fn evidence(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let punished = state
+        .node
+        .state
+        .read()
+        .expect("state lock poisoned")
+        .evidence();
+    let observed = state.node.view.read().expect("view lock poisoned").evidence;
+    Json(serde_json::json!({ "punished": punished, "observed_by_this_node": observed }))
+}
+
+/// `GET /epochs/current`: the epoch of the next height, its bounds, the set's hash and size,
+/// the parameters, and the supply.
+async fn current_epoch(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let height = state.storage.tip().height + 1;
+    let chain = state.node.state.read().expect("state lock poisoned");
+    let params = chain.params.clone();
+    let epoch = params.epoch_of(height);
+    let validators = chain.validators_at(height).unwrap_or_default();
+    let next_known = chain.members(epoch + 1).is_some();
+    Json(serde_json::json!({
+        "epoch": epoch,
+        "height": height,
+        "start_height": params.epoch_start(epoch),
+        "end_height": params.epoch_start(epoch + 1) - 1,
+        "epoch_length": params.epoch_length,
+        "validators": validators.len(),
+        "total_power": validators.iter().map(|v| v.power).sum::<u64>(),
+        "validators_hash": crate::state::set_hash(&validators),
+        "next_set_fixed": next_known,
+        "params": params,
+        "supply": chain.supply(),
+        "experts": chain.experts().len(),
     }))
 }
 

@@ -8,8 +8,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// First byte of every encoded block; bump when the layout changes.
-const ENCODING_VERSION: u8 = 1;
+/// First byte of every encoded block; bump when the layout changes. (Version 1 had no
+/// proposer, validator set hashes, last commit or evidence; its chains are not read.)
+const ENCODING_VERSION: u8 = 2;
+/// Most evidence items in one block.
+pub const MAX_EVIDENCE_PER_BLOCK: u32 = 64;
+/// Largest last-commit or evidence item, in bytes.
+pub const MAX_EXTRA_BYTES: u32 = 1 << 20;
 /// Largest chain id we accept, in bytes.
 pub const MAX_CHAIN_ID_BYTES: usize = 64;
 /// Largest number of transactions in one block.
@@ -99,25 +104,56 @@ pub struct Header {
     /// Proposer's clock, milliseconds since the Unix epoch.
     pub time_ms: u64,
     pub prev_hash: Hash,
-    /// Hash over the block's transactions (see [`data_hash`]).
+    /// Hash over the block's body: transactions, last commit, evidence (see [`data_hash`]).
     pub data_hash: Hash,
     /// Application state hash after the previous block.
     pub app_hash: Hash,
+    /// Index (in this height's validator set) of the validator that built the block.
+    pub proposer: u32,
+    /// Hash of the validator set that decides this height ([`crate::state`] `set_hash`).
+    pub validators_hash: Hash,
+    /// Hash of the validator set of the next height: a light client follows the set from
+    /// epoch to epoch through it.
+    pub next_validators_hash: Hash,
 }
 
-/// A block: a header and opaque transactions.
+/// A block: a header, opaque transactions, the commit certificate of the previous block as
+/// its proposer collected it (empty at height 1), and evidence of misbehaviour.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
     pub header: Header,
     pub txs: Vec<Vec<u8>>,
+    pub last_commit: Vec<u8>,
+    pub evidence: Vec<Vec<u8>>,
 }
 
-/// Hash over transactions: SHA-256 of each transaction's length (u32 BE) followed by its bytes.
-pub fn data_hash(txs: &[Vec<u8>]) -> Hash {
+/// Hash over the transactions only (each length (u32 BE) and bytes); [`data_hash`] is this
+/// when a block has no last commit and no evidence.
+pub fn txs_hash(txs: &[Vec<u8>]) -> Hash {
     let mut hasher = Sha256::new();
     for tx in txs {
         hasher.update((tx.len() as u32).to_be_bytes());
         hasher.update(tx);
+    }
+    Hash(hasher.finalize().into())
+}
+
+/// Hash over a block's body: the transactions' hash when there is nothing else, otherwise
+/// SHA-256 of a domain tag, that hash, the last commit and each evidence item (length-prefixed).
+pub fn data_hash(txs: &[Vec<u8>], last_commit: &[u8], evidence: &[Vec<u8>]) -> Hash {
+    let txs = txs_hash(txs);
+    if last_commit.is_empty() && evidence.is_empty() {
+        return txs;
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(b"blyan/body/v2");
+    hasher.update(txs.0);
+    hasher.update((last_commit.len() as u32).to_be_bytes());
+    hasher.update(last_commit);
+    hasher.update((evidence.len() as u32).to_be_bytes());
+    for item in evidence {
+        hasher.update((item.len() as u32).to_be_bytes());
+        hasher.update(item);
     }
     Hash(hasher.finalize().into())
 }
@@ -143,6 +179,9 @@ impl Header {
         out.extend_from_slice(&self.prev_hash.0);
         out.extend_from_slice(&self.data_hash.0);
         out.extend_from_slice(&self.app_hash.0);
+        out.extend_from_slice(&self.proposer.to_be_bytes());
+        out.extend_from_slice(&self.validators_hash.0);
+        out.extend_from_slice(&self.next_validators_hash.0);
     }
 
     /// The block hash.
@@ -166,10 +205,26 @@ impl Block {
             height,
             time_ms,
             prev_hash,
-            data_hash: data_hash(&txs),
+            data_hash: txs_hash(&txs),
             app_hash,
+            proposer: 0,
+            validators_hash: Hash::ZERO,
+            next_validators_hash: Hash::ZERO,
         };
-        Block { header, txs }
+        Block {
+            header,
+            txs,
+            last_commit: Vec::new(),
+            evidence: Vec::new(),
+        }
+    }
+
+    /// Sets the body's extras and recomputes the data hash.
+    pub fn with_body(mut self, last_commit: Vec<u8>, evidence: Vec<Vec<u8>>) -> Block {
+        self.last_commit = last_commit;
+        self.evidence = evidence;
+        self.header.data_hash = data_hash(&self.txs, &self.last_commit, &self.evidence);
+        self
     }
 
     pub fn hash(&self) -> Hash {
@@ -178,18 +233,33 @@ impl Block {
 
     /// Whether `data_hash` in the header matches the transactions.
     pub fn data_hash_matches(&self) -> bool {
-        self.header.data_hash == data_hash(&self.txs)
+        self.header.data_hash == data_hash(&self.txs, &self.last_commit, &self.evidence)
     }
 
-    /// Canonical bytes: header, then a u32 transaction count, then each transaction length-prefixed.
+    /// Canonical bytes: header, then a u32 transaction count and each transaction
+    /// length-prefixed, then the last commit (length-prefixed), then a u32 evidence count and
+    /// each item length-prefixed.
     pub fn encode(&self) -> Vec<u8> {
-        let body: usize = self.txs.iter().map(|tx| tx.len() + 4).sum();
-        let mut out = Vec::with_capacity(160 + body);
+        let body: usize = self.txs.iter().map(|tx| tx.len() + 4).sum::<usize>()
+            + self.last_commit.len()
+            + self
+                .evidence
+                .iter()
+                .map(|item| item.len() + 4)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(240 + body);
         self.header.encode_into(&mut out);
         out.extend_from_slice(&(self.txs.len() as u32).to_be_bytes());
         for tx in &self.txs {
             out.extend_from_slice(&(tx.len() as u32).to_be_bytes());
             out.extend_from_slice(tx);
+        }
+        out.extend_from_slice(&(self.last_commit.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.last_commit);
+        out.extend_from_slice(&(self.evidence.len() as u32).to_be_bytes());
+        for item in &self.evidence {
+            out.extend_from_slice(&(item.len() as u32).to_be_bytes());
+            out.extend_from_slice(item);
         }
         out
     }
@@ -219,6 +289,9 @@ impl Block {
             prev_hash: reader.hash()?,
             data_hash: reader.hash()?,
             app_hash: reader.hash()?,
+            proposer: reader.u32()?,
+            validators_hash: reader.hash()?,
+            next_validators_hash: reader.hash()?,
         };
         let count = reader.u32()?;
         if count > MAX_TXS_PER_BLOCK {
@@ -240,11 +313,48 @@ impl Block {
             }
             txs.push(reader.take(len as usize)?.to_vec());
         }
+        let last_commit;
+        let mut evidence = Vec::new();
+        {
+            let len = reader.u32()?;
+            if len > MAX_EXTRA_BYTES {
+                return Err(DecodeError::TooLarge {
+                    field: "last commit",
+                    size: len.into(),
+                    limit: MAX_EXTRA_BYTES.into(),
+                });
+            }
+            last_commit = reader.take(len as usize)?.to_vec();
+            let count = reader.u32()?;
+            if count > MAX_EVIDENCE_PER_BLOCK {
+                return Err(DecodeError::TooLarge {
+                    field: "evidence count",
+                    size: count.into(),
+                    limit: MAX_EVIDENCE_PER_BLOCK.into(),
+                });
+            }
+            for _ in 0..count {
+                let len = reader.u32()?;
+                if len > MAX_EXTRA_BYTES {
+                    return Err(DecodeError::TooLarge {
+                        field: "evidence",
+                        size: len.into(),
+                        limit: MAX_EXTRA_BYTES.into(),
+                    });
+                }
+                evidence.push(reader.take(len as usize)?.to_vec());
+            }
+        }
         let trailing = bytes.len() - reader.offset;
         if trailing != 0 {
             return Err(DecodeError::TrailingBytes(trailing));
         }
-        Ok(Block { header, txs })
+        Ok(Block {
+            header,
+            txs,
+            last_commit,
+            evidence,
+        })
     }
 }
 

@@ -126,6 +126,14 @@ pub struct ConsensusConfig {
     pub timeout_commit_ms: u64,
     /// Most transactions a proposer puts in one block.
     pub max_block_txs: u32,
+    /// Every this many blocks the node keeps a state snapshot that peers can state-sync from
+    /// (the two latest are kept, in memory; 0: serve none).
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval: u64,
+}
+
+fn default_snapshot_interval() -> u64 {
+    500
 }
 
 impl Default for ConsensusConfig {
@@ -140,6 +148,7 @@ impl Default for ConsensusConfig {
             timeout_precommit_delta_ms: params.timeout_precommit_delta_ms,
             timeout_commit_ms: 1000,
             max_block_txs: 5000,
+            snapshot_interval: default_snapshot_interval(),
         }
     }
 }
@@ -303,6 +312,8 @@ timeout_precommit_delta_ms = {timeout_precommit_delta_ms}
 timeout_commit_ms = {timeout_commit_ms}
 # Most transactions in one block.
 max_block_txs = {max_block_txs}
+# Keep a state snapshot every this many blocks for peers that start with --state-sync (0: none).
+snapshot_interval = {snapshot_interval}
 
 [mempool]
 # Pending transactions kept at most, by count and by bytes; more are refused with 503.
@@ -351,6 +362,7 @@ level = "{level}"
             timeout_precommit_delta_ms = self.consensus.timeout_precommit_delta_ms,
             timeout_commit_ms = self.consensus.timeout_commit_ms,
             max_block_txs = self.consensus.max_block_txs,
+            snapshot_interval = self.consensus.snapshot_interval,
             mempool_max_txs = self.mempool.max_txs,
             mempool_max_bytes = self.mempool.max_bytes,
             mempool_ttl_s = self.mempool.ttl_s,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::Hash;
 use crate::config::check_name;
 use crate::consensus::validators::{Validator, ValidatorSet};
+use crate::state::StakingParams;
 
 /// Why a genesis file is not acceptable.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,13 @@ pub struct Genesis {
     pub validators: Vec<GenesisValidator>,
     #[serde(default)]
     pub accounts: Vec<GenesisAccount>,
+    /// Staking, epoch, slashing and reward parameters (`docs/STAKING.md`); devnet defaults.
+    #[serde(default)]
+    pub staking: StakingParams,
 }
+
+/// Largest total of genesis balances and stakes (a quarter of u64, so minting never overflows).
+pub const MAX_GENESIS_SUPPLY: u64 = u64::MAX / 4;
 
 /// Largest genesis file accepted.
 const MAX_GENESIS_BYTES: u64 = 64 << 20;
@@ -148,6 +155,22 @@ impl Genesis {
         }
         self.validator_set()
             .map_err(|error| invalid("validators".into(), error.to_string()))?;
+        self.staking
+            .validate()
+            .map_err(|(field, reason)| invalid(field.into(), reason))?;
+        // Rewards are minted into u64 balances: leave the supply ample headroom.
+        let supply: u128 = self
+            .accounts
+            .iter()
+            .map(|account| u128::from(account.balance))
+            .chain(self.validators.iter().map(|v| u128::from(v.power)))
+            .sum();
+        if supply > u128::from(MAX_GENESIS_SUPPLY) {
+            return Err(invalid(
+                "accounts".into(),
+                format!("balances and stakes sum to {supply}, over {MAX_GENESIS_SUPPLY}"),
+            ));
+        }
         Ok(())
     }
 
@@ -215,6 +238,7 @@ mod tests {
                 address: key(9),
                 balance: 100,
             }],
+            staking: StakingParams::devnet(),
         }
     }
 
@@ -244,6 +268,11 @@ mod tests {
         bad.accounts[0].address = "zz".into();
         let error = bad.validate("g").unwrap_err().to_string();
         assert!(error.contains("accounts[0].address"), "{error}");
+
+        let mut bad = genesis();
+        bad.staking.epoch_length = 1;
+        let error = bad.validate("g").unwrap_err().to_string();
+        assert_eq!(error, "g: staking.epoch_length: must be at least 2");
 
         std::fs::write(&path, "{\"chain_id\": 5}").unwrap();
         let error = Genesis::load(&path).unwrap_err().to_string();

@@ -1,6 +1,6 @@
 //! The lean Blyan node: crash-safe RocksDB storage, Tendermint-style consensus over libp2p
-//! (TLS 1.3), a transfer application, an HTTP API with Prometheus metrics, and (in later issues)
-//! staking and MoE inference.
+//! (TLS 1.3), a proof-of-stake chain state (staking, epochs, slashing, rewards), an HTTP API with
+//! Prometheus metrics, and (in a later issue) MoE inference.
 
 pub mod api;
 pub mod app;
@@ -14,6 +14,8 @@ pub mod keys;
 pub mod metrics;
 pub mod node;
 pub mod p2p;
+pub mod state;
+pub mod statesync;
 pub mod storage;
 pub mod wire;
 

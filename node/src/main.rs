@@ -78,6 +78,14 @@ enum Command {
         /// Initialise the home first (as `init` with defaults) if it has no config.toml yet.
         #[arg(long)]
         init: bool,
+        /// With an empty database: start from a peer's state snapshot, verified against the
+        /// app hash of its height (following the validator set from genesis, one commit per
+        /// epoch), instead of replaying every block. Ignored when the database holds a chain.
+        #[arg(long)]
+        state_sync: bool,
+        /// How long state sync waits for a peer's snapshot offer before it gives up.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        state_sync_wait_s: u64,
     },
     /// Create a RocksDB checkpoint under HOME/checkpoints/<height> (node must be stopped;
     /// for a running node use `POST /checkpoints`).
@@ -181,6 +189,8 @@ fn run(cli: Cli) -> Result<()> {
             moniker,
             log_level,
             init: init_first,
+            state_sync,
+            state_sync_wait_s,
         } => {
             let home = Home::new(home.home);
             if init_first && !home.config().exists() {
@@ -212,7 +222,8 @@ fn run(cli: Cli) -> Result<()> {
                 config.validate("command line")?;
             }
             init_logging(config.log.format, &config.log.level);
-            start(&home, config)
+            let state_sync = state_sync.then(|| std::time::Duration::from_secs(state_sync_wait_s));
+            start(&home, config, state_sync)
         }
         Command::Checkpoint { home } => {
             init_logging(log_format.unwrap_or(LogFormat::Human), "warn");
@@ -310,6 +321,8 @@ fn init(home: &Home, moniker: &str, chain_id: &str, force: bool) -> Result<()> {
             power: 10,
         }],
         accounts: Vec::new(),
+
+        staking: Default::default(),
     };
     genesis
         .save(&home.genesis())
@@ -329,7 +342,7 @@ fn init(home: &Home, moniker: &str, chain_id: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
-fn start(home: &Home, config: Config) -> Result<()> {
+fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -> Result<()> {
     let node_key = NodeKey::read(&home.node_key())?;
     let validator_key = ValidatorKey::read(&home.validator_key())?;
     let genesis = Genesis::load(&home.genesis()).with_context(|| {
@@ -357,8 +370,37 @@ fn start(home: &Home, config: Config) -> Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let peer_id = node_key.peer_id();
-        let (p2p, events, bound) =
+        let (p2p, mut events, bound) =
             blyan_node::p2p::spawn(node_key.keypair.clone(), &config.p2p, &config.chain_id).await?;
+        let mut synced_at = None;
+        match state_sync {
+            Some(wait) if storage.tip().height == 0 => {
+                tracing::info!(?wait, "state sync: waiting for snapshot offers");
+                let synced = blyan_node::statesync::run(
+                    &p2p,
+                    &mut events,
+                    &genesis,
+                    &storage,
+                    wait,
+                    &|line| tracing::info!("state sync: {line}"),
+                )
+                .await
+                .context("state sync failed (start without --state-sync to replay blocks)")?;
+                tracing::info!(
+                    height = synced.height,
+                    keys = synced.keys,
+                    epochs_verified = synced.epochs_verified,
+                    elapsed_ms = synced.elapsed.as_millis() as u64,
+                    "state sync done; block sync continues from the next height"
+                );
+                synced_at = Some(synced.height);
+            }
+            Some(_) => tracing::info!(
+                height = storage.tip().height,
+                "--state-sync ignored: the database already holds a chain"
+            ),
+            None => {}
+        }
         let settings = blyan_node::node::NodeSettings {
             genesis,
             consensus: config.consensus.clone(),
@@ -369,6 +411,11 @@ fn start(home: &Home, config: Config) -> Result<()> {
         };
         let node =
             blyan_node::node::Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;
+        node.shared()
+            .view
+            .write()
+            .expect("fresh lock")
+            .state_synced_at = synced_at;
         let (submit_tx, submit_rx) = tokio::sync::mpsc::channel(4096);
         let state = Arc::new(ApiState {
             storage: storage.clone(),

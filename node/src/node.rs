@@ -19,18 +19,24 @@ use libp2p::PeerId;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::{check_block, App, Executed, Mempool, MempoolLimits, Tx, TxError, TxOutcome};
+use crate::app::{
+    check_block, decode_body, verify_commit, App, Checked, Mempool, MempoolLimits, Tx, TxError,
+    TxOutcome,
+};
 use crate::block::{Block, Hash};
 use crate::config::{ConsensusConfig, MempoolConfig};
 use crate::consensus::signer::{SignError, Signer, StorageStore};
 use crate::consensus::state_machine::{Consensus, Effect, Input, Step, Timeout};
-use crate::consensus::types::{SignedProposal, SignedVote, Vote};
-use crate::consensus::validators::ValidatorSet;
+use crate::consensus::types::{Evidence, SignedProposal, SignedVote, ValidatorIndex, Vote};
+use crate::consensus::validators::{Validator, ValidatorSet};
 use crate::genesis::Genesis;
 use crate::metrics::Metrics;
 use crate::p2p::{
     P2pCommand, P2pEvent, P2pHandle, SyncRequest, SyncResponse, SyncedBlock, Topic, MAX_SYNC_BLOCKS,
 };
+use crate::p2p::{SnapshotRequest, SnapshotResponse, MAX_SYNC_SETS};
+use crate::state::store::{Store, BUCKETS};
+use crate::state::{set_hash, set_key, ChainState, StateEvent};
 use crate::storage::{Storage, StorageError};
 use crate::wire::{self, Commit};
 
@@ -53,6 +59,9 @@ pub enum NodeError {
 const MAX_BUFFERED: usize = 8192;
 /// Proposed blocks held per height.
 const MAX_CANDIDATES: usize = 64;
+/// Equivocations held for proposals, and carried in one block.
+const MAX_PENDING_EVIDENCE: usize = 256;
+const MAX_EVIDENCE_IN_BLOCK: usize = 16;
 
 pub fn commit_key(height: u64) -> Vec<u8> {
     [b"c/".as_slice(), &height.to_be_bytes()].concat()
@@ -61,6 +70,15 @@ pub fn commit_key(height: u64) -> Vec<u8> {
 pub fn app_hash_key(height: u64) -> Vec<u8> {
     [b"r/".as_slice(), &height.to_be_bytes()].concat()
 }
+
+/// The consensus record of an epoch's validator set, kept for ever (state sync's light client
+/// follows the set from genesis through them; the state prunes old sets).
+pub fn set_record_key(epoch: u64) -> Vec<u8> {
+    [b"vs/".as_slice(), &epoch.to_be_bytes()].concat()
+}
+
+/// State snapshots are cut into this many chunks of whole buckets.
+pub const SNAPSHOT_CHUNKS: u32 = 16;
 
 pub fn tx_key(hash: &Hash) -> Vec<u8> {
     [b"t/".as_slice(), &hash.0].concat()
@@ -109,11 +127,16 @@ pub struct View {
     pub step: String,
     pub catching_up: bool,
     pub validator_index: Option<u32>,
+    /// The epoch of the height being decided, and its validator count.
+    pub epoch: u64,
+    pub validators: usize,
     pub peers: usize,
     pub best_known_height: u64,
     pub evidence: u64,
     pub blocks_decided: u64,
     pub blocks_synced: u64,
+    /// The height this node state-synced to at start, if it did.
+    pub state_synced_at: Option<u64>,
 }
 
 /// Latency samples since start, in microseconds.
@@ -149,7 +172,8 @@ pub struct Shared {
     pub stats: Mutex<Stats>,
     pub mempool: Mutex<Mempool>,
     pub genesis: Genesis,
-    pub validators: ValidatorSet,
+    /// The committed chain state (the node loop writes it once per block).
+    pub state: Arc<RwLock<ChainState>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -199,7 +223,19 @@ pub struct Node {
     commit_delay: Duration,
     equivocate_votes: bool,
     max_block_txs: usize,
+    /// The set deciding the current height, with its proposer priorities.
     set: ValidatorSet,
+    /// The set of the height after it, and of the tip (whose commit the next block carries).
+    next_validators: Vec<Validator>,
+    prev_validators: Option<Vec<Validator>>,
+    /// The commit certificate of the tip, as this node collected it.
+    last_commit: Option<Commit>,
+    /// Equivocations seen and not punished yet, for our next proposals.
+    pending_evidence: Vec<Evidence>,
+    public_key: VerifyingKey,
+    snapshot_interval: u64,
+    /// The latest state snapshots served to state-syncing peers: (height, state after it).
+    snapshots: VecDeque<(u64, Arc<Store>)>,
     consensus: Consensus,
     signer: Option<Signer<StorageStore<Arc<Storage>>>>,
     app: App,
@@ -247,35 +283,56 @@ impl Node {
                 )));
             }
         }
-        let genesis_set = genesis
+        genesis
             .validator_set()
             .map_err(|error| NodeError::Genesis(error.to_string()))?;
         let public: VerifyingKey = settings.validator_key.verifying_key();
-        let me = genesis_set.index_of(&public);
         let tip = storage.tip();
         let tip_time_ms = match storage.block(tip.height)? {
             Some(block) => block.header.time_ms,
             None => genesis.genesis_time_ms,
         };
-        // Proposer priorities of the next height: one step per committed height.
-        let mut set = genesis_set.clone();
-        for _ in 0..tip.height {
-            set = set.next_height();
-        }
-        let app = App::new(storage.clone(), &genesis.account_balances())?;
-        let signer = match me {
-            Some(_) => Some(
-                Signer::new(
-                    settings.validator_key,
-                    &chain_id,
-                    StorageStore {
-                        storage: storage.clone(),
-                    },
-                )
-                .map_err(NodeError::Signer)?,
-            ),
-            None => None,
+        let app = App::open(&storage, &genesis)?;
+        let (set, next_validators, prev_validators) = {
+            let state = app.read();
+            let params = &state.params;
+            let height = tip.height + 1;
+            let validators = state.validators_at(height).ok_or_else(|| {
+                NodeError::Chain(format!(
+                    "the state holds no validator set for height {height}"
+                ))
+            })?;
+            // Proposer priorities of the next height: one step per height of its epoch so far.
+            let mut set = ValidatorSet::new(validators)
+                .map_err(|error| NodeError::Chain(format!("validator set: {error}")))?;
+            for _ in params.epoch_start(params.epoch_of(height))..height {
+                set = set.next_height();
+            }
+            let next = state
+                .validators_at(height + 1)
+                .unwrap_or_else(|| set.validators().to_vec());
+            let prev = (tip.height > 0)
+                .then(|| state.validators_at(tip.height))
+                .flatten();
+            (set, next, prev)
         };
+        let me = set.index_of(&public);
+        let last_commit = storage
+            .consensus_get(&commit_key(tip.height))?
+            .map(|bytes| Commit::decode(&bytes))
+            .transpose()
+            .map_err(|error| NodeError::Chain(format!("stored commit of the tip: {error}")))?;
+        // Every node keeps a signer: a full node may join the set at an epoch boundary.
+        let signer = Some(
+            Signer::new(
+                settings.validator_key,
+                &chain_id,
+                StorageStore {
+                    storage: storage.clone(),
+                },
+            )
+            .map_err(NodeError::Signer)?,
+        );
         let consensus = Consensus::new(settings.consensus.params(), me, set.clone());
         let limits = MempoolLimits {
             max_txs: settings.mempool.max_txs as usize,
@@ -294,7 +351,7 @@ impl Node {
             stats: Mutex::new(Stats::default()),
             mempool: Mutex::new(Mempool::new(limits)),
             genesis,
-            validators: genesis_set,
+            state: app.shared(),
             metrics,
         });
         Ok(Node {
@@ -307,6 +364,13 @@ impl Node {
             equivocate_votes: settings.equivocate_votes,
             max_block_txs: settings.consensus.max_block_txs as usize,
             set,
+            next_validators,
+            prev_validators,
+            last_commit,
+            pending_evidence: Vec::new(),
+            public_key: public,
+            snapshot_interval: settings.consensus.snapshot_interval,
+            snapshots: VecDeque::new(),
             consensus,
             signer,
             app,
@@ -395,6 +459,9 @@ impl Node {
         view.peers = self.peers.len();
         view.best_known_height = self.best_known.max(self.tip_height);
         view.evidence = self.evidence;
+        view.validator_index = self.set.index_of(&self.public_key);
+        view.validators = self.set.len();
+        view.epoch = self.app.read().params.epoch_of(self.tip_height + 1);
         self.shared
             .metrics
             .consensus_round
@@ -463,7 +530,7 @@ impl Node {
             for effect in self.consensus.handle(input) {
                 match effect {
                     Effect::GetValue { height, round } => {
-                        let block = self.build_block(height);
+                        let block = self.build_block(height, self.set.index_of(&self.public_key));
                         let value = block.hash();
                         self.candidates.insert(value, block);
                         queue.push_back(Input::ProposeValue {
@@ -555,22 +622,17 @@ impl Node {
                                 "decided {value} at height {height} without holding the block"
                             )));
                         };
-                        let txs: Vec<Tx> = block
-                            .txs
-                            .iter()
-                            .map(|tx| Tx::decode(tx))
-                            .collect::<Result<_, _>>()
-                            .map_err(|error| {
-                                NodeError::Chain(format!("decided block has a bad tx: {error}"))
-                            })?;
+                        let checked = decode_body(&block)
+                            .map_err(|error| NodeError::Chain(format!("decided block: {error}")))?;
+                        let tx_count = checked.txs.len();
                         let latency = self.proposal_seen.get(&round).map(Instant::elapsed);
                         if !self.commit_delay.is_zero() {
                             // Devnet slowdown: as slow execution would, it holds the loop.
                             std::thread::sleep(self.commit_delay);
                         }
-                        self.commit(&block, &txs, &Commit::from_votes(round, &commit))?;
+                        self.commit(&block, checked, &Commit::from_votes(round, &commit))?;
                         self.record_decision(latency);
-                        tracing::debug!(height, round, hash = %value, txs = txs.len(), "committed");
+                        tracing::debug!(height, round, hash = %value, txs = tx_count, "committed");
                         if self.timeout_commit.is_zero() {
                             self.start_height()?;
                         } else {
@@ -583,6 +645,13 @@ impl Node {
                         self.shared.metrics.evidence.inc();
                         let (validator, height, round, kind) = evidence.key();
                         tracing::warn!(validator, height, round, ?kind, "equivocation observed");
+                        let known = self
+                            .pending_evidence
+                            .iter()
+                            .any(|pending| pending.key() == evidence.key());
+                        if !known && self.pending_evidence.len() < MAX_PENDING_EVIDENCE {
+                            self.pending_evidence.push(*evidence);
+                        }
                     }
                 }
             }
@@ -622,40 +691,71 @@ impl Node {
             .blocks_decided += 1;
     }
 
-    fn build_block(&self, height: u64) -> Block {
+    fn build_block(&self, height: u64, me: Option<ValidatorIndex>) -> Block {
         let txs: Vec<Vec<u8>> = self
             .shared
             .mempool
             .lock()
             .expect("mempool lock poisoned")
-            .reap(self.max_block_txs, |sender| {
-                self.app.account(sender).map_or(0, |account| account.nonce)
-            })
+            .reap(self.max_block_txs, |sender| self.app.account(sender).nonce)
             .iter()
             .map(Tx::encode)
             .collect();
         let time_ms = now_ms().max(self.tip_time_ms + 1);
-        Block::new(
+        let mut block = Block::new(
             &self.chain_id,
             height,
             time_ms,
             self.tip_hash,
             self.app.app_hash(),
             txs,
-        )
+        );
+        block.header.proposer = me.unwrap_or(0);
+        block.header.validators_hash = set_hash(self.set.validators());
+        block.header.next_validators_hash = set_hash(&self.next_validators);
+        let last_commit = match (&self.last_commit, height > 1) {
+            (Some(commit), true) => commit.encode(),
+            _ => Vec::new(),
+        };
+        let evidence = self
+            .pending_evidence
+            .iter()
+            .take(MAX_EVIDENCE_IN_BLOCK)
+            .map(wire::encode_evidence)
+            .collect();
+        block.with_body(last_commit, evidence)
     }
 
-    /// Executes and commits a decided (or synced and verified) block.
-    fn commit(&mut self, block: &Block, txs: &[Tx], commit: &Commit) -> Result<(), NodeError> {
+    /// Executes and commits a decided (or synced and verified) block, then moves to the next
+    /// height's validator set.
+    fn commit(
+        &mut self,
+        block: &Block,
+        checked: Checked,
+        commit: &Commit,
+    ) -> Result<(), NodeError> {
         let height = block.header.height;
         let hash = block.hash();
-        let Executed {
-            changes,
-            app_hash,
-            outcomes,
-        } = self.app.execute(height, txs)?;
-        let mut records = Vec::with_capacity(txs.len() + 2);
+        let Checked { txs, input } = checked;
+        let executed = self.app.execute(&input, &txs);
+        let changes = self.app.changes(&executed);
+        let app_hash = executed.app_hash;
+        let outcomes = executed.outcomes.clone();
+        let events = executed.events.clone();
+        let mut records = Vec::with_capacity(txs.len() + 3);
         records.push((commit_key(height), commit.encode()));
+        if height == 1 {
+            if let Some(bytes) = self.app.read().store().get(&set_key(0)) {
+                records.push((set_record_key(0), bytes.to_vec()));
+            }
+        }
+        for event in &events {
+            if let StateEvent::NewSet { epoch, .. } = event {
+                if let Some(Some(bytes)) = executed.writes.get(&set_key(*epoch)) {
+                    records.push((set_record_key(*epoch), bytes.clone()));
+                }
+            }
+        }
         records.push((app_hash_key(height), app_hash.0.to_vec()));
         let mut committed = HashSet::with_capacity(txs.len());
         for (index, (tx, outcome)) in txs.iter().zip(&outcomes).enumerate() {
@@ -669,17 +769,87 @@ impl Node {
             records.push((tx_key(&tx_hash), location.encode()));
         }
         self.storage.commit_block_with(block, &changes, &records)?;
-        self.app.committed(app_hash);
+        self.app.committed(executed);
         self.tip_height = height;
         self.tip_hash = hash;
         self.tip_time_ms = block.header.time_ms;
-        self.set = self.set.next_height();
+        for event in &events {
+            match event {
+                StateEvent::Slashed {
+                    validator,
+                    reason,
+                    burned,
+                } => {
+                    tracing::warn!(height, validator = %hex::encode(validator), reason, burned, "validator slashed")
+                }
+                StateEvent::Jailed { validator, until } => {
+                    tracing::warn!(height, validator = %hex::encode(validator), until, "validator jailed")
+                }
+                StateEvent::NewSet { epoch, members } => {
+                    tracing::info!(
+                        height,
+                        epoch,
+                        members,
+                        "validator set of the next epoch fixed"
+                    )
+                }
+            }
+        }
+        self.advance_set(height, commit)?;
+        if self.snapshot_interval > 0 && height % self.snapshot_interval == 0 {
+            let store = Arc::new(self.app.read().store().clone());
+            self.snapshots.push_back((height, store));
+            if self.snapshots.len() > 2 {
+                self.snapshots.pop_front();
+            }
+        }
         let mut mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
         mempool.update(&committed, &self.app);
         self.shared.metrics.mempool_txs.set(mempool.len() as i64);
         drop(mempool);
         self.update_view();
         Ok(())
+    }
+
+    /// After committing `height`: the set of `height + 1` (a new epoch's set starts with fresh
+    /// proposer priorities), this node's index in it, and the evidence still worth proposing.
+    fn advance_set(&mut self, height: u64, commit: &Commit) -> Result<(), NodeError> {
+        self.last_commit = Some(commit.clone());
+        self.prev_validators = Some(self.set.validators().to_vec());
+        let state = self.app.read();
+        let params = state.params.clone();
+        if params.epoch_of(height + 1) != params.epoch_of(height) {
+            self.set = ValidatorSet::new(self.next_validators.clone())
+                .map_err(|error| NodeError::Chain(format!("next validator set: {error}")))?;
+            tracing::info!(
+                height = height + 1,
+                epoch = params.epoch_of(height + 1),
+                validators = self.set.len(),
+                "new epoch"
+            );
+        } else {
+            self.set = self.set.next_height();
+        }
+        self.next_validators = state
+            .validators_at(height + 2)
+            .unwrap_or_else(|| self.set.validators().to_vec());
+        self.pending_evidence
+            .retain(|evidence| state.would_punish(evidence).is_ok());
+        drop(state);
+        self.consensus
+            .set_validator_index(self.set.index_of(&self.public_key));
+        Ok(())
+    }
+
+    /// The key of validator `index` at `height` (the current height or the next).
+    fn validator_key(&self, height: u64, index: u32) -> Option<VerifyingKey> {
+        if height == self.consensus.height() + 1 {
+            self.next_validators
+                .get(index as usize)
+                .map(|validator| validator.public_key)
+        } else {
+            self.set.get(index).map(|validator| validator.public_key)
+        }
     }
 
     fn accept(&self, id: MessageId, source: PeerId, acceptance: MessageAcceptance) {
@@ -779,10 +949,8 @@ impl Node {
             return Ok(());
         };
         let valid = self
-            .shared
-            .validators
-            .get(vote.vote.validator)
-            .is_some_and(|validator| vote.verify(&self.chain_id, &validator.public_key));
+            .validator_key(vote.vote.height, vote.vote.validator)
+            .is_some_and(|key| vote.verify(&self.chain_id, &key));
         if !valid {
             self.accept(id, source, MessageAcceptance::Reject);
             return Ok(());
@@ -819,10 +987,8 @@ impl Node {
             return Ok(());
         };
         let signed_ok = self
-            .shared
-            .validators
-            .get(proposal.proposal.proposer)
-            .is_some_and(|validator| proposal.verify(&self.chain_id, &validator.public_key));
+            .validator_key(proposal.proposal.height, proposal.proposal.proposer)
+            .is_some_and(|key| proposal.verify(&self.chain_id, &key));
         if !signed_ok || block.header.height != proposal.proposal.height {
             self.accept(id, source, MessageAcceptance::Reject);
             return Ok(());
@@ -867,6 +1033,9 @@ impl Node {
             prev_time_ms: self.tip_time_ms,
             app_hash: self.app.app_hash(),
             max_txs,
+            validators: self.set.validators(),
+            next_validators_hash: set_hash(&self.next_validators),
+            prev_validators: self.prev_validators.as_deref(),
         }
     }
 
@@ -876,6 +1045,18 @@ impl Node {
         let mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
         let verdict = check_block(&block, &self.expected(self.max_block_txs), &|hash| {
             mempool.contains(hash)
+        })
+        .and_then(|checked| {
+            // A fresh proposal's block names its proposer (who earns the proposer bonus).
+            if proposal.proposal.pol_round.is_none()
+                && block.header.proposer != proposal.proposal.proposer
+            {
+                return Err(format!(
+                    "block names proposer {}, the proposal is signed by {}",
+                    block.header.proposer, proposal.proposal.proposer
+                ));
+            }
+            Ok(checked)
         });
         drop(mempool);
         let valid = match verdict {
@@ -905,8 +1086,7 @@ impl Node {
             if mempool.contains(&tx.hash()) {
                 return Err(TxError::Duplicate);
             }
-            self.app
-                .check(&self.chain_id, &tx, mempool.pending_from(&tx.from))?;
+            self.app.check(&tx, mempool.pending_from(&tx.from))?;
             let hash = mempool.insert(tx)?;
             self.shared.metrics.mempool_txs.set(mempool.len() as i64);
             Ok(hash)
@@ -924,6 +1104,13 @@ impl Node {
     }
 
     fn serve_sync(&self, request: &SyncRequest) -> Result<SyncResponse, NodeError> {
+        if let Some(snapshot) = &request.snapshot {
+            return Ok(SyncResponse {
+                tip_height: self.tip_height,
+                blocks: Vec::new(),
+                snapshot: Some(self.serve_snapshot(snapshot)?),
+            });
+        }
         let mut blocks = Vec::new();
         let first = request.from_height.max(1);
         let count = u64::from(request.max_blocks.clamp(1, MAX_SYNC_BLOCKS));
@@ -945,6 +1132,90 @@ impl Node {
         Ok(SyncResponse {
             tip_height: self.tip_height,
             blocks,
+            snapshot: None,
+        })
+    }
+
+    /// Answers a state-sync request from the snapshots, blocks and set records we hold.
+    fn serve_snapshot(&self, request: &SnapshotRequest) -> Result<SnapshotResponse, NodeError> {
+        let unavailable = |reason: String| SnapshotResponse::Unavailable { reason };
+        let snapshot = |height: u64| {
+            self.snapshots
+                .iter()
+                .find(|(at, _)| *at == height)
+                .map(|(_, store)| store.clone())
+        };
+        Ok(match request {
+            SnapshotRequest::Offer => {
+                // The snapshot's app hash is proven by the header of the block after it.
+                match self
+                    .snapshots
+                    .iter()
+                    .rev()
+                    .find(|(at, _)| *at < self.tip_height)
+                {
+                    Some((height, store)) => SnapshotResponse::Offer {
+                        height: *height,
+                        chunks: SNAPSHOT_CHUNKS,
+                        bucket_hashes: store
+                            .bucket_hashes()
+                            .iter()
+                            .map(|hash| serde_bytes::ByteBuf::from(hash.0.to_vec()))
+                            .collect(),
+                    },
+                    None => unavailable("no snapshot yet".into()),
+                }
+            }
+            SnapshotRequest::Chunk { height, index } => match snapshot(*height) {
+                Some(store) if *index < SNAPSHOT_CHUNKS => {
+                    let per_chunk = BUCKETS / SNAPSHOT_CHUNKS as usize;
+                    let first = *index as usize * per_chunk;
+                    SnapshotResponse::Chunk {
+                        height: *height,
+                        index: *index,
+                        entries: (first..first + per_chunk)
+                            .flat_map(|bucket| store.bucket_entries(bucket))
+                            .map(|(key, value)| {
+                                (
+                                    serde_bytes::ByteBuf::from(key),
+                                    serde_bytes::ByteBuf::from(value),
+                                )
+                            })
+                            .collect(),
+                    }
+                }
+                Some(_) => unavailable(format!("chunk {index} of {SNAPSHOT_CHUNKS}")),
+                None => unavailable(format!("no snapshot at height {height}")),
+            },
+            SnapshotRequest::Heights { heights } => {
+                let mut blocks = Vec::new();
+                for height in heights.iter().take(MAX_SYNC_BLOCKS as usize) {
+                    let (Some(block), Some(commit)) = (
+                        self.storage.block(*height)?,
+                        self.storage.consensus_get(&commit_key(*height))?,
+                    ) else {
+                        return Ok(unavailable(format!("no block {height}")));
+                    };
+                    blocks.push((
+                        *height,
+                        SyncedBlock {
+                            block: block.encode(),
+                            commit,
+                        },
+                    ));
+                }
+                SnapshotResponse::Blocks { blocks }
+            }
+            SnapshotRequest::Sets { epochs } => {
+                let mut sets = Vec::new();
+                for epoch in epochs.iter().take(MAX_SYNC_SETS) {
+                    match self.storage.consensus_get(&set_record_key(*epoch))? {
+                        Some(bytes) => sets.push((*epoch, serde_bytes::ByteBuf::from(bytes))),
+                        None => return Ok(unavailable(format!("no set of epoch {epoch}"))),
+                    }
+                }
+                SnapshotResponse::Sets { sets }
+            }
         })
     }
 
@@ -955,6 +1226,7 @@ impl Node {
             request: SyncRequest {
                 from_height: self.tip_height + 1,
                 max_blocks: MAX_SYNC_BLOCKS,
+                snapshot: None,
             },
         });
     }
@@ -1032,8 +1304,8 @@ impl Node {
         let mut applied = 0;
         for synced in &response.blocks {
             match self.verify_synced(synced) {
-                Ok(Some((block, txs, commit))) => {
-                    self.commit(&block, &txs, &commit)?;
+                Ok(Some((block, checked, commit))) => {
+                    self.commit(&block, checked, &commit)?;
                     self.shared.metrics.blocks_synced.inc();
                     self.shared
                         .view
@@ -1047,6 +1319,17 @@ impl Node {
                     tracing::warn!(%peer, %reason, "sync: rejected a block");
                     break;
                 }
+            }
+        }
+        if applied == 0 && response.blocks.is_empty() && response.tip_height > self.tip_height {
+            // Ahead of us but without our next block: it state-synced past it. Ask another.
+            let others: Vec<PeerId> = self.peers.iter().filter(|p| **p != peer).copied().collect();
+            if !others.is_empty() {
+                let other = others
+                    [(self.tip_height as usize + response.tip_height as usize) % others.len()];
+                tracing::debug!(%peer, %other, height = self.tip_height + 1, "peer lacks our next block; asking another");
+                self.best_peer = Some(other);
+                self.request_sync(other);
             }
         }
         if applied > 0 {
@@ -1066,44 +1349,25 @@ impl Node {
     fn verify_synced(
         &self,
         synced: &SyncedBlock,
-    ) -> Result<Option<(Block, Vec<Tx>, Commit)>, String> {
+    ) -> Result<Option<(Block, Checked, Commit)>, String> {
         let block = Block::decode(&synced.block).map_err(|error| error.to_string())?;
         if block.header.height <= self.tip_height {
             return Ok(None);
         }
-        let txs = check_block(
+        let checked = check_block(
             &block,
             &self.expected(crate::block::MAX_TXS_PER_BLOCK as usize),
             &|_| false,
         )?;
         let commit = Commit::decode(&synced.commit).map_err(|error| error.to_string())?;
-        let hash = block.hash();
-        let votes = commit.votes(block.header.height, hash);
-        let mut seen = HashSet::new();
-        let mut power = 0u64;
-        let mut keyed = Vec::with_capacity(votes.len());
-        for vote in votes {
-            let index = vote.vote.validator;
-            let validator = self
-                .set
-                .get(index)
-                .ok_or_else(|| format!("commit names validator {index}, not in the set"))?;
-            if !seen.insert(index) {
-                return Err(format!("commit names validator {index} twice"));
-            }
-            power += validator.power;
-            keyed.push((vote, validator.public_key));
-        }
-        if !self.set.is_quorum(power) {
-            return Err(format!(
-                "commit power {power} of {} is not more than two thirds",
-                self.set.total_power()
-            ));
-        }
-        if !crate::consensus::types::verify_votes_batch(&self.chain_id, &keyed) {
-            return Err("commit has an invalid signature".into());
-        }
-        Ok(Some((block, txs, commit)))
+        verify_commit(
+            &self.chain_id,
+            self.set.validators(),
+            block.header.height,
+            block.hash(),
+            &commit,
+        )?;
+        Ok(Some((block, checked, commit)))
     }
 }
 

@@ -4,7 +4,7 @@
 use ed25519_dalek::Signature;
 
 use crate::block::{Block, Hash};
-use crate::consensus::types::{Proposal, SignedProposal, SignedVote, Vote, VoteKind};
+use crate::consensus::types::{Evidence, Proposal, SignedProposal, SignedVote, Vote, VoteKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -108,6 +108,29 @@ pub fn decode_vote(bytes: &[u8]) -> Result<SignedVote, WireError> {
         },
         signature,
     })
+}
+
+/// Evidence of equivocation: the two votes, each length-prefixed (u16 BE).
+pub fn encode_evidence(evidence: &Evidence) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 * 160);
+    for vote in [&evidence.first, &evidence.second] {
+        let bytes = encode_vote(vote);
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+pub fn decode_evidence(bytes: &[u8]) -> Result<Evidence, WireError> {
+    let mut reader = Reader { bytes };
+    let mut vote = || -> Result<SignedVote, WireError> {
+        let length = u16::from_be_bytes(reader.take(2)?.try_into().expect("2 bytes"));
+        decode_vote(reader.take(usize::from(length))?)
+    };
+    let first = vote()?;
+    let second = vote()?;
+    reader.finish()?;
+    Ok(Evidence { first, second })
 }
 
 /// A proposal travels with its block.

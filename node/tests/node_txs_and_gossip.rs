@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blyan_node::app::Tx;
+use blyan_node::app::{Tx, TxBody};
 use blyan_node::config::P2pConfig;
 use blyan_node::genesis::{Genesis, GenesisAccount};
 use blyan_node::p2p::{self, P2pCommand, P2pEvent, Topic};
@@ -153,7 +153,7 @@ fn transfers_commit_and_bad_transactions_are_refused_with_the_reason() {
     );
     // Tampered amount: the signature no longer matches.
     let mut tampered = Tx::transfer(&chain, &alice, bob, 1, 1, 2);
-    tampered.amount = 2;
+    tampered.body = TxBody::Transfer { to: bob, amount: 2 };
     let (status, body) = submit(node.api, &tampered.encode());
     assert_eq!(
         (status, body["error"].as_str()),

@@ -240,6 +240,10 @@ pub struct Manifest {
     pub checks: Checks,
     #[serde(default)]
     pub resources: Resources,
+    /// Staking, slashing and reward parameters written into genesis (`docs/STAKING.md`); the
+    /// epoch length comes from `consensus.epoch_length`.
+    #[serde(default)]
+    pub staking: blyan_node::state::StakingParams,
 }
 
 fn default_backend() -> BackendKind {
@@ -311,6 +315,15 @@ timeout_commit_ms = 100   # pause after each block; 0 for as fast as possible
 epoch_length = 100        # blocks per epoch
 commit_delay_ms = 0       # devnet-only slowdown added to every commit (regression checks)
 
+# [staking]               # genesis staking, slashing and rewards (docs/STAKING.md); defaults:
+# max_validators = 100
+# unbonding_blocks = 100
+# block_reward = 10
+# double_sign_slash_bps = 500
+# downtime_window = 100
+# downtime_max_missed = 50
+# downtime_jail_blocks = 100
+
 [network]
 proxy = false             # route every directed link through a fault proxy (chaos)
 # [[network.latency]]
@@ -355,6 +368,7 @@ impl Manifest {
             faults: Vec::new(),
             checks: Checks::default(),
             resources: Resources::default(),
+            staking: Default::default(),
         }
     }
 
@@ -408,6 +422,14 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// The staking parameters for genesis: `[staking]` with `consensus.epoch_length`.
+    pub fn staking_params(&self) -> blyan_node::state::StakingParams {
+        blyan_node::state::StakingParams {
+            epoch_length: self.consensus.epoch_length.max(0) as u64,
+            ..self.staking.clone()
+        }
     }
 
     pub fn validate(&self, origin: &str) -> Result<(), ManifestError> {
@@ -534,9 +556,20 @@ impl Manifest {
                 "must be between 0 and 10000",
             ));
         }
-        if consensus.epoch_length <= 0 {
-            return Err(invalid("consensus.epoch_length", "must be > 0"));
+        if consensus.epoch_length < 2 {
+            return Err(invalid("consensus.epoch_length", "must be at least 2"));
         }
+        if self.staking.epoch_length != blyan_node::state::StakingParams::default().epoch_length
+            && self.staking.epoch_length != consensus.epoch_length as u64
+        {
+            return Err(invalid(
+                "staking.epoch_length",
+                "set the epoch length as consensus.epoch_length",
+            ));
+        }
+        self.staking_params()
+            .validate()
+            .map_err(|(field, reason)| invalid(field, &reason))?;
         let zones: HashSet<String> = self.resolve().into_iter().map(|node| node.zone).collect();
         for (index, rule) in self.network.latency.iter().enumerate() {
             let field = |name: &str| format!("network.latency[{index}].{name}");

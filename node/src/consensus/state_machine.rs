@@ -211,6 +211,12 @@ impl Consensus {
         }
     }
 
+    /// This validator's index in the set of the heights from the next [`Input::StartHeight`] on
+    /// (`None`: observe only). The set changes between epochs, and the index with it.
+    pub fn set_validator_index(&mut self, me: Option<ValidatorIndex>) {
+        self.me = me;
+    }
+
     /// Fault switch: prevote as if never locked. This breaks the locking rule; it exists for
     /// Byzantine "amnesia" peers and for the test that shows the simulator catches the break.
     pub fn set_ignore_lock(&mut self, ignore: bool) {

@@ -49,12 +49,55 @@ impl Topic {
     }
 }
 
-/// Block-sync request: blocks from `from_height`, at most `max_blocks`.
+/// Block-sync request: blocks from `from_height`, at most `max_blocks`; or, with `snapshot`, a
+/// state-sync request (then the block fields are ignored).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
     pub from_height: u64,
     pub max_blocks: u32,
+    #[serde(default)]
+    pub snapshot: Option<SnapshotRequest>,
 }
+
+/// What a state-syncing node asks a peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotRequest {
+    /// The latest snapshot the peer serves.
+    Offer,
+    /// One chunk (a run of whole buckets) of the snapshot at `height`.
+    Chunk { height: u64, index: u32 },
+    /// Blocks with their commit certificates at these heights (at most [`MAX_SYNC_BLOCKS`]).
+    Heights { heights: Vec<u64> },
+    /// The validator sets of these epochs (at most [`MAX_SYNC_SETS`]).
+    Sets { epochs: Vec<u64> },
+}
+
+/// A peer's answer to a [`SnapshotRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotResponse {
+    Offer {
+        height: u64,
+        chunks: u32,
+        bucket_hashes: Vec<serde_bytes::ByteBuf>,
+    },
+    Chunk {
+        height: u64,
+        index: u32,
+        entries: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+    },
+    Blocks {
+        blocks: Vec<(u64, SyncedBlock)>,
+    },
+    Sets {
+        sets: Vec<(u64, serde_bytes::ByteBuf)>,
+    },
+    Unavailable {
+        reason: String,
+    },
+}
+
+/// Most validator sets per state-sync answer.
+pub const MAX_SYNC_SETS: usize = 256;
 
 /// A block with its commit certificate, both in their wire encodings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +113,8 @@ pub struct SyncedBlock {
 pub struct SyncResponse {
     pub tip_height: u64,
     pub blocks: Vec<SyncedBlock>,
+    #[serde(default)]
+    pub snapshot: Option<SnapshotResponse>,
 }
 
 pub const SYNC_PROTOCOL: &str = "/blyan/sync/1";

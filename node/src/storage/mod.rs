@@ -401,6 +401,37 @@ impl Storage {
                 });
             }
         }
+        self.write_block(&mut tip, &mut chain_id, block, changes, records)
+    }
+
+    /// Starts an empty database at `block` (state sync): the block becomes the tip without its
+    /// ancestors, with the restored state and `records`, in one synced batch.
+    pub fn restore_at(
+        &self,
+        block: &Block,
+        changes: &[StateChange],
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StorageError> {
+        let mut tip = self.tip.lock().expect("tip lock poisoned");
+        let mut chain_id = self.chain_id.lock().expect("chain id lock poisoned");
+        if tip.height != 0 {
+            return Err(self.corrupt(format!(
+                "state sync needs an empty database; this one is at height {}",
+                tip.height
+            )));
+        }
+        self.write_block(&mut tip, &mut chain_id, block, changes, records)
+    }
+
+    fn write_block(
+        &self,
+        tip: &mut Tip,
+        chain_id: &mut Option<String>,
+        block: &Block,
+        changes: &[StateChange],
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StorageError> {
+        let header = &block.header;
         // Callers validate blocks at the boundary (consensus, import); re-hashing a 1 MiB body
         // here would cost about 1 ms per commit, so it is an invariant checked in debug builds.
         debug_assert!(
@@ -499,6 +530,17 @@ impl Storage {
     /// A value of the application state.
     pub fn state_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.db.get_cf(self.handle(cf::STATE), key)?)
+    }
+
+    /// Every entry of the application state, in key order (loaded into memory at start).
+    pub fn state_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.db
+            .iterator_cf(self.handle(cf::STATE), rocksdb::IteratorMode::Start)
+            .map(|item| {
+                item.map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(StorageError::from)
+            })
+            .collect()
     }
 
     /// A consensus record (for example the signer's last signed vote).

@@ -1,0 +1,61 @@
+//! Helpers shared by the process-devnet tests.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use blyan_harness::process::{self, DevnetState};
+
+/// Stops the devnet when the test ends, pass or fail.
+pub struct Cleanup(pub PathBuf, pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = process::down(&self.0, &self.1, Duration::from_secs(5));
+    }
+}
+
+/// A base port with `count` free ports above it, for API and P2P each; `salt` keeps tests of
+/// one process apart.
+pub fn free_port_bases(count: u16, salt: u16) -> (u16, u16) {
+    let start = 20000 + (std::process::id() % 200) as u16 * 100 + salt * 10;
+    let mut base = start;
+    let free =
+        |base: u16| (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+    loop {
+        if free(base) && free(base + 5000) {
+            return (base, base + 5000);
+        }
+        base += 50;
+        assert!(base < start + 4000, "no free ports found");
+    }
+}
+
+pub fn log_tails(state: &DevnetState) -> String {
+    state
+        .nodes
+        .iter()
+        .map(|node| format!("--- {}\n{}", node.moniker, process::log_tail(node, 15)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn wait_down(state: &DevnetState, index: usize) {
+    let pid = state.nodes[index].pid.expect("started");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process::is_node_process(pid) {
+        assert!(Instant::now() < deadline, "node{index} did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET url` as JSON, panicking with the URL on failure.
+pub fn get_json(client: &reqwest::blocking::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .and_then(|response| response.json())
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+}
