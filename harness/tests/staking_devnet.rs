@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use blyan_harness::process::{self, DevnetState, UpOptions};
 use blyan_node::app::{Tx, TxBody};
 use blyan_node::state::StakingParams;
-use common::{free_port_bases, get_json, log_tails, wait_down, Cleanup};
+use common::{free_port_bases, get_json, log_lines, log_tails, wait_down, Cleanup};
 use ed25519_dalek::SigningKey;
 
 const EPOCH: u64 = 20;
@@ -36,7 +36,7 @@ fn options(name: &str, base: &Path, salt: u16) -> UpOptions {
     options.staking = StakingParams {
         epoch_length: EPOCH,
         downtime_window: 10,
-        downtime_max_missed: 5,
+        downtime_max_missed: 6,
         downtime_jail_blocks: 10,
         ..StakingParams::devnet()
     };
@@ -72,8 +72,9 @@ fn wait_until<T>(
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            log_tails(state)
+            "timed out after {timeout:?} waiting for {what}\n{}\n{}",
+            log_tails(state),
+            log_lines(state, &["slashed", "jailed", "new epoch"])
         );
         std::thread::sleep(Duration::from_millis(100));
     }

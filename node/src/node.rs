@@ -841,15 +841,36 @@ impl Node {
         Ok(())
     }
 
-    /// The key of validator `index` at `height` (the current height or the next).
+    /// The key of validator `index` at `height`: the tip's set, the next height's (`set`) or
+    /// the one after (older heights are checked against `set`, then ignored).
     fn validator_key(&self, height: u64, index: u32) -> Option<VerifyingKey> {
-        if height == self.consensus.height() + 1 {
-            self.next_validators
-                .get(index as usize)
-                .map(|validator| validator.public_key)
+        let validators = if height == self.tip_height && height > 0 {
+            self.prev_validators.as_deref()?
+        } else if height == self.tip_height + 2 {
+            &self.next_validators
         } else {
-            self.set.get(index).map(|validator| validator.public_key)
+            self.set.validators()
+        };
+        validators
+            .get(index as usize)
+            .map(|validator| validator.public_key)
+    }
+
+    /// A precommit for the tip that arrived after we decided it joins the tip's commit, so that
+    /// the next block we propose credits every validator that signed in time (the downtime
+    /// rules count a signature missing from that commit as a missed block).
+    fn add_late_precommit(&mut self, vote: &SignedVote) {
+        let Some(commit) = self.last_commit.as_mut() else {
+            return;
+        };
+        let index = vote.vote.validator;
+        if vote.vote.round != commit.round
+            || commit.signatures.iter().any(|(signer, _)| *signer == index)
+        {
+            return;
         }
+        commit.signatures.push((index, vote.signature));
+        commit.signatures.sort_by_key(|(signer, _)| *signer);
     }
 
     fn accept(&self, id: MessageId, source: PeerId, acceptance: MessageAcceptance) {
@@ -967,6 +988,12 @@ impl Node {
             },
         );
         self.saw_height(height, source);
+        if height == self.tip_height
+            && vote.vote.kind == crate::consensus::types::VoteKind::Precommit
+            && vote.vote.value == Some(self.tip_hash)
+        {
+            self.add_late_precommit(&vote);
+        }
         if height == current {
             self.drive(Input::Vote(vote))?;
             self.update_view();

@@ -59,3 +59,21 @@ pub fn get_json(client: &reqwest::blocking::Client, url: &str) -> serde_json::Va
         .and_then(|response| response.json())
         .unwrap_or_else(|error| panic!("GET {url}: {error}"))
 }
+
+/// Lines of every node's log that contain one of `needles` (at most 40 a node).
+pub fn log_lines(state: &DevnetState, needles: &[&str]) -> String {
+    state
+        .nodes
+        .iter()
+        .map(|node| {
+            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|line| needles.iter().any(|needle| line.contains(needle)))
+                .take(40)
+                .collect();
+            format!("--- {}\n{}", node.moniker, lines.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
