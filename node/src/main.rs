@@ -393,7 +393,7 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
                     elapsed_ms = synced.elapsed.as_millis() as u64,
                     "state sync done; block sync continues from the next height"
                 );
-                synced_at = Some(synced.height);
+                synced_at = Some((synced.height, synced.peers));
             }
             Some(_) => tracing::info!(
                 height = storage.tip().height,
@@ -411,11 +411,15 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
         };
         let node =
             blyan_node::node::Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;
-        node.shared()
-            .view
-            .write()
-            .expect("fresh lock")
-            .state_synced_at = synced_at;
+        let mut node = node;
+        if let Some((height, peers)) = synced_at {
+            node.shared()
+                .view
+                .write()
+                .expect("fresh lock")
+                .state_synced_at = Some(height);
+            node.connected(peers);
+        }
         let (submit_tx, submit_rx) = tokio::sync::mpsc::channel(4096);
         let state = Arc::new(ApiState {
             storage: storage.clone(),

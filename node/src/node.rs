@@ -399,6 +399,15 @@ impl Node {
         self.shared.clone()
     }
 
+    /// Peers connected before the loop runs (their `Connected` events went to state sync).
+    pub fn connected(&mut self, peers: Vec<PeerId>) {
+        for peer in peers {
+            if !self.peers.contains(&peer) {
+                self.peers.push(peer);
+            }
+        }
+    }
+
     /// Runs until `shutdown` resolves; a storage or signer failure ends it with an error.
     pub async fn run(
         mut self,
@@ -633,11 +642,10 @@ impl Node {
                         self.commit(&block, checked, &Commit::from_votes(round, &commit))?;
                         self.record_decision(latency);
                         tracing::debug!(height, round, hash = %value, txs = tx_count, "committed");
-                        if self.timeout_commit.is_zero() {
-                            self.start_height()?;
-                        } else {
-                            self.next_height_at = Some(Instant::now() + self.timeout_commit);
-                        }
+                        // Even with no pause the next height starts from the event loop: a
+                        // lone validator would otherwise decide height after height inside
+                        // this call, never serving its peers (and overflow the stack).
+                        self.next_height_at = Some(Instant::now() + self.timeout_commit);
                         return Ok(());
                     }
                     Effect::Evidence(evidence) => {

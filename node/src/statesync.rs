@@ -54,6 +54,9 @@ pub struct Synced {
     pub keys: usize,
     pub epochs_verified: u64,
     pub elapsed: Duration,
+    /// Peers connected now (the node loop starts with them: their `Connected` events were
+    /// consumed here).
+    pub peers: Vec<PeerId>,
 }
 
 struct Client<'a> {
@@ -423,6 +426,7 @@ pub async fn run(
         keys: changes.len(),
         epochs_verified: last_epoch,
         elapsed: started.elapsed(),
+        peers: client.peers.clone(),
     })
 }
 
