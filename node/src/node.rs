@@ -202,7 +202,7 @@ fn now_ms() -> u64 {
 /// Held until its height starts.
 enum Buffered {
     Vote(SignedVote),
-    Proposal(SignedProposal, Block),
+    Proposal(SignedProposal, Box<Block>),
 }
 
 impl Buffered {
@@ -506,7 +506,7 @@ impl Node {
                 std::cmp::Ordering::Equal => match message {
                     Buffered::Vote(vote) => self.drive(Input::Vote(vote))?,
                     Buffered::Proposal(proposal, block) => {
-                        self.on_proposal(proposal, block)?;
+                        self.on_proposal(proposal, *block)?;
                     }
                 },
             }
@@ -804,7 +804,7 @@ impl Node {
             }
         }
         self.advance_set(height, commit)?;
-        if self.snapshot_interval > 0 && height % self.snapshot_interval == 0 {
+        if self.snapshot_interval > 0 && height.is_multiple_of(self.snapshot_interval) {
             let store = Arc::new(self.app.read().store().clone());
             self.snapshots.push_back((height, store));
             if self.snapshots.len() > 2 {
@@ -1053,7 +1053,7 @@ impl Node {
                 },
             );
             if height > current {
-                self.buffer(Buffered::Proposal(proposal, block));
+                self.buffer(Buffered::Proposal(proposal, Box::new(block)));
             }
         }
         Ok(())

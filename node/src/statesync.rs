@@ -461,10 +461,10 @@ fn check_chunk(
             .insert(key.into_vec(), value.into_vec());
     }
     let mut out = Vec::new();
-    for bucket in first..first + per_chunk {
+    for (bucket, expected) in bucket_hashes.iter().enumerate().skip(first).take(per_chunk) {
         let entries = buckets.remove(&bucket).unwrap_or_default();
         let hash = bucket_hash(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-        if hash != bucket_hashes[bucket] {
+        if hash != *expected {
             return Err(format!("bucket {bucket} does not match its hash"));
         }
         out.extend(entries);

@@ -245,7 +245,7 @@ pub fn encode_members(members: &[Member]) -> Vec<u8> {
 
 /// Decodes untrusted bytes into a set (`None` when malformed).
 pub fn try_decode_members(bytes: &[u8]) -> Option<Vec<Member>> {
-    (bytes.len() % 40 == 0 && !bytes.is_empty()).then(|| decode_members(bytes))
+    (bytes.len().is_multiple_of(40) && !bytes.is_empty()).then(|| decode_members(bytes))
 }
 
 fn decode_members(bytes: &[u8]) -> Vec<Member> {
@@ -1065,12 +1065,12 @@ impl Exec<'_> {
         let delegations = self.delegations(key);
         let total: u128 = delegations.iter().map(|(_, a)| u128::from(*a)).sum();
         let mut paid = 0u64;
-        if total > 0 {
-            for (delegator, bonded) in delegations {
-                let share = (u128::from(rest) * u128::from(bonded) / total) as u64;
-                self.credit(&delegator, share);
-                paid += share;
-            }
+        for (delegator, bonded) in delegations {
+            let share = (u128::from(rest) * u128::from(bonded))
+                .checked_div(total)
+                .unwrap_or(0) as u64;
+            self.credit(&delegator, share);
+            paid += share;
         }
         self.credit(key, amount - paid);
     }
@@ -1107,12 +1107,12 @@ impl Exec<'_> {
         };
         let rest = pool - bonus;
         let mut paid = 0u64;
-        if signed_power > 0 {
-            for signer in &signers {
-                let share = (u128::from(rest) * u128::from(signer.power) / signed_power) as u64;
-                self.pay_validator(&signer.key, share);
-                paid += share;
-            }
+        for signer in &signers {
+            let share = (u128::from(rest) * u128::from(signer.power))
+                .checked_div(signed_power)
+                .unwrap_or(0) as u64;
+            self.pay_validator(&signer.key, share);
+            paid += share;
         }
         let left = rest - paid;
         match proposer {
@@ -1131,7 +1131,7 @@ impl Exec<'_> {
     /// the current set (the chain must have validators).
     fn maybe_next_set(&mut self) {
         let epoch_length = self.params.epoch_length;
-        if (self.height + 1) % epoch_length != 0 {
+        if !(self.height + 1).is_multiple_of(epoch_length) {
             return;
         }
         let next_epoch = (self.height + 1) / epoch_length;

@@ -328,8 +328,8 @@ fn build_tx(state: &ChainState, (kind, from, to, amount, fee): (u8, u8, u8, u64,
         },
         _ => TxBody::SubmitEvidence {
             evidence: Box::new(equivocation(
-                to.min(4).max(1),
-                u32::from(to.min(4).max(1)) - 1,
+                to.clamp(1, 4),
+                u32::from(to.clamp(1, 4)) - 1,
                 1,
             )),
         },

@@ -149,6 +149,9 @@ pub enum StorageError {
     Rocks(#[from] rocksdb::Error),
 }
 
+/// Key-value entries, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A change to the application state, applied in the same batch as its block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateChange {
@@ -533,7 +536,7 @@ impl Storage {
     }
 
     /// Every entry of the application state, in key order (loaded into memory at start).
-    pub fn state_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn state_entries(&self) -> Result<Entries, StorageError> {
         self.db
             .iterator_cf(self.handle(cf::STATE), rocksdb::IteratorMode::Start)
             .map(|item| {
