@@ -424,22 +424,76 @@ pub fn accountability(history: &History) -> Check {
         }
     }
     if observers.is_empty() {
-        check(
+        return check(
             "accountability",
             Verdict::Fail,
             format!(
                 "{} equivocated but no honest node recorded evidence",
                 equivocators.join(", ")
             ),
-        )
-    } else {
+        );
+    }
+    // The chain's verdict: the last staking view any honest node gave.
+    let stake = history
+        .nodes
+        .iter()
+        .filter(|(name, _)| history.honest(name))
+        .filter_map(|(_, records)| {
+            records.iter().rev().find_map(|record| match record {
+                NodeRecord::Stake {
+                    height, validators, ..
+                } => Some((*height, validators)),
+                _ => None,
+            })
+        })
+        .max_by_key(|(height, _)| *height);
+    let Some((height, validators)) = stake else {
+        return check(
+            "accountability",
+            Verdict::Pass,
+            format!(
+                "{} equivocated; evidence recorded by {} (no staking view recorded: slashing not checked)",
+                equivocators.join(", "),
+                observers.join(", ")
+            ),
+        );
+    };
+    let mut punished = Vec::new();
+    let mut unpunished = Vec::new();
+    for name in &equivocators {
+        let key = history.node(name).map(|node| node.validator_key.as_str());
+        match validators
+            .iter()
+            .find(|v| Some(v.public_key.as_str()) == key)
+        {
+            Some(v) if v.tombstoned && v.slashed > 0 => {
+                punished.push(format!("{name} ({} burned, tombstoned)", v.slashed))
+            }
+            Some(v) => unpunished.push(format!(
+                "{name} (tombstoned {}, slashed {}, power {})",
+                v.tombstoned, v.slashed, v.power
+            )),
+            None => unpunished.push(format!("{name} (not in the staking view)")),
+        }
+    }
+    if unpunished.is_empty() {
         check(
             "accountability",
             Verdict::Pass,
             format!(
-                "{} equivocated; evidence recorded by {} (slashing is checked once the chain has stake)",
-                equivocators.join(", "),
-                observers.join(", ")
+                "evidence recorded by {}; slashed on chain by height {height}: {}",
+                observers.join(", "),
+                punished.join(", ")
+            ),
+        )
+    } else {
+        check(
+            "accountability",
+            Verdict::Fail,
+            format!(
+                "evidence recorded by {} but not slashed on chain by height {height}: {}",
+                observers.join(", "),
+                unpunished.join(", ")
             ),
         )
     }

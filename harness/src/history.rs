@@ -75,6 +75,20 @@ pub struct SignatureRecord {
     pub signature: String,
 }
 
+/// One validator in a [`NodeRecord::Stake`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StakeRecord {
+    /// Hex of the consensus public key.
+    pub public_key: String,
+    pub tokens: u64,
+    /// Voting power in the current set (0: not in it).
+    pub power: u64,
+    pub jailed: bool,
+    pub tombstoned: bool,
+    /// Burned from it by slashing so far.
+    pub slashed: u64,
+}
+
 /// What a node told the recorder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -99,6 +113,13 @@ pub enum NodeRecord {
         height: u64,
         latency_ms: f64,
     },
+    /// The validators as the node's chain state holds them (recorded at the end of a run):
+    /// what accountability checks slashing against.
+    Stake {
+        at_ms: u64,
+        height: u64,
+        validators: Vec<StakeRecord>,
+    },
     /// A poll of the node: its height (None when it did not answer), peers and the
     /// equivocations it has seen so far.
     Sample {
@@ -114,7 +135,8 @@ impl NodeRecord {
         match self {
             NodeRecord::Block { at_ms, .. }
             | NodeRecord::Sample { at_ms, .. }
-            | NodeRecord::Decision { at_ms, .. } => *at_ms,
+            | NodeRecord::Decision { at_ms, .. }
+            | NodeRecord::Stake { at_ms, .. } => *at_ms,
         }
     }
 }

@@ -1510,6 +1510,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
             recorder.event("fault_end", &fault.label, names(&state, &fault.nodes))?;
         }
         recorder.poll(&state)?;
+        recorder.stake(&state)?;
         if let Some(load) = load {
             match load.join() {
                 Ok(Ok(report)) => {

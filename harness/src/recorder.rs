@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::history::{Event, HistoryError, JsonLines, NodeRecord, SignatureRecord};
+use crate::history::{Event, HistoryError, JsonLines, NodeRecord, SignatureRecord, StakeRecord};
 use crate::process::{self, DevnetState};
 
 /// Most blocks fetched from one node per poll, so one poll stays short after a stall.
@@ -104,6 +104,43 @@ impl Recorder {
         })
     }
 
+    /// Records every answering node's view of the validators (`/validators`).
+    pub fn stake(&mut self, state: &DevnetState) -> Result<(), HistoryError> {
+        for (index, node) in state.nodes.iter().enumerate() {
+            let Some(view) = self
+                .client
+                .get(format!("{}/validators", node.api))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .and_then(|r| r.json::<serde_json::Value>().ok())
+            else {
+                continue;
+            };
+            let validators = view["validators"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| {
+                    Some(StakeRecord {
+                        public_key: v["public_key"].as_str()?.to_string(),
+                        tokens: v["tokens"].as_u64()?,
+                        power: v["power"].as_u64().unwrap_or(0),
+                        jailed: v["jailed"].as_bool().unwrap_or(false),
+                        tombstoned: v["tombstoned"].as_bool().unwrap_or(false),
+                        slashed: v["slashed"].as_u64().unwrap_or(0),
+                    })
+                })
+                .collect();
+            self.nodes[index].append(&NodeRecord::Stake {
+                at_ms: now_ms(),
+                height: view["height"].as_u64().unwrap_or(0).saturating_sub(1),
+                validators,
+            })?;
+        }
+        Ok(())
+    }
+
     /// One poll of every node (asked in parallel): a sample each, and the blocks committed
     /// since the last poll. Returns the heights seen (None: no answer).
     pub fn poll(&mut self, state: &DevnetState) -> Result<Vec<Option<u64>>, HistoryError> {
@@ -188,7 +225,7 @@ impl Recorder {
                     NodeRecord::Decision { height, .. } => {
                         self.decided[index] = self.decided[index].max(*height)
                     }
-                    NodeRecord::Sample { .. } => {}
+                    NodeRecord::Sample { .. } | NodeRecord::Stake { .. } => {}
                 }
                 self.nodes[index].append(&block)?;
             }

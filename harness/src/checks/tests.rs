@@ -218,7 +218,7 @@ fn a_node_stalled_after_the_heal_fails_liveness() {
     // node1 stays at height 4 after the heal.
     history.nodes[1].1.retain(|record| match record {
         NodeRecord::Block { height, .. } => *height <= 4,
-        NodeRecord::Sample { .. } | NodeRecord::Decision { .. } => true,
+        NodeRecord::Sample { .. } | NodeRecord::Decision { .. } | NodeRecord::Stake { .. } => true,
     });
     for record in &mut history.nodes[1].1 {
         if let NodeRecord::Sample { height, .. } = record {
@@ -247,6 +247,40 @@ fn an_equivocation_without_evidence_fails_accountability() {
     assert!(
         checks.iter().all(|c| c.verdict != Verdict::Fail),
         "{checks:?}"
+    );
+    // Once the chain has a staking view, the equivocator must be slashed and tombstoned in it.
+    let node2_key = history.run.as_ref().unwrap().nodes[2].validator_key.clone();
+    let view = |tombstoned: bool, slashed: u64| NodeRecord::Stake {
+        at_ms: START + 12_000,
+        height: 10,
+        validators: vec![crate::history::StakeRecord {
+            public_key: node2_key.clone(),
+            tokens: 10 - slashed,
+            power: 0,
+            jailed: tombstoned,
+            tombstoned,
+            slashed,
+        }],
+    };
+    history.nodes[1].1.push(view(false, 0));
+    let detail = only_failure(&history, "accountability");
+    assert_eq!(
+        detail,
+        "evidence recorded by node0 but not slashed on chain by height 10: node2 (tombstoned false, slashed 0, power 0)"
+    );
+    history.nodes[1].1.pop();
+    history.nodes[1].1.push(view(true, 1));
+    let accountability = run_all(&history)
+        .into_iter()
+        .find(|c| c.name == "accountability")
+        .unwrap();
+    assert_eq!(accountability.verdict, Verdict::Pass);
+    assert!(
+        accountability
+            .detail
+            .contains("node2 (1 burned, tombstoned)"),
+        "{}",
+        accountability.detail
     );
 }
 
