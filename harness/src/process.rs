@@ -585,6 +585,8 @@ pub fn start_node_with(
         .arg(&node.home)
         .args(extra)
         .env_remove("BLYAN_HOME")
+        // The harness's own variable; the node refuses BLYAN_* names it does not know.
+        .env_remove("BLYAN_NODE_BIN")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)

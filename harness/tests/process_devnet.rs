@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use blyan_harness::process::{self, DevnetState, UpOptions};
-use common::{free_port_bases, log_tails, wait_down, Cleanup};
+use blyan_harness::process::{self, DevnetState};
+use common::{log_tails, loopback_options, wait_down, Cleanup};
 
 fn status(
     client: &reqwest::blocking::Client,
@@ -75,16 +75,7 @@ fn assert_identical(
 fn four_node_processes_agree_survive_a_kill_and_a_restarted_node_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let base: &Path = dir.path();
-    let node_bin = process::default_node_bin();
-    assert!(
-        node_bin.is_file(),
-        "{} is missing: run the workspace tests (cargo test --workspace) so that cargo builds it",
-        node_bin.display()
-    );
-    let (api, p2p) = free_port_bases(4, 0);
-    let mut options = UpOptions::new("four", base, 4, node_bin);
-    options.api_port_base = api;
-    options.p2p_port_base = p2p;
+    let mut options = loopback_options("four", base, 4, 0);
     options.timeout_commit_ms = 0;
     // With node 3 down, every fourth height waits out its propose timeout.
     options.timeout_propose_ms = 300;

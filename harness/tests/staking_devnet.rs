@@ -11,23 +11,14 @@ use std::time::{Duration, Instant};
 use blyan_harness::process::{self, DevnetState, UpOptions};
 use blyan_node::app::{Tx, TxBody};
 use blyan_node::state::StakingParams;
-use common::{free_port_bases, get_json, log_lines, log_tails, wait_down, Cleanup};
+use common::{get_json, log_lines, log_tails, loopback_options, wait_down, Cleanup};
 use ed25519_dalek::SigningKey;
 
 const EPOCH: u64 = 20;
 const STAKE: u64 = 1_000;
 
 fn options(name: &str, base: &Path, salt: u16) -> UpOptions {
-    let node_bin = process::default_node_bin();
-    assert!(
-        node_bin.is_file(),
-        "{} is missing: run the workspace tests (cargo test --workspace) so that cargo builds it",
-        node_bin.display()
-    );
-    let (api, p2p) = free_port_bases(4, salt);
-    let mut options = UpOptions::new(name, base, 4, node_bin);
-    options.api_port_base = api;
-    options.p2p_port_base = p2p;
+    let mut options = loopback_options(name, base, 4, salt);
     options.timeout_commit_ms = 30;
     options.timeout_propose_ms = 400;
     options.wait_height = 2;

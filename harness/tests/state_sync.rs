@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use blyan_harness::process::{self, DevnetState, UpOptions};
-use common::{free_port_bases, get_json, log_tails, wait_down, Cleanup};
+use blyan_harness::process::{self, DevnetState};
+use common::{get_json, log_tails, loopback_options, wait_down, Cleanup};
 
 const CHAIN_BLOCKS: u64 = 5_100;
 
@@ -54,13 +54,8 @@ fn join(
 fn a_fresh_node_state_syncs_past_5000_blocks_and_reaches_the_tip_faster_than_replay() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
-    let node_bin = process::default_node_bin();
-    assert!(node_bin.is_file(), "{} is missing", node_bin.display());
-    let (api, p2p) = free_port_bases(3, 3);
     // One validator makes blocks fast; two full nodes are started later, fresh.
-    let mut options = UpOptions::new("ssync", base, 3, node_bin);
-    options.api_port_base = api;
-    options.p2p_port_base = p2p;
+    let mut options = loopback_options("ssync", base, 3, 3);
     options.timeout_commit_ms = 0;
     options.accounts = 500;
     options.wait_height = 2;

@@ -77,3 +77,24 @@ pub fn log_lines(state: &DevnetState, needles: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Options for a process devnet of `nodes` on free loopback ports (`salt` keeps the tests of
+/// one binary apart), with the node binary cargo built for these tests.
+pub fn loopback_options(
+    name: &str,
+    base: &std::path::Path,
+    nodes: usize,
+    salt: u16,
+) -> blyan_harness::process::UpOptions {
+    let node_bin = process::default_node_bin();
+    assert!(
+        node_bin.is_file(),
+        "{} is missing: run the workspace tests (cargo test --workspace) so that cargo builds it",
+        node_bin.display()
+    );
+    let (api, p2p) = free_port_bases(nodes as u16, salt);
+    let mut options = blyan_harness::process::UpOptions::new(name, base, nodes, node_bin);
+    options.api_port_base = api;
+    options.p2p_port_base = p2p;
+    options
+}

@@ -780,6 +780,15 @@ impl Exec<'_> {
         burned
     }
 
+    fn punished(&mut self, validator: [u8; 32], reason: &'static str, burned: u64, until: u64) {
+        self.events.push(StateEvent::Slashed {
+            validator,
+            reason,
+            burned,
+        });
+        self.events.push(StateEvent::Jailed { validator, until });
+    }
+
     /// Punishes a double sign; the reason when the evidence does not count.
     fn double_sign(&mut self, evidence: &Evidence) -> Result<(), String> {
         let vote = evidence.first.vote;
@@ -840,15 +849,7 @@ impl Exec<'_> {
         };
         self.overlay
             .put(record_key, serde_json::to_vec(&stored).expect("serialises"));
-        self.events.push(StateEvent::Slashed {
-            validator: member.key,
-            reason: "double sign",
-            burned,
-        });
-        self.events.push(StateEvent::Jailed {
-            validator: member.key,
-            until: u64::MAX,
-        });
+        self.punished(member.key, "double sign", burned, u64::MAX);
         Ok(())
     }
 
@@ -887,15 +888,7 @@ impl Exec<'_> {
                 record.window.fill(0);
                 record.missed = 0;
                 record.window_pos = 0;
-                self.events.push(StateEvent::Slashed {
-                    validator: member.key,
-                    reason: "downtime",
-                    burned,
-                });
-                self.events.push(StateEvent::Jailed {
-                    validator: member.key,
-                    until: record.jailed_until,
-                });
+                self.punished(member.key, "downtime", burned, record.jailed_until);
             }
             self.set_validator(&member.key, &record);
         }
