@@ -61,6 +61,9 @@ pub fn merkle_root(leaves: &[Hash]) -> Hash {
 /// Writes of one block (or one transaction) over the committed state: `None` deletes.
 pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// Some of the writes, by reference.
+type WriteRefs<'a> = Vec<(&'a Vec<u8>, &'a Option<Vec<u8>>)>;
+
 /// The committed state.
 #[derive(Clone)]
 pub struct Store {
@@ -100,9 +103,7 @@ impl Store {
             store.bucket_keys[bucket_of(&key)].insert(key.clone());
             store.map.insert(key, value);
         }
-        store.bucket_hashes = (0..BUCKETS)
-            .map(|b| store.compute_bucket(b, None))
-            .collect();
+        store.bucket_hashes = (0..BUCKETS).map(|b| store.compute_bucket(b, &[])).collect();
         store.root = merkle_root(&store.bucket_hashes);
         store
     }
@@ -144,38 +145,37 @@ impl Store {
             .collect()
     }
 
-    fn compute_bucket(&self, bucket: usize, writes: Option<&Writes>) -> Hash {
-        match writes {
-            None => bucket_hash(
-                self.bucket_keys[bucket]
-                    .iter()
-                    .map(|key| (key.as_slice(), self.map[key].as_slice())),
-            ),
-            Some(writes) => {
-                let mut merged: BTreeMap<&[u8], &[u8]> = self.bucket_keys[bucket]
-                    .iter()
-                    .map(|key| (key.as_slice(), self.map[key].as_slice()))
-                    .collect();
-                for (key, value) in writes.iter().filter(|(key, _)| bucket_of(key) == bucket) {
-                    match value {
-                        Some(value) => merged.insert(key.as_slice(), value.as_slice()),
-                        None => merged.remove(key.as_slice()),
-                    };
-                }
-                bucket_hash(merged.into_iter())
-            }
+    /// A bucket's hash with `writes` (all of them in this bucket) applied over its entries.
+    fn compute_bucket(&self, bucket: usize, writes: &[(&Vec<u8>, &Option<Vec<u8>>)]) -> Hash {
+        let mut merged: BTreeMap<&[u8], &[u8]> = self.bucket_keys[bucket]
+            .iter()
+            .map(|key| (key.as_slice(), self.map[key].as_slice()))
+            .collect();
+        for (key, value) in writes {
+            match value {
+                Some(value) => merged.insert(key.as_slice(), value.as_slice()),
+                None => merged.remove(key.as_slice()),
+            };
         }
+        bucket_hash(merged.into_iter())
     }
 
     /// The root the state would have after `writes`, and the new hashes of the touched buckets.
+    /// Each key is hashed to its bucket once.
     pub fn root_after(&self, writes: &Writes) -> (Hash, Vec<(usize, Hash)>) {
-        let touched: BTreeSet<usize> = writes.keys().map(|key| bucket_of(key)).collect();
-        if touched.is_empty() {
+        if writes.is_empty() {
             return (self.root, Vec::new());
         }
-        let updates: Vec<(usize, Hash)> = touched
+        let mut by_bucket: BTreeMap<usize, WriteRefs> = BTreeMap::new();
+        for (key, value) in writes {
+            by_bucket
+                .entry(bucket_of(key))
+                .or_default()
+                .push((key, value));
+        }
+        let updates: Vec<(usize, Hash)> = by_bucket
             .into_iter()
-            .map(|bucket| (bucket, self.compute_bucket(bucket, Some(writes))))
+            .map(|(bucket, writes)| (bucket, self.compute_bucket(bucket, &writes)))
             .collect();
         let mut leaves = self.bucket_hashes.clone();
         for (bucket, hash) in &updates {
