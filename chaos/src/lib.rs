@@ -1,12 +1,12 @@
-//! Fault injection for Blyan devnets: it will hold the fault model, seeded fault schedules and
-//! the injectors (a Toxiproxy-compatible proxy per link, Docker process faults, Byzantine
-//! switches). Nothing is built yet; the harness depends on this crate for its types.
+//! Fault injection for Blyan devnets (`docs/CHAOS.md`):
+//!
+//! - [`server`]: `blyan-chaos-proxy`, a Toxiproxy-compatible HTTP API (port 8474) over the
+//!   `noxious` crate's TCP proxy and toxics. The harness puts one proxy on every directed P2P
+//!   link and drives it with a Toxiproxy client.
+//! - [`model`]: partition shapes as the directed links they cut, and the seeded random nemesis.
 
-/// The kinds of fault the model will cover.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    Latency,
-    Partition,
-    Kill,
-    Byzantine,
-}
+pub mod model;
+pub mod server;
+
+pub use model::{random_schedule, Drawn, RandomSpec, Shape, ShapeError, RANDOM_KINDS};
+pub use server::{router, serve, ApiError, ProxyView, Store, ToxicSpec};
