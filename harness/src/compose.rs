@@ -107,6 +107,8 @@ pub fn plan(manifest: &Manifest, options: &ComposeOptions) -> Result<DevnetPlan,
         Path::new("/bin/blyan-node"),
     );
     plan.genesis_time_ms = Some(GENESIS_TIME_MS);
+    // A rendered compose project has no link proxy: its nodes dial each other directly.
+    plan.proxy = None;
     Ok(plan)
 }
 

@@ -144,6 +144,69 @@ pub async fn build_image(
     binary: &Path,
     force: bool,
 ) -> Result<ImageInfo, DockerError> {
+    build_scratch_image(
+        docker,
+        binary,
+        &ScratchImage {
+            repo: IMAGE,
+            entrypoint: "/bin/blyan-node",
+            cmd: vec!["start".into(), "--home".into(), HOME_INSIDE.into()],
+            expose: vec![API_PORT, P2P_PORT],
+        },
+        force,
+    )
+    .await
+}
+
+/// The link proxy's image (`blyan-chaos-proxy:dev`), built offline like the node's.
+pub const PROXY_IMAGE: &str = "blyan-chaos-proxy";
+/// The proxy container's address in its devnet's subnet, and its API port.
+pub const PROXY_HOST: u8 = 9;
+pub const PROXY_API_PORT: u16 = 8474;
+/// Link `i -> j` listens on `PROXY_LINK_PORT_BASE + i * n + j` in the proxy container.
+pub const PROXY_LINK_PORT_BASE: u16 = 30000;
+
+pub async fn build_proxy_image(
+    docker: &Docker,
+    binary: &Path,
+    force: bool,
+) -> Result<ImageInfo, DockerError> {
+    build_scratch_image(
+        docker,
+        binary,
+        &ScratchImage {
+            repo: PROXY_IMAGE,
+            entrypoint: "/bin/blyan-chaos-proxy",
+            cmd: vec![
+                "--host".into(),
+                "0.0.0.0".into(),
+                "--port".into(),
+                PROXY_API_PORT.to_string(),
+                "--log".into(),
+                "warn".into(),
+            ],
+            expose: vec![PROXY_API_PORT],
+        },
+        force,
+    )
+    .await
+}
+
+/// An image `FROM scratch` holding one binary and the shared libraries it loads.
+pub struct ScratchImage {
+    pub repo: &'static str,
+    pub entrypoint: &'static str,
+    pub cmd: Vec<String>,
+    pub expose: Vec<u16>,
+}
+
+async fn build_scratch_image(
+    docker: &Docker,
+    binary: &Path,
+    spec: &ScratchImage,
+    force: bool,
+) -> Result<ImageInfo, DockerError> {
+    let repo = spec.repo;
     if !binary.is_file() {
         return Err(DockerError::Devnet(ProcessError::NodeBinary(
             binary.to_path_buf(),
@@ -151,8 +214,8 @@ pub async fn build_image(
     }
     let sha = file_sha256(binary)?;
     let commit = binary_commit(binary);
-    let tag = format!("{IMAGE}:dev");
-    let commit_tag = format!("{IMAGE}:{commit}");
+    let tag = format!("{repo}:dev");
+    let commit_tag = format!("{repo}:{commit}");
     let libraries = shared_libraries(binary)?;
     if !force {
         if let Ok(image) = docker.inspect_image(&tag).await {
@@ -171,8 +234,22 @@ pub async fn build_image(
             }
         }
     }
+    let quoted = |items: &[String]| {
+        items
+            .iter()
+            .map(|item| format!("{item:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let dockerfile = format!(
-        "FROM scratch\nCOPY rootfs/ /\nLABEL {LABEL_BINARY}=\"{sha}\"\nENTRYPOINT [\"/bin/blyan-node\"]\nCMD [\"start\", \"--home\", \"{HOME_INSIDE}\"]\nEXPOSE {API_PORT} {P2P_PORT}\n"
+        "FROM scratch\nCOPY rootfs/ /\nLABEL {LABEL_BINARY}=\"{sha}\"\nENTRYPOINT [\"{}\"]\nCMD [{}]\nEXPOSE {}\n",
+        spec.entrypoint,
+        quoted(&spec.cmd),
+        spec.expose
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let mut archive = tar::Builder::new(Vec::new());
     let mut add = |path_in_tar: &str, bytes: &[u8], mode: u32| -> Result<(), DockerError> {
@@ -186,7 +263,7 @@ pub async fn build_image(
     };
     add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
     add(
-        "rootfs/bin/blyan-node",
+        &format!("rootfs{}", spec.entrypoint),
         &std::fs::read(binary).map_err(io(binary))?,
         0o755,
     )?;
@@ -224,7 +301,7 @@ pub async fn build_image(
             &tag,
             Some(
                 TagImageOptionsBuilder::default()
-                    .repo(IMAGE)
+                    .repo(repo)
                     .tag(&commit)
                     .build(),
             ),
@@ -237,6 +314,69 @@ pub async fn build_image(
         libraries,
         rebuilt: true,
     })
+}
+
+/// Starts the devnet's link proxy container (`blyan-chaos-proxy`) at its fixed address.
+async fn start_proxy(
+    docker: &Docker,
+    name: &str,
+    network: &str,
+    third: u8,
+    labels: &HashMap<String, String>,
+    node_bin: &Path,
+) -> Result<String, DockerError> {
+    let binary = crate::links::proxy_bin(node_bin);
+    if !binary.is_file() {
+        return Err(DockerError::Build(format!(
+            "{} not found: build it with `cargo build --workspace --bins` or set BLYAN_CHAOS_PROXY_BIN",
+            binary.display()
+        )));
+    }
+    let image = build_proxy_image(docker, &binary, false).await?;
+    let mut labels = labels.clone();
+    labels.insert(LABEL_NODE.into(), "chaos-proxy".into());
+    labels.insert(LABEL_ROLE.into(), "proxy".into());
+    let ip = node_ip(third, 1000 + PROXY_HOST as usize);
+    let body = ContainerCreateBody {
+        image: Some(image.tag.clone()),
+        labels: Some(labels),
+        stop_timeout: Some(5),
+        host_config: Some(HostConfig {
+            network_mode: Some(network.to_string()),
+            memory: Some(256 * 1024 * 1024),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.to_string(),
+                EndpointSettings {
+                    ipam_config: Some(EndpointIpamConfig {
+                        ipv4_address: Some(ip.to_string()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    };
+    let response = docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(&format!("blyan-{name}-chaos-proxy"))
+                    .build(),
+            ),
+            body,
+        )
+        .await?;
+    docker
+        .start_container(
+            &response.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await?;
+    Ok(response.id)
 }
 
 /// The `label` filter that finds devnet `name`'s objects (every devnet's when `None`).
@@ -389,7 +529,11 @@ async fn free_subnet(docker: &Docker, name: &str) -> Result<u8, DockerError> {
     Err(DockerError::Invalid("no free /24 in 10.210.0.0/16".into()))
 }
 
+/// Node `index`'s address; index `1000 + k` is the devnet's service address `.k` (the proxy).
 fn node_ip(third: u8, index: usize) -> Ipv4Addr {
+    if index >= 1000 {
+        return Ipv4Addr::new(10, 210, third, (index - 1000) as u8);
+    }
     Ipv4Addr::new(10, 210, third, 10 + index as u8)
 }
 
@@ -439,6 +583,17 @@ pub fn devnet_plan(
         nodes,
         genesis_time_ms: None,
         staking: manifest.staking_params(),
+        proxy: manifest.network.proxy.then(|| {
+            let host = ip(PROXY_HOST as usize + 1000);
+            crate::links::ProxyPlan {
+                dial_host: host.to_string(),
+                listen_host: "0.0.0.0".into(),
+                port_base: PROXY_LINK_PORT_BASE,
+                api: format!("{host}:{PROXY_API_PORT}"),
+            }
+        }),
+        byzantine: manifest.byzantine_settings(),
+        twins: manifest.twins(),
     }
 }
 
@@ -529,6 +684,16 @@ async fn up_inner(
         })
         .await?;
     state.network = Some(network.clone());
+    if let Some(proxy) = state.proxy.clone() {
+        let id = start_proxy(docker, name, &network, third, &labels, &options.node_bin).await?;
+        let populated = tokio::task::spawn_blocking(move || crate::links::populate(&proxy))
+            .await
+            .map_err(|error| DockerError::Build(format!("link proxy: {error}")))?;
+        populated.map_err(|reason| DockerError::Build(format!("link proxy: {reason}")))?;
+        if let Some(proxy) = &mut state.proxy {
+            proxy.container = Some(id);
+        }
+    }
     let memory = manifest.resources.memory_mb * 1024 * 1024;
     let total = state.nodes.len();
     let started = std::sync::atomic::AtomicUsize::new(0);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use blyan_harness::docker::{self, DockerUp, Stage};
-use blyan_harness::manifest::{BackendKind, Manifest, Role, EXAMPLE};
+use blyan_harness::manifest::{BackendKind, Manifest, Role, EXAMPLE, MAX_NODES};
 use blyan_harness::plan;
 use blyan_harness::process::{self, DevnetState, UpOptions};
 use clap::Args;
@@ -281,7 +281,6 @@ impl UpArgs {
 }
 
 fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Duration)> {
-    manifest.check_supported_byzantine()?;
     let nodes = manifest.resolve();
     let estimate = plan::estimate(nodes.len(), manifest.resources.memory_mb as u64);
     if !estimate.fits && !args.force {
@@ -338,6 +337,11 @@ fn up_process(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<D
     options.commit_delay_ms = manifest.consensus.commit_delay_ms as u64;
     options.staking = manifest.staking_params();
     options.equivocators = manifest.equivocators();
+    options.byzantine = manifest.byzantine_settings();
+    options.twins = manifest.twins();
+    if manifest.network.proxy {
+        options.proxy_port = Some(args.p2p_port_base.saturating_add(MAX_NODES as u16));
+    }
     options.wait_height = args.wait_height;
     options.wait_timeout = Duration::from_secs(args.wait_timeout);
     options.log_level = args.log_level.clone();
@@ -1258,8 +1262,15 @@ pub fn trend(args: TrendArgs) -> Result<bool> {
 #[derive(Args)]
 pub struct RunArgs {
     /// The scenario: a manifest with nodes, [[faults]], optional [load] and [checks].
-    #[arg(long, value_name = "FILE")]
-    manifest: PathBuf,
+    #[arg(value_name = "MANIFEST", required_unless_present = "manifest")]
+    manifest_path: Option<PathBuf>,
+    /// The manifest, as an option (same as the positional MANIFEST).
+    #[arg(long, value_name = "FILE", conflicts_with = "manifest_path")]
+    manifest: Option<PathBuf>,
+    /// Seed of every `kind = "random"` fault (replaces the manifest's): the same seed replays
+    /// the same schedule (kinds, targets and times in timeline.json).
+    #[arg(long)]
+    seed: Option<u64>,
     /// The run directory (default: runs/<name>-<unix time>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -1289,11 +1300,17 @@ pub fn run(args: RunArgs) -> Result<bool> {
     use blyan_harness::history::{RunInfo, RunNode};
     use blyan_harness::recorder::{now_ms, Recorder};
     use blyan_harness::scenario::{self, Action, Active, Injector};
-    let mut manifest = Manifest::load(&args.manifest)?;
+    use blyan_harness::timeline;
+    let manifest_path = args
+        .manifest_path
+        .clone()
+        .or(args.manifest.clone())
+        .context("give the manifest: devnet run MANIFEST")?;
+    let mut manifest = Manifest::load(&manifest_path)?;
     if let Some(backend) = &args.backend {
         manifest.backend = parse_backend(backend)?;
     }
-    manifest.validate(&args.manifest.display().to_string())?;
+    manifest.validate(&manifest_path.display().to_string())?;
     let duration = args.duration.unwrap_or(manifest.duration_s.max(0) as u64);
     anyhow::ensure!(
         (1..=3600).contains(&duration),
@@ -1304,8 +1321,25 @@ pub fn run(args: RunArgs) -> Result<bool> {
         "--poll-ms: {}; must be between 50 and 10000",
         args.poll_ms
     );
-    let manifest_text = std::fs::read_to_string(&args.manifest)
-        .with_context(|| format!("cannot read {}", args.manifest.display()))?;
+    let manifest_text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let resolved = manifest.resolve();
+    let names: Vec<String> = resolved.iter().map(|node| node.name.clone()).collect();
+    let validators = resolved
+        .iter()
+        .filter(|node| node.role == Role::Validator)
+        .count();
+    // The schedule, from the manifest and the seed only, before anything starts.
+    let schedule = scenario::plan(
+        &manifest.faults,
+        &scenario::Target {
+            names: &names,
+            validators,
+            proxy: manifest.network.proxy,
+            backend: None,
+        },
+        args.seed,
+    )?;
     let up_args = UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "info");
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{}-{}", manifest.name, now_ms() / 1000))
@@ -1319,14 +1353,10 @@ pub fn run(args: RunArgs) -> Result<bool> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     eprintln!("starting {} nodes", manifest.resolve().len());
     let (mut state, _) = start_checked(&up_args, &manifest)?;
-    let schedule = match scenario::plan(&manifest.faults, &state, &state.backend) {
-        Ok(schedule) => schedule,
-        Err(error) => {
-            stop_devnet(&state, &args.base)?;
-            return Err(error.into());
-        }
-    };
-    let resolved = manifest.resolve();
+    if state.backend == "process" && schedule.iter().any(|step| step.action == Action::Isolate) {
+        stop_devnet(&state, &args.base)?;
+        bail!("isolating a node without network.proxy needs the Docker backend (processes share loopback); set network.proxy = true");
+    }
     let info = RunInfo {
         name: manifest.name.clone(),
         chain_id: state.chain_id.clone(),
@@ -1352,12 +1382,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
                     .iter()
                     .find(|r| r.name == node.moniker)
                     .map_or(0, |r| if node.validator { r.stake } else { 0 }),
-                byzantine: manifest
-                    .nodes
-                    .iter()
-                    .find(|spec| spec.name == node.moniker)
-                    .and_then(|spec| spec.byzantine.as_ref())
-                    .map(|b| b.behaviour.clone()),
+                byzantine: manifest.byzantine_label(&node.moniker),
             })
             .collect(),
         started_ms: now_ms(),
@@ -1425,6 +1450,24 @@ pub fn run(args: RunArgs) -> Result<bool> {
             prepared.elapsed().as_secs_f64()
         );
         let mut last_print = Instant::now();
+        let mut entries: Vec<timeline::Entry> = Vec::new();
+        let finish = |state: &mut DevnetState,
+                          recorder: &mut Recorder,
+                          entries: &mut Vec<timeline::Entry>,
+                          fault: &Active|
+         -> Result<()> {
+            timeline::measure_end(state, &fault.step, &mut entries[fault.entry]);
+            injector.end(state, &fault.step)?;
+            recorder.event("fault_end", &fault.step.label, names(state, &fault.step.nodes))?;
+            timeline::end(state, &mut entries[fault.entry], started.elapsed().as_secs_f64());
+            eprintln!(
+                "t={:.1}s healed: {} ({})",
+                started.elapsed().as_secs_f64(),
+                fault.step.label,
+                entries[fault.entry].effect.summary
+            );
+            Ok(())
+        };
         while started.elapsed() < total {
             let elapsed = started.elapsed();
             // End faults whose time is up.
@@ -1433,9 +1476,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
                 .partition(|a| a.until.is_some_and(|until| elapsed >= until));
             active = keep;
             for fault in done {
-                injector.end(&mut state, fault.action, &fault.nodes)?;
-                recorder.event("fault_end", &fault.label, names(&state, &fault.nodes))?;
-                eprintln!("t={:.1}s healed: {}", elapsed.as_secs_f64(), fault.label);
+                finish(&mut state, &mut recorder, &mut entries, &fault)?;
             }
             // Start the faults that are due.
             while next < schedule.len() && schedule[next].at <= elapsed {
@@ -1446,17 +1487,12 @@ pub fn run(args: RunArgs) -> Result<bool> {
                         let (ended, keep): (Vec<Active>, Vec<Active>) =
                             active.drain(..).partition(|a| {
                                 planned.action == Action::Heal
-                                    || (a.action == Action::Pause
-                                        && a.nodes.iter().any(|n| planned.nodes.contains(n)))
+                                    || (a.step.action == Action::Pause
+                                        && a.step.nodes.iter().any(|n| planned.nodes.contains(n)))
                             });
                         active = keep;
                         for fault in ended {
-                            injector.end(&mut state, fault.action, &fault.nodes)?;
-                            recorder.event(
-                                "fault_end",
-                                &fault.label,
-                                names(&state, &fault.nodes),
-                            )?;
+                            finish(&mut state, &mut recorder, &mut entries, &fault)?;
                         }
                         recorder.event("note", &planned.label, names(&state, &planned.nodes))?;
                     }
@@ -1466,25 +1502,33 @@ pub fn run(args: RunArgs) -> Result<bool> {
                             &planned.label,
                             names(&state, &planned.nodes),
                         )?;
-                        injector.begin(&mut state, planned.action, &planned.nodes)?;
+                        let mut entry =
+                            timeline::begin(&state, planned, started.elapsed().as_secs_f64());
+                        injector.begin(&mut state, planned)?;
                         recorder.event(
                             "fault_end",
                             &planned.label,
                             names(&state, &planned.nodes),
                         )?;
+                        timeline::end(&state, &mut entry, started.elapsed().as_secs_f64());
+                        entries.push(entry);
                     }
-                    action => {
+                    _ => {
                         recorder.event(
                             "fault_start",
                             &planned.label,
                             names(&state, &planned.nodes),
                         )?;
-                        injector.begin(&mut state, action, &planned.nodes)?;
+                        entries.push(timeline::begin(
+                            &state,
+                            planned,
+                            started.elapsed().as_secs_f64(),
+                        ));
+                        injector.begin(&mut state, planned)?;
                         active.push(Active {
-                            action,
-                            nodes: planned.nodes.clone(),
+                            step: planned.clone(),
                             until: planned.duration.map(|d| planned.at + d),
-                            label: planned.label.clone(),
+                            entry: entries.len() - 1,
                         });
                     }
                 }
@@ -1506,9 +1550,10 @@ pub fn run(args: RunArgs) -> Result<bool> {
             std::thread::sleep(Duration::from_millis(args.poll_ms));
         }
         for fault in active.drain(..) {
-            injector.end(&mut state, fault.action, &fault.nodes)?;
-            recorder.event("fault_end", &fault.label, names(&state, &fault.nodes))?;
+            finish(&mut state, &mut recorder, &mut entries, &fault)?;
         }
+        timeline::write(&out, &entries)
+            .with_context(|| format!("cannot write {}", out.join("timeline.json").display()))?;
         recorder.poll(&state)?;
         recorder.stake(&state)?;
         if let Some(load) = load {

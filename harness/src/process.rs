@@ -83,6 +83,13 @@ pub struct UpOptions {
     pub equivocators: Vec<String>,
     /// Staking, epoch and slashing parameters written into genesis.
     pub staking: blyan_node::state::StakingParams,
+    /// Put every directed P2P link through its own proxy: the proxy API listens on this port
+    /// and link `i -> j` on `proxy_port + 1 + i * nodes + j` (all on 127.0.0.1).
+    pub proxy_port: Option<u16>,
+    /// Devnet Byzantine settings per node moniker.
+    pub byzantine: Vec<(String, blyan_node::config::DevnetConfig)>,
+    /// Twins: (twin moniker, moniker of the validator whose key it runs).
+    pub twins: Vec<(String, String)>,
 }
 
 impl UpOptions {
@@ -111,6 +118,9 @@ impl UpOptions {
             commit_delay_ms: 0,
             equivocators: Vec::new(),
             staking: Default::default(),
+            proxy_port: None,
+            byzantine: Vec::new(),
+            twins: Vec::new(),
         }
     }
 
@@ -141,6 +151,28 @@ impl UpOptions {
                     "{flag}: {base} + {} nodes must stay within 1024..65535",
                     self.nodes
                 )));
+            }
+        }
+        if let Some(port) = self.proxy_port {
+            let end = u32::from(port) + 1 + (self.nodes * self.nodes) as u32;
+            let range = u32::from(port)..end;
+            if port < 1024 || end > 65535 {
+                return Err(ProcessError::Invalid(format!(
+                    "proxy port {port} + {} link ports must stay within 1024..65535",
+                    self.nodes * self.nodes
+                )));
+            }
+            for (flag, base) in [
+                ("--api-port-base", self.api_port_base),
+                ("--p2p-port-base", self.p2p_port_base),
+            ] {
+                let other = u32::from(base)..u32::from(base) + self.nodes as u32;
+                if other.start < range.end && range.start < other.end {
+                    return Err(ProcessError::Invalid(format!(
+                        "the link proxies' ports {}..{} overlap {flag} {base}",
+                        range.start, range.end
+                    )));
+                }
             }
         }
         let api = u32::from(self.api_port_base)..u32::from(self.api_port_base) + self.nodes as u32;
@@ -190,6 +222,9 @@ pub struct DevnetState {
     /// The Docker network (Docker backend).
     #[serde(default)]
     pub network: Option<String>,
+    /// The link proxy, when every P2P link runs through one (`network.proxy`).
+    #[serde(default)]
+    pub proxy: Option<crate::links::ProxyInfo>,
 }
 
 /// A funded devnet account (devnet only: the secret is on disk in the clear).
@@ -315,6 +350,12 @@ pub struct DevnetPlan {
     pub genesis_time_ms: Option<u64>,
     /// Staking, epoch and slashing parameters written into genesis.
     pub staking: blyan_node::state::StakingParams,
+    /// Route every directed P2P link through its own proxy.
+    pub proxy: Option<crate::links::ProxyPlan>,
+    /// Devnet Byzantine settings per node moniker (written into each node's `[devnet]`).
+    pub byzantine: Vec<(String, blyan_node::config::DevnetConfig)>,
+    /// Twins: (twin moniker, moniker of the validator whose key it runs).
+    pub twins: Vec<(String, String)>,
 }
 
 /// Whom node `index` of `count` dials: everyone in devnets of up to 16 nodes; beyond that the
@@ -359,9 +400,17 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
                 .map_err(|error| ProcessError::Key(error.to_string()))
         })
         .collect::<Result<_, _>>()?;
+    // A twin runs the validator key of the node it copies.
+    let key_index = |index: usize| {
+        plan.twins
+            .iter()
+            .find(|(twin, _)| *twin == plan.nodes[index].moniker)
+            .and_then(|(_, of)| plan.nodes.iter().position(|node| &node.moniker == of))
+            .unwrap_or(index)
+    };
     let validator_keys: Vec<ValidatorKey> = (0..count)
         .map(|index| ValidatorKey {
-            signing: SigningKey::from_bytes(&derive(plan.seed, "validator", index)),
+            signing: SigningKey::from_bytes(&derive(plan.seed, "validator", key_index(index))),
         })
         .collect();
     let accounts: Vec<AccountEntry> = (0..plan.accounts)
@@ -428,12 +477,18 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         config.p2p.static_mode = true;
         config.p2p.bootstrap = bootstrap_peers(index, count)
             .into_iter()
-            .map(|other| {
-                format!(
+            .map(|other| match &plan.proxy {
+                Some(proxy) => format!(
+                    "/ip4/{}/tcp/{}/p2p/{}",
+                    proxy.dial_host,
+                    proxy.port(index, other, count),
+                    node_keys[other].peer_id()
+                ),
+                None => format!(
                     "{}/p2p/{}",
                     plan.nodes[other].p2p_address,
                     node_keys[other].peer_id()
-                )
+                ),
             })
             .collect();
         config.consensus.timeout_commit_ms = plan.timeout_commit_ms;
@@ -447,6 +502,12 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         if plan.equivocators.contains(&node.moniker) {
             config.devnet.enabled = true;
             config.devnet.equivocate_votes = true;
+        }
+        if let Some((_, settings)) = plan.byzantine.iter().find(|(name, _)| *name == node.moniker) {
+            let delay = config.devnet.commit_delay_ms;
+            config.devnet = settings.clone();
+            config.devnet.enabled = true;
+            config.devnet.commit_delay_ms = delay;
         }
         config.log.level = plan.log_level.clone();
         config
@@ -468,6 +529,39 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
             log: dir.join(format!("{}.log", node.moniker)),
         });
     }
+    let proxy = match &plan.proxy {
+        None => None,
+        Some(proxy) => {
+            let mut links = Vec::new();
+            for from in 0..count {
+                for to in bootstrap_peers(from, count) {
+                    let upstream = crate::links::host_port(&plan.nodes[to].p2p_address)
+                        .ok_or_else(|| {
+                            ProcessError::Invalid(format!(
+                                "{}: the link proxy needs a /ip4/../tcp/.. P2P address, got {}",
+                                plan.nodes[to].moniker, plan.nodes[to].p2p_address
+                            ))
+                        })?;
+                    links.push(crate::links::ProxiedLink {
+                        from,
+                        to,
+                        name: crate::links::link_name(
+                            &plan.nodes[from].moniker,
+                            &plan.nodes[to].moniker,
+                        ),
+                        listen: format!("{}:{}", proxy.listen_host, proxy.port(from, to, count)),
+                        upstream,
+                    });
+                }
+            }
+            Some(crate::links::ProxyInfo {
+                api: proxy.api.clone(),
+                pid: None,
+                container: None,
+                links,
+            })
+        }
+    };
     let state = DevnetState {
         name: plan.name.clone(),
         backend: plan.backend.clone(),
@@ -477,6 +571,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         nodes,
         started_ms: genesis.genesis_time_ms,
         network: None,
+        proxy,
     };
     Ok(state)
 }
@@ -553,6 +648,14 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             nodes,
             genesis_time_ms: None,
             staking: options.staking.clone(),
+            proxy: options.proxy_port.map(|port| crate::links::ProxyPlan {
+                dial_host: "127.0.0.1".into(),
+                listen_host: "127.0.0.1".into(),
+                port_base: port + 1,
+                api: format!("127.0.0.1:{port}"),
+            }),
+            byzantine: options.byzantine.clone(),
+            twins: options.twins.clone(),
         },
     )
 }
@@ -787,6 +890,15 @@ pub fn up(
     progress: impl FnMut(&[Option<u64>]),
 ) -> Result<DevnetState, ProcessError> {
     let mut state = prepare(options)?;
+    if let Some(proxy) = state.proxy.clone() {
+        let dir = devnet_dir(&options.base, &options.name);
+        let pid = crate::links::start_process(&options.node_bin, &dir, &proxy)
+            .map_err(|reason| ProcessError::Invalid(format!("link proxy: {reason}")))?;
+        if let Some(proxy) = &mut state.proxy {
+            proxy.pid = Some(pid);
+        }
+        save_state(&options.base, &state)?;
+    }
     for index in 0..state.nodes.len() {
         if let Err(error) = start_node(&options.base, &mut state, index) {
             let _ = down(&options.base, &options.name, Duration::from_secs(5));
@@ -854,6 +966,11 @@ pub fn down(base: &Path, name: &str, grace: Duration) -> Result<DownReport, Proc
     }
     for node in &mut state.nodes {
         node.pid = None;
+    }
+    if let Some(proxy) = &mut state.proxy {
+        if let Some(pid) = proxy.pid.take() {
+            crate::links::stop_process(pid);
+        }
     }
     save_state(base, &state)?;
     Ok(report)

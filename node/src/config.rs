@@ -192,9 +192,10 @@ impl Default for MempoolConfig {
 }
 
 /// Settings that make a node worse on purpose, for devnets only: the harness uses them to check
-/// that benchmarks catch a slowdown (and, later, to make nodes Byzantine). Any of them set
-/// without `enabled = true` is refused, so a production config cannot carry one by accident.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// that benchmarks catch a slowdown and that honest nodes survive Byzantine ones
+/// (`docs/CHAOS.md`). Any of them set without `enabled = true` is refused, so a production config
+/// cannot carry one by accident.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevnetConfig {
     /// This node runs in a devnet and may be made to misbehave.
@@ -205,17 +206,123 @@ pub struct DevnetConfig {
     /// Byzantine: with every vote for a block, also sign and gossip a nil vote for the same
     /// height, round and step (an equivocation the other validators must catch).
     pub equivocate_votes: bool,
+    /// Byzantine: as proposer, also sign and gossip a second, different block for the same
+    /// height and round.
+    pub equivocate_proposals: bool,
+    /// Byzantine: sign votes but never send them.
+    pub withhold_votes: bool,
+    /// Byzantine: ignore every proposal received.
+    pub drop_proposals: bool,
+    /// Byzantine (amnesia): prevote for any valid proposal even when locked on another value.
+    pub ignore_locks: bool,
+    /// Byzantine: as proposer, propose blocks with a wrong app hash (the others must refuse).
+    pub invalid_blocks: bool,
+    /// Byzantine: gossip this many junk transactions a second (0: none; at most 10000).
+    pub spam_txs_per_s: u64,
+    /// When the Byzantine behaviours act: always, probability, heights, rounds.
+    pub trigger: String,
+    /// `probability`: the chance per height and round, drawn from `seed`.
+    pub probability: f64,
+    pub seed: u64,
+    /// `heights`: these heights, and/or the range `from_height..=to_height` (`to_height` 0: none).
+    pub heights: Vec<u64>,
+    pub from_height: u64,
+    pub to_height: u64,
+    /// `rounds`: in these rounds of any height.
+    pub rounds: Vec<u32>,
 }
+
+/// The Byzantine switches' names, for errors and for the harness.
+pub const BYZANTINE_SWITCHES: [&str; 7] = [
+    "equivocate_votes",
+    "equivocate_proposals",
+    "withhold_votes",
+    "drop_proposals",
+    "ignore_locks",
+    "invalid_blocks",
+    "spam_txs_per_s",
+];
 
 impl DevnetConfig {
     /// True when nothing is set (the section is then left out of a written config).
     pub fn is_off(&self) -> bool {
         *self == DevnetConfig::default()
     }
+
+    /// Whether any Byzantine behaviour is switched on.
+    pub fn byzantine(&self) -> bool {
+        self.equivocate_votes
+            || self.equivocate_proposals
+            || self.withhold_votes
+            || self.drop_proposals
+            || self.ignore_locks
+            || self.invalid_blocks
+            || self.spam_txs_per_s > 0
+    }
+
+    /// Whether the behaviours act at `height` and `round`; `salt` separates the draws of
+    /// different behaviours under a probability trigger (the same inputs always give the same
+    /// answer).
+    pub fn fires(&self, height: u64, round: u32, salt: &str) -> bool {
+        match self.trigger.as_str() {
+            "" | "always" => true,
+            "probability" => {
+                use sha2::{Digest, Sha256};
+                let mut hasher = Sha256::new();
+                hasher.update(self.seed.to_le_bytes());
+                hasher.update(height.to_le_bytes());
+                hasher.update(round.to_le_bytes());
+                hasher.update(salt.as_bytes());
+                let digest = hasher.finalize();
+                let draw = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+                (draw as f64 / u64::MAX as f64) < self.probability
+            }
+            "heights" => {
+                self.heights.contains(&height)
+                    || (self.to_height > 0 && (self.from_height..=self.to_height).contains(&height))
+            }
+            "rounds" => self.rounds.contains(&round),
+            _ => false,
+        }
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !["", "always", "probability", "heights", "rounds"].contains(&self.trigger.as_str()) {
+            return Err((
+                "devnet.trigger",
+                format!(
+                    "{:?} is not one of always, probability, heights, rounds",
+                    self.trigger
+                ),
+            ));
+        }
+        if self.trigger == "probability" && !(0.0..=1.0).contains(&self.probability) {
+            return Err((
+                "devnet.probability",
+                format!("must be between 0 and 1, got {}", self.probability),
+            ));
+        }
+        if self.trigger == "heights"
+            && self.heights.is_empty()
+            && (self.to_height == 0 || self.to_height < self.from_height)
+        {
+            return Err((
+                "devnet.heights",
+                "a heights trigger needs heights or from_height..=to_height".into(),
+            ));
+        }
+        if self.trigger == "rounds" && self.rounds.is_empty() {
+            return Err(("devnet.rounds", "a rounds trigger needs rounds".into()));
+        }
+        if self.spam_txs_per_s > 10_000 {
+            return Err(("devnet.spam_txs_per_s", "must be at most 10000".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The whole node configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub moniker: String,
@@ -380,19 +487,10 @@ level = "{level}"
         if self.devnet.is_off() {
             return String::new();
         }
+        let body = toml::to_string(&self.devnet).expect("the devnet settings serialise");
         format!(
-            r#"
-[devnet]
-# DEVNET ONLY: the settings below make this node worse on purpose (benchmark checks, faults).
-enabled = {enabled}
-# Milliseconds added to every commit of a decided block.
-commit_delay_ms = {commit_delay_ms}
-# Byzantine: with every vote for a block, also sign and gossip a conflicting nil vote.
-equivocate_votes = {equivocate_votes}
-"#,
-            enabled = self.devnet.enabled,
-            commit_delay_ms = self.devnet.commit_delay_ms,
-            equivocate_votes = self.devnet.equivocate_votes,
+            "\n[devnet]\n# DEVNET ONLY: the settings below make this node worse on purpose \
+             (benchmark checks, Byzantine faults; docs/CHAOS.md).\n{body}"
         )
     }
 
@@ -524,14 +622,30 @@ equivocate_votes = {equivocate_votes}
                 "must be at most 10000".into(),
             ));
         }
+        self.devnet
+            .check()
+            .map_err(|(field, reason)| invalid(field, reason))?;
         if !self.devnet.enabled && !self.devnet.is_off() {
             let field = if self.devnet.commit_delay_ms > 0 {
-                "devnet.commit_delay_ms"
+                "devnet.commit_delay_ms".to_string()
             } else {
-                "devnet.equivocate_votes"
+                let on = |name: &str| match name {
+                    "equivocate_votes" => self.devnet.equivocate_votes,
+                    "equivocate_proposals" => self.devnet.equivocate_proposals,
+                    "withhold_votes" => self.devnet.withhold_votes,
+                    "drop_proposals" => self.devnet.drop_proposals,
+                    "ignore_locks" => self.devnet.ignore_locks,
+                    "invalid_blocks" => self.devnet.invalid_blocks,
+                    _ => self.devnet.spam_txs_per_s > 0,
+                };
+                let name = BYZANTINE_SWITCHES
+                    .iter()
+                    .find(|name| on(name))
+                    .unwrap_or(&"trigger");
+                format!("devnet.{name}")
             };
             return Err(invalid(
-                field,
+                &field,
                 "slows the node on purpose; set only on devnets, with devnet.enabled = true".into(),
             ));
         }

@@ -407,7 +407,7 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
             mempool: config.mempool.clone(),
             validator_key: validator_key.signing.clone(),
             commit_delay: std::time::Duration::from_millis(config.devnet.commit_delay_ms),
-            equivocate_votes: config.devnet.equivocate_votes,
+            devnet: config.devnet.clone(),
         };
         let node =
             blyan_node::node::Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;

@@ -27,7 +27,9 @@ use crate::block::{Block, Hash};
 use crate::config::{ConsensusConfig, MempoolConfig};
 use crate::consensus::signer::{SignError, Signer, StorageStore};
 use crate::consensus::state_machine::{Consensus, Effect, Input, Step, Timeout};
-use crate::consensus::types::{Evidence, SignedProposal, SignedVote, ValidatorIndex, Vote};
+use crate::consensus::types::{
+    Evidence, Proposal, SignedProposal, SignedVote, ValidatorIndex, Vote,
+};
 use crate::consensus::validators::{Validator, ValidatorSet};
 use crate::genesis::Genesis;
 use crate::metrics::Metrics;
@@ -188,8 +190,8 @@ pub struct NodeSettings {
     pub validator_key: SigningKey,
     /// Devnet-only: added to every commit of a decided block (zero elsewhere).
     pub commit_delay: Duration,
-    /// Devnet-only Byzantine behaviour: also sign a conflicting nil vote for every block vote.
-    pub equivocate_votes: bool,
+    /// Devnet-only Byzantine behaviours and their trigger (`[devnet]`; all off elsewhere).
+    pub devnet: crate::config::DevnetConfig,
 }
 
 fn now_ms() -> u64 {
@@ -221,7 +223,8 @@ pub struct Node {
     p2p: P2pHandle,
     timeout_commit: Duration,
     commit_delay: Duration,
-    equivocate_votes: bool,
+    /// Devnet-only Byzantine switches (`[devnet]`).
+    devnet: crate::config::DevnetConfig,
     max_block_txs: usize,
     /// The set deciding the current height, with its proposer priorities.
     set: ValidatorSet,
@@ -361,7 +364,7 @@ impl Node {
             p2p,
             timeout_commit: Duration::from_millis(settings.consensus.timeout_commit_ms),
             commit_delay: settings.commit_delay,
-            equivocate_votes: settings.equivocate_votes,
+            devnet: settings.devnet,
             max_block_txs: settings.consensus.max_block_txs as usize,
             set,
             next_validators,
@@ -419,6 +422,9 @@ impl Node {
         self.start_height()?;
         let mut sync_tick = tokio::time::interval(Duration::from_millis(200));
         sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut spam_tick = tokio::time::interval(Duration::from_millis(100));
+        spam_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let spamming = self.devnet.spam_txs_per_s > 0;
         loop {
             let deadline = self
                 .timers
@@ -441,9 +447,27 @@ impl Node {
                 }
                 _ = sleep => self.on_time()?,
                 _ = sync_tick.tick() => self.maybe_sync(),
+                _ = spam_tick.tick(), if spamming => self.spam(),
             }
         }
         Ok(())
+    }
+
+    /// Devnet Byzantine "spam": a tenth of `spam_txs_per_s` junk transactions (well-formed
+    /// length, random bytes, so every honest node must decode and refuse them) per 100 ms tick.
+    fn spam(&mut self) {
+        use rand::RngCore;
+        let height = self.tip_height + 1;
+        if !self.devnet.fires(height, self.consensus.round(), "spam") {
+            return;
+        }
+        let count = self.devnet.spam_txs_per_s.div_ceil(10);
+        let mut rng = rand::thread_rng();
+        for _ in 0..count {
+            let mut junk = vec![0u8; 154];
+            rng.fill_bytes(&mut junk);
+            self.send(P2pCommand::Publish(Topic::Txs, junk));
+        }
     }
 
     fn send(&self, command: P2pCommand) {
@@ -493,6 +517,11 @@ impl Node {
             .signer
             .as_ref()
             .and_then(|signer| signer.resume(height));
+        if self.devnet.ignore_locks {
+            // Devnet Byzantine "amnesia": forget our lock for the heights the trigger picks.
+            self.consensus
+                .set_ignore_lock(self.devnet.fires(height, 0, "ignore_locks"));
+        }
         self.drive(Input::StartHeight {
             height,
             validators: self.set.clone(),
@@ -539,7 +568,15 @@ impl Node {
             for effect in self.consensus.handle(input) {
                 match effect {
                     Effect::GetValue { height, round } => {
-                        let block = self.build_block(height, self.set.index_of(&self.public_key));
+                        let mut block =
+                            self.build_block(height, self.set.index_of(&self.public_key));
+                        if self.devnet.invalid_blocks
+                            && self.devnet.fires(height, round, "invalid_blocks")
+                        {
+                            // Devnet Byzantine: a block the others must refuse.
+                            block.header.app_hash.0[0] ^= 0xff;
+                            tracing::warn!(height, round, "devnet: proposing an invalid block");
+                        }
                         let value = block.hash();
                         self.candidates.insert(value, block);
                         queue.push_back(Input::ProposeValue {
@@ -568,8 +605,26 @@ impl Node {
                             }
                         };
                         let bytes = wire::encode_proposal(&signed, block);
+                        // Devnet Byzantine: a second, different block for the same height and
+                        // round, signed and gossiped too (peers see one or the other first).
+                        let second = (self.devnet.equivocate_proposals
+                            && self
+                                .devnet
+                                .fires(proposal.height, proposal.round, "equivocate_proposals"))
+                        .then(|| {
+                            let mut other = block.clone();
+                            other.header.time_ms += 1;
+                            let signed = signer.sign_proposal_unguarded(Proposal {
+                                value: other.hash(),
+                                ..proposal
+                            });
+                            wire::encode_proposal(&signed, &other)
+                        });
                         self.own_messages.push((Topic::Proposals, bytes.clone()));
                         self.send(P2pCommand::Publish(Topic::Proposals, bytes));
+                        if let Some(second) = second {
+                            self.send(P2pCommand::Publish(Topic::Proposals, second));
+                        }
                         self.proposal_seen
                             .entry(proposal.round)
                             .or_insert_with(Instant::now);
@@ -595,16 +650,22 @@ impl Node {
                         };
                         // Devnet Byzantine mode: a second, conflicting vote (nil) for the same
                         // height, round and step, sent to the others only.
-                        let conflicting =
-                            (self.equivocate_votes && vote.value.is_some()).then(|| {
+                        let conflicting = (self.devnet.equivocate_votes
+                            && vote.value.is_some()
+                            && self.devnet.fires(vote.height, vote.round, "equivocate_votes"))
+                        .then(|| {
                                 signer.sign_unguarded(Vote {
                                     value: None,
                                     ..vote
                                 })
                             });
+                        let withhold = self.devnet.withhold_votes
+                            && self.devnet.fires(vote.height, vote.round, "withhold_votes");
                         let bytes = wire::encode_vote(&signed);
-                        self.own_messages.push((Topic::Votes, bytes.clone()));
-                        self.send(P2pCommand::Publish(Topic::Votes, bytes));
+                        if !withhold {
+                            self.own_messages.push((Topic::Votes, bytes.clone()));
+                            self.send(P2pCommand::Publish(Topic::Votes, bytes));
+                        }
                         if let Some(conflicting) = conflicting {
                             self.send(P2pCommand::Publish(
                                 Topic::Votes,
@@ -1021,6 +1082,17 @@ impl Node {
             self.accept(id, source, MessageAcceptance::Reject);
             return Ok(());
         };
+        if self.devnet.drop_proposals
+            && self.devnet.fires(
+                proposal.proposal.height,
+                proposal.proposal.round,
+                "drop_proposals",
+            )
+        {
+            // Devnet Byzantine: act as if it never came (and do not pass it on).
+            self.accept(id, source, MessageAcceptance::Ignore);
+            return Ok(());
+        }
         let signed_ok = self
             .validator_key(proposal.proposal.height, proposal.proposal.proposer)
             .is_some_and(|key| proposal.verify(&self.chain_id, &key));

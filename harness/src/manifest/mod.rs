@@ -55,9 +55,13 @@ pub struct NodeSpec {
     /// A label for latency and placement rules.
     #[serde(default = "default_zone")]
     pub zone: String,
-    /// Byzantine settings, executed by the chaos issue; validated here.
+    /// Byzantine behaviour (devnet mode only; `docs/CHAOS.md`).
     #[serde(default)]
     pub byzantine: Option<Byzantine>,
+    /// Twins: this node runs with the validator key of the named validator (a second machine
+    /// signing as the same validator). It is not a validator of its own in genesis.
+    #[serde(default)]
+    pub twin_of: Option<String>,
 }
 
 fn default_role() -> Role {
@@ -73,13 +77,32 @@ fn default_zone() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Byzantine {
-    /// equivocate, withhold-votes, drop-proposals, ignore-locks, invalid-blocks, spam.
+    /// equivocate (votes), equivocate-proposals, withhold-votes, drop-proposals, ignore-locks,
+    /// invalid-blocks, spam.
     pub behaviour: String,
     /// always, probability, heights, rounds.
     #[serde(default = "default_trigger")]
     pub trigger: String,
+    /// `probability`: the chance per height and round.
     #[serde(default)]
     pub probability: Option<f64>,
+    /// `probability`: the seed of the draws (default: the manifest's seed).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// `heights`: these heights...
+    #[serde(default)]
+    pub heights: Vec<u64>,
+    /// ...and/or this range (inclusive).
+    #[serde(default)]
+    pub from_height: Option<u64>,
+    #[serde(default)]
+    pub to_height: Option<u64>,
+    /// `rounds`: these rounds of every height.
+    #[serde(default)]
+    pub rounds: Vec<u32>,
+    /// `spam`: junk transactions per second (default 100).
+    #[serde(default)]
+    pub rate: Option<u64>,
 }
 
 fn default_trigger() -> String {
@@ -160,17 +183,56 @@ impl Default for Load {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One entry of `[[faults]]` (`docs/CHAOS.md` lists every kind and its fields).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     /// Seconds after the devnet is up.
     pub at_s: f64,
-    /// partition, heal, kill, restart, pause, latency, ...
+    /// Process: kill, stop, pause, restart, resume. Links (need `network.proxy`): latency,
+    /// bandwidth, timeout, reset, cut. Partitions: partition (with `shape`), isolate, heal.
+    /// A seeded random nemesis: random.
     pub kind: String,
+    /// The nodes it acts on (for link faults: every link of these nodes).
     #[serde(default)]
     pub nodes: Vec<String>,
     #[serde(default)]
     pub duration_s: Option<f64>,
+    /// Partition shape: isolate, halves, majority, ring, bridge, groups.
+    #[serde(default)]
+    pub shape: Option<String>,
+    /// Explicit groups (partition shape `groups`; link faults: the links between groups).
+    #[serde(default)]
+    pub groups: Vec<Vec<String>>,
+    /// One link, as its two nodes (both directions).
+    #[serde(default)]
+    pub link: Vec<String>,
+    #[serde(default)]
+    pub latency_ms: Option<i64>,
+    #[serde(default)]
+    pub jitter_ms: Option<i64>,
+    /// Bandwidth limit, KB/s.
+    #[serde(default)]
+    pub rate_kbps: Option<i64>,
+    /// timeout / reset: milliseconds before the connection is closed (0: data stops, never
+    /// closed, for timeout).
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
+    /// random: the nemesis' seed (`devnet run --seed` overrides it).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// random: mean seconds between faults.
+    #[serde(default)]
+    pub mean_interval_s: Option<f64>,
+    /// random: mean seconds a fault lasts.
+    #[serde(default)]
+    pub mean_duration_s: Option<f64>,
+    /// random: the kinds it may draw (default: all that the devnet supports).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// random: most nodes a crash fault hits at once (default f = (validators - 1) / 3).
+    #[serde(default)]
+    pub max_faulty: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -267,9 +329,12 @@ pub struct ResolvedNode {
 }
 
 pub const MAX_NODES: usize = 200;
+/// The most nodes a devnet with a proxy on every directed link may have (n (n - 1) proxies).
+pub const MAX_PROXIED_NODES: usize = 32;
 
-const BYZANTINE_BEHAVIOURS: [&str; 6] = [
+const BYZANTINE_BEHAVIOURS: [&str; 7] = [
     "equivocate",
+    "equivocate-proposals",
     "withhold-votes",
     "drop-proposals",
     "ignore-locks",
@@ -277,17 +342,6 @@ const BYZANTINE_BEHAVIOURS: [&str; 6] = [
     "spam",
 ];
 const TRIGGERS: [&str; 4] = ["always", "probability", "heights", "rounds"];
-const FAULT_KINDS: [&str; 8] = [
-    "partition",
-    "heal",
-    "kill",
-    "restart",
-    "pause",
-    "resume",
-    "latency",
-    "isolate",
-];
-
 /// The commented example that `devnet manifest --example` prints; it parses to a valid manifest.
 pub const EXAMPLE: &str = r#"# Blyan devnet manifest. Everything but `name` is optional.
 name = "example"          # devnet name: containers, networks and .devnet/<name>/ carry it
@@ -336,11 +390,26 @@ proxy = false             # route every directed link through a fault proxy (cha
 rate = 0                  # transactions per second (open loop); 0: none
 accounts = 16             # funded genesis accounts
 
-# [[faults]]
+# [[faults]]               # docs/CHAOS.md lists every kind and its fields
 # at_s = 10
-# kind = "partition"      # partition | heal | kill | restart | pause | resume | latency | isolate
-# nodes = ["node3"]
+# kind = "partition"      # kill | stop | pause | restart | resume | heal | isolate | partition |
+#                         # latency | bandwidth | timeout | reset | cut | random
+# shape = "halves"        # partition: isolate | halves | majority | ring | bridge | groups
 # duration_s = 5
+# [[faults]]
+# at_s = 20
+# kind = "latency"        # link faults need network.proxy = true
+# link = ["node0", "node1"]
+# latency_ms = 100
+# jitter_ms = 10
+# duration_s = 10
+# [[faults]]
+# at_s = 40
+# kind = "random"         # a seeded nemesis; `devnet run --seed S` replays or varies it
+# seed = 7
+# duration_s = 60
+# mean_interval_s = 8
+# kinds = ["kill", "pause", "partition-halves", "latency"]
 
 [checks]
 liveness_heights = 5      # after the last fault heals, every honest node advances this many
@@ -405,23 +474,54 @@ impl Manifest {
             .collect()
     }
 
-    /// Byzantine settings the node cannot carry out yet: an error naming the first one.
-    pub fn check_supported_byzantine(&self) -> Result<(), ManifestError> {
-        for (index, node) in self.nodes.iter().enumerate() {
-            if let Some(byzantine) = &node.byzantine {
-                if byzantine.behaviour != "equivocate" || byzantine.trigger != "always" {
-                    return Err(ManifestError::Invalid {
-                        origin: self.name.clone(),
-                        field: format!("nodes[{index}].byzantine"),
-                        reason: format!(
-                            "behaviour {:?} with trigger {:?} is not built into the node yet; it carries out \"equivocate\" with trigger \"always\"",
-                            byzantine.behaviour, byzantine.trigger
-                        ),
-                    });
+    /// Each Byzantine node's `[devnet]` settings, as the node takes them.
+    pub fn byzantine_settings(&self) -> Vec<(String, blyan_node::config::DevnetConfig)> {
+        self.nodes
+            .iter()
+            .filter_map(|node| {
+                let b = node.byzantine.as_ref()?;
+                let mut config = blyan_node::config::DevnetConfig {
+                    enabled: true,
+                    trigger: b.trigger.clone(),
+                    probability: b.probability.unwrap_or(0.0),
+                    seed: b.seed.unwrap_or(self.seed),
+                    heights: b.heights.clone(),
+                    from_height: b.from_height.unwrap_or(0),
+                    to_height: b.to_height.unwrap_or(0),
+                    rounds: b.rounds.clone(),
+                    ..Default::default()
+                };
+                match b.behaviour.as_str() {
+                    "equivocate" => config.equivocate_votes = true,
+                    "equivocate-proposals" => config.equivocate_proposals = true,
+                    "withhold-votes" => config.withhold_votes = true,
+                    "drop-proposals" => config.drop_proposals = true,
+                    "ignore-locks" => config.ignore_locks = true,
+                    "invalid-blocks" => config.invalid_blocks = true,
+                    _ => config.spam_txs_per_s = b.rate.unwrap_or(100),
                 }
-            }
+                Some((node.name.clone(), config))
+            })
+            .collect()
+    }
+
+    /// Twins as (twin, the validator whose key it runs).
+    pub fn twins(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .filter_map(|node| Some((node.name.clone(), node.twin_of.clone()?)))
+            .collect()
+    }
+
+    /// What run.json records as a node's Byzantine role: its behaviour, `twin` for a twin and
+    /// for the validator it copies, nothing for an honest node.
+    pub fn byzantine_label(&self, name: &str) -> Option<String> {
+        let node = self.nodes.iter().find(|node| node.name == name)?;
+        if let Some(byzantine) = &node.byzantine {
+            return Some(byzantine.behaviour.clone());
         }
-        Ok(())
+        let twinned = self.twins().iter().any(|(twin, of)| twin == name || of == name);
+        twinned.then(|| "twin".to_string())
     }
 
     /// The staking parameters for genesis: `[staking]` with `consensus.epoch_length`.
@@ -522,6 +622,45 @@ impl Manifest {
                             "a probability trigger needs probability between 0 and 1",
                         ));
                     }
+                    if byzantine.trigger == "heights"
+                        && byzantine.heights.is_empty()
+                        && !matches!((byzantine.from_height, byzantine.to_height), (Some(a), Some(b)) if a <= b)
+                    {
+                        return Err(invalid(
+                            &field("byzantine.heights"),
+                            "a heights trigger needs heights or from_height <= to_height",
+                        ));
+                    }
+                    if byzantine.trigger == "rounds" && byzantine.rounds.is_empty() {
+                        return Err(invalid(
+                            &field("byzantine.rounds"),
+                            "a rounds trigger needs rounds",
+                        ));
+                    }
+                    if byzantine.rate.is_some_and(|rate| !(1..=10_000).contains(&rate)) {
+                        return Err(invalid(&field("byzantine.rate"), "must be between 1 and 10000"));
+                    }
+                    if node.role != Role::Validator && byzantine.behaviour != "spam" {
+                        return Err(invalid(
+                            &field("byzantine"),
+                            &format!("{} acts as a validator; this node is a full node", byzantine.behaviour),
+                        ));
+                    }
+                }
+                if let Some(of) = &node.twin_of {
+                    let target = self.nodes.iter().find(|other| &other.name == of);
+                    match target {
+                        None => {
+                            return Err(invalid(&field("twin_of"), &format!("no node named {of:?}")))
+                        }
+                        Some(target) if target.role != Role::Validator || target.twin_of.is_some() || target.name == node.name => {
+                            return Err(invalid(
+                                &field("twin_of"),
+                                &format!("{of:?} must be another validator that is not itself a twin"),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
                 }
             }
             if !self.nodes.iter().any(|node| node.role == Role::Validator) {
@@ -605,29 +744,36 @@ impl Manifest {
                 return Err(invalid(&format!("load.ramp[{index}]"), "rates must ascend"));
             }
         }
-        let names: HashSet<String> = self.resolve().into_iter().map(|node| node.name).collect();
-        for (index, fault) in self.faults.iter().enumerate() {
-            let field = |name: &str| format!("faults[{index}].{name}");
-            if !(fault.at_s >= 0.0 && fault.at_s.is_finite()) {
-                return Err(invalid(&field("at_s"), "must be >= 0"));
-            }
-            if !FAULT_KINDS.contains(&fault.kind.as_str()) {
-                return Err(invalid(
-                    &field("kind"),
-                    &format!("{:?} is not one of {}", fault.kind, FAULT_KINDS.join(", ")),
-                ));
-            }
-            for node in &fault.nodes {
-                if !names.contains(node) {
-                    return Err(invalid(&field("nodes"), &format!("no node named {node:?}")));
-                }
-            }
-            if fault
-                .duration_s
-                .is_some_and(|d| !(d > 0.0 && d.is_finite()))
-            {
-                return Err(invalid(&field("duration_s"), "must be > 0"));
-            }
+        // Every fault is turned into its schedule once here, before anything starts, so that a
+        // bad kind, target, shape or parameter is refused with its field.
+        let resolved = self.resolve();
+        let names: Vec<String> = resolved.iter().map(|node| node.name.clone()).collect();
+        let validators = resolved
+            .iter()
+            .filter(|node| node.role == Role::Validator)
+            .count();
+        crate::scenario::plan(
+            &self.faults,
+            &crate::scenario::Target {
+                names: &names,
+                validators,
+                proxy: self.network.proxy,
+                backend: None,
+            },
+            None,
+        )
+        .map_err(|error| match error {
+            crate::scenario::ScenarioError::Field { field, reason } => invalid(&field, &reason),
+            other => invalid("faults", &other.to_string()),
+        })?;
+        if self.network.proxy && names.len() > MAX_PROXIED_NODES {
+            return Err(invalid(
+                "network.proxy",
+                &format!(
+                    "{} nodes; a proxy per directed link is offered up to {MAX_PROXIED_NODES} nodes",
+                    names.len()
+                ),
+            ));
         }
         if self.checks.liveness_heights <= 0 {
             return Err(invalid("checks.liveness_heights", "must be > 0"));
@@ -654,8 +800,13 @@ impl Manifest {
                 .map(|(index, node)| ResolvedNode {
                     index,
                     name: node.name.clone(),
-                    role: node.role,
-                    stake: if node.role == Role::Validator {
+                    // A twin signs with another validator's key; it has no stake of its own.
+                    role: if node.twin_of.is_some() {
+                        Role::Full
+                    } else {
+                        node.role
+                    },
+                    stake: if node.role == Role::Validator && node.twin_of.is_none() {
                         node.stake.max(0) as u64
                     } else {
                         0

@@ -301,6 +301,16 @@ impl<S: SignerStore> Signer<S> {
         SignedVote { vote, signature }
     }
 
+    /// Signs `proposal` with no double-sign guard and no record: only for devnet nodes made to
+    /// equivocate proposals on purpose (`[devnet] equivocate_proposals`).
+    pub fn sign_proposal_unguarded(&self, proposal: Proposal) -> SignedProposal {
+        let signature = self.key.sign(&proposal.sign_bytes(&self.chain_id));
+        SignedProposal {
+            proposal,
+            signature,
+        }
+    }
+
     pub fn sign_vote(&mut self, vote: Vote) -> Result<SignedVote, SignError> {
         let step = match vote.kind {
             VoteKind::Prevote => SignStep::Prevote,

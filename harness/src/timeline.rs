@@ -1,0 +1,164 @@
+//! `timeline.json`: every fault a run applied, with when it was planned, when it really started
+//! and ended, what it targeted, and its measured effect on the chain (heights at its start and
+//! end; for a latency fault, the nodes' own ping RTT over the link before and during it).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::process::{self, DevnetState};
+use crate::scenario::{Action, Planned};
+
+/// One applied fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The kind as planned: `kill`, `partition-halves`, `latency`, ...
+    pub kind: String,
+    pub label: String,
+    /// Node names it acts on (link faults: the nodes at either end of its links).
+    pub targets: Vec<String>,
+    /// Directed links it acts on (link faults and proxy partitions).
+    pub links: usize,
+    /// From the schedule (the same for the same manifest and seed).
+    pub planned_at_s: f64,
+    pub planned_duration_s: Option<f64>,
+    /// Measured on this run's clock.
+    pub started_s: f64,
+    pub ended_s: Option<f64>,
+    pub effect: Effect,
+}
+
+/// What the fault did, measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// Each node's height when the fault started and when it ended (`None`: no answer).
+    pub heights_at_start: Vec<Option<u64>>,
+    pub heights_at_end: Vec<Option<u64>>,
+    /// Blocks the highest node committed while the fault was in force.
+    pub committed_during: Option<u64>,
+    /// For a latency fault on one link: the first node's ping RTT to the second (its own
+    /// libp2p ping, `/net_info`) before the fault and at its end.
+    pub rtt_before_ms: Option<f64>,
+    pub rtt_during_ms: Option<f64>,
+    pub summary: String,
+}
+
+/// The planned part of an entry (what a replay with the same seed must reproduce).
+pub fn planned_key(entry: &Entry) -> (String, Vec<String>, usize, String, String) {
+    (
+        entry.kind.clone(),
+        entry.targets.clone(),
+        entry.links,
+        format!("{:.3}", entry.planned_at_s),
+        format!("{:.3}", entry.planned_duration_s.unwrap_or(0.0)),
+    )
+}
+
+/// Every node's height now.
+pub fn heights(state: &DevnetState) -> Vec<Option<u64>> {
+    let client = process::http_client();
+    state
+        .nodes
+        .iter()
+        .map(|node| {
+            process::node_status(&client, node)
+                .and_then(|status| status.get("height")?.as_u64())
+        })
+        .collect()
+}
+
+/// Node `from`'s ping RTT to node `to`, from its `/net_info`.
+pub fn rtt_ms(state: &DevnetState, from: usize, to: usize) -> Option<f64> {
+    let client = process::http_client();
+    let info: serde_json::Value = client
+        .get(format!("{}/net_info", state.nodes[from].api))
+        .send()
+        .ok()?
+        .json()
+        .ok()?;
+    let peer = &state.nodes[to].peer_id;
+    info.get("peers")?
+        .as_array()?
+        .iter()
+        .find(|p| p.get("peer_id").and_then(|id| id.as_str()) == Some(peer.as_str()))?
+        .get("rtt_ms")?
+        .as_f64()
+}
+
+/// The link a latency fault targets, when it is one link.
+fn one_link(step: &Planned) -> Option<(usize, usize)> {
+    let mut ends: Vec<usize> = step.links.iter().flat_map(|(a, b)| [*a, *b]).collect();
+    ends.sort_unstable();
+    ends.dedup();
+    (step.action == Action::Toxic && ends.len() == 2).then(|| (ends[0], ends[1]))
+}
+
+/// Starts an entry for `step`, measuring what it needs before the fault is applied.
+pub fn begin(state: &DevnetState, step: &Planned, started_s: f64) -> Entry {
+    let mut targets: Vec<usize> = step.nodes.clone();
+    targets.extend(step.links.iter().flat_map(|(a, b)| [*a, *b]));
+    targets.sort_unstable();
+    targets.dedup();
+    let rtt_before_ms = one_link(step).and_then(|(a, b)| rtt_ms(state, a, b));
+    Entry {
+        kind: step.kind.clone(),
+        label: step.label.clone(),
+        targets: targets
+            .iter()
+            .map(|&i| state.nodes[i].moniker.clone())
+            .collect(),
+        links: step.links.len(),
+        planned_at_s: step.at.as_secs_f64(),
+        planned_duration_s: step.duration.map(|d| d.as_secs_f64()),
+        started_s,
+        ended_s: None,
+        effect: Effect {
+            heights_at_start: heights(state),
+            rtt_before_ms,
+            ..Effect::default()
+        },
+    }
+}
+
+/// Measures the fault's effect just before it is undone.
+pub fn measure_end(state: &DevnetState, step: &Planned, entry: &mut Entry) {
+    entry.effect.rtt_during_ms = one_link(step).and_then(|(a, b)| rtt_ms(state, a, b));
+}
+
+/// Closes an entry after the fault was undone.
+pub fn end(state: &DevnetState, entry: &mut Entry, ended_s: f64) {
+    entry.ended_s = Some(ended_s);
+    entry.effect.heights_at_end = heights(state);
+    let top = |heights: &[Option<u64>]| heights.iter().flatten().max().copied();
+    entry.effect.committed_during =
+        match (top(&entry.effect.heights_at_start), top(&entry.effect.heights_at_end)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+    let mut summary = format!(
+        "{} blocks committed in {:.1} s",
+        entry
+            .effect
+            .committed_during
+            .map_or("?".to_string(), |n| n.to_string()),
+        ended_s - entry.started_s
+    );
+    if let (Some(before), Some(during)) = (entry.effect.rtt_before_ms, entry.effect.rtt_during_ms)
+    {
+        summary.push_str(&format!(
+            "; ping RTT {before:.1} ms before, {during:.1} ms during"
+        ));
+    }
+    entry.effect.summary = summary;
+}
+
+pub fn write(dir: &Path, entries: &[Entry]) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(entries).expect("the timeline serialises");
+    std::fs::write(dir.join("timeline.json"), text + "\n")
+}
+
+pub fn read(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let text = std::fs::read_to_string(dir.join("timeline.json"))?;
+    serde_json::from_str(&text)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+}
