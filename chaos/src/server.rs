@@ -12,10 +12,8 @@
 //! `noop`, and `reset_peer` (timeout), which noxious lacks: here it stops the data and closes
 //! the connection after `timeout` ms (at least 1 ms), a FIN rather than Toxiproxy's RST.
 //!
-//! noxious 1.0.4's bandwidth toxic mishandles a chunk larger than `rate * 100` bytes (it sends
-//! 100 bytes per 100 ms and its sleep underflows), so a `bandwidth` toxic runs as a hidden
-//! fixed-size slicer (`NAME/slicer`, chunks of `rate * 100` bytes) followed by the bandwidth
-//! toxic; the API shows the one toxic the client made.
+//! noxious is used as vendored in `vendor/noxious` (its latency and bandwidth toxics fixed; see
+//! `vendor/noxious/BLYAN.md`).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
@@ -202,7 +200,7 @@ impl ToxicSpec {
         }
     }
 
-    /// The toxics noxious runs for this one, in pipeline order (one, or two for `bandwidth`).
+    /// The toxics noxious runs for this one (one; a list so that a toxic could map to a chain).
     pub fn to_noxious(&self) -> Result<Vec<Toxic>, ApiError> {
         let a = |name| self.attribute(name);
         let kind = match self.kind.as_str() {
@@ -220,17 +218,7 @@ impl ToxicSpec {
                     jitter: a("jitter"),
                 }
             }
-            "bandwidth" => {
-                let slicer = ToxicKind::Slicer {
-                    average_size: a("rate").clamp(1, 327) * 100,
-                    size_variation: 0,
-                    delay: 0,
-                };
-                return Ok(vec![
-                    self.runtime(format!("{}/slicer", self.name), slicer),
-                    self.runtime(self.name.clone(), ToxicKind::Bandwidth { rate: a("rate") }),
-                ]);
-            }
+            "bandwidth" => ToxicKind::Bandwidth { rate: a("rate") },
             "slow_close" => ToxicKind::SlowClose { delay: a("delay") },
             "timeout" => ToxicKind::Timeout {
                 timeout: a("timeout"),

@@ -179,7 +179,8 @@ pub fn validity(history: &History) -> Check {
     let Some(run) = &history.run else {
         return check("validity", Verdict::Fail, "no run.json".into());
     };
-    // The validator set is the genesis set (the chain has no staking yet), in genesis order.
+    // Each signature names its signer's key and power in the set of its height (sets change by
+    // epoch); histories without them fall back to the genesis set in genesis order.
     let set: Vec<(VerifyingKey, u64, &str)> = match run
         .nodes
         .iter()
@@ -211,6 +212,7 @@ pub fn validity(history: &History) -> Check {
                 hash,
                 round,
                 signatures,
+                total_power,
                 ..
             } = record
             else {
@@ -233,11 +235,30 @@ pub fn validity(history: &History) -> Check {
             let mut power = 0;
             let mut indices = HashSet::new();
             let mut parsed = Vec::with_capacity(signatures.len());
+            let total = if *total_power > 0 { *total_power } else { total };
             for signature in signatures {
                 let index = signature.validator_index;
-                let Some((key, weight, _)) = set.get(index as usize) else {
-                    return fail(format!("precommit from validator {index}, not in the set"));
+                let named = (!signature.validator.is_empty()).then(|| {
+                    hex::decode(&signature.validator)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+                });
+                let (key, weight) = match named {
+                    Some(Some(key)) => (key, signature.power),
+                    Some(None) => {
+                        return fail(format!("validator {index}'s key is not a valid key"))
+                    }
+                    None => match set.get(index as usize) {
+                        Some((key, weight, _)) => (*key, *weight),
+                        None => {
+                            return fail(format!(
+                                "precommit from validator {index}, not in the set"
+                            ))
+                        }
+                    },
                 };
+                let weight = &weight;
                 if !indices.insert(index) {
                     return fail(format!("validator {index} signed twice"));
                 }
@@ -247,7 +268,7 @@ pub fn validity(history: &History) -> Check {
                 else {
                     return fail(format!("validator {index}'s signature is not 64 bytes"));
                 };
-                parsed.push((index, Signature::from_bytes(&bytes), *key));
+                parsed.push((index, Signature::from_bytes(&bytes), key));
                 power += weight;
             }
             if 3 * power <= 2 * total {
@@ -269,9 +290,10 @@ pub fn validity(history: &History) -> Check {
                 let bad: Vec<String> = votes
                     .iter()
                     .filter(|(vote, key)| !vote.verify(&run.chain_id, key))
-                    .map(|(vote, _)| {
-                        set.get(vote.vote.validator as usize)
-                            .map_or("?".to_string(), |(_, _, name)| name.to_string())
+                    .map(|(_, key)| {
+                        set.iter()
+                            .find(|(known, _, _)| known == key)
+                            .map_or_else(|| hex::encode(key.as_bytes()), |(_, _, name)| name.to_string())
                     })
                     .collect();
                 return fail(format!(

@@ -73,6 +73,12 @@ pub struct SignatureRecord {
     pub validator_index: u32,
     /// Hex, 64 bytes.
     pub signature: String,
+    /// The signer's public key (hex) and power in the set of that height, as the node served
+    /// them (empty / 0 in histories recorded before validator sets changed by epoch).
+    #[serde(default)]
+    pub validator: String,
+    #[serde(default)]
+    pub power: u64,
 }
 
 /// One validator in a [`NodeRecord::Stake`].
@@ -105,6 +111,9 @@ pub enum NodeRecord {
         time_ms: u64,
         round: u32,
         signatures: Vec<SignatureRecord>,
+        /// Power of the set that decided it (0: unknown, the genesis set is assumed).
+        #[serde(default)]
+        total_power: u64,
         txs: u64,
     },
     /// A decision the node made itself: commit latency from the proposal seen to the decision.

@@ -1535,6 +1535,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
                 eprintln!("t={:.1}s fault: {}", elapsed.as_secs_f64(), planned.label);
             }
             let heights = recorder.poll(&state)?;
+            timeline::watch_resume(&mut entries, &heights, started.elapsed().as_secs_f64());
             if last_print.elapsed() >= Duration::from_secs(5) {
                 last_print = Instant::now();
                 let shown: Vec<String> = heights
@@ -1552,7 +1553,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
         for fault in active.drain(..) {
             finish(&mut state, &mut recorder, &mut entries, &fault)?;
         }
-        timeline::write(&out, &entries)
+        timeline::write(&out, &mut entries)
             .with_context(|| format!("cannot write {}", out.join("timeline.json").display()))?;
         recorder.poll(&state)?;
         recorder.stake(&state)?;

@@ -41,6 +41,8 @@ fn block_record(at_ms: u64, view: &serde_json::Value) -> Option<NodeRecord> {
                     Some(SignatureRecord {
                         validator_index: u32::try_from(s["validator_index"].as_u64()?).ok()?,
                         signature: s["signature"].as_str()?.to_string(),
+                        validator: s["validator"].as_str().unwrap_or_default().to_string(),
+                        power: s["power"].as_u64().unwrap_or(0),
                     })
                 })
                 .collect()
@@ -55,6 +57,7 @@ fn block_record(at_ms: u64, view: &serde_json::Value) -> Option<NodeRecord> {
         time_ms: view["time_ms"].as_u64()?,
         round: u32::try_from(commit["round"].as_u64().unwrap_or(0)).ok()?,
         signatures,
+        total_power: commit["total_power"].as_u64().unwrap_or(0),
         txs: view["tx_hashes"]
             .as_array()
             .map_or(0, |list| list.len() as u64),

@@ -40,7 +40,27 @@ pub struct Effect {
     /// libp2p ping, `/net_info`) before the fault and at its end.
     pub rtt_before_ms: Option<f64>,
     pub rtt_during_ms: Option<f64>,
+    /// Seconds from the fault's end until the highest node committed a block beyond the
+    /// height it had then (`None`: not within the run).
+    pub resumed_after_s: Option<f64>,
     pub summary: String,
+}
+
+/// Notes, for every ended entry still waiting, whether blocks resumed (`heights` just polled,
+/// `now_s` on the run's clock).
+pub fn watch_resume(entries: &mut [Entry], heights: &[Option<u64>], now_s: f64) {
+    let top = heights.iter().flatten().max().copied();
+    for entry in entries.iter_mut() {
+        let (Some(ended), None) = (entry.ended_s, entry.effect.resumed_after_s) else {
+            continue;
+        };
+        let at_end = entry.effect.heights_at_end.iter().flatten().max().copied();
+        if let (Some(top), Some(at_end)) = (top, at_end) {
+            if top > at_end {
+                entry.effect.resumed_after_s = Some(((now_s - ended) * 1000.0).round() / 1000.0);
+            }
+        }
+    }
 }
 
 /// The planned part of an entry (what a replay with the same seed must reproduce).
@@ -62,7 +82,7 @@ pub fn heights(state: &DevnetState) -> Vec<Option<u64>> {
         .iter()
         .map(|node| {
             process::node_status(&client, node)
-                .and_then(|status| status.get("height")?.as_u64())
+                .and_then(|status| status.get("latest_height")?.as_u64())
         })
         .collect()
 }
@@ -152,7 +172,15 @@ pub fn end(state: &DevnetState, entry: &mut Entry, ended_s: f64) {
     entry.effect.summary = summary;
 }
 
-pub fn write(dir: &Path, entries: &[Entry]) -> std::io::Result<()> {
+/// Adds the resume time to each summary and writes `DIR/timeline.json`.
+pub fn write(dir: &Path, entries: &mut [Entry]) -> std::io::Result<()> {
+    for entry in entries.iter_mut() {
+        if let Some(resumed) = entry.effect.resumed_after_s {
+            if !entry.effect.summary.contains("resumed") {
+                entry.effect.summary.push_str(&format!("; blocks resumed {resumed:.1} s after it ended"));
+            }
+        }
+    }
     let text = serde_json::to_string_pretty(entries).expect("the timeline serialises");
     std::fs::write(dir.join("timeline.json"), text + "\n")
 }

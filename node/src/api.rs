@@ -289,12 +289,19 @@ pub struct BlockView {
 pub struct CommitView {
     pub round: u32,
     pub signatures: Vec<CommitSignature>,
+    /// The voting power of the set that decided this height.
+    #[serde(default)]
+    pub total_power: u64,
 }
 
 #[derive(Serialize, serde::Deserialize, Debug)]
 pub struct CommitSignature {
     pub validator_index: u32,
+    /// The signer's public key (hex) in the set of that height.
     pub validator: String,
+    /// Its voting power at that height.
+    #[serde(default)]
+    pub power: u64,
     pub signature: String,
 }
 
@@ -317,16 +324,18 @@ fn block_view(state: &ApiState, height: u64) -> Result<BlockView, ApiError> {
         .storage
         .consensus_get(&app_hash_key(height))?
         .and_then(|bytes| bytes.try_into().ok().map(Hash));
-    let validators: Vec<String> = state
+    let set = state
         .node
         .state
         .read()
         .expect("state lock poisoned")
         .validators_at(height)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let validators: Vec<String> = set
         .iter()
         .map(|validator| hex::encode(validator.public_key.as_bytes()))
         .collect();
+    let total_power: u64 = set.iter().map(|validator| validator.power).sum();
     let last_commit_signers = Commit::decode(&block.last_commit)
         .map(|commit| commit.signatures.iter().map(|(index, _)| *index).collect())
         .unwrap_or_default();
@@ -352,12 +361,14 @@ fn block_view(state: &ApiState, height: u64) -> Result<BlockView, ApiError> {
         txs: block.txs.iter().map(hex::encode).collect(),
         commit: commit.map(|commit| CommitView {
             round: commit.round,
+            total_power,
             signatures: commit
                 .signatures
                 .iter()
                 .map(|(index, signature)| CommitSignature {
                     validator_index: *index,
                     validator: validators.get(*index as usize).cloned().unwrap_or_default(),
+                    power: set.get(*index as usize).map_or(0, |v| v.power),
                     signature: hex::encode(signature.to_bytes()),
                 })
                 .collect(),

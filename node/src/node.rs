@@ -259,6 +259,8 @@ pub struct Node {
     evidence: u64,
     /// What this validator signed and sent at the current height, for rebroadcast.
     own_messages: Vec<(Topic, Vec<u8>)>,
+    /// When to re-send our messages because a peer connected (see [`REBROADCAST_ON_CONNECT`]).
+    rebroadcast_at: Option<Instant>,
     /// (height, round, step) and when it last changed.
     progress: ((u64, u32, Step), Instant),
     last_rebroadcast: Instant,
@@ -267,7 +269,10 @@ pub struct Node {
 /// With no consensus progress for this long, a validator sends its messages of the height
 /// again: gossip delivers a message once, and a node whose mesh was not formed yet (a large
 /// devnet starting up, a healed partition) would otherwise never see it.
-const REBROADCAST_AFTER: Duration = Duration::from_secs(6);
+const REBROADCAST_AFTER: Duration = Duration::from_secs(4);
+/// After a peer connects to a node that has been stuck this long, it re-sends its messages
+/// about a second later (once the peer's subscriptions are known), not at the next period.
+const REBROADCAST_ON_CONNECT: Duration = Duration::from_secs(1);
 
 impl Node {
     /// Opens the node over its storage; checks that the stored chain is this genesis's.
@@ -393,6 +398,7 @@ impl Node {
             peers: Vec::new(),
             evidence: 0,
             own_messages: Vec::new(),
+            rebroadcast_at: None,
             progress: ((0, 0, Step::Commit), Instant::now()),
             last_rebroadcast: Instant::now(),
         })
@@ -978,6 +984,14 @@ impl Node {
             } => match topic {
                 Topic::Votes => self.on_vote_message(&data, source, id)?,
                 Topic::Proposals => self.on_proposal_message(&data, source, id)?,
+                Topic::Ticks => {
+                    let acceptance = if data.len() == crate::p2p::TICK_BYTES {
+                        MessageAcceptance::Accept
+                    } else {
+                        MessageAcceptance::Reject
+                    };
+                    self.accept(id, source, acceptance);
+                }
                 Topic::Txs => {
                     let acceptance = match self.submit(&data, Some(source)) {
                         Ok(_) => MessageAcceptance::Accept,
@@ -1009,6 +1023,9 @@ impl Node {
                 if !self.peers.contains(&peer) {
                     self.peers.push(peer);
                 }
+                // A link back (a healed partition, a restarted peer): if we are stuck, our
+                // messages of this height may be what it lacks.
+                self.rebroadcast_at = Some(Instant::now() + REBROADCAST_ON_CONNECT);
                 if self.sync_in_flight.is_none() {
                     self.request_sync(peer);
                 }
@@ -1348,12 +1365,16 @@ impl Node {
             self.progress = (position, Instant::now());
             return;
         }
-        if self.progress.1.elapsed() < REBROADCAST_AFTER
-            || self.last_rebroadcast.elapsed() < REBROADCAST_AFTER
-            || self.own_messages.is_empty()
-        {
+        let stalled = self.progress.1.elapsed();
+        let after_connect = self
+            .rebroadcast_at
+            .is_some_and(|at| Instant::now() >= at && stalled >= REBROADCAST_ON_CONNECT);
+        let periodic = stalled >= REBROADCAST_AFTER
+            && self.last_rebroadcast.elapsed() >= REBROADCAST_AFTER;
+        if !(after_connect || periodic) || self.own_messages.is_empty() {
             return;
         }
+        self.rebroadcast_at = None;
         self.last_rebroadcast = Instant::now();
         tracing::debug!(
             height = position.0,
@@ -1361,6 +1382,12 @@ impl Node {
             messages = self.own_messages.len(),
             "no progress: sending our messages of this height again"
         );
+        // A unique tick first: its insertion purges gossipsub's expired duplicate ids, without
+        // which the re-sends below are refused as already published (see `Topic::Ticks`).
+        let mut tick = Vec::with_capacity(crate::p2p::TICK_BYTES);
+        tick.extend_from_slice(&self.tip_height.to_le_bytes());
+        tick.extend_from_slice(&(now_ms() ^ rand::random::<u64>()).to_le_bytes());
+        self.send(P2pCommand::Publish(Topic::Ticks, tick));
         for (topic, bytes) in self.own_messages.clone() {
             self.send(P2pCommand::Publish(topic, bytes));
         }

@@ -35,6 +35,8 @@ fn precommits(height: u64, hash: Hash, signers: &[usize]) -> Vec<SignatureRecord
             SignatureRecord {
                 validator_index: index as u32,
                 signature: hex::encode(key(index).sign(&vote.sign_bytes(CHAIN)).to_bytes()),
+                validator: String::new(),
+                power: 0,
             }
         })
         .collect()
@@ -50,6 +52,7 @@ fn block(height: u64, hash: Hash, app: &str, signers: &[usize]) -> NodeRecord {
         time_ms: START + height * 1000,
         round: 0,
         signatures: precommits(height, hash, signers),
+        total_power: 0,
         txs: 0,
     }
 }
@@ -179,6 +182,58 @@ fn two_thirds_or_less_of_the_power_is_invalid() {
         detail.contains("precommit power 20 of 40 is not more than two thirds"),
         "{detail}"
     );
+}
+
+#[test]
+fn signatures_are_checked_against_the_set_of_their_height() {
+    // A new epoch's set lists the validators in another order and with other powers: the
+    // node serves each signer's key and power, and those are what count.
+    let mut history = clean();
+    for (_, records) in &mut history.nodes {
+        if let NodeRecord::Block {
+            height,
+            hash,
+            signatures,
+            total_power,
+            ..
+        } = &mut records[4]
+        {
+            let hash = Hash::from_hex(hash).unwrap();
+            *total_power = 100;
+            *signatures = [3usize, 2, 1, 0]
+                .iter()
+                .enumerate()
+                .map(|(position, &signer)| {
+                    let vote = Vote {
+                        kind: VoteKind::Precommit,
+                        height: *height,
+                        round: 0,
+                        value: Some(hash),
+                        validator: position as u32,
+                    };
+                    SignatureRecord {
+                        validator_index: position as u32,
+                        signature: hex::encode(
+                            key(signer).sign(&vote.sign_bytes(CHAIN)).to_bytes(),
+                        ),
+                        validator: hex::encode(key(signer).verifying_key().as_bytes()),
+                        power: 25,
+                    }
+                })
+                .collect();
+        }
+    }
+    let checks = run_all(&history);
+    let validity = checks.iter().find(|c| c.name == "validity").unwrap();
+    assert_eq!(validity.verdict, Verdict::Pass, "{}", validity.detail);
+    // The same signatures with less power than two thirds of the height's set fail.
+    for (_, records) in &mut history.nodes {
+        if let NodeRecord::Block { total_power, .. } = &mut records[4] {
+            *total_power = 160;
+        }
+    }
+    let detail = only_failure(&history, "validity");
+    assert!(detail.contains("power 100 of 160"), "{detail}");
 }
 
 #[test]

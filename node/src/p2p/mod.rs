@@ -34,16 +34,25 @@ pub enum Topic {
     Txs,
     Proposals,
     Votes,
+    /// A 16-byte unique tick a stalled node publishes before re-sending its own messages.
+    /// gossipsub drops expired ids from its duplicate cache only when it inserts a new one, so
+    /// on a chain stalled by a partition (nothing new published anywhere) every re-send was
+    /// refused as "already published" for ever; the tick's insertion purges them first.
+    Ticks,
 }
 
+/// The size of a [`Topic::Ticks`] message.
+pub const TICK_BYTES: usize = 16;
+
 impl Topic {
-    pub const ALL: [Topic; 3] = [Topic::Txs, Topic::Proposals, Topic::Votes];
+    pub const ALL: [Topic; 4] = [Topic::Txs, Topic::Proposals, Topic::Votes, Topic::Ticks];
 
     fn name(self, chain_id: &str) -> String {
         let suffix = match self {
             Topic::Txs => "txs",
             Topic::Proposals => "proposals",
             Topic::Votes => "votes",
+            Topic::Ticks => "ticks",
         };
         format!("/blyan/{chain_id}/{suffix}/1")
     }
@@ -246,10 +255,11 @@ fn behaviour(
         .max_transmit_size_for_topic(max, topic_hash(Topic::Proposals))
         .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Votes))
         .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Txs))
+        .max_transmit_size_for_topic(1024, topic_hash(Topic::Ticks))
         .heartbeat_interval(Duration::from_millis(config.gossip_heartbeat_ms))
         // Shorter than the node's rebroadcast interval, so a message sent again is not
         // dropped as a duplicate.
-        .duplicate_cache_time(Duration::from_secs(5))
+        .duplicate_cache_time(Duration::from_secs(3))
         .mesh_n_low((mesh_n * 2 / 3).max(1))
         .mesh_n(mesh_n)
         .mesh_n_high(mesh_n * 2)
