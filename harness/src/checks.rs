@@ -9,7 +9,7 @@ use blyan_node::wire::Commit;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::history::{History, NodeRecord};
+use crate::history::{History, NodeRecord, RunNode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,8 +47,57 @@ pub fn run_all(history: &History) -> Vec<Check> {
         validity(history),
         liveness(history),
         accountability(history),
+        fault_bound(history),
         inference_determinism(history),
     ]
+}
+
+/// The run stayed within what BFT consensus promises to survive: Byzantine validators (their
+/// own behaviour, twins and the validators twins copy) hold less than a third of the genesis
+/// power. Beyond that the other checks passing proves nothing, so the run fails, saying why.
+pub fn fault_bound(history: &History) -> Check {
+    let Some(run) = &history.run else {
+        return check("fault_bound", Verdict::Fail, "no run.json".into());
+    };
+    let total: u64 = run.nodes.iter().map(|node| node.power).sum();
+    let byzantine: Vec<&RunNode> = run
+        .nodes
+        .iter()
+        .filter(|node| node.byzantine.is_some() && node.power > 0)
+        .collect();
+    if run.nodes.iter().all(|node| node.byzantine.is_none()) {
+        return check(
+            "fault_bound",
+            Verdict::Skipped,
+            "no Byzantine node in this run".into(),
+        );
+    }
+    let power: u64 = byzantine.iter().map(|node| node.power).sum();
+    let names: Vec<&str> = byzantine.iter().map(|node| node.name.as_str()).collect();
+    if 3 * power >= total {
+        check(
+            "fault_bound",
+            Verdict::Fail,
+            format!(
+                "Byzantine validators {} hold {power} of {total} power (at least a third): beyond \
+                 what BFT consensus tolerates, so the other verdicts prove nothing",
+                names.join(", ")
+            ),
+        )
+    } else {
+        check(
+            "fault_bound",
+            Verdict::Pass,
+            format!(
+                "Byzantine validators {} hold {power} of {total} power (less than a third)",
+                if names.is_empty() {
+                    "-".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    }
 }
 
 /// Blocks each honest node committed: (node, height, hash, result app hash, header app hash).
@@ -235,7 +284,11 @@ pub fn validity(history: &History) -> Check {
             let mut power = 0;
             let mut indices = HashSet::new();
             let mut parsed = Vec::with_capacity(signatures.len());
-            let total = if *total_power > 0 { *total_power } else { total };
+            let total = if *total_power > 0 {
+                *total_power
+            } else {
+                total
+            };
             for signature in signatures {
                 let index = signature.validator_index;
                 let named = (!signature.validator.is_empty()).then(|| {
@@ -291,9 +344,10 @@ pub fn validity(history: &History) -> Check {
                     .iter()
                     .filter(|(vote, key)| !vote.verify(&run.chain_id, key))
                     .map(|(_, key)| {
-                        set.iter()
-                            .find(|(known, _, _)| known == key)
-                            .map_or_else(|| hex::encode(key.as_bytes()), |(_, _, name)| name.to_string())
+                        set.iter().find(|(known, _, _)| known == key).map_or_else(
+                            || hex::encode(key.as_bytes()),
+                            |(_, _, name)| name.to_string(),
+                        )
                     })
                     .collect();
                 return fail(format!(

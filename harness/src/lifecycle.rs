@@ -1452,14 +1452,22 @@ pub fn run(args: RunArgs) -> Result<bool> {
         let mut last_print = Instant::now();
         let mut entries: Vec<timeline::Entry> = Vec::new();
         let finish = |state: &mut DevnetState,
-                          recorder: &mut Recorder,
-                          entries: &mut Vec<timeline::Entry>,
-                          fault: &Active|
+                      recorder: &mut Recorder,
+                      entries: &mut Vec<timeline::Entry>,
+                      fault: &Active|
          -> Result<()> {
             timeline::measure_end(state, &fault.step, &mut entries[fault.entry]);
             injector.end(state, &fault.step)?;
-            recorder.event("fault_end", &fault.step.label, names(state, &fault.step.nodes))?;
-            timeline::end(state, &mut entries[fault.entry], started.elapsed().as_secs_f64());
+            recorder.event(
+                "fault_end",
+                &fault.step.label,
+                names(state, &fault.step.nodes),
+            )?;
+            timeline::end(
+                state,
+                &mut entries[fault.entry],
+                started.elapsed().as_secs_f64(),
+            );
             eprintln!(
                 "t={:.1}s healed: {} ({})",
                 started.elapsed().as_secs_f64(),

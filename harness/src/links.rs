@@ -91,7 +91,9 @@ fn wait_api(api: &str, limit: Duration) -> Result<Client, String> {
     let deadline = Instant::now() + limit;
     while !client.is_running() {
         if Instant::now() > deadline {
-            return Err(format!("the proxy API at {api} did not answer in {limit:?}"));
+            return Err(format!(
+                "the proxy API at {api} did not answer in {limit:?}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -104,7 +106,13 @@ pub fn populate(info: &ProxyInfo) -> Result<(), String> {
     let packs: Vec<ProxyPack> = info
         .links
         .iter()
-        .map(|link| ProxyPack::new(link.name.clone(), link.listen.clone(), link.upstream.clone()))
+        .map(|link| {
+            ProxyPack::new(
+                link.name.clone(),
+                link.listen.clone(),
+                link.upstream.clone(),
+            )
+        })
         .collect();
     let made = client
         .populate(packs)
@@ -225,7 +233,10 @@ impl LinkControl {
             }
             let now = self.client.find_proxy(name)?;
             if now.proxy_pack.enabled != enabled {
-                return Err(format!("{name}: still enabled = {}", now.proxy_pack.enabled));
+                return Err(format!(
+                    "{name}: still enabled = {}",
+                    now.proxy_pack.enabled
+                ));
             }
         }
         Ok(())

@@ -503,7 +503,11 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
             config.devnet.enabled = true;
             config.devnet.equivocate_votes = true;
         }
-        if let Some((_, settings)) = plan.byzantine.iter().find(|(name, _)| *name == node.moniker) {
+        if let Some((_, settings)) = plan
+            .byzantine
+            .iter()
+            .find(|(name, _)| *name == node.moniker)
+        {
             let delay = config.devnet.commit_delay_ms;
             config.devnet = settings.clone();
             config.devnet.enabled = true;

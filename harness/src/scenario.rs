@@ -148,7 +148,11 @@ fn link_targets(
             .map(|group| indices(index, "groups", group, target))
             .collect::<Result<_, _>>()?;
         if groups.len() < 2 {
-            return Err(field(index, "groups", "a link fault between groups needs two or more"));
+            return Err(field(
+                index,
+                "groups",
+                "a link fault between groups needs two or more",
+            ));
         }
         for (k, a_group) in groups.iter().enumerate() {
             for b_group in &groups[k + 1..] {
@@ -168,7 +172,11 @@ fn link_targets(
             }
         }
     } else {
-        return Err(field(index, "kind", format!("{} needs link, groups or nodes", fault.kind)));
+        return Err(field(
+            index,
+            "kind",
+            format!("{} needs link, groups or nodes", fault.kind),
+        ));
     }
     Ok(links.into_iter().collect())
 }
@@ -185,14 +193,23 @@ fn needs_proxy(index: usize, kind: &str, target: &Target) -> Result<(), Scenario
     }
 }
 
-fn bounded(index: usize, name: &str, value: Option<i64>, range: std::ops::RangeInclusive<i64>) -> Result<Option<u64>, ScenarioError> {
+fn bounded(
+    index: usize,
+    name: &str,
+    value: Option<i64>,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<Option<u64>, ScenarioError> {
     match value {
         None => Ok(None),
         Some(value) if range.contains(&value) => Ok(Some(value as u64)),
         Some(value) => Err(field(
             index,
             name,
-            format!("{value} is not between {} and {}", range.start(), range.end()),
+            format!(
+                "{value} is not between {} and {}",
+                range.start(),
+                range.end()
+            ),
         )),
     }
 }
@@ -218,13 +235,11 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
                 (None, "isolate") => "isolate".into(),
                 (None, _) if !fault.groups.is_empty() => "groups".into(),
                 (None, _) if !nodes.is_empty() => "isolate".into(),
-                (None, _) => {
-                    return Err(field(
-                        index,
-                        "shape",
-                        "partition needs a shape: isolate, halves, majority, ring, bridge or groups",
-                    ))
-                }
+                (None, _) => return Err(field(
+                    index,
+                    "shape",
+                    "partition needs a shape: isolate, halves, majority, ring, bridge or groups",
+                )),
             };
             let shape = match shape_name.as_str() {
                 "isolate" => {
@@ -244,13 +259,13 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
                         .map(|group| indices(index, "groups", group, target))
                         .collect::<Result<_, _>>()?,
                 ),
-                other => {
-                    return Err(field(
-                        index,
-                        "shape",
-                        format!("{other:?} is not one of isolate, halves, majority, ring, bridge, groups"),
-                    ))
-                }
+                other => return Err(field(
+                    index,
+                    "shape",
+                    format!(
+                        "{other:?} is not one of isolate, halves, majority, ring, bridge, groups"
+                    ),
+                )),
             };
             kind = format!("partition-{shape_name}");
             if !target.proxy {
@@ -345,7 +360,11 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
             Action::Kill | Action::Stop | Action::Pause | Action::Restart | Action::Resume
         )
     {
-        return Err(field(index, "nodes", format!("{} names no node", fault.kind)));
+        return Err(field(
+            index,
+            "nodes",
+            format!("{} names no node", fault.kind),
+        ));
     }
     if let Some(duration) = fault.duration_s {
         if !(duration > 0.0 && duration.is_finite()) {
@@ -431,7 +450,13 @@ fn expand_random(
     let max_faulty = match fault.max_faulty {
         None => f.max(1),
         Some(m) if m >= 1 && (m as usize) <= target.names.len() => m as usize,
-        Some(m) => return Err(field(index, "max_faulty", format!("{m} is not between 1 and the node count"))),
+        Some(m) => {
+            return Err(field(
+                index,
+                "max_faulty",
+                format!("{m} is not between 1 and the node count"),
+            ))
+        }
     };
     let spec = RandomSpec {
         seed: seed.or(fault.seed).unwrap_or(1),
@@ -445,7 +470,11 @@ fn expand_random(
     Ok(blyan_chaos::random_schedule(&spec, target.names.len())
         .into_iter()
         .map(|drawn| {
-            let names: Vec<String> = drawn.targets.iter().map(|&i| target.names[i].clone()).collect();
+            let names: Vec<String> = drawn
+                .targets
+                .iter()
+                .map(|&i| target.names[i].clone())
+                .collect();
             let (kind, shape) = match drawn.kind.strip_prefix("partition-") {
                 Some(shape) => ("partition".to_string(), Some(shape.to_string())),
                 None => (drawn.kind.clone(), None),
@@ -455,7 +484,11 @@ fn expand_random(
                 at_s: drawn.at_s,
                 kind,
                 nodes: if link_kind { Vec::new() } else { names.clone() },
-                duration_s: if drawn.kind == "restart" { None } else { Some(drawn.duration_s) },
+                duration_s: if drawn.kind == "restart" {
+                    None
+                } else {
+                    Some(drawn.duration_s)
+                },
                 shape,
                 link: if link_kind { names } else { Vec::new() },
                 latency_ms: (drawn.latency_ms > 0).then_some(drawn.latency_ms as i64),
@@ -477,7 +510,10 @@ pub fn plan(
     let mut out = Vec::new();
     for (index, fault) in faults.iter().enumerate() {
         if fault.kind == "random" {
-            for (k, drawn) in expand_random(fault, index, target, seed)?.iter().enumerate() {
+            for (k, drawn) in expand_random(fault, index, target, seed)?
+                .iter()
+                .enumerate()
+            {
                 let mut step = one(drawn, index, target)?;
                 step.tag = format!("fault{index}_{k}");
                 step.label = format!("random: {}", step.label);
@@ -488,7 +524,12 @@ pub fn plan(
         let step = one(fault, index, target)?;
         let lasting = matches!(
             step.action,
-            Action::Isolate | Action::Kill | Action::Stop | Action::Pause | Action::Cut | Action::Toxic
+            Action::Isolate
+                | Action::Kill
+                | Action::Stop
+                | Action::Pause
+                | Action::Cut
+                | Action::Toxic
         );
         if lasting && fault.duration_s.is_none() {
             let healed_later = faults[index + 1..]
@@ -721,7 +762,11 @@ impl Injector {
             Action::Toxic => {
                 return self
                     .link_control()?
-                    .remove_toxic(&step.links, &step.tag, step.toxic.as_ref().expect("a toxic step carries its toxic"))
+                    .remove_toxic(
+                        &step.links,
+                        &step.tag,
+                        step.toxic.as_ref().expect("a toxic step carries its toxic"),
+                    )
                     .map_err(Self::link_error("remove toxic"))
             }
             _ => {}
@@ -750,15 +795,17 @@ impl Injector {
                         .map_err(|e| e.to_string())
                 })
             }
-            (Action::Kill | Action::Stop, Some(docker)) => self.each(state, nodes, "start", |this, state, i| {
-                let container = container_of(state, i)?;
-                this.runtime
-                    .block_on(docker.start_container(
-                        &container,
-                        None::<bollard::query_parameters::StartContainerOptions>,
-                    ))
-                    .map_err(|e| e.to_string())
-            }),
+            (Action::Kill | Action::Stop, Some(docker)) => {
+                self.each(state, nodes, "start", |this, state, i| {
+                    let container = container_of(state, i)?;
+                    this.runtime
+                        .block_on(docker.start_container(
+                            &container,
+                            None::<bollard::query_parameters::StartContainerOptions>,
+                        ))
+                        .map_err(|e| e.to_string())
+                })
+            }
             (Action::Pause, Some(docker)) => {
                 self.each(state, nodes, "unpause", |this, state, i| {
                     let container = container_of(state, i)?;
@@ -767,11 +814,13 @@ impl Injector {
                         .map_err(|e| e.to_string())
                 })
             }
-            (Action::Kill | Action::Stop, None) => self.each(state, nodes, "start", |this, state, i| {
-                process::start_node(&this.base, state, i)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }),
+            (Action::Kill | Action::Stop, None) => {
+                self.each(state, nodes, "start", |this, state, i| {
+                    process::start_node(&this.base, state, i)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            }
             (Action::Pause, None) => self.each(state, nodes, "continue", |_, state, i| {
                 Self::signal(state, i, libc::SIGCONT)
             }),

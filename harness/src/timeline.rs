@@ -43,6 +43,12 @@ pub struct Effect {
     /// Seconds from the fault's end until the highest node committed a block beyond the
     /// height it had then (`None`: not within the run).
     pub resumed_after_s: Option<f64>,
+    /// For faults on nodes (kill, stop, pause, restart, isolate): seconds from the fault's end
+    /// until every target reached the highest height any node had at that end.
+    pub caught_up_after_s: Option<f64>,
+    /// Indices of the target nodes (for the catch-up measure).
+    #[serde(default, skip_serializing)]
+    pub target_nodes: Vec<usize>,
     pub summary: String,
 }
 
@@ -51,13 +57,24 @@ pub struct Effect {
 pub fn watch_resume(entries: &mut [Entry], heights: &[Option<u64>], now_s: f64) {
     let top = heights.iter().flatten().max().copied();
     for entry in entries.iter_mut() {
-        let (Some(ended), None) = (entry.ended_s, entry.effect.resumed_after_s) else {
+        let Some(ended) = entry.ended_s else {
             continue;
         };
+        let since = ((now_s - ended) * 1000.0).round() / 1000.0;
         let at_end = entry.effect.heights_at_end.iter().flatten().max().copied();
-        if let (Some(top), Some(at_end)) = (top, at_end) {
-            if top > at_end {
-                entry.effect.resumed_after_s = Some(((now_s - ended) * 1000.0).round() / 1000.0);
+        if entry.effect.resumed_after_s.is_none() {
+            if let (Some(top), Some(at_end)) = (top, at_end) {
+                if top > at_end {
+                    entry.effect.resumed_after_s = Some(since);
+                }
+            }
+        }
+        if entry.effect.caught_up_after_s.is_none() && !entry.effect.target_nodes.is_empty() {
+            let caught_up = entry.effect.target_nodes.iter().all(|&i| {
+                matches!((heights.get(i).copied().flatten(), at_end), (Some(h), Some(end)) if h >= end)
+            });
+            if caught_up {
+                entry.effect.caught_up_after_s = Some(since);
             }
         }
     }
@@ -135,6 +152,11 @@ pub fn begin(state: &DevnetState, step: &Planned, started_s: f64) -> Entry {
         effect: Effect {
             heights_at_start: heights(state),
             rtt_before_ms,
+            target_nodes: if step.links.is_empty() {
+                step.nodes.clone()
+            } else {
+                Vec::new()
+            },
             ..Effect::default()
         },
     }
@@ -150,11 +172,13 @@ pub fn end(state: &DevnetState, entry: &mut Entry, ended_s: f64) {
     entry.ended_s = Some(ended_s);
     entry.effect.heights_at_end = heights(state);
     let top = |heights: &[Option<u64>]| heights.iter().flatten().max().copied();
-    entry.effect.committed_during =
-        match (top(&entry.effect.heights_at_start), top(&entry.effect.heights_at_end)) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
+    entry.effect.committed_during = match (
+        top(&entry.effect.heights_at_start),
+        top(&entry.effect.heights_at_end),
+    ) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     let mut summary = format!(
         "{} blocks committed in {:.1} s",
         entry
@@ -163,8 +187,7 @@ pub fn end(state: &DevnetState, entry: &mut Entry, ended_s: f64) {
             .map_or("?".to_string(), |n| n.to_string()),
         ended_s - entry.started_s
     );
-    if let (Some(before), Some(during)) = (entry.effect.rtt_before_ms, entry.effect.rtt_during_ms)
-    {
+    if let (Some(before), Some(during)) = (entry.effect.rtt_before_ms, entry.effect.rtt_during_ms) {
         summary.push_str(&format!(
             "; ping RTT {before:.1} ms before, {during:.1} ms during"
         ));
@@ -177,7 +200,18 @@ pub fn write(dir: &Path, entries: &mut [Entry]) -> std::io::Result<()> {
     for entry in entries.iter_mut() {
         if let Some(resumed) = entry.effect.resumed_after_s {
             if !entry.effect.summary.contains("resumed") {
-                entry.effect.summary.push_str(&format!("; blocks resumed {resumed:.1} s after it ended"));
+                entry
+                    .effect
+                    .summary
+                    .push_str(&format!("; blocks resumed {resumed:.1} s after it ended"));
+            }
+        }
+        if let Some(caught_up) = entry.effect.caught_up_after_s {
+            if !entry.effect.summary.contains("caught up") {
+                entry.effect.summary.push_str(&format!(
+                    "; {} caught up {caught_up:.1} s after it ended",
+                    entry.targets.join(",")
+                ));
             }
         }
     }

@@ -614,9 +614,11 @@ impl Node {
                         // Devnet Byzantine: a second, different block for the same height and
                         // round, signed and gossiped too (peers see one or the other first).
                         let second = (self.devnet.equivocate_proposals
-                            && self
-                                .devnet
-                                .fires(proposal.height, proposal.round, "equivocate_proposals"))
+                            && self.devnet.fires(
+                                proposal.height,
+                                proposal.round,
+                                "equivocate_proposals",
+                            ))
                         .then(|| {
                             let mut other = block.clone();
                             other.header.time_ms += 1;
@@ -658,13 +660,15 @@ impl Node {
                         // height, round and step, sent to the others only.
                         let conflicting = (self.devnet.equivocate_votes
                             && vote.value.is_some()
-                            && self.devnet.fires(vote.height, vote.round, "equivocate_votes"))
+                            && self
+                                .devnet
+                                .fires(vote.height, vote.round, "equivocate_votes"))
                         .then(|| {
-                                signer.sign_unguarded(Vote {
-                                    value: None,
-                                    ..vote
-                                })
-                            });
+                            signer.sign_unguarded(Vote {
+                                value: None,
+                                ..vote
+                            })
+                        });
                         let withhold = self.devnet.withhold_votes
                             && self.devnet.fires(vote.height, vote.round, "withhold_votes");
                         let bytes = wire::encode_vote(&signed);
@@ -1369,8 +1373,8 @@ impl Node {
         let after_connect = self
             .rebroadcast_at
             .is_some_and(|at| Instant::now() >= at && stalled >= REBROADCAST_ON_CONNECT);
-        let periodic = stalled >= REBROADCAST_AFTER
-            && self.last_rebroadcast.elapsed() >= REBROADCAST_AFTER;
+        let periodic =
+            stalled >= REBROADCAST_AFTER && self.last_rebroadcast.elapsed() >= REBROADCAST_AFTER;
         if !(after_connect || periodic) || self.own_messages.is_empty() {
             return;
         }

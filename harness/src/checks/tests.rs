@@ -125,7 +125,9 @@ fn only_failure(history: &History, name: &str) -> String {
 fn a_clean_history_passes_every_check() {
     let history = clean();
     for (name, verdict) in verdicts(&history) {
-        let expected = if name == "accountability" || name == "inference_determinism" {
+        let expected = if ["accountability", "inference_determinism", "fault_bound"]
+            .contains(&name.as_str())
+        {
             Verdict::Skipped
         } else {
             Verdict::Pass
@@ -354,4 +356,29 @@ fn a_history_round_trips_through_its_files_and_a_torn_line_is_skipped() {
     assert_eq!(loaded.nodes, history.nodes);
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
     assert_eq!(verdicts(&loaded), verdicts(&history));
+}
+
+#[test]
+fn byzantine_power_beyond_a_third_fails_the_run() {
+    let mut history = clean();
+    let run = history.run.as_mut().unwrap();
+    run.nodes[3].byzantine = Some("equivocate".into());
+    let checks = run_all(&history);
+    let bound = checks.iter().find(|c| c.name == "fault_bound").unwrap();
+    assert_eq!(
+        bound.verdict,
+        Verdict::Pass,
+        "one of four is within f: {}",
+        bound.detail
+    );
+    let run = history.run.as_mut().unwrap();
+    run.nodes[2].byzantine = Some("equivocate".into());
+    let checks = run_all(&history);
+    let bound = checks.iter().find(|c| c.name == "fault_bound").unwrap();
+    assert_eq!(bound.verdict, Verdict::Fail);
+    assert!(
+        bound.detail.contains("node2, node3 hold 20 of 40 power"),
+        "{}",
+        bound.detail
+    );
 }

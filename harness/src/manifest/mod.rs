@@ -520,7 +520,10 @@ impl Manifest {
         if let Some(byzantine) = &node.byzantine {
             return Some(byzantine.behaviour.clone());
         }
-        let twinned = self.twins().iter().any(|(twin, of)| twin == name || of == name);
+        let twinned = self
+            .twins()
+            .iter()
+            .any(|(twin, of)| twin == name || of == name);
         twinned.then(|| "twin".to_string())
     }
 
@@ -637,13 +640,22 @@ impl Manifest {
                             "a rounds trigger needs rounds",
                         ));
                     }
-                    if byzantine.rate.is_some_and(|rate| !(1..=10_000).contains(&rate)) {
-                        return Err(invalid(&field("byzantine.rate"), "must be between 1 and 10000"));
+                    if byzantine
+                        .rate
+                        .is_some_and(|rate| !(1..=10_000).contains(&rate))
+                    {
+                        return Err(invalid(
+                            &field("byzantine.rate"),
+                            "must be between 1 and 10000",
+                        ));
                     }
                     if node.role != Role::Validator && byzantine.behaviour != "spam" {
                         return Err(invalid(
                             &field("byzantine"),
-                            &format!("{} acts as a validator; this node is a full node", byzantine.behaviour),
+                            &format!(
+                                "{} acts as a validator; this node is a full node",
+                                byzantine.behaviour
+                            ),
                         ));
                     }
                 }
@@ -651,12 +663,21 @@ impl Manifest {
                     let target = self.nodes.iter().find(|other| &other.name == of);
                     match target {
                         None => {
-                            return Err(invalid(&field("twin_of"), &format!("no node named {of:?}")))
-                        }
-                        Some(target) if target.role != Role::Validator || target.twin_of.is_some() || target.name == node.name => {
                             return Err(invalid(
                                 &field("twin_of"),
-                                &format!("{of:?} must be another validator that is not itself a twin"),
+                                &format!("no node named {of:?}"),
+                            ))
+                        }
+                        Some(target)
+                            if target.role != Role::Validator
+                                || target.twin_of.is_some()
+                                || target.name == node.name =>
+                        {
+                            return Err(invalid(
+                                &field("twin_of"),
+                                &format!(
+                                    "{of:?} must be another validator that is not itself a twin"
+                                ),
                             ))
                         }
                         Some(_) => {}
