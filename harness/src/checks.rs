@@ -469,7 +469,8 @@ pub fn accountability(history: &History) -> Check {
         .filter(|node| {
             node.byzantine
                 .as_deref()
-                .is_some_and(|b| b.starts_with("equivocate") || b == "twin")
+                // Conflicting votes are evidence; conflicting proposals are not (yet).
+                .is_some_and(|b| b == "equivocate" || b == "twin")
         })
         .map(|node| node.name.as_str())
         .collect();
@@ -538,11 +539,16 @@ pub fn accountability(history: &History) -> Check {
     let mut unpunished = Vec::new();
     for name in &equivocators {
         let key = history.node(name).map(|node| node.validator_key.as_str());
+        if key.is_none_or(str::is_empty) {
+            // A twin: it signs with the key of the validator it copies, checked under that name.
+            continue;
+        }
         match validators
             .iter()
             .find(|v| Some(v.public_key.as_str()) == key)
         {
-            Some(v) if v.tombstoned && v.slashed > 0 => {
+            // Tombstoned is the double-sign verdict; the burn may round to 0 on a tiny stake.
+            Some(v) if v.tombstoned => {
                 punished.push(format!("{name} ({} burned, tombstoned)", v.slashed))
             }
             Some(v) => unpunished.push(format!(

@@ -1271,6 +1271,12 @@ pub struct RunArgs {
     /// the same schedule (kinds, targets and times in timeline.json).
     #[arg(long)]
     seed: Option<u64>,
+    /// Process backend: first API port (node i on BASE + i).
+    #[arg(long, default_value_t = 27000)]
+    api_port_base: u16,
+    /// Process backend: first P2P port (node i on BASE + i; link proxies from BASE + 200).
+    #[arg(long, default_value_t = 28000)]
+    p2p_port_base: u16,
     /// The run directory (default: runs/<name>-<unix time>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -1340,7 +1346,10 @@ pub fn run(args: RunArgs) -> Result<bool> {
         },
         args.seed,
     )?;
-    let up_args = UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "info");
+    let mut up_args =
+        UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "info");
+    up_args.api_port_base = args.api_port_base;
+    up_args.p2p_port_base = args.p2p_port_base;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{}-{}", manifest.name, now_ms() / 1000))
     });

@@ -1,0 +1,258 @@
+//! Chaos on real node processes: `devnet run` with every P2P link through `blyan-chaos-proxy`,
+//! each fault kind's effect measured from `timeline.json` (not trusted from the proxy's API),
+//! Byzantine validators and twins, and a seeded random schedule replayed.
+//!
+//! Needs the workspace binaries: `cargo build --workspace --bins` (CI does).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use blyan_harness::timeline::{self, Entry};
+
+/// Runs `devnet run MANIFEST` in `dir`; returns whether it passed and what it printed.
+fn devnet_run(dir: &Path, manifest: &str, salt: u16, extra: &[&str]) -> (bool, String, PathBuf) {
+    let path = dir.join("manifest.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let out = dir.join("run");
+    let (api, p2p) = common::free_port_bases(4, salt);
+    let output = Command::new(env!("CARGO_BIN_EXE_devnet"))
+        .arg("run")
+        .arg(&path)
+        .args(["--backend", "process", "--poll-ms", "200"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--base")
+        .arg(dir.join("devnets"))
+        .args(["--api-port-base", &api.to_string()])
+        .args(["--p2p-port-base", &p2p.to_string()])
+        .args(extra)
+        .env_remove("BLYAN_NODE_BIN")
+        .output()
+        .expect("devnet runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text, out)
+}
+
+fn entry<'a>(entries: &'a [Entry], kind: &str) -> &'a Entry {
+    entries
+        .iter()
+        .find(|entry| entry.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} in the timeline: {entries:#?}"))
+}
+
+fn top(heights: &[Option<u64>]) -> u64 {
+    heights.iter().flatten().max().copied().unwrap_or(0)
+}
+
+#[test]
+fn every_fault_kind_has_its_measured_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"
+name = "chaos-kinds"
+validators = 4
+duration_s = 62
+[network]
+proxy = true
+[[faults]]
+at_s = 2
+kind = "latency"
+link = ["node0", "node1"]
+latency_ms = 100
+jitter_ms = 10
+duration_s = 13
+[[faults]]
+at_s = 18
+kind = "partition"
+shape = "halves"
+duration_s = 6
+[[faults]]
+at_s = 28
+kind = "partition"
+shape = "majority"
+duration_s = 6
+[[faults]]
+at_s = 37
+kind = "pause"
+nodes = ["node2"]
+duration_s = 5
+[[faults]]
+at_s = 46
+kind = "kill"
+nodes = ["node3"]
+duration_s = 4
+"#;
+    let (passed, text, out) = devnet_run(dir.path(), manifest, 1, &[]);
+    assert!(passed, "the run's checks pass:\n{text}");
+    let entries = timeline::read(&out).expect("timeline.json");
+    assert_eq!(entries.len(), 5, "{entries:#?}");
+
+    // Latency: the nodes' own ping over the link rises by 100 ms (+/- 10 jitter, + noise).
+    let latency = entry(&entries, "latency");
+    let (before, during) = (
+        latency.effect.rtt_before_ms.expect("RTT before"),
+        latency.effect.rtt_during_ms.expect("RTT during"),
+    );
+    assert!(
+        (85.0..=160.0).contains(&(during - before)),
+        "RTT {before:.1} ms -> {during:.1} ms under a 100 ms toxic"
+    );
+    assert!(latency.effect.committed_during.unwrap() > 10, "{latency:#?}");
+
+    // Halves (2 + 2): nothing commits; blocks resume within seconds of the heal.
+    let halves = entry(&entries, "partition-halves");
+    assert_eq!(halves.links, 8, "halves of 4 cut 8 directed links");
+    assert!(
+        halves.effect.committed_during.unwrap() <= 1,
+        "no quorum on either side: {halves:#?}"
+    );
+    let resumed = halves.effect.resumed_after_s.expect("blocks resumed");
+    assert!(resumed < 15.0, "resumed {resumed} s after the heal");
+
+    // Majority (3 + 1): the majority keeps committing.
+    let majority = entry(&entries, "partition-majority");
+    assert!(
+        majority.effect.committed_during.unwrap() >= 3,
+        "the majority commits: {majority:#?}"
+    );
+
+    // A paused node falls behind and catches up; a SIGKILLed one restarts and catches up.
+    for (kind, index) in [("pause", 2), ("kill", 3)] {
+        let fault = entry(&entries, kind);
+        let end = &fault.effect.heights_at_end;
+        assert!(
+            fault.effect.committed_during.unwrap() >= 3,
+            "the others go on: {fault:#?}"
+        );
+        let behind_at_start = fault.effect.heights_at_start[index].unwrap_or(0);
+        assert!(
+            behind_at_start + 2 <= top(end),
+            "{kind}: node{index} fell behind (it was at {behind_at_start}, the others reached {})",
+            top(end)
+        );
+        let caught_up = fault
+            .effect
+            .caught_up_after_s
+            .unwrap_or_else(|| panic!("{kind}: node{index} never caught up: {fault:#?}"));
+        assert!(caught_up < 12.0, "{kind}: caught up after {caught_up} s");
+    }
+}
+
+fn byzantine_manifest(name: &str, nodes: &str) -> String {
+    format!("name = \"{name}\"\nduration_s = 18\n{nodes}")
+}
+
+fn node(name: &str, extra: &str) -> String {
+    format!("[[nodes]]\nname = \"{name}\"\nstake = 1000\n{extra}\n")
+}
+
+#[test]
+fn honest_nodes_hold_against_an_equivocator_and_twins_but_not_beyond_f() {
+    // One equivocating validator of four: safety holds, evidence appears, it is slashed.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [
+        node("node0", ""),
+        node("node1", ""),
+        node("node2", ""),
+        node("node3", "byzantine = { behaviour = \"equivocate\" }"),
+    ]
+    .concat();
+    let (passed, text, _) = devnet_run(
+        dir.path(),
+        &byzantine_manifest("one-equivocator", &nodes),
+        2,
+        &[],
+    );
+    assert!(passed, "{text}");
+    for line in ["safety ", "agreement ", "accountability ", "fault_bound "] {
+        let row = text.lines().find(|l| l.starts_with(line)).unwrap_or("");
+        assert!(row.contains("pass"), "{line}: {row}\n{text}");
+    }
+    assert!(text.contains("node3 (50 burned, tombstoned)"), "{text}");
+
+    // Twins of one validator: the same.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [
+        node("node0", ""),
+        node("node1", ""),
+        node("node2", ""),
+        node("node3", ""),
+        "[[nodes]]\nname = \"node3b\"\ntwin_of = \"node3\"\n".to_string(),
+        "[consensus]\ntimeout_commit_ms = 50\n".to_string(),
+    ]
+    .concat();
+    let (passed, text, _) = devnet_run(dir.path(), &byzantine_manifest("twins", &nodes), 3, &[]);
+    assert!(passed, "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("accountability "))
+        .unwrap_or("");
+    assert!(
+        row.contains("pass") && row.contains("node3 ("),
+        "the twins' double signing is evidence and node3 is punished: {row}\n{text}"
+    );
+
+    // Two of four equivocating is beyond f: the run fails and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [
+        node("node0", ""),
+        node("node1", ""),
+        node("node2", "byzantine = { behaviour = \"equivocate\" }"),
+        node("node3", "byzantine = { behaviour = \"equivocate\" }"),
+    ]
+    .concat();
+    let (passed, text, _) = devnet_run(
+        dir.path(),
+        &byzantine_manifest("beyond-f", &nodes),
+        4,
+        &[],
+    );
+    assert!(!passed, "beyond f must not pass:\n{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("fault_bound "))
+        .unwrap_or("");
+    assert!(
+        row.contains("FAIL") && row.contains("node2, node3 hold 2000 of 4000"),
+        "{row}\n{text}"
+    );
+}
+
+#[test]
+fn a_seeded_random_schedule_replays_exactly() {
+    let manifest = r#"
+name = "nemesis"
+validators = 4
+duration_s = 24
+[network]
+proxy = true
+[[faults]]
+at_s = 1
+kind = "random"
+seed = 5
+duration_s = 20
+mean_interval_s = 2
+mean_duration_s = 2
+kinds = ["kill", "pause", "latency", "partition-halves", "cut"]
+"#;
+    let mut schedules = Vec::new();
+    for salt in [5, 6] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, text, out) = devnet_run(dir.path(), manifest, salt, &["--seed", "11"]);
+        let entries = timeline::read(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(entries.len() >= 3, "a 20 s window draws several faults:\n{text}");
+        for entry in &entries {
+            assert!(entry.ended_s.is_some(), "every fault was healed: {entry:#?}");
+        }
+        schedules.push(entries.iter().map(timeline::planned_key).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        schedules[0], schedules[1],
+        "the same seed gives the same kinds, targets and times"
+    );
+}
