@@ -259,13 +259,15 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
                         .map(|group| indices(index, "groups", group, target))
                         .collect::<Result<_, _>>()?,
                 ),
-                other => return Err(field(
-                    index,
-                    "shape",
-                    format!(
+                other => {
+                    return Err(field(
+                        index,
+                        "shape",
+                        format!(
                         "{other:?} is not one of isolate, halves, majority, ring, bridge, groups"
                     ),
-                )),
+                    ))
+                }
             };
             kind = format!("partition-{shape_name}");
             if !target.proxy {

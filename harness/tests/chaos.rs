@@ -102,7 +102,10 @@ duration_s = 4
         (85.0..=160.0).contains(&(during - before)),
         "RTT {before:.1} ms -> {during:.1} ms under a 100 ms toxic"
     );
-    assert!(latency.effect.committed_during.unwrap() > 10, "{latency:#?}");
+    assert!(
+        latency.effect.committed_during.unwrap() > 10,
+        "{latency:#?}"
+    );
 
     // Halves (2 + 2): nothing commits; blocks resume within seconds of the heal.
     let halves = entry(&entries, "partition-halves");
@@ -206,12 +209,7 @@ fn honest_nodes_hold_against_an_equivocator_and_twins_but_not_beyond_f() {
         node("node3", "byzantine = { behaviour = \"equivocate\" }"),
     ]
     .concat();
-    let (passed, text, _) = devnet_run(
-        dir.path(),
-        &byzantine_manifest("beyond-f", &nodes),
-        4,
-        &[],
-    );
+    let (passed, text, _) = devnet_run(dir.path(), &byzantine_manifest("beyond-f", &nodes), 4, &[]);
     assert!(!passed, "beyond f must not pass:\n{text}");
     let row = text
         .lines()
@@ -245,11 +243,22 @@ kinds = ["kill", "pause", "latency", "partition-halves", "cut"]
         let dir = tempfile::tempdir().unwrap();
         let (_, text, out) = devnet_run(dir.path(), manifest, salt, &["--seed", "11"]);
         let entries = timeline::read(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert!(entries.len() >= 3, "a 20 s window draws several faults:\n{text}");
+        assert!(
+            entries.len() >= 3,
+            "a 20 s window draws several faults:\n{text}"
+        );
         for entry in &entries {
-            assert!(entry.ended_s.is_some(), "every fault was healed: {entry:#?}");
+            assert!(
+                entry.ended_s.is_some(),
+                "every fault was healed: {entry:#?}"
+            );
         }
-        schedules.push(entries.iter().map(timeline::planned_key).collect::<Vec<_>>());
+        schedules.push(
+            entries
+                .iter()
+                .map(timeline::planned_key)
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(
         schedules[0], schedules[1],

@@ -1029,7 +1029,11 @@ impl Node {
                 }
                 // A link back (a healed partition, a restarted peer): if we are stuck, our
                 // messages of this height may be what it lacks.
-                self.rebroadcast_at = Some(Instant::now() + REBROADCAST_ON_CONNECT);
+                // Not before gossipsub forgets our last re-send (3 s), or it refuses this one.
+                self.rebroadcast_at = Some(
+                    (Instant::now() + REBROADCAST_ON_CONNECT)
+                        .max(self.last_rebroadcast + Duration::from_millis(3200)),
+                );
                 if self.sync_in_flight.is_none() {
                     self.request_sync(peer);
                 }

@@ -120,11 +120,16 @@ fn a_ramp_must_ascend_with_positive_rates() {
     assert_eq!(
         names,
         [
+            "byzantine-beyond-f",
+            "byzantine-mix",
+            "chaos-links",
             "latency-10",
             "partition-equivocate",
+            "random-nemesis",
             "startup-100",
             "startup-50",
-            "throughput-4"
+            "throughput-4",
+            "twins"
         ]
     );
 }

@@ -502,7 +502,7 @@ struct Runner {
 impl Runner {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<P2pCommand>) {
         self.dial_missing();
-        let mut redial = tokio::time::interval(Duration::from_secs(2));
+        let mut redial = tokio::time::interval(Duration::from_secs(1));
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
