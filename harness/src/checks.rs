@@ -470,7 +470,7 @@ pub fn accountability(history: &History) -> Check {
             node.byzantine
                 .as_deref()
                 // Conflicting votes are evidence; conflicting proposals are not (yet).
-                .is_some_and(|b| b == "equivocate" || b == "twin")
+                .is_some_and(|b| ["equivocate", "equivocate_votes", "twin"].contains(&b))
         })
         .map(|node| node.name.as_str())
         .collect();

@@ -326,19 +326,32 @@ async fn start_proxy(
     node_bin: &Path,
 ) -> Result<String, DockerError> {
     let binary = crate::links::proxy_bin(node_bin);
-    if !binary.is_file() {
+    if !binary.is_file() && std::env::var_os("BLYAN_TOXIPROXY_IMAGE").is_none() {
         return Err(DockerError::Build(format!(
             "{} not found: build it with `cargo build --workspace --bins` or set BLYAN_CHAOS_PROXY_BIN",
             binary.display()
         )));
     }
-    let image = build_proxy_image(docker, &binary, false).await?;
+    // A real Toxiproxy image instead of ours, when one is configured (it speaks the same API).
+    let (image, cmd) = match std::env::var("BLYAN_TOXIPROXY_IMAGE") {
+        Ok(image) if !image.is_empty() => (
+            image,
+            Some(vec![
+                "-host".to_string(),
+                "0.0.0.0".to_string(),
+                "-port".to_string(),
+                PROXY_API_PORT.to_string(),
+            ]),
+        ),
+        _ => (build_proxy_image(docker, &binary, false).await?.tag, None),
+    };
     let mut labels = labels.clone();
     labels.insert(LABEL_NODE.into(), "chaos-proxy".into());
     labels.insert(LABEL_ROLE.into(), "proxy".into());
     let ip = node_ip(third, 1000 + PROXY_HOST as usize);
     let body = ContainerCreateBody {
-        image: Some(image.tag.clone()),
+        image: Some(image),
+        cmd,
         labels: Some(labels),
         stop_timeout: Some(5),
         host_config: Some(HostConfig {
