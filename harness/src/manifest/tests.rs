@@ -123,6 +123,7 @@ fn a_ramp_must_ascend_with_positive_rates() {
             "byzantine-beyond-f",
             "byzantine-mix",
             "chaos-links",
+            "chaos-more",
             "latency-10",
             "partition-equivocate",
             "random-nemesis",
