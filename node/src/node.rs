@@ -261,6 +261,9 @@ pub struct Node {
     own_messages: Vec<(Topic, Vec<u8>)>,
     /// When to re-send our messages because a peer connected (see [`REBROADCAST_ON_CONNECT`]).
     rebroadcast_at: Option<Instant>,
+    /// When we last published a proposal or vote of our own (gossipsub refuses the same bytes
+    /// again until its duplicate cache forgets them, [`GOSSIP_FORGETS`] later).
+    last_publish: Instant,
     /// (height, round, step) and when it last changed.
     progress: ((u64, u32, Step), Instant),
     last_rebroadcast: Instant,
@@ -273,6 +276,9 @@ const REBROADCAST_AFTER: Duration = Duration::from_secs(4);
 /// After a peer connects to a node that has been stuck this long, it re-sends its messages
 /// about a second later (once the peer's subscriptions are known), not at the next period.
 const REBROADCAST_ON_CONNECT: Duration = Duration::from_secs(1);
+/// A little over gossipsub's duplicate cache time (`p2p::DUPLICATE_CACHE`): the same bytes
+/// published again sooner are refused as already published.
+const GOSSIP_FORGETS: Duration = Duration::from_millis(3200);
 
 impl Node {
     /// Opens the node over its storage; checks that the stored chain is this genesis's.
@@ -399,6 +405,7 @@ impl Node {
             evidence: 0,
             own_messages: Vec::new(),
             rebroadcast_at: None,
+            last_publish: Instant::now(),
             progress: ((0, 0, Step::Commit), Instant::now()),
             last_rebroadcast: Instant::now(),
         })
@@ -629,6 +636,7 @@ impl Node {
                             wire::encode_proposal(&signed, &other)
                         });
                         self.own_messages.push((Topic::Proposals, bytes.clone()));
+                        self.last_publish = Instant::now();
                         self.send(P2pCommand::Publish(Topic::Proposals, bytes));
                         if let Some(second) = second {
                             self.send(P2pCommand::Publish(Topic::Proposals, second));
@@ -674,6 +682,7 @@ impl Node {
                         let bytes = wire::encode_vote(&signed);
                         if !withhold {
                             self.own_messages.push((Topic::Votes, bytes.clone()));
+                            self.last_publish = Instant::now();
                             self.send(P2pCommand::Publish(Topic::Votes, bytes));
                         }
                         if let Some(conflicting) = conflicting {
@@ -1029,10 +1038,11 @@ impl Node {
                 }
                 // A link back (a healed partition, a restarted peer): if we are stuck, our
                 // messages of this height may be what it lacks.
-                // Not before gossipsub forgets our last re-send (3 s), or it refuses this one.
+                // Not before gossipsub forgets what we last sent, or it refuses the re-send.
                 self.rebroadcast_at = Some(
                     (Instant::now() + REBROADCAST_ON_CONNECT)
-                        .max(self.last_rebroadcast + Duration::from_millis(3200)),
+                        .max(self.last_rebroadcast + GOSSIP_FORGETS)
+                        .max(self.last_publish + GOSSIP_FORGETS),
                 );
                 if self.sync_in_flight.is_none() {
                     self.request_sync(peer);
@@ -1377,8 +1387,9 @@ impl Node {
         let after_connect = self
             .rebroadcast_at
             .is_some_and(|at| Instant::now() >= at && stalled >= REBROADCAST_ON_CONNECT);
-        let periodic =
-            stalled >= REBROADCAST_AFTER && self.last_rebroadcast.elapsed() >= REBROADCAST_AFTER;
+        let periodic = stalled >= REBROADCAST_AFTER
+            && self.last_rebroadcast.elapsed() >= REBROADCAST_AFTER
+            && self.last_publish.elapsed() >= GOSSIP_FORGETS;
         if !(after_connect || periodic) || self.own_messages.is_empty() {
             return;
         }

@@ -41,6 +41,9 @@ pub enum Topic {
     Ticks,
 }
 
+/// How long gossipsub remembers a message id (and refuses to publish the same bytes again).
+pub const DUPLICATE_CACHE: Duration = Duration::from_secs(3);
+
 /// The size of a [`Topic::Ticks`] message.
 pub const TICK_BYTES: usize = 16;
 
@@ -259,7 +262,7 @@ fn behaviour(
         .heartbeat_interval(Duration::from_millis(config.gossip_heartbeat_ms))
         // Shorter than the node's rebroadcast interval, so a message sent again is not
         // dropped as a duplicate.
-        .duplicate_cache_time(Duration::from_secs(3))
+        .duplicate_cache_time(DUPLICATE_CACHE)
         .mesh_n_low((mesh_n * 2 / 3).max(1))
         .mesh_n(mesh_n)
         .mesh_n_high(mesh_n * 2)
