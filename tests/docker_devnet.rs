@@ -112,3 +112,76 @@ fn an_up_killed_half_way_leaves_nothing_after_down() {
     );
     assert_eq!(rt.block_on(leftovers(&docker, &name)), (0, 0, 0));
 }
+
+/// `devnet run` on the Docker backend with every link through the proxy container: a latency
+/// toxic raises the nodes' own ping RTT over the link by about its latency, a halves partition
+/// stops the chain until it heals, a paused container falls behind and catches up, and nothing
+/// (proxy container included) is left behind.
+#[test]
+fn docker_chaos_run_measures_its_faults_and_leaves_nothing_behind() {
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ci-chaos-{}", std::process::id());
+    let manifest = format!(
+        r#"
+name = "{name}"
+backend = "docker"
+validators = 4
+duration_s = 40
+[network]
+proxy = true
+[[faults]]
+at_s = 1
+kind = "latency"
+link = ["node0", "node1"]
+latency_ms = 100
+duration_s = 12
+[[faults]]
+at_s = 15
+kind = "partition"
+shape = "halves"
+duration_s = 5
+[[faults]]
+at_s = 25
+kind = "pause"
+nodes = ["node2"]
+duration_s = 4
+"#
+    );
+    let path = dir.path().join("chaos.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let out = dir.path().join("run");
+    let output = Command::new(target_bin("devnet"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .arg("--base")
+        .arg(dir.path().join("devnets"))
+        .env_remove("BLYAN_NODE_BIN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left = rt.block_on(leftovers(&docker, &name));
+    assert!(output.status.success(), "{text}");
+    assert_eq!(left, (0, 0, 0), "containers, networks, volumes left");
+    let entries = blyan_harness::timeline::read(&out).unwrap();
+    let find = |kind: &str| entries.iter().find(|e| e.kind == kind).unwrap();
+    let latency = find("latency");
+    let rise = latency.effect.rtt_during_ms.unwrap() - latency.effect.rtt_before_ms.unwrap();
+    assert!(
+        (80.0..=170.0).contains(&rise),
+        "RTT rose {rise:.1} ms: {latency:#?}"
+    );
+    let halves = find("partition-halves");
+    assert!(halves.effect.committed_during.unwrap() <= 1, "{halves:#?}");
+    assert!(halves.effect.resumed_after_s.is_some(), "{halves:#?}");
+    let pause = find("pause");
+    assert!(pause.effect.caught_up_after_s.is_some(), "{pause:#?}");
+}

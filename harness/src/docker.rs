@@ -316,6 +316,22 @@ async fn build_scratch_image(
     })
 }
 
+/// A container's one network endpoint, at a fixed address.
+fn at_address(network: &str, ip: Ipv4Addr) -> NetworkingConfig {
+    NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            network.to_string(),
+            EndpointSettings {
+                ipam_config: Some(EndpointIpamConfig {
+                    ipv4_address: Some(ip.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )])),
+    }
+}
+
 /// Starts the devnet's link proxy container (`blyan-chaos-proxy`) at its fixed address.
 async fn start_proxy(
     docker: &Docker,
@@ -359,18 +375,7 @@ async fn start_proxy(
             memory: Some(256 * 1024 * 1024),
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                network.to_string(),
-                EndpointSettings {
-                    ipam_config: Some(EndpointIpamConfig {
-                        ipv4_address: Some(ip.to_string()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )])),
-        }),
+        networking_config: Some(at_address(network, ip)),
         ..Default::default()
     };
     let response = docker
@@ -753,18 +758,7 @@ async fn up_inner(
                     network_mode: Some(network.clone()),
                     ..Default::default()
                 }),
-                networking_config: Some(NetworkingConfig {
-                    endpoints_config: Some(HashMap::from([(
-                        network.clone(),
-                        EndpointSettings {
-                            ipam_config: Some(EndpointIpamConfig {
-                                ipv4_address: Some(ip.to_string()),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                    )])),
-                }),
+                networking_config: Some(at_address(&network, ip)),
                 ..Default::default()
             };
             (node.index, format!("blyan-{name}-{}", node.moniker), body)
