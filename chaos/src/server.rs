@@ -259,6 +259,8 @@ pub struct ProxyView {
 struct Running {
     stopper: Stopper,
     close: Close,
+    /// The proxy's connections (to wait until a stop has closed them all).
+    state: Arc<noxious::state::ProxyState>,
     events: bmrng::RequestSender<ToxicEvent, ToxicEventResult>,
 }
 
@@ -309,6 +311,7 @@ impl Entry {
                     format!("listen tcp {}: {error}", self.listen),
                 )
             })?;
+        let state = info.state.clone();
         let (stop, stopper) = Stop::new();
         let (close, closer) = Close::new();
         let (events, receiver) = bmrng::channel(16);
@@ -322,16 +325,23 @@ impl Entry {
         self.running = Some(Running {
             stopper,
             close,
+            state,
             events,
         });
         Ok(())
     }
 
-    /// Stops the proxy and waits until its listener is closed (so the port can be bound again).
+    /// Stops the proxy and waits until its listener is closed (so the port can be bound again)
+    /// and its connections are gone (at most 2 s), as Toxiproxy's disable does before answering.
     async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             running.stopper.stop();
             let _ = running.close.recv().await;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+            while !running.state.lock().clients.is_empty() && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
         }
     }
 

@@ -183,6 +183,10 @@ fn toxiproxy_client_works_unchanged() {
     // Disabling cuts the link: open connections are dropped and new ones refused.
     let mut open = TcpStream::connect(&listen).unwrap();
     open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // One round trip first, so that the proxy has taken the connection on.
+    let mut echo = [0u8; 4];
+    open.write_all(b"pong").unwrap();
+    open.read_exact(&mut echo).unwrap();
     a.disable().unwrap();
     assert!(!client.find_proxy("a").unwrap().proxy_pack.enabled);
     let mut buffer = [0u8; 4];

@@ -61,7 +61,8 @@ enum Command {
     Trend(TrendArgs),
     /// Run a scenario: start the manifest's devnet, record every node's blocks and heights
     /// while its [[faults]] and [load] run, stop it, then check safety, agreement, validity,
-    /// liveness and accountability and write results.json, junit.xml and report.html.
+    /// liveness, accountability and the fault bound and write results.json, junit.xml, report.html
+    /// and timeline.json (every fault with its measured effect; docs/CHAOS.md).
     Run(RunArgs),
     /// Check a recorded run directory offline (same checks as `devnet run`) and rewrite its
     /// report.
