@@ -599,6 +599,11 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
                 running,
             });
         }
+        // A proxy left by a harness killed half way (its nodes are gone): the devnet about to
+        // replace this one would lose track of it, so stop it now.
+        if let Some(pid) = previous.proxy.as_ref().and_then(|proxy| proxy.pid) {
+            crate::links::stop_process(pid);
+        }
     }
     for index in 0..options.nodes {
         check_port_free(
