@@ -1305,7 +1305,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<bool> {
     use blyan_harness::history::{RunInfo, RunNode};
     use blyan_harness::recorder::{now_ms, Recorder};
-    use blyan_harness::scenario::{self, Action, Active, Injector};
+    use blyan_harness::scenario::{Action, Active, Injector};
     use blyan_harness::timeline;
     let manifest_path = args
         .manifest_path
@@ -1329,23 +1329,9 @@ pub fn run(args: RunArgs) -> Result<bool> {
     );
     let manifest_text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let resolved = manifest.resolve();
-    let names: Vec<String> = resolved.iter().map(|node| node.name.clone()).collect();
-    let validators = resolved
-        .iter()
-        .filter(|node| node.role == Role::Validator)
-        .count();
     // The schedule, from the manifest and the seed only, before anything starts.
-    let schedule = scenario::plan(
-        &manifest.faults,
-        &scenario::Target {
-            names: &names,
-            validators,
-            proxy: manifest.network.proxy,
-            backend: None,
-        },
-        args.seed,
-    )?;
+    let schedule = manifest.fault_schedule(args.seed)?;
+    let resolved = manifest.resolve();
     let mut up_args =
         UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "info");
     up_args.api_port_base = args.api_port_base;

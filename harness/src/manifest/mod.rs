@@ -505,6 +505,30 @@ impl Manifest {
             .collect()
     }
 
+    /// The faults as a schedule (`seed` replaces every random nemesis' seed); refuses what the
+    /// devnet cannot do, naming the field.
+    pub fn fault_schedule(
+        &self,
+        seed: Option<u64>,
+    ) -> Result<Vec<crate::scenario::Planned>, crate::scenario::ScenarioError> {
+        let resolved = self.resolve();
+        let names: Vec<String> = resolved.iter().map(|node| node.name.clone()).collect();
+        let validators = resolved
+            .iter()
+            .filter(|node| node.role == Role::Validator)
+            .count();
+        crate::scenario::plan(
+            &self.faults,
+            &crate::scenario::Target {
+                names: &names,
+                validators,
+                proxy: self.network.proxy,
+                backend: None,
+            },
+            seed,
+        )
+    }
+
     /// Twins as (twin, the validator whose key it runs).
     pub fn twins(&self) -> Vec<(String, String)> {
         self.nodes
@@ -767,32 +791,17 @@ impl Manifest {
         }
         // Every fault is turned into its schedule once here, before anything starts, so that a
         // bad kind, target, shape or parameter is refused with its field.
-        let resolved = self.resolve();
-        let names: Vec<String> = resolved.iter().map(|node| node.name.clone()).collect();
-        let validators = resolved
-            .iter()
-            .filter(|node| node.role == Role::Validator)
-            .count();
-        crate::scenario::plan(
-            &self.faults,
-            &crate::scenario::Target {
-                names: &names,
-                validators,
-                proxy: self.network.proxy,
-                backend: None,
-            },
-            None,
-        )
-        .map_err(|error| match error {
+        let names = self.resolve().len();
+        self.fault_schedule(None).map_err(|error| match error {
             crate::scenario::ScenarioError::Field { field, reason } => invalid(&field, &reason),
             other => invalid("faults", &other.to_string()),
         })?;
-        if self.network.proxy && names.len() > MAX_PROXIED_NODES {
+        if self.network.proxy && names > MAX_PROXIED_NODES {
             return Err(invalid(
                 "network.proxy",
                 &format!(
                     "{} nodes; a proxy per directed link is offered up to {MAX_PROXIED_NODES} nodes",
-                    names.len()
+                    names
                 ),
             ));
         }
