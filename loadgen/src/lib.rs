@@ -11,6 +11,8 @@
 //! committed block (it follows `/blocks/{h}?txs=false` on one node). Everything is bounded:
 //! at most `max_txs`, for at most `duration`, then at most `drain` waiting for commits.
 
+pub mod infer;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

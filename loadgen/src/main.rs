@@ -47,6 +47,100 @@ struct Cli {
     /// Include every latency sample (microseconds) in the JSON.
     #[arg(long)]
     samples: bool,
+    /// Inference load instead of transfers: `POST /infer` with seeded random prompts, a fixed
+    /// number in flight, spread over the nodes; reports end-to-end latency and tokens/s.
+    #[arg(long)]
+    infer: bool,
+    /// --infer: requests to send.
+    #[arg(long, default_value_t = 100)]
+    requests: u32,
+    /// --infer: requests in flight.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// --infer: prompt length in tokens.
+    #[arg(long, default_value_t = 16)]
+    prompt_tokens: usize,
+    /// --infer: tokens to generate per request.
+    #[arg(long, default_value_t = 8)]
+    new_tokens: u32,
+    /// --infer: prompt token ids are drawn below this (the model's vocabulary size).
+    #[arg(long, default_value_t = 1024)]
+    vocab: u32,
+    /// --infer: the seed of the prompts.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// --infer: the model (default: each node's inference.model).
+    #[arg(long)]
+    model: Option<String>,
+    /// --infer: also send every request to every other node; their answers must be identical.
+    #[arg(long)]
+    compare: bool,
+}
+
+fn infer(cli: &Cli, targets: Vec<String>) -> Result<()> {
+    let config = blyan_loadgen::infer::InferConfig {
+        targets,
+        requests: cli.requests,
+        concurrency: cli.concurrency,
+        prompt_tokens: cli.prompt_tokens,
+        new_tokens: cli.new_tokens,
+        vocab: cli.vocab,
+        seed: cli.seed,
+        model: cli.model.clone(),
+        compare: cli.compare,
+        timeout: Duration::from_secs(120),
+    };
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if !cli.json {
+        eprintln!(
+            "{} inference requests ({} prompt tokens, {} new), {} in flight, over {} nodes{}",
+            config.requests,
+            config.prompt_tokens,
+            config.new_tokens,
+            config.concurrency,
+            config.targets.len(),
+            if config.compare {
+                ", each compared on every node"
+            } else {
+                ""
+            }
+        );
+    }
+    let report = runtime.block_on(blyan_loadgen::infer::run_infer(&config))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} of {} ok in {:.1} s: {:.1} requests/s, {:.1} tokens/s",
+            report.ok, report.requests, report.seconds, report.requests_per_s, report.tokens_per_s
+        );
+        let p = &report.latency;
+        println!(
+            "latency ms  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+            p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+        );
+        if config.compare {
+            println!(
+                "compared on every node: {}, mismatches: {}",
+                report.compared,
+                report.mismatches.len()
+            );
+        }
+        for line in report.errors.iter().chain(&report.mismatches) {
+            println!("  {line}");
+        }
+    }
+    anyhow::ensure!(
+        report.ok == report.requests && report.mismatches.is_empty(),
+        "{} errors, {} mismatches",
+        report.requests - report.ok,
+        report.mismatches.len()
+    );
+    Ok(())
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration> {
@@ -60,6 +154,9 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let (chain_id, targets, accounts) = read_devnet(&cli.devnet)?;
+    if cli.infer {
+        return infer(&cli, targets);
+    }
     let mut config = LoadConfig::new(
         &chain_id,
         targets,

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub node: Arc<Shared>,
     pub net: Arc<std::sync::Mutex<NetInfo>>,
     pub submissions: mpsc::Sender<Submission>,
+    /// Mixture-of-experts inference (`None` when `inference.enabled = false`).
+    pub inference: Option<Arc<crate::inference::Inference>>,
 }
 
 /// An error answer: status plus the JSON body.
@@ -122,6 +124,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/blocks/latest", get(latest_block))
         .route("/blocks/{height}", get(block_at))
         .route("/txs", post(submit_tx))
+        .route("/infer", post(infer))
+        .route("/experts", get(experts))
         .route("/txs/batch", post(submit_batch))
         .route("/txs/{hash}", get(tx_status))
         .route("/accounts/{address}", get(account))
@@ -468,6 +472,50 @@ async fn submit_tx(
     }
 }
 
+/// `POST /infer {"tokens": [..], "max_new_tokens": n, "model"?}`: greedy generation with the
+/// mixture-of-experts model; answers the tokens, the experts used per layer and an output
+/// hash. A request beyond the limits is 400, an unknown model 404, weights that cannot be had
+/// now 503.
+async fn infer(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use crate::inference::InferenceError;
+    let Some(service) = state.inference.clone() else {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "unavailable",
+            detail: "inference is off on this node (inference.enabled = false)".into(),
+        });
+    };
+    let request: crate::inference::InferRequest =
+        serde_json::from_slice(&body).map_err(|error| {
+            bad_request(format!(
+            "body must be {{\"tokens\": [ids], \"max_new_tokens\": n, \"model\": name}}: {error}"
+        ))
+        })?;
+    match service.infer(request).await {
+        Ok(answer) => Ok(Json(answer).into_response()),
+        Err(error) => {
+            let detail = error.to_string();
+            Err(match error {
+                InferenceError::Request(_) => bad_request(detail),
+                InferenceError::UnknownModel(_) => not_found_detail(detail),
+                InferenceError::Unavailable(_) => ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    error: "unavailable",
+                    detail,
+                },
+                _ => ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    error: "inference",
+                    detail,
+                },
+            })
+        }
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct SubmitBatch {
     /// Encoded transactions, hex, in the order they should enter the mempool.
@@ -703,6 +751,38 @@ async fn current_epoch(State(state): State<Arc<ApiState>>) -> Json<serde_json::V
         "supply": chain.supply(),
         "experts": chain.experts().len(),
     }))
+}
+
+/// `GET /experts`: the experts registered on chain, each with whether this node holds its
+/// weights on disk.
+async fn experts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let records = state
+        .node
+        .state
+        .read()
+        .expect("state lock poisoned")
+        .experts();
+    let list: Vec<serde_json::Value> = records
+        .into_iter()
+        .map(|record| {
+            let stored = state
+                .inference
+                .as_ref()
+                .is_some_and(|service| service.store().data_path(&record.content_hash).is_file());
+            serde_json::json!({
+                "name": record.name,
+                "layer": record.layer,
+                "content_hash": record.content_hash,
+                "tiles_root": record.tiles_root,
+                "tiles": record.tiles,
+                "bytes": record.bytes,
+                "owner": record.owner,
+                "height": record.height,
+                "stored": stored,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "registered": list.len(), "experts": list }))
 }
 
 async fn net_info(State(state): State<Arc<ApiState>>) -> Json<NetInfo> {

@@ -321,6 +321,54 @@ impl DevnetConfig {
     }
 }
 
+/// Mixture-of-experts inference (`POST /infer`, `docs/INFERENCE.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// Serve `/infer` and expert tiles to peers.
+    pub enabled: bool,
+    /// Memory budget of the loaded-expert cache (least recently used experts leave first).
+    pub cache_mib: u64,
+    /// Most tokens one request may ask for.
+    pub max_new_tokens: u32,
+    /// The model a request without `model` runs.
+    pub model: String,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> InferenceConfig {
+        InferenceConfig {
+            enabled: true,
+            cache_mib: 512,
+            max_new_tokens: 64,
+            model: "moe".into(),
+        }
+    }
+}
+
+impl InferenceConfig {
+    pub fn is_default(&self) -> bool {
+        *self == InferenceConfig::default()
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=1 << 20).contains(&self.cache_mib) {
+            return Err((
+                "inference.cache_mib",
+                "must be between 1 and 1048576".into(),
+            ));
+        }
+        if !(1..=4096).contains(&self.max_new_tokens) {
+            return Err((
+                "inference.max_new_tokens",
+                "must be between 1 and 4096".into(),
+            ));
+        }
+        check_name(&self.model).map_err(|reason| ("inference.model", reason))?;
+        Ok(())
+    }
+}
+
 /// The whole node configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -335,6 +383,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default, skip_serializing_if = "DevnetConfig::is_off")]
     pub devnet: DevnetConfig,
+    #[serde(default, skip_serializing_if = "InferenceConfig::is_default")]
+    pub inference: InferenceConfig,
 }
 
 impl Config {
@@ -356,6 +406,7 @@ impl Config {
                 level: "info".into(),
             },
             devnet: DevnetConfig::default(),
+            inference: InferenceConfig::default(),
         }
     }
 
@@ -623,6 +674,9 @@ level = "{level}"
             ));
         }
         self.devnet
+            .check()
+            .map_err(|(field, reason)| invalid(field, reason))?;
+        self.inference
             .check()
             .map_err(|(field, reason)| invalid(field, reason))?;
         if !self.devnet.enabled && !self.devnet.is_off() {

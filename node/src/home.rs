@@ -53,4 +53,9 @@ impl Home {
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
     }
+
+    /// Expert weights and their tile manifests (`crate::inference::tiles`).
+    pub fn experts(&self) -> PathBuf {
+        self.root.join("experts")
+    }
 }

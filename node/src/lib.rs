@@ -10,6 +10,7 @@ pub mod config;
 pub mod consensus;
 pub mod genesis;
 pub mod home;
+pub mod inference;
 pub mod keys;
 pub mod metrics;
 pub mod node;

@@ -139,6 +139,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mixture-of-experts weights in a node home: generate a model, list what is stored.
+    Experts {
+        #[command(subcommand)]
+        action: ExpertsCommand,
+    },
+    /// Measure inference on this machine: expert load time (cold from disk, warm from the
+    /// page cache), the forward pass over 32 tokens, and generation tokens/s, on a model
+    /// generated into DIR (the default model unless told otherwise).
+    BenchInfer {
+        /// Where to generate the model (default: a temporary directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        shape: ModelShape,
+        /// Timed repetitions (expert loads and forward passes).
+        #[arg(long, default_value_t = 8)]
+        runs: usize,
+        /// Tokens generated per timed generation.
+        #[arg(long, default_value_t = 16)]
+        new_tokens: u32,
+        /// Print one JSON object (with the logits, for bench/moe_torch.py).
+        #[arg(long)]
+        json: bool,
+    },
     /// Test aid for the crash-safety test: commit blocks forever (up to --max-blocks), printing
     /// `ack <height> <hash>` after each commit returns.
     #[command(hide = true)]
@@ -152,6 +176,72 @@ enum Command {
         /// Disable the WAL, to show that the crash test catches lost commits.
         #[arg(long)]
         unsafe_no_wal: bool,
+    },
+}
+
+/// The shape of a generated model (defaults: the default model, 4 MiB experts).
+#[derive(Args, Clone)]
+struct ModelShape {
+    /// Weights are a pure function of this seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Experts per layer.
+    #[arg(long, default_value_t = 8)]
+    experts: usize,
+    /// Model width.
+    #[arg(long, default_value_t = 256)]
+    dim: usize,
+    /// Each expert's hidden width (3 x dim x hidden x 4 bytes per expert).
+    #[arg(long, default_value_t = 1365)]
+    hidden: usize,
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    #[arg(long, default_value_t = 1024)]
+    vocab: usize,
+    /// Experts each token is routed to.
+    #[arg(long, default_value_t = 2)]
+    top_k: usize,
+    /// Longest sequence (prompt plus generated tokens).
+    #[arg(long, default_value_t = 128)]
+    max_seq: usize,
+}
+
+impl ModelShape {
+    fn config(&self) -> blyan_node::inference::model::MoeConfig {
+        blyan_node::inference::model::MoeConfig {
+            vocab: self.vocab,
+            dim: self.dim,
+            hidden: self.hidden,
+            layers: self.layers,
+            experts: self.experts,
+            top_k: self.top_k,
+            max_seq: self.max_seq,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ExpertsCommand {
+    /// Generate a model's weights from a seed (no download) into HOME/experts: the base file
+    /// and one safetensors file per expert, cut into verified tiles. A running node registers
+    /// them on chain (`register_expert`) within seconds and serves their tiles to peers.
+    Generate {
+        #[command(flatten)]
+        home: HomeArg,
+        /// The model's name (its files are MODEL/base and MODEL/l<layer>/e<index>).
+        #[arg(long, default_value = "moe")]
+        model: String,
+        #[command(flatten)]
+        shape: ModelShape,
+        /// Tile size in bytes (at most 4 MiB).
+        #[arg(long, default_value_t = blyan_node::inference::tiles::DEFAULT_TILE_BYTES)]
+        tile_bytes: u64,
+    },
+    /// List the experts stored in HOME/experts (name, layer, size, tiles, content hash).
+    List {
+        #[command(flatten)]
+        home: HomeArg,
     },
 }
 
@@ -252,7 +342,143 @@ fn run(cli: Cli) -> Result<()> {
             max_blocks,
             unsafe_no_wal,
         } => stress_write(&home.home, size, max_blocks, unsafe_no_wal),
+        Command::Experts { action } => experts(action),
+        Command::BenchInfer {
+            dir,
+            shape,
+            runs,
+            new_tokens,
+            json,
+        } => bench_infer(dir, &shape, runs, new_tokens, json),
     }
+}
+
+fn experts(action: ExpertsCommand) -> Result<()> {
+    use blyan_node::inference::tiles::ExpertStore;
+    match action {
+        ExpertsCommand::Generate {
+            home,
+            model,
+            shape,
+            tile_bytes,
+        } => {
+            let home = Home::new(home.home);
+            require_home(&home)?;
+            let config = shape.config();
+            let store = ExpertStore::open(home.experts())?;
+            let started = std::time::Instant::now();
+            let bar = indicatif::ProgressBar::new((1 + config.layers * config.experts) as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files {msg}")
+                    .expect("valid template"),
+            );
+            let written = blyan_node::inference::generate_model(
+                &store,
+                &model,
+                &config,
+                tile_bytes,
+                &mut |done, _| bar.set_position(done as u64),
+            )?;
+            bar.finish_and_clear();
+            let bytes: u64 = written.iter().map(|manifest| manifest.bytes).sum();
+            let tiles: usize = written.iter().map(|manifest| manifest.tiles.len()).sum();
+            println!(
+                "generated model {model:?} (seed {}): {} files, {} tiles, {:.1} MiB in {:.1} s into {}",
+                config.seed,
+                written.len(),
+                tiles,
+                bytes as f64 / (1 << 20) as f64,
+                started.elapsed().as_secs_f64(),
+                store.dir().display()
+            );
+            println!(
+                "a running node registers them on chain and serves them; try:\n  curl -s -X POST http://API/infer -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"tokens\":[1,2,3],\"max_new_tokens\":8}}'"
+            );
+            Ok(())
+        }
+        ExpertsCommand::List { home } => {
+            let home = Home::new(home.home);
+            require_home(&home)?;
+            let store = ExpertStore::open(home.experts())?;
+            let listed = store.list()?;
+            if listed.is_empty() {
+                println!("no experts in {}", store.dir().display());
+            }
+            for manifest in listed {
+                println!(
+                    "{:<24} layer {:>2}  {:>9} bytes  {:>3} tiles  {}",
+                    manifest.name,
+                    manifest.layer,
+                    manifest.bytes,
+                    manifest.tiles.len(),
+                    manifest.content_hash
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn bench_infer(
+    dir: Option<PathBuf>,
+    shape: &ModelShape,
+    runs: usize,
+    new_tokens: u32,
+    json: bool,
+) -> Result<()> {
+    anyhow::ensure!(
+        (1..=1000).contains(&runs),
+        "--runs: {runs} is not between 1 and 1000"
+    );
+    let config = shape.config();
+    config.check()?;
+    anyhow::ensure!(
+        16 + new_tokens as usize <= config.max_seq && config.max_seq >= 32,
+        "--new-tokens: 16 prompt tokens + {new_tokens} must fit --max-seq {} (at least 32)",
+        config.max_seq
+    );
+    let temporary = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let dir = dir.unwrap_or_else(|| temporary.path().to_path_buf());
+    let report = blyan_node::inference::bench::run(&dir, &config, runs, new_tokens, &mut |line| {
+        if !json {
+            eprintln!("{line}");
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "model: {} layers x {} experts (top {}), dim {}, hidden {}, vocab {}; expert {} bytes in {} tiles; {} threads",
+        config.layers, config.experts, config.top_k, config.dim, config.hidden, config.vocab,
+        report.expert_bytes, report.tiles_per_expert, report.threads
+    );
+    println!(
+        "expert load (map + verify tiles + tensors), median of {}: cold {:.2} ms, warm {:.2} ms (verify {:.2} ms)",
+        report.load_warm_ms.len(),
+        report.load_cold_median_ms,
+        report.load_warm_median_ms,
+        report.verify_warm_median_ms
+    );
+    println!(
+        "forward pass over {} tokens, median of {}: {:.2} ms",
+        report.sequence.len(),
+        report.forward_ms.len(),
+        report.forward_median_ms
+    );
+    println!(
+        "generation: {} tokens from a 16-token prompt, median {:.1} ms: {:.1} tokens/s",
+        report.new_tokens,
+        median(&report.generate_ms),
+        report.tokens_per_s
+    );
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -421,6 +647,45 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
             node.connected(peers);
         }
         let (submit_tx, submit_rx) = tokio::sync::mpsc::channel(4096);
+        let inference = if config.inference.enabled {
+            let service = Arc::new(blyan_node::inference::Inference::new(
+                blyan_node::inference::tiles::ExpertStore::open(home.experts())?,
+                metrics.inference.clone(),
+                Some(p2p.clone()),
+                Some(blyan_node::inference::chain_registry(
+                    node.shared().state.clone(),
+                )),
+                blyan_node::inference::InferenceSettings {
+                    cache_bytes: config.inference.cache_mib << 20,
+                    max_new_tokens: config.inference.max_new_tokens,
+                    default_model: config.inference.model.clone(),
+                },
+            ));
+            let requests = p2p
+                .tile_requests
+                .lock()
+                .expect("tile request lock poisoned")
+                .take();
+            if let Some(requests) = requests {
+                tokio::spawn(service.clone().serve_peers(requests, p2p.commands.clone()));
+            }
+            tokio::spawn(service.clone().register_local(
+                validator_key.signing.clone(),
+                config.chain_id.clone(),
+                node.shared().state.clone(),
+                submit_tx.clone(),
+            ));
+            Some(service)
+        } else {
+            // Nobody takes tile requests: peers are told at once.
+            drop(
+                p2p.tile_requests
+                    .lock()
+                    .expect("tile request lock poisoned")
+                    .take(),
+            );
+            None
+        };
         let state = Arc::new(ApiState {
             storage: storage.clone(),
             metrics: metrics.clone(),
@@ -432,6 +697,7 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
             node: node.shared(),
             net: p2p.info.clone(),
             submissions: submit_tx,
+            inference,
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -130,6 +130,53 @@ pub struct SyncResponse {
 }
 
 pub const SYNC_PROTOCOL: &str = "/blyan/sync/1";
+/// Expert weight tiles (`crate::inference`): a manifest or one tile per request.
+pub const TILES_PROTOCOL: &str = "/blyan/tiles/1";
+
+/// What a node asks a peer for an expert it lacks (by the expert's content hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TileRequest {
+    /// The expert's tile list (hashes and sizes), to check against the on-chain Merkle root.
+    Manifest {
+        #[serde(with = "serde_bytes")]
+        content_hash: Vec<u8>,
+    },
+    /// One tile's bytes.
+    Tile {
+        #[serde(with = "serde_bytes")]
+        content_hash: Vec<u8>,
+        index: u32,
+    },
+}
+
+/// A peer's answer to a [`TileRequest`]; the requester verifies every byte of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TileResponse {
+    Manifest {
+        #[serde(with = "serde_bytes")]
+        json: Vec<u8>,
+    },
+    Tile {
+        index: u32,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    Unavailable {
+        reason: String,
+    },
+}
+
+/// A tile request from a peer, for the inference service to answer with
+/// [`P2pCommand::RespondTile`].
+#[derive(Debug)]
+pub struct TileInbound {
+    pub peer: PeerId,
+    pub request: TileRequest,
+    pub channel: ResponseChannel<TileResponse>,
+}
+
+/// Largest tile answer: a 4 MiB tile plus its framing.
+pub const MAX_TILE_RESPONSE_BYTES: u64 = 4 * 1024 * 1024 + 64 * 1024;
 /// Largest vote or transaction gossip message (a vote is 114 bytes, a transfer 154).
 pub const MAX_VOTE_OR_TX_BYTES: usize = 1024;
 /// Most blocks per sync response.
@@ -188,6 +235,16 @@ pub enum P2pCommand {
         channel: ResponseChannel<SyncResponse>,
         response: SyncResponse,
     },
+    /// Ask `peer` for a manifest or tile; the answer (or why none came) goes to `reply`.
+    FetchTile {
+        peer: PeerId,
+        request: TileRequest,
+        reply: tokio::sync::oneshot::Sender<Result<TileResponse, String>>,
+    },
+    RespondTile {
+        channel: ResponseChannel<TileResponse>,
+        response: TileResponse,
+    },
 }
 
 /// A connected peer, for `/net_info`.
@@ -219,6 +276,20 @@ pub struct P2pHandle {
     pub commands: mpsc::UnboundedSender<P2pCommand>,
     pub info: Arc<Mutex<NetInfo>>,
     pub local_peer_id: PeerId,
+    /// Tile requests from peers; taken once by the inference service (requests arriving while
+    /// nobody took it are answered "unavailable").
+    pub tile_requests: Arc<Mutex<Option<mpsc::Receiver<TileInbound>>>>,
+}
+
+impl P2pHandle {
+    /// The peers connected now.
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        let info = self.info.lock().expect("net info lock poisoned");
+        info.peers
+            .iter()
+            .filter_map(|peer| peer.peer_id.parse().ok())
+            .collect()
+    }
 }
 
 #[derive(NetworkBehaviour)]
@@ -226,6 +297,7 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    tiles: request_response::cbor::Behaviour<TileRequest, TileResponse>,
     identify: identify::Behaviour,
     kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     ping: ping::Behaviour,
@@ -313,6 +385,13 @@ fn behaviour(
         [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
     );
+    let tiles = request_response::Behaviour::with_codec(
+        request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(1024)
+            .set_response_size_maximum(MAX_TILE_RESPONSE_BYTES),
+        [(StreamProtocol::new(TILES_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+    );
     let identify = identify::Behaviour::new(
         identify::Config::new("/blyan/1.0.0".into(), key.public())
             .with_agent_version(format!("blyan-node/{}", crate::VERSION))
@@ -332,6 +411,7 @@ fn behaviour(
         limits: connection_limits::Behaviour::new(limits),
         gossipsub,
         sync,
+        tiles,
         identify,
         kad: Toggle::from(kad),
         ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
@@ -465,6 +545,7 @@ pub async fn spawn(
     }));
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(4096);
+    let (tile_tx, tile_rx) = mpsc::channel(256);
     let runner = Runner {
         swarm,
         chain_id: chain_id.to_string(),
@@ -476,6 +557,8 @@ pub async fn spawn(
         connected: HashMap::new(),
         rtt: HashMap::new(),
         dialing: HashSet::new(),
+        tile_requests: tile_tx,
+        tile_replies: HashMap::new(),
     };
     tokio::spawn(runner.run(command_rx));
     Ok((
@@ -483,6 +566,7 @@ pub async fn spawn(
             commands: command_tx,
             info,
             local_peer_id,
+            tile_requests: Arc::new(Mutex::new(Some(tile_rx))),
         },
         event_rx,
         bound,
@@ -500,6 +584,11 @@ struct Runner {
     connected: HashMap<PeerId, (Multiaddr, &'static str, Instant)>,
     rtt: HashMap<PeerId, Duration>,
     dialing: HashSet<PeerId>,
+    tile_requests: mpsc::Sender<TileInbound>,
+    tile_replies: HashMap<
+        request_response::OutboundRequestId,
+        tokio::sync::oneshot::Sender<Result<TileResponse, String>>,
+    >,
 }
 
 impl Runner {
@@ -607,6 +696,19 @@ impl Runner {
             P2pCommand::Respond { channel, response } => {
                 if behaviour.sync.send_response(channel, response).is_err() {
                     tracing::debug!("sync response dropped: the requester went away");
+                }
+            }
+            P2pCommand::FetchTile {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = behaviour.tiles.send_request(&peer, request);
+                self.tile_replies.insert(id, reply);
+            }
+            P2pCommand::RespondTile { channel, response } => {
+                if behaviour.tiles.send_response(channel, response).is_err() {
+                    tracing::debug!("tile response dropped: the requester went away");
                 }
             }
         }
@@ -719,6 +821,52 @@ impl Runner {
                     reason: error.to_string(),
                 })
                 .await
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Tiles(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if let Err(error) = self.tile_requests.try_send(TileInbound {
+                        peer,
+                        request,
+                        channel,
+                    }) {
+                        // Nobody serves tiles here, or too many requests queued: say so.
+                        let inbound = match error {
+                            mpsc::error::TrySendError::Full(inbound)
+                            | mpsc::error::TrySendError::Closed(inbound) => inbound,
+                        };
+                        let response = TileResponse::Unavailable {
+                            reason: "this node serves no tiles now".into(),
+                        };
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .tiles
+                            .send_response(inbound.channel, response);
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.tile_replies.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Tiles(
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                },
+            )) => {
+                if let Some(reply) = self.tile_replies.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
