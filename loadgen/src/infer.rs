@@ -85,6 +85,9 @@ pub struct InferReport {
     pub mismatches: Vec<String>,
 }
 
+/// One request's end: (latency, tokens generated) or why it failed, and a mismatch seen.
+type Outcome = (Result<(Duration, usize), String>, Option<String>);
+
 /// The prompt of request `index`: a pure function of the seed.
 pub fn prompt(config: &InferConfig, index: u32) -> Vec<u32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ (u64::from(index) << 20));
@@ -126,61 +129,59 @@ pub async fn run_infer(config: &InferConfig) -> Result<InferReport, LoadError> {
             reason: error.to_string(),
         })?;
     let started = Instant::now();
-    let outcomes: Vec<(Result<(Duration, usize), String>, Option<String>)> = futures::stream::iter(
-        0..config.requests,
-    )
-    .map(|index| {
-        let client = client.clone();
-        async move {
-            let mut body = serde_json::json!({
-                "tokens": prompt(config, index),
-                "max_new_tokens": config.new_tokens,
-            });
-            if let Some(model) = &config.model {
-                body["model"] = serde_json::json!(model);
-            }
-            let target = &config.targets[index as usize % config.targets.len()];
-            let sent = Instant::now();
-            let answer = match ask(&client, target, &body).await {
-                Ok(answer) => answer,
-                Err(error) => return (Err(error), None),
-            };
-            let latency = sent.elapsed();
-            let tokens = answer["tokens"].as_array().map_or(0, Vec::len);
-            let mut mismatch = None;
-            if config.compare {
-                for other in &config.targets {
-                    if other == target {
-                        continue;
-                    }
-                    match ask(&client, other, &body).await {
-                        Ok(theirs)
-                            if theirs["output_hash"] == answer["output_hash"]
-                                && theirs["tokens"] == answer["tokens"]
-                                && theirs["experts"] == answer["experts"] => {}
-                        Ok(theirs) => {
-                            mismatch = Some(format!(
+    let outcomes: Vec<Outcome> = futures::stream::iter(0..config.requests)
+        .map(|index| {
+            let client = client.clone();
+            async move {
+                let mut body = serde_json::json!({
+                    "tokens": prompt(config, index),
+                    "max_new_tokens": config.new_tokens,
+                });
+                if let Some(model) = &config.model {
+                    body["model"] = serde_json::json!(model);
+                }
+                let target = &config.targets[index as usize % config.targets.len()];
+                let sent = Instant::now();
+                let answer = match ask(&client, target, &body).await {
+                    Ok(answer) => answer,
+                    Err(error) => return (Err(error), None),
+                };
+                let latency = sent.elapsed();
+                let tokens = answer["tokens"].as_array().map_or(0, Vec::len);
+                let mut mismatch = None;
+                if config.compare {
+                    for other in &config.targets {
+                        if other == target {
+                            continue;
+                        }
+                        match ask(&client, other, &body).await {
+                            Ok(theirs)
+                                if theirs["output_hash"] == answer["output_hash"]
+                                    && theirs["tokens"] == answer["tokens"]
+                                    && theirs["experts"] == answer["experts"] => {}
+                            Ok(theirs) => {
+                                mismatch = Some(format!(
                                 "request {index}: {target} answered {} {}, {other} answered {} {}",
                                 answer["tokens"],
                                 answer["output_hash"],
                                 theirs["tokens"],
                                 theirs["output_hash"]
                             ));
-                            break;
-                        }
-                        Err(error) => {
-                            mismatch = Some(format!("request {index}: {error}"));
-                            break;
+                                break;
+                            }
+                            Err(error) => {
+                                mismatch = Some(format!("request {index}: {error}"));
+                                break;
+                            }
                         }
                     }
                 }
+                (Ok((latency, tokens)), mismatch)
             }
-            (Ok((latency, tokens)), mismatch)
-        }
-    })
-    .buffer_unordered(config.concurrency)
-    .collect()
-    .await;
+        })
+        .buffer_unordered(config.concurrency)
+        .collect()
+        .await;
     let seconds = started.elapsed().as_secs_f64();
     let mut histogram = Histogram::<u64>::new(3).expect("valid precision");
     let mut report = InferReport {

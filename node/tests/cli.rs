@@ -400,3 +400,64 @@ fn checkpoint_command_snapshots_a_stopped_node() {
     let copy = Storage::open(&home.join("checkpoints/1"), &StorageConfig::default()).unwrap();
     assert_eq!(copy.tip().height, 1);
 }
+
+#[test]
+fn experts_generate_writes_a_seeded_model_and_refuses_bad_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    let home_arg = home.to_str().unwrap();
+    let small = [
+        "--dim",
+        "16",
+        "--hidden",
+        "8",
+        "--layers",
+        "2",
+        "--experts",
+        "3",
+        "--vocab",
+        "32",
+        "--max-seq",
+        "16",
+        "--tile-bytes",
+        "512",
+    ];
+    let mut args = vec!["experts", "generate", "--home", home_arg, "--seed", "9"];
+    args.extend(small);
+    let output = node(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("7 files"), "{}", stdout(&output));
+    let listed = stdout(&node(&["experts", "list", "--home", home_arg]));
+    assert_eq!(listed.lines().count(), 7, "{listed}");
+    assert!(
+        listed.contains("moe/base") && listed.contains("moe/l1/e2"),
+        "{listed}"
+    );
+    // The same seed writes the same files (same content hashes): nothing new appears.
+    let again = node(&args);
+    assert!(again.status.success());
+    assert_eq!(
+        stdout(&node(&["experts", "list", "--home", home_arg])),
+        listed
+    );
+
+    let bad = |extra: &[&str], needles: &[&str]| {
+        let mut args = vec!["experts", "generate", "--home", home_arg];
+        args.extend(small);
+        args.extend(extra);
+        assert_one_line_error(&node(&args), needles);
+    };
+    bad(&["--tile-bytes", "0"], &["tile_bytes", "0"]);
+    bad(&["--top-k", "4"], &["top_k 4", "between 1 and 3"]);
+    bad(&["--model", "a/b"], &["model"]);
+    assert_one_line_error(
+        &node(&[
+            "experts",
+            "list",
+            "--home",
+            dir.path().join("none").to_str().unwrap(),
+        ]),
+        &["does not exist"],
+    );
+}
