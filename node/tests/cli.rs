@@ -407,24 +407,10 @@ fn experts_generate_writes_a_seeded_model_and_refuses_bad_shapes() {
     let home = dir.path().join("home");
     init_home(&home);
     let home_arg = home.to_str().unwrap();
-    let small = [
-        "--dim",
-        "16",
-        "--hidden",
-        "8",
-        "--layers",
-        "2",
-        "--experts",
-        "3",
-        "--vocab",
-        "32",
-        "--max-seq",
-        "16",
-        "--tile-bytes",
-        "512",
-    ];
+    let small = "--dim 16 --hidden 8 --layers 2 --experts 3 --vocab 32 --max-seq 16";
     let mut args = vec!["experts", "generate", "--home", home_arg, "--seed", "9"];
-    args.extend(small);
+    args.extend(small.split(' '));
+    args.extend(["--tile-bytes", "512"]);
     let output = node(&args);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("7 files"), "{}", stdout(&output));
@@ -444,7 +430,7 @@ fn experts_generate_writes_a_seeded_model_and_refuses_bad_shapes() {
 
     let bad = |extra: &[&str], needles: &[&str]| {
         let mut args = vec!["experts", "generate", "--home", home_arg];
-        args.extend(small);
+        args.extend(small.split(' '));
         args.extend(extra);
         assert_one_line_error(&node(&args), needles);
     };
