@@ -13,6 +13,7 @@ pub mod checks;
 pub mod compose;
 pub mod docker;
 pub mod history;
+pub mod inference;
 pub mod links;
 pub mod manifest;
 pub mod plan;

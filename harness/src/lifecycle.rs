@@ -91,6 +91,10 @@ pub struct UpArgs {
     /// Start even if the capacity plan says the devnet does not fit this host.
     #[arg(long)]
     force: bool,
+    /// Also generate the default MoE model into node0 once the devnet is up and wait until
+    /// every node lists it on chain, ready for `POST /infer` (as `[inference]` in a manifest).
+    #[arg(long)]
+    inference: bool,
 }
 
 #[derive(Args)]
@@ -225,6 +229,9 @@ pub fn up(args: UpArgs) -> Result<bool> {
     if let Some(backend) = &args.backend {
         manifest.backend = parse_backend(backend)?;
     }
+    if args.inference && manifest.inference.is_none() {
+        manifest.inference = Some(Default::default());
+    }
     manifest.validate(&format!("{origin} with the command-line flags"))?;
     let (state, reached) = start_checked(&args, &manifest)?;
     let all: Vec<usize> = (0..state.nodes.len()).collect();
@@ -276,6 +283,7 @@ impl UpArgs {
             log_level: log_level.into(),
             node_bin,
             force: false,
+            inference: false,
         }
     }
 }
@@ -319,6 +327,30 @@ fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Dur
         _ => up_process(args, manifest, node_bin)?,
     };
     let reached = started.elapsed();
+    if let Some(spec) = &manifest.inference {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let node_bin = args
+            .node_bin
+            .clone()
+            .unwrap_or_else(process::default_node_bin);
+        let took = blyan_harness::inference::install_model(
+            &state,
+            spec,
+            &node_bin,
+            Duration::from_secs(120),
+            &mut |line| bar.set_message(line),
+        );
+        bar.finish_and_clear();
+        let took = took?;
+        println!(
+            "model {:?} ({} files) generated on {} and registered on every node in {:.1} s: POST /infer is ready",
+            spec.model(),
+            spec.files(),
+            spec.node(),
+            took.as_secs_f64()
+        );
+    }
     Ok((state, reached))
 }
 

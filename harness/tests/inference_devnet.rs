@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use blyan_harness::process;
 use common::{get_json, log_tails, loopback_options, Cleanup};
@@ -40,60 +40,35 @@ fn four_nodes_fetch_experts_from_peers_and_answer_identically() {
     let _cleanup = Cleanup(base.to_path_buf(), "infer".into());
     let client = process::http_client();
 
-    // A small model (dim 64, 4 experts of 2 layers, 48 KiB tiles so each expert has several).
-    let generate = std::process::Command::new(&options.node_bin)
-        .args(["experts", "generate", "--home"])
-        .arg(&state.nodes[0].home)
-        .args([
-            "--model",
-            "moe",
-            "--seed",
-            "5",
-            "--dim",
-            "64",
-            "--hidden",
-            "96",
-            "--layers",
-            "2",
-            "--experts",
-            "4",
-            "--vocab",
-            "128",
-            "--max-seq",
-            "64",
-            "--tile-bytes",
-            "49152",
-        ])
-        .output()
-        .expect("run blyan-node experts generate");
-    assert!(
-        generate.status.success(),
-        "generate failed: {}",
-        String::from_utf8_lossy(&generate.stderr)
+    // A small model (dim 64, 4 experts of 2 layers, 48 KiB tiles so each expert has several),
+    // generated into node0's home as `[inference]` does; node0 registers it on chain.
+    let spec = blyan_harness::manifest::InferenceSpec {
+        seed: Some(5),
+        dim: Some(64),
+        hidden: Some(96),
+        layers: Some(2),
+        experts: Some(4),
+        vocab: Some(128),
+        max_seq: Some(64),
+        tile_bytes: Some(49152),
+        ..Default::default()
+    };
+    assert_eq!(spec.files(), 9);
+    let took = blyan_harness::inference::install_model(
+        &state,
+        &spec,
+        &options.node_bin,
+        Duration::from_secs(60),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tails(&state)));
+    eprintln!(
+        "model generated and registered on 4 nodes in {:.1} s",
+        took.as_secs_f64()
     );
-    let stdout = String::from_utf8_lossy(&generate.stdout);
-    assert!(stdout.contains("9 files"), "{stdout}");
-
-    // node0 registers them; every node sees 9 experts on chain.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let registered: Vec<u64> = state
-            .nodes
-            .iter()
-            .map(|node| {
-                let info = get_json(&client, &format!("{}/experts", node.api));
-                info["registered"].as_u64().unwrap_or(0)
-            })
-            .collect();
-        if registered.iter().all(|count| *count == 9) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "experts not registered on every node: {registered:?}\n{}",
-            log_tails(&state)
-        );
-        std::thread::sleep(Duration::from_millis(500));
+    for node in &state.nodes {
+        let listed = get_json(&client, &format!("{}/experts", node.api));
+        assert_eq!(listed["registered"], 9, "{}: {listed}", node.moniker);
     }
 
     // A request node3 cannot serve from its own disk: it fetches what it needs.
@@ -156,6 +131,11 @@ fn four_nodes_fetch_experts_from_peers_and_answer_identically() {
     assert_eq!(report.ok, 100);
     assert_eq!(report.compared, 100);
     assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    assert!(
+        report.latency.p50_ms > 0.0 && report.latency.p99_ms >= report.latency.p50_ms,
+        "{:?}",
+        report.latency
+    );
     // The other nodes fetched what their requests routed to; node0 fetched nothing.
     for node in &state.nodes[1..] {
         let fetched = metric(&client, &node.api, "blyan_tiles_fetched");

@@ -183,7 +183,8 @@ pub async fn run_infer(config: &InferConfig) -> Result<InferReport, LoadError> {
         .collect()
         .await;
     let seconds = started.elapsed().as_secs_f64();
-    let mut histogram = Histogram::<u64>::new(3).expect("valid precision");
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
     let mut report = InferReport {
         requests: config.requests,
         seconds,

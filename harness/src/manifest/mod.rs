@@ -306,6 +306,92 @@ pub struct Manifest {
     /// epoch length comes from `consensus.epoch_length`.
     #[serde(default)]
     pub staking: blyan_node::state::StakingParams,
+    /// A mixture-of-experts model generated into one node's home once the devnet is up; that
+    /// node registers it on chain and every node can answer `POST /infer` (`docs/INFERENCE.md`).
+    #[serde(default)]
+    pub inference: Option<InferenceSpec>,
+}
+
+/// `[inference]`: the model `blyan-node experts generate` writes (every field optional; the
+/// default model is 4 layers of 8 experts of 4 MiB).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceSpec {
+    /// The model's name (default "moe", the nodes' default model).
+    pub model: Option<String>,
+    /// Weights are a pure function of this seed (default 42).
+    pub seed: Option<u64>,
+    /// The node whose home gets the files (default node0); the others fetch from peers.
+    pub on: Option<String>,
+    pub experts: Option<i64>,
+    pub dim: Option<i64>,
+    pub hidden: Option<i64>,
+    pub layers: Option<i64>,
+    pub vocab: Option<i64>,
+    pub top_k: Option<i64>,
+    pub max_seq: Option<i64>,
+    pub tile_bytes: Option<i64>,
+}
+
+impl InferenceSpec {
+    pub fn model(&self) -> String {
+        self.model.clone().unwrap_or_else(|| "moe".into())
+    }
+
+    pub fn node(&self) -> String {
+        self.on.clone().unwrap_or_else(|| "node0".into())
+    }
+
+    /// The model's shape (defaults from the default model); a negative field is named.
+    pub fn config(
+        &self,
+    ) -> Result<blyan_node::inference::model::MoeConfig, (&'static str, String)> {
+        let default = blyan_node::inference::model::MoeConfig::default();
+        let size = |name: &'static str, value: Option<i64>, fallback: usize| match value {
+            None => Ok(fallback),
+            Some(value) if value > 0 => Ok(value as usize),
+            Some(value) => Err((name, format!("{value} must be > 0"))),
+        };
+        Ok(blyan_node::inference::model::MoeConfig {
+            vocab: size("vocab", self.vocab, default.vocab)?,
+            dim: size("dim", self.dim, default.dim)?,
+            hidden: size("hidden", self.hidden, default.hidden)?,
+            layers: size("layers", self.layers, default.layers)?,
+            experts: size("experts", self.experts, default.experts)?,
+            top_k: size("top_k", self.top_k, default.top_k)?,
+            max_seq: size("max_seq", self.max_seq, default.max_seq)?,
+            seed: self.seed.unwrap_or(default.seed),
+        })
+    }
+
+    /// The `blyan-node experts generate` arguments after `--home DIR`.
+    pub fn generate_args(&self) -> Vec<String> {
+        let config = self.config().unwrap_or_default();
+        [
+            ("--model", self.model()),
+            ("--seed", config.seed.to_string()),
+            ("--experts", config.experts.to_string()),
+            ("--dim", config.dim.to_string()),
+            ("--hidden", config.hidden.to_string()),
+            ("--layers", config.layers.to_string()),
+            ("--vocab", config.vocab.to_string()),
+            ("--top-k", config.top_k.to_string()),
+            ("--max-seq", config.max_seq.to_string()),
+            (
+                "--tile-bytes",
+                self.tile_bytes.unwrap_or(1 << 20).to_string(),
+            ),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect()
+    }
+
+    /// Files the model has (base plus every expert).
+    pub fn files(&self) -> usize {
+        let config = self.config().unwrap_or_default();
+        1 + config.layers * config.experts
+    }
 }
 
 fn default_backend() -> BackendKind {
@@ -417,6 +503,12 @@ liveness_within_s = 30    # heights within this many seconds
 
 [resources]
 memory_mb = 256           # memory limit per node container
+
+# [inference]             # a mixture-of-experts model for POST /infer (docs/INFERENCE.md)
+# on = "node0"            # generated into this node's home once the devnet is up; it
+# seed = 42               # registers the files on chain, the other nodes fetch from peers
+# layers = 4              # default model: 4 layers x 8 experts of 4 MiB, dim 256, vocab 1024
+# experts = 8
 "#;
 
 impl Manifest {
@@ -438,6 +530,7 @@ impl Manifest {
             checks: Checks::default(),
             resources: Resources::default(),
             staking: Default::default(),
+            inference: None,
         }
     }
 
@@ -816,6 +909,30 @@ impl Manifest {
                 "resources.memory_mb",
                 "must be between 32 and 65536",
             ));
+        }
+        if let Some(spec) = &self.inference {
+            let on = spec.node();
+            if !self.resolve().iter().any(|node| node.name == on) {
+                return Err(invalid("inference.on", &format!("no node named {on:?}")));
+            }
+            blyan_node::config::check_name(&spec.model())
+                .map_err(|reason| invalid("inference.model", &reason))?;
+            let tile = spec.tile_bytes.unwrap_or(1 << 20);
+            if !(1..=4 << 20).contains(&tile) {
+                return Err(invalid(
+                    "inference.tile_bytes",
+                    "must be between 1 and 4194304",
+                ));
+            }
+            let config = spec
+                .config()
+                .map_err(|(field, reason)| invalid(&format!("inference.{field}"), &reason))?;
+            config.check().map_err(|error| {
+                let text = error.to_string();
+                let reason = text.trim_start_matches("model config: ");
+                let field = reason.split(' ').next().unwrap_or("inference");
+                invalid(&format!("inference.{field}"), reason)
+            })?;
         }
         Ok(())
     }

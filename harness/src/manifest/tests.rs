@@ -134,3 +134,38 @@ fn a_ramp_must_ascend_with_positive_rates() {
         ]
     );
 }
+
+#[test]
+fn inference_section_is_checked_and_drives_the_generator() {
+    let parsed = Manifest::parse(
+        &format!("{BASE}[inference]\non = \"node2\"\nseed = 9\nlayers = 2\nexperts = 3\n"),
+        "m.toml",
+    )
+    .unwrap();
+    let spec = parsed.inference.unwrap();
+    assert_eq!(spec.files(), 7);
+    assert_eq!(spec.node(), "node2");
+    let args = spec.generate_args().join(" ");
+    assert!(
+        args.contains("--seed 9") && args.contains("--layers 2") && args.contains("--experts 3"),
+        "{args}"
+    );
+    assert!(
+        args.contains("--dim 256") && args.contains("--model moe"),
+        "{args}"
+    );
+    for (section, needle) in [
+        ("on = \"node9\"", "inference.on: no node named \"node9\""),
+        (
+            "top_k = 9",
+            "inference.top_k: top_k 9 is not between 1 and 8",
+        ),
+        ("dim = -1", "inference.dim: -1 must be > 0"),
+        ("tile_bytes = 0", "inference.tile_bytes"),
+        ("model = \"a/b\"", "inference.model"),
+        ("colour = 1", "unknown field `colour`"),
+    ] {
+        let text = error(&format!("{BASE}[inference]\n{section}\n"));
+        assert!(text.contains(needle), "{section}: {text}");
+    }
+}
