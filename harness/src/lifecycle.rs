@@ -1554,15 +1554,15 @@ pub fn run(args: RunArgs) -> Result<bool> {
                             &planned.label,
                             names(&state, &planned.nodes),
                         )?;
-                        entries.push(timeline::begin(
-                            &state,
-                            planned,
-                            started.elapsed().as_secs_f64(),
-                        ));
                         injector.begin(&mut state, planned)?;
+                        // Measured from when the fault is in force: cutting many links of a
+                        // loaded proxy can take seconds, and the fault then lasts its whole
+                        // duration (a slow cut once left a 5 s partition in force for ~0 s).
+                        let in_force = started.elapsed();
+                        entries.push(timeline::begin(&state, planned, in_force.as_secs_f64()));
                         active.push(Active {
                             step: planned.clone(),
-                            until: planned.duration.map(|d| planned.at + d),
+                            until: planned.duration.map(|d| in_force.max(planned.at) + d),
                             entry: entries.len() - 1,
                         });
                     }

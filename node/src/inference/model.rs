@@ -192,42 +192,17 @@ pub fn generate_base(config: &MoeConfig) -> Vec<u8> {
 pub fn generate_expert(config: &MoeConfig, layer: usize, index: usize) -> Vec<u8> {
     let (d, h) = (config.dim, config.hidden);
     let prefix = format!("l{layer}.e{index}");
-    let seed = config.seed;
-    let tensors = vec![
-        (
-            "w1".into(),
-            vec![d, h],
-            seeded(
-                seed,
-                &format!("{prefix}.w1"),
-                d * h,
-                1.0 / (d as f32).sqrt(),
-                0.0,
-            ),
-        ),
-        (
-            "w3".into(),
-            vec![d, h],
-            seeded(
-                seed,
-                &format!("{prefix}.w3"),
-                d * h,
-                1.0 / (d as f32).sqrt(),
-                0.0,
-            ),
-        ),
-        (
-            "w2".into(),
-            vec![h, d],
-            seeded(
-                seed,
-                &format!("{prefix}.w2"),
-                h * d,
-                1.0 / (h as f32).sqrt(),
-                0.0,
-            ),
-        ),
-    ];
+    let matrix = |part: &str, rows: usize, cols: usize| {
+        let values = seeded(
+            config.seed,
+            &format!("{prefix}.{part}"),
+            rows * cols,
+            1.0 / (rows as f32).sqrt(),
+            0.0,
+        );
+        (part.to_string(), vec![rows, cols], values)
+    };
+    let tensors = vec![matrix("w1", d, h), matrix("w3", d, h), matrix("w2", h, d)];
     safetensors_file(tensors, None)
 }
 
