@@ -24,8 +24,20 @@ fn target_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// The Docker tests of this file run one at a time: each keeps both cores of a small CI machine
+/// busy, and the chaos test measures round trips and block rates (run beside the 10-node
+/// devnet, a 100 ms latency toxic once read as +205 ms and a partition as no partition).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn ten_node_docker_devnet_agrees_and_leaves_nothing_behind() {
+    let _serial = one_at_a_time();
     let rt = runtime();
     let Some(docker) = daemon(&rt) else { return };
     let base = tempfile::tempdir().unwrap();
@@ -60,6 +72,7 @@ fn ten_node_docker_devnet_agrees_and_leaves_nothing_behind() {
 
 #[test]
 fn an_up_killed_half_way_leaves_nothing_after_down() {
+    let _serial = one_at_a_time();
     let rt = runtime();
     let Some(docker) = daemon(&rt) else { return };
     let base = tempfile::tempdir().unwrap();
@@ -119,6 +132,7 @@ fn an_up_killed_half_way_leaves_nothing_after_down() {
 /// (proxy container included) is left behind.
 #[test]
 fn docker_chaos_run_measures_its_faults_and_leaves_nothing_behind() {
+    let _serial = one_at_a_time();
     let rt = runtime();
     let Some(docker) = daemon(&rt) else { return };
     let dir = tempfile::tempdir().unwrap();
