@@ -469,16 +469,10 @@ fn bench_infer(
     println!(
         "generation: {} tokens from a 16-token prompt, median {:.1} ms: {:.1} tokens/s",
         report.new_tokens,
-        median(&report.generate_ms),
+        blyan_node::inference::bench::median(&report.generate_ms),
         report.tokens_per_s
     );
     Ok(())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 fn init_logging(format: LogFormat, level: &str) {

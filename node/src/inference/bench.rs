@@ -42,7 +42,8 @@ pub struct InferBench {
     pub threads: usize,
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The middle value (the upper one of an even count).
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
