@@ -65,6 +65,9 @@ pub struct RunInfo {
     pub liveness_heights: u64,
     /// ... within this many seconds.
     pub liveness_within_s: u64,
+    /// Seconds from the start of `up` until every node had committed height 1.
+    #[serde(default)]
+    pub time_to_first_block_s: Option<f64>,
 }
 
 /// One precommit signature of a block's commit certificate.

@@ -53,8 +53,8 @@ pub struct UpArgs {
     /// A manifest file (see `devnet manifest --example`); default: 4 validators.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
-    /// auto (Docker when a daemon answers, else processes), docker or process; overrides the
-    /// manifest.
+    /// auto (Docker when a daemon answers, else processes), docker, process or swarm (Docker
+    /// Swarm services; `docs/SCALING.md`); overrides the manifest.
     #[arg(long)]
     backend: Option<String>,
     /// Validators (overrides the manifest's count).
@@ -70,7 +70,8 @@ pub struct UpArgs {
     /// Pause after each block, ms (overrides the manifest; 0: as fast as consensus goes).
     #[arg(long)]
     timeout_commit_ms: Option<u64>,
-    /// Process backend: API port of node 0; node i uses base + i.
+    /// Process backend: API port of node 0; node i uses base + i. Swarm backend: the host port
+    /// node i's API is published on (base + i; the link proxy's API on base - 10).
     #[arg(long, default_value_t = 27000)]
     api_port_base: u16,
     /// Process backend: P2P port of node 0; node i uses base + i.
@@ -95,6 +96,14 @@ pub struct UpArgs {
     /// every node lists it on chain, ready for `POST /infer` (as `[inference]` in a manifest).
     #[arg(long)]
     inference: bool,
+    /// Swarm backend: push the node image to this registry (`HOST:PORT[/PATH]`) instead of
+    /// loading it into every member's daemon.
+    #[arg(long, value_name = "REGISTRY")]
+    registry: Option<String>,
+    /// Swarm backend: fail when this daemon is in no swarm instead of creating a single-node
+    /// swarm (one created here is left again by `devnet down`).
+    #[arg(long)]
+    no_swarm_init: bool,
 }
 
 #[derive(Args)]
@@ -172,6 +181,56 @@ pub struct PlanArgs {
     /// A manifest to plan for.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
+    /// Plan for the Swarm backend: split the nodes across this daemon's swarm members (by
+    /// zone) and say whether they fit the cluster.
+    #[arg(long)]
+    swarm: bool,
+    /// Plan for a cluster of N identical members instead of a live swarm (with
+    /// --member-cores and --member-memory-mib), e.g. to size a 500-node nightly suite.
+    #[arg(long, value_name = "N")]
+    members: Option<usize>,
+    /// Cores of each member (with --members).
+    #[arg(long, default_value_t = 16.0)]
+    member_cores: f64,
+    /// Memory of each member, MiB (with --members).
+    #[arg(long, default_value_t = 65536.0)]
+    member_memory_mib: f64,
+}
+
+#[derive(Args)]
+pub struct RenderArgs {
+    /// What to render: `k8s` (Kubernetes objects for `kubectl apply -f`).
+    target: String,
+    /// A manifest file (see `devnet manifest --example`); default: 4 validators.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// Validators (overrides the manifest's count).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Seed of every key (overrides the manifest).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory for devnet.yaml.
+    #[arg(long, default_value = "k8s", value_name = "DIR")]
+    out: PathBuf,
+    /// Print the YAML instead of writing DIR/devnet.yaml.
+    #[arg(long)]
+    stdout: bool,
+    /// The namespace of every object.
+    #[arg(long, default_value = "blyan-devnet")]
+    namespace: String,
+    /// The node image (pushed to a registry the cluster pulls from).
+    #[arg(long, default_value = "blyan-node:dev")]
+    image: String,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Size of each node's volume claim.
+    #[arg(long, default_value = "1Gi")]
+    storage: String,
+    /// Storage class of the claims (default: the cluster's default class).
+    #[arg(long)]
+    storage_class: Option<String>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -198,7 +257,8 @@ fn parse_backend(text: &str) -> Result<BackendKind> {
         "auto" => Ok(BackendKind::Auto),
         "docker" => Ok(BackendKind::Docker),
         "process" => Ok(BackendKind::Process),
-        other => bail!("--backend: {other:?} is not auto, docker or process"),
+        "swarm" => Ok(BackendKind::Swarm),
+        other => bail!("--backend: {other:?} is not auto, docker, process or swarm"),
     }
 }
 
@@ -284,6 +344,8 @@ impl UpArgs {
             node_bin,
             force: false,
             inference: false,
+            registry: None,
+            no_swarm_init: false,
         }
     }
 }
@@ -291,7 +353,8 @@ impl UpArgs {
 fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Duration)> {
     let nodes = manifest.resolve();
     let estimate = plan::estimate(nodes.len(), manifest.resources.memory_mb as u64);
-    if !estimate.fits && !args.force {
+    // The Swarm backend plans against the swarm's members instead (in `swarm::up`).
+    if !estimate.fits && !args.force && manifest.backend != BackendKind::Swarm {
         bail!(
             "{} nodes do not fit this host: {} (use --force to start anyway)",
             nodes.len(),
@@ -305,6 +368,7 @@ fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Dur
     let backend = match manifest.backend {
         BackendKind::Process => BackendKind::Process,
         BackendKind::Docker => BackendKind::Docker,
+        BackendKind::Swarm => BackendKind::Swarm,
         BackendKind::Auto => {
             let rt = runtime()?;
             match rt.block_on(docker::connect()) {
@@ -324,6 +388,16 @@ fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Dur
     let started = Instant::now();
     let state = match backend {
         BackendKind::Docker => up_docker(args, manifest, node_bin)?,
+        BackendKind::Swarm => {
+            if manifest.inference.is_some() {
+                bail!(
+                    "inference: the Swarm backend keeps node homes in volumes on the members; \
+                     generate models with `blyan-node experts generate` inside a node instead \
+                     (or use the docker or process backend)"
+                );
+            }
+            up_swarm(args, manifest, node_bin)?
+        }
         _ => up_process(args, manifest, node_bin)?,
     };
     let reached = started.elapsed();
@@ -450,9 +524,82 @@ fn up_docker(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<De
     })
 }
 
+fn up_swarm(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<DevnetState> {
+    use blyan_harness::swarm::{self, Stage, SwarmUp};
+    let rt = runtime()?;
+    let options = SwarmUp {
+        base: args.target.base.clone(),
+        node_bin,
+        wait_height: args.wait_height,
+        wait_timeout: Duration::from_secs(args.wait_timeout),
+        log_level: args.log_level.clone(),
+        registry: args.registry.clone(),
+        api_port_base: args.api_port_base,
+        init: !args.no_swarm_init,
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let name = manifest.name.clone();
+    rt.block_on(async {
+        let client = docker::connect().await?;
+        let progress = |stage: Stage| {
+            bar.set_message(match stage {
+                Stage::Swarm => "swarm: checking this daemon's swarm".to_string(),
+                Stage::Image => "image: checking blyan-node:dev on every member".to_string(),
+                Stage::Genesis => "keys, configs and genesis".to_string(),
+                Stage::Network => "overlay network".to_string(),
+                Stage::Services { created, of } => format!("services: {created}/{of} created"),
+                Stage::Heights { ready, of } => {
+                    format!("{ready}/{of} nodes at height >= {}", args.wait_height)
+                }
+            })
+        };
+        let run = swarm::up(&client, manifest, &options, progress);
+        tokio::select! {
+            result = run => {
+                bar.finish_and_clear();
+                let state = result?;
+                if state.swarm.as_ref().is_some_and(|swarm| swarm.created) {
+                    println!("note: created a single-node swarm; `devnet down` leaves it again");
+                }
+                Ok(state)
+            }
+            _ = tokio::signal::ctrl_c() => {
+                bar.finish_and_clear();
+                eprintln!("interrupted: removing what devnet {name:?} created");
+                let removed = swarm::remove_by_label(&client, &name).await?;
+                swarm::leave_if_created(&client).await?;
+                bail!("interrupted; removed {} services", removed.services)
+            }
+        }
+    })
+}
+
+/// `devnet down` of a Swarm devnet: services, secrets, configs, network, volumes, and the swarm
+/// when the harness created it.
+fn down_swarm(name: &str) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = docker::connect().await?;
+        let removed = blyan_harness::swarm::remove_by_label(&client, name).await?;
+        let left = blyan_harness::swarm::leave_if_created(&client).await?;
+        println!(
+            "devnet {name:?}: removed {} services, {} secrets, {} configs, {} networks and {} volumes{}",
+            removed.services,
+            removed.secrets,
+            removed.configs,
+            removed.networks,
+            removed.volumes,
+            if left { "; left the swarm the harness had created" } else { "" }
+        );
+        Ok(())
+    })
+}
+
 fn print_nodes(state: &DevnetState) -> Result<()> {
     let client = process::http_client();
-    let docker_memory: std::collections::HashMap<String, u64> = if state.backend == "docker" {
+    let containers = state.backend == "docker" || state.backend == "swarm";
+    let docker_memory: std::collections::HashMap<String, u64> = if containers {
         let rt = runtime()?;
         rt.block_on(async {
             match docker::connect().await {
@@ -480,10 +627,11 @@ fn print_nodes(state: &DevnetState) -> Result<()> {
                 .and_then(|s| s[name].as_u64())
                 .map_or("-".to_string(), |v| v.to_string())
         };
-        let (running, memory) = if state.backend == "docker" {
+        let (running, memory) = if containers {
             let memory = docker_memory.get(&node.moniker).copied();
+            let kind = if state.backend == "swarm" { "task" } else { "container" };
             (
-                if status.is_some() { "container" } else { "-" }.to_string(),
+                if status.is_some() { kind } else { "-" }.to_string(),
                 memory,
             )
         } else {
@@ -531,6 +679,9 @@ pub fn down(args: DownArgs) -> Result<bool> {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
                 if let Ok(state) = process::load_state(base, &name) {
+                    if state.backend == "swarm" {
+                        down_swarm(&name)?;
+                    }
                     if state.backend == "process" {
                         let report = process::down(base, &name, grace)?;
                         println!(
@@ -548,6 +699,18 @@ pub fn down(args: DownArgs) -> Result<bool> {
     }
     let name = args.target.name();
     let state = process::load_state(base, name);
+    if state.as_ref().is_ok_and(|state| state.backend == "swarm") {
+        down_swarm(name)?;
+        if args.purge {
+            let dir = process::devnet_dir(base, name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|error| anyhow::anyhow!("cannot delete {}: {error}", dir.display()))?;
+                println!("deleted {}", dir.display());
+            }
+        }
+        return Ok(true);
+    }
     let docker_backend = state
         .as_ref()
         .map_or(true, |state| state.backend == "docker");
@@ -639,6 +802,7 @@ pub fn logs(args: LogsArgs) -> Result<bool> {
         })?;
     if let Some(container) = &node.container {
         let rt = runtime()?;
+        let swarm = state.backend == "swarm";
         return rt.block_on(async {
             let client = docker::connect().await?;
             let options = bollard::query_parameters::LogsOptionsBuilder::default()
@@ -651,7 +815,11 @@ pub fn logs(args: LogsArgs) -> Result<bool> {
                     args.tail.to_string()
                 })
                 .build();
-            let mut stream = client.logs(container, Some(options));
+            let mut stream = if swarm {
+                client.service_logs(container, Some(options)).boxed()
+            } else {
+                client.logs(container, Some(options)).boxed()
+            };
             while let Some(item) = stream.next().await {
                 print!("{}", item?);
             }
@@ -762,17 +930,77 @@ pub fn manifest(args: ManifestArgs) -> Result<bool> {
 }
 
 pub fn plan(args: PlanArgs) -> Result<bool> {
-    let (nodes, memory_mb) = match (&args.manifest, args.nodes) {
+    let (zones, memory_mb) = match (&args.manifest, args.nodes) {
         (Some(path), _) => {
             let manifest = Manifest::load(path)?;
             (
-                manifest.resolve().len(),
+                manifest.resolve().into_iter().map(|node| node.zone).collect::<Vec<_>>(),
                 manifest.resources.memory_mb as u64,
             )
         }
-        (None, Some(nodes)) => (nodes, 256),
+        (None, Some(nodes)) => (vec!["default".to_string(); nodes], 256),
         (None, None) => bail!("plan: give --nodes N or --manifest FILE"),
     };
+    let nodes = zones.len();
+    if args.swarm || args.members.is_some() {
+        let members = match args.members {
+            Some(0) => bail!("--members: 0; a cluster needs at least one member"),
+            Some(count) => (0..count)
+                .map(|index| plan::Member {
+                    id: format!("member{index}"),
+                    hostname: format!("member{index}"),
+                    address: String::new(),
+                    cores: args.member_cores,
+                    memory_mib: args.member_memory_mib,
+                    zone: None,
+                    docker: None,
+                    local: index == 0,
+                })
+                .collect(),
+            None => {
+                let rt = runtime()?;
+                rt.block_on(async {
+                    let client = docker::connect().await?;
+                    match blyan_harness::swarm::swarm_state(&client).await? {
+                        blyan_harness::swarm::SwarmState::Manager => {}
+                        blyan_harness::swarm::SwarmState::Inactive => bail!(
+                            "--swarm: this Docker daemon is in no swarm (`devnet up --backend \
+                             swarm` creates a single-node one; or plan with --members N)"
+                        ),
+                        blyan_harness::swarm::SwarmState::Unusable(reason) => bail!("--swarm: {reason}"),
+                    }
+                    Ok(blyan_harness::swarm::members(&client).await?)
+                })?
+            }
+        };
+        return match plan::place(&zones, memory_mb, &members) {
+            Ok(placement) => {
+                println!(
+                    "{nodes} nodes over {} swarm member(s): fits ({:.0} MiB per node, {} cores per node).",
+                    members.len(),
+                    plan::NODE_RSS_MIB,
+                    plan::NODE_CPU_CORES
+                );
+                println!("{:<24} {:>6} {:>8} {:>12}  ZONE", "MEMBER", "NODES", "CORES", "MEMORY MIB");
+                for (index, member) in members.iter().enumerate() {
+                    let count = placement.iter().filter(|p| **p == index).count();
+                    println!(
+                        "{:<24} {:>6} {:>8.1} {:>12.0}  {}",
+                        member.hostname,
+                        count,
+                        member.cores,
+                        member.memory_mib,
+                        member.zone.as_deref().unwrap_or("-")
+                    );
+                }
+                Ok(true)
+            }
+            Err(reason) => {
+                println!("Does not fit the cluster: {reason}.");
+                Ok(false)
+            }
+        };
+    }
     let estimate = plan::estimate(nodes, memory_mb);
     println!("{}", estimate.describe());
     let neighbours = plan::check_neighbours(nodes, plan::neighbour_limit());
@@ -785,6 +1013,45 @@ pub fn plan(args: PlanArgs) -> Result<bool> {
         Err(reason) => println!("Docker backend: {reason}."),
     }
     Ok(estimate.fits && neighbours.is_ok())
+}
+
+pub fn render(args: RenderArgs) -> Result<bool> {
+    if args.target != "k8s" {
+        bail!("render: {:?} is not a target (k8s)", args.target);
+    }
+    let mut manifest = load_manifest(args.manifest.as_deref(), None)?;
+    if let Some(nodes) = args.nodes {
+        if !manifest.nodes.is_empty() {
+            bail!("--nodes: the manifest lists its nodes explicitly");
+        }
+        manifest.validators = Some(nodes as i64);
+    }
+    if let Some(seed) = args.seed {
+        manifest.seed = seed;
+    }
+    let options = blyan_harness::k8s::K8sOptions {
+        namespace: args.namespace.clone(),
+        image: args.image.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        storage: args.storage.clone(),
+        storage_class: args.storage_class.clone(),
+    };
+    let objects = blyan_harness::k8s::render(&manifest, &options)?;
+    if args.stdout {
+        print!("{}", blyan_harness::k8s::to_yaml(&objects)?);
+        return Ok(true);
+    }
+    let file = blyan_harness::k8s::write(&args.out, &objects)?;
+    println!(
+        "wrote {} ({} objects: {} nodes as one-replica StatefulSets, a headless Service, \
+         ConfigMaps and Secrets) in namespace {}",
+        file.display(),
+        objects.len(),
+        manifest.resolve().len(),
+        args.namespace
+    );
+    println!("apply: kubectl apply -f {}   (image {} must be pullable by the cluster)", file.display(), args.image);
+    Ok(true)
 }
 
 pub fn compose(args: ComposeArgs) -> Result<bool> {
@@ -935,7 +1202,9 @@ fn wait_for_empty_mempools(state: &DevnetState, limit: Duration) {
 }
 
 fn stop_devnet(state: &DevnetState, base: &Path) -> Result<()> {
-    if state.backend == "docker" {
+    if state.backend == "swarm" {
+        down_swarm(&state.name)?;
+    } else if state.backend == "docker" {
         let rt = runtime()?;
         rt.block_on(async {
             let client = docker::connect().await?;
@@ -1318,7 +1587,7 @@ pub struct RunArgs {
     /// Milliseconds between polls of every node.
     #[arg(long, default_value_t = 250)]
     poll_ms: u64,
-    /// auto, docker or process; overrides the manifest.
+    /// auto, docker, process or swarm; overrides the manifest.
     #[arg(long)]
     backend: Option<String>,
     /// Leave the devnet running afterwards.
@@ -1379,7 +1648,17 @@ pub fn run(args: RunArgs) -> Result<bool> {
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     eprintln!("starting {} nodes", manifest.resolve().len());
-    let (mut state, _) = start_checked(&up_args, &manifest)?;
+    let (mut state, first_block) = start_checked(&up_args, &manifest)?;
+    eprintln!(
+        "{} nodes up ({} backend): every node at height 1 after {:.1} s",
+        state.nodes.len(),
+        state.backend,
+        first_block.as_secs_f64()
+    );
+    if state.backend == "swarm" && schedule.iter().any(|step| step.action == Action::Isolate) {
+        stop_devnet(&state, &args.base)?;
+        bail!("faults: isolate disconnects a container from its network, which Swarm task containers cannot do; use a partition (network.proxy = true) on the Swarm backend");
+    }
     if state.backend == "process" && schedule.iter().any(|step| step.action == Action::Isolate) {
         stop_devnet(&state, &args.base)?;
         bail!("isolating a node without network.proxy needs the Docker backend (processes share loopback); set network.proxy = true");
@@ -1416,6 +1695,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
         ended_ms: None,
         liveness_heights: manifest.checks.liveness_heights.max(1) as u64,
         liveness_within_s: manifest.checks.liveness_within_s.max(1) as u64,
+        time_to_first_block_s: Some(first_block.as_secs_f64()),
     };
     let write_info = |info: &RunInfo| -> Result<()> {
         std::fs::write(

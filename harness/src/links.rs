@@ -69,12 +69,21 @@ pub fn link_name(from: &str, to: &str) -> String {
     format!("{from}_to_{to}")
 }
 
-/// `/ip4/A.B.C.D/tcp/P` as `A.B.C.D:P`.
+/// `/ip4/A.B.C.D/tcp/P` as `A.B.C.D:P`, `/dns4/NAME/tcp/P` as `NAME:P`.
 pub fn host_port(multiaddr: &str) -> Option<String> {
     let parts: Vec<&str> = multiaddr.split('/').collect();
     match parts.as_slice() {
-        ["", "ip4", ip, "tcp", port, ..] => Some(format!("{ip}:{port}")),
+        ["", "ip4" | "dns4", host, "tcp", port, ..] => Some(format!("{host}:{port}")),
         _ => None,
+    }
+}
+
+/// The multiaddr of `host:port` over TCP: `/ip4/..` for an address, `/dns4/..` for a name.
+pub fn tcp_multiaddr(host: &str, port: u16) -> String {
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        format!("/ip4/{host}/tcp/{port}")
+    } else {
+        format!("/dns4/{host}/tcp/{port}")
     }
 }
 
@@ -332,6 +341,12 @@ mod tests {
             host_port("/ip4/10.210.3.4/tcp/26656").as_deref(),
             Some("10.210.3.4:26656")
         );
+        assert_eq!(
+            host_port("/dns4/blyan-x-node1/tcp/26656").as_deref(),
+            Some("blyan-x-node1:26656")
+        );
+        assert_eq!(tcp_multiaddr("10.0.0.1", 7), "/ip4/10.0.0.1/tcp/7");
+        assert_eq!(tcp_multiaddr("proxy", 7), "/dns4/proxy/tcp/7");
         assert_eq!(host_port("/dns/x/tcp/1"), None);
         assert_eq!(link_name("node0", "node3"), "node0_to_node3");
         let plan = ProxyPlan {

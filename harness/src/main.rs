@@ -9,7 +9,7 @@ use blyan_harness::sim::{run_batch, Summary};
 use blyan_node::consensus::sim::{ByzantineKind, SimConfig};
 use clap::{Args, Parser, Subcommand};
 
-use lifecycle::{
+use lifecycle::{RenderArgs, 
     BenchArgs, CheckArgs, CompareArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs,
     NameArgs, PlanArgs, RunArgs, TrendArgs, UpArgs,
 };
@@ -49,6 +49,10 @@ enum Command {
     /// 4-node rendering. Start it with `docker-compose -f DIR/docker-compose.yml up` once
     /// `devnet image build` has built blyan-node:dev.
     Compose(ComposeArgs),
+    /// Render a devnet for another engine: `render k8s` writes typed Kubernetes objects
+    /// (per-node StatefulSets, a headless Service, ConfigMaps and Secrets for config, genesis
+    /// and keys, resource requests from the capacity planner) for `kubectl apply -f`.
+    Render(RenderArgs),
     /// Run a benchmark suite (bench/suites/): a fresh devnet per run, time to first block, then
     /// open-loop load steps; writes results.json with every raw sample and the environment.
     Bench(BenchArgs),
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Manifest(args) => lifecycle::manifest(args),
         Command::Plan(args) => lifecycle::plan(args),
         Command::Compose(args) => lifecycle::compose(args),
+        Command::Render(args) => lifecycle::render(args),
         Command::Bench(args) => lifecycle::bench(args),
         Command::Compare(args) => lifecycle::compare(args),
         Command::Trend(args) => lifecycle::trend(args),

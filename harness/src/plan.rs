@@ -143,6 +143,75 @@ pub fn check_neighbours(nodes: usize, limit: Option<usize>) -> Result<(), String
     }
 }
 
+/// A member of a distributed engine (a swarm node) as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Member {
+    pub id: String,
+    pub hostname: String,
+    /// Its address in the swarm (where its published ports are reached).
+    pub address: String,
+    pub cores: f64,
+    pub memory_mib: f64,
+    /// Its `blyan.zone` label: nodes of that zone run only there.
+    pub zone: Option<String>,
+    /// Its Docker API (`blyan.docker` label), to load images into without a registry.
+    pub docker: Option<String>,
+    /// The member the harness talks to.
+    pub local: bool,
+}
+
+/// Splits nodes (given by zone, `"default"` for any) across `members`: each node goes to the
+/// least loaded member of its zone that still has room for one more (memory: [`NODE_RSS_MIB`]
+/// each within [`MEMORY_SHARE`] of the member's memory, and the container limit must fit the
+/// member; CPU: [`NODE_CPU_CORES`] each). Returns the member index of every node, or why the
+/// plan does not fit the cluster.
+pub fn place(zones: &[String], limit_mib: u64, members: &[Member]) -> Result<Vec<usize>, String> {
+    if members.is_empty() {
+        return Err("the swarm has no ready, active member".into());
+    }
+    let mut load = vec![0usize; members.len()];
+    let mut placement = Vec::with_capacity(zones.len());
+    for (index, zone) in zones.iter().enumerate() {
+        let eligible: Vec<usize> = (0..members.len())
+            .filter(|&m| zone == "default" || members[m].zone.as_deref() == Some(zone.as_str()))
+            .collect();
+        if eligible.is_empty() {
+            return Err(format!(
+                "node {index} is in zone {zone:?} and no swarm member has the label \
+                 blyan.zone={zone} (docker node update --label-add blyan.zone={zone} NODE)"
+            ));
+        }
+        let room = |m: usize| {
+            let member = &members[m];
+            let memory = (load[m] + 1) as f64 * NODE_RSS_MIB;
+            memory <= member.memory_mib * MEMORY_SHARE
+                && (limit_mib as f64) <= member.memory_mib
+                && (load[m] + 1) as f64 * NODE_CPU_CORES <= member.cores + 1e-9
+        };
+        let chosen = eligible
+            .iter()
+            .copied()
+            .filter(|&m| room(m))
+            .min_by_key(|&m| load[m]);
+        let Some(chosen) = chosen else {
+            let total_memory: f64 = eligible.iter().map(|&m| members[m].memory_mib).sum();
+            let total_cores: f64 = eligible.iter().map(|&m| members[m].cores).sum();
+            let wanted = zones.iter().filter(|z| *z == zone).count();
+            return Err(format!(
+                "{wanted} nodes in zone {zone:?} do not fit its {} member(s) ({total_memory:.0} \
+                 MiB, {total_cores:.1} cores): each node needs {NODE_RSS_MIB:.0} MiB (at most \
+                 {:.0}% of a member's memory) and {NODE_CPU_CORES} cores, and its {limit_mib} \
+                 MiB limit must fit one member; node {index} found no room",
+                eligible.len(),
+                MEMORY_SHARE * 100.0
+            ));
+        };
+        load[chosen] += 1;
+        placement.push(chosen);
+    }
+    Ok(placement)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +231,58 @@ mod tests {
             check_neighbours(100, None).is_ok(),
             "unknown limit: no refusal"
         );
+    }
+
+    fn member(id: &str, cores: f64, memory_mib: f64, zone: Option<&str>) -> Member {
+        Member {
+            id: id.into(),
+            hostname: id.into(),
+            address: String::new(),
+            cores,
+            memory_mib,
+            zone: zone.map(str::to_string),
+            docker: None,
+            local: false,
+        }
+    }
+
+    #[test]
+    fn placement_spreads_nodes_and_refuses_what_does_not_fit() {
+        let any = vec!["default".to_string(); 10];
+        let members = [
+            member("a", 2.0, 8192.0, None),
+            member("b", 2.0, 8192.0, None),
+            member("c", 2.0, 8192.0, None),
+        ];
+        let placement = place(&any, 256, &members).unwrap();
+        let counts: Vec<usize> = (0..3)
+            .map(|m| placement.iter().filter(|p| **p == m).count())
+            .collect();
+        assert_eq!(counts, vec![4, 3, 3], "spread evenly: {placement:?}");
+        // Zones go to members with the matching label only.
+        let zoned: Vec<String> = ["eu", "us", "eu", "default"].map(String::from).to_vec();
+        let members = [
+            member("a", 2.0, 8192.0, Some("us")),
+            member("b", 2.0, 8192.0, Some("eu")),
+        ];
+        assert_eq!(place(&zoned, 256, &members).unwrap(), vec![1, 0, 1, 0]);
+        let error = place(&["asia".to_string()], 256, &members).unwrap_err();
+        assert!(error.contains("blyan.zone=asia"), "{error}");
+        // 500 nodes need 18,000 MiB: two 8 GiB members are not enough, eight are.
+        let five_hundred = vec!["default".to_string(); 500];
+        let small = [member("a", 16.0, 8192.0, None), member("b", 16.0, 8192.0, None)];
+        let error = place(&five_hundred, 256, &small).unwrap_err();
+        assert!(error.contains("500 nodes in zone \"default\" do not fit its 2 member"), "{error}");
+        let big: Vec<Member> = (0..8).map(|i| member(&i.to_string(), 16.0, 8192.0, None)).collect();
+        let placement = place(&five_hundred, 256, &big).unwrap();
+        assert!((0..8).all(|m| placement.iter().filter(|p| **p == m).count() <= 63));
+        // CPU bounds it too: 0.02 cores a node, so one core holds 50.
+        let one_core = [member("a", 1.0, 65536.0, None)];
+        assert!(place(&vec!["default".to_string(); 50], 256, &one_core).is_ok());
+        assert!(place(&vec!["default".to_string(); 51], 256, &one_core).is_err());
+        // A container limit larger than any member refuses.
+        assert!(place(&any[..1], 16_384, &[member("a", 2.0, 8192.0, None)]).is_err());
+        assert!(place(&any, 256, &[]).is_err());
     }
 
     #[test]

@@ -225,6 +225,18 @@ pub struct DevnetState {
     /// The link proxy, when every P2P link runs through one (`network.proxy`).
     #[serde(default)]
     pub proxy: Option<crate::links::ProxyInfo>,
+    /// The swarm (Swarm backend; node `container` fields hold service ids).
+    #[serde(default)]
+    pub swarm: Option<SwarmInfo>,
+}
+
+/// What a Swarm devnet records of its swarm.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmInfo {
+    /// The harness initialised the swarm (and `down` leaves it).
+    pub created: bool,
+    /// Hostnames of the members the nodes were placed on.
+    pub members: Vec<String>,
 }
 
 /// A funded devnet account (devnet only: the secret is on disk in the clear).
@@ -479,9 +491,11 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
             .into_iter()
             .map(|other| match &plan.proxy {
                 Some(proxy) => format!(
-                    "/ip4/{}/tcp/{}/p2p/{}",
-                    proxy.dial_host,
-                    proxy.port(index, other, count),
+                    "{}/p2p/{}",
+                    crate::links::tcp_multiaddr(
+                        &proxy.dial_host,
+                        proxy.port(index, other, count)
+                    ),
                     node_keys[other].peer_id()
                 ),
                 None => format!(
@@ -542,7 +556,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
                     let upstream = crate::links::host_port(&plan.nodes[to].p2p_address)
                         .ok_or_else(|| {
                             ProcessError::Invalid(format!(
-                                "{}: the link proxy needs a /ip4/../tcp/.. P2P address, got {}",
+                                "{}: the link proxy needs a /ip4/../tcp/.. or /dns4/../tcp/.. P2P address, got {}",
                                 plan.nodes[to].moniker, plan.nodes[to].p2p_address
                             ))
                         })?;
@@ -576,6 +590,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         started_ms: genesis.genesis_time_ms,
         network: None,
         proxy,
+        swarm: None,
     };
     Ok(state)
 }

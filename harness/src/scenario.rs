@@ -555,6 +555,9 @@ pub fn plan(
 pub struct Injector {
     base: PathBuf,
     docker: Option<Docker>,
+    /// Swarm backend: node `container` fields are service ids; process faults act on the
+    /// service's current task container, and a killed or stopped node comes back as a new task.
+    swarm: bool,
     links: Option<LinkControl>,
     runtime: tokio::runtime::Runtime,
 }
@@ -582,7 +585,8 @@ impl Injector {
                 node: "runtime".into(),
                 reason: error.to_string(),
             })?;
-        let docker = if state.backend == "docker" {
+        let swarm = state.backend == "swarm";
+        let docker = if state.backend == "docker" || swarm {
             Some(
                 runtime
                     .block_on(crate::docker::connect())
@@ -598,9 +602,32 @@ impl Injector {
         Ok(Injector {
             base: base.to_path_buf(),
             docker,
+            swarm,
             links: state.proxy.as_ref().map(LinkControl::new),
             runtime,
         })
+    }
+
+    /// The container a process fault acts on: node `index`'s own (Docker) or its service's
+    /// running task's (Swarm).
+    fn container(&self, state: &DevnetState, index: usize) -> Result<String, String> {
+        let id = container_of(state, index)?;
+        match (&self.docker, self.swarm) {
+            (Some(docker), true) => self
+                .runtime
+                .block_on(crate::swarm::task_container(docker, &id, Duration::from_secs(30)))
+                .map_err(|error| error.to_string()),
+            _ => Ok(id),
+        }
+    }
+
+    /// Swarm: a new task of node `index`'s service (its task was killed or stopped).
+    fn restart_task(&self, state: &DevnetState, index: usize) -> Result<(), String> {
+        let service = container_of(state, index)?;
+        let docker = self.docker.as_ref().ok_or("no Docker client")?;
+        self.runtime
+            .block_on(crate::swarm::restart_service(docker, &service))
+            .map_err(|error| error.to_string())
     }
 
     fn each(
@@ -665,6 +692,15 @@ impl Injector {
             }
             _ => {}
         }
+        if self.swarm && step.action == Action::Isolate {
+            return Err(ScenarioError::Action {
+                action: "isolate".into(),
+                node: "-".into(),
+                reason: "Swarm task containers cannot leave the overlay network; use a \
+                         partition (network.proxy = true) on the Swarm backend"
+                    .into(),
+            });
+        }
         match (step.action, &self.docker) {
             (Action::Isolate, Some(docker)) => {
                 let network = state.network.clone().unwrap_or_default();
@@ -682,7 +718,7 @@ impl Injector {
                 })
             }
             (Action::Kill, Some(docker)) => self.each(state, nodes, "kill", |this, state, i| {
-                let container = container_of(state, i)?;
+                let container = this.container(state, i)?;
                 let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
                     .signal("SIGKILL")
                     .build();
@@ -691,7 +727,7 @@ impl Injector {
                     .map_err(|e| e.to_string())
             }),
             (Action::Stop, Some(docker)) => self.each(state, nodes, "stop", |this, state, i| {
-                let container = container_of(state, i)?;
+                let container = this.container(state, i)?;
                 let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
                     .t(5)
                     .build();
@@ -700,11 +736,24 @@ impl Injector {
                     .map_err(|e| e.to_string())
             }),
             (Action::Pause, Some(docker)) => self.each(state, nodes, "pause", |this, state, i| {
-                let container = container_of(state, i)?;
+                let container = this.container(state, i)?;
                 this.runtime
                     .block_on(docker.pause_container(&container))
                     .map_err(|e| e.to_string())
             }),
+            (Action::Restart, Some(_)) if self.swarm => {
+                self.each(state, nodes, "restart", |this, state, i| {
+                    let container = this.container(state, i)?;
+                    let docker = this.docker.as_ref().ok_or("no Docker client")?;
+                    let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+                        .signal("SIGKILL")
+                        .build();
+                    this.runtime
+                        .block_on(docker.kill_container(&container, Some(options)))
+                        .map_err(|e| e.to_string())?;
+                    this.restart_task(state, i)
+                })
+            }
             (Action::Restart, Some(docker)) => {
                 self.each(state, nodes, "restart", |this, state, i| {
                     let container = container_of(state, i)?;
@@ -797,6 +846,9 @@ impl Injector {
                         .map_err(|e| e.to_string())
                 })
             }
+            (Action::Kill | Action::Stop, Some(_)) if self.swarm => {
+                self.each(state, nodes, "start", |this, state, i| this.restart_task(state, i))
+            }
             (Action::Kill | Action::Stop, Some(docker)) => {
                 self.each(state, nodes, "start", |this, state, i| {
                     let container = container_of(state, i)?;
@@ -810,7 +862,7 @@ impl Injector {
             }
             (Action::Pause, Some(docker)) => {
                 self.each(state, nodes, "unpause", |this, state, i| {
-                    let container = container_of(state, i)?;
+                    let container = this.container(state, i)?;
                     this.runtime
                         .block_on(docker.unpause_container(&container))
                         .map_err(|e| e.to_string())

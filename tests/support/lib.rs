@@ -71,3 +71,37 @@ pub async fn leftovers(docker: &Docker, devnet: &str) -> (usize, usize, usize) {
         .map_or(0, |v| v.len());
     (containers, networks, volumes)
 }
+
+/// Swarm objects labelled `blyan.devnet=<devnet>`: (services, secrets, configs, networks,
+/// volumes). Services, secrets and configs exist only on a swarm manager; elsewhere 0.
+pub async fn swarm_leftovers(docker: &Docker, devnet: &str) -> (usize, usize, usize, usize, usize) {
+    use bollard::query_parameters::{
+        ListConfigsOptionsBuilder, ListSecretsOptionsBuilder, ListServicesOptionsBuilder,
+    };
+    let filters = docker::label_filter(Some(devnet));
+    let manager = blyan_harness::swarm::swarm_state(docker).await.expect("docker info")
+        == blyan_harness::swarm::SwarmState::Manager;
+    let (services, secrets, configs) = if manager {
+        (
+            docker
+                .list_services(Some(ListServicesOptionsBuilder::default().filters(&filters).build()))
+                .await
+                .expect("services list")
+                .len(),
+            docker
+                .list_secrets(Some(ListSecretsOptionsBuilder::default().filters(&filters).build()))
+                .await
+                .expect("secrets list")
+                .len(),
+            docker
+                .list_configs(Some(ListConfigsOptionsBuilder::default().filters(&filters).build()))
+                .await
+                .expect("configs list")
+                .len(),
+        )
+    } else {
+        (0, 0, 0)
+    };
+    let (_, networks, volumes) = leftovers(docker, devnet).await;
+    (services, secrets, configs, networks, volumes)
+}

@@ -33,6 +33,8 @@ pub enum BackendKind {
     Auto,
     Docker,
     Process,
+    /// Docker Swarm services (`docs/SCALING.md`).
+    Swarm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,7 +434,7 @@ const TRIGGERS: [&str; 4] = ["always", "probability", "heights", "rounds"];
 pub const EXAMPLE: &str = r#"# Blyan devnet manifest. Everything but `name` is optional.
 name = "example"          # devnet name: containers, networks and .devnet/<name>/ carry it
 chain_id = "blyan-devnet"
-backend = "auto"          # auto (Docker when a daemon answers, else processes) | docker | process
+backend = "auto"          # auto (Docker when a daemon answers, else processes) | docker | process | swarm (docs/SCALING.md)
 seed = 7                  # every key derives from it: same seed, same identities
 duration_s = 0            # scenario length; 0 runs until `devnet down`
 

@@ -422,6 +422,17 @@ fn transport_error(error: impl std::fmt::Display) -> P2pError {
     P2pError::Transport(error.to_string())
 }
 
+/// The system's resolver settings with caching capped: under a container engine a peer's name
+/// does not resolve until its task is running and healthy, and resolves to a new address after
+/// the task is replaced (Docker's DNS answers with a 600 s TTL).
+fn dns_config() -> Result<(libp2p::dns::ResolverConfig, libp2p::dns::ResolverOpts), P2pError> {
+    let (config, mut options) =
+        hickory_resolver::system_conf::read_system_conf().map_err(transport_error)?;
+    options.negative_max_ttl = Some(Duration::from_secs(1));
+    options.positive_max_ttl = Some(Duration::from_secs(5));
+    Ok((config, options))
+}
+
 fn build_swarm(
     keypair: identity::Keypair,
     config: &P2pConfig,
@@ -432,13 +443,13 @@ fn build_swarm(
     let swarm_config =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
     let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    let (dns, dns_options) = dns_config()?;
     // The builder's types differ per transport choice, so each arm spells its own prefix and
     // shares the rest.
     macro_rules! finish {
         ($stage:expr) => {
             $stage
-                .with_dns()
-                .map_err(transport_error)?
+                .with_dns_config(dns.clone(), dns_options.clone())
                 .with_behaviour(make)
                 .map_err(transport_error)?
                 .with_swarm_config(swarm_config)

@@ -1,0 +1,225 @@
+//! Devnets on the Docker Swarm backend (`devnet run --backend swarm`), on a single-node swarm:
+//! a 20-node devnet reaches height 10 with identical hashes while a partition and a kill run
+//! through it, and `down` leaves no service, secret, config, network or volume behind and the
+//! swarm as it found it; the same manifest on the Docker and the Swarm backends gives the same
+//! verdicts.
+//!
+//! Needs a Docker daemon. On a laptop without one the tests skip with a loud message; with
+//! `CI=true` a missing daemon is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use blyan_devnet::{daemon, runtime, swarm_leftovers};
+use blyan_harness::process;
+use blyan_harness::swarm::{swarm_state, SwarmState};
+use bollard::Docker;
+
+fn target_bin(name: &str) -> PathBuf {
+    let bin = process::default_node_bin().with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// One at a time: each devnet keeps both cores busy and the checks are about block rates.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `devnet run MANIFEST --backend BACKEND`; returns whether it passed and what it printed.
+fn devnet_run(dir: &Path, manifest: &str, backend: &str) -> (bool, String, PathBuf) {
+    let path = dir.join(format!("{backend}.toml"));
+    std::fs::write(&path, manifest).unwrap();
+    let out = dir.join(format!("run-{backend}"));
+    let output = Command::new(target_bin("devnet"))
+        .arg("run")
+        .arg(&path)
+        .args(["--backend", backend])
+        .arg("--out")
+        .arg(&out)
+        .arg("--base")
+        .arg(dir.join("devnets"))
+        .env_remove("BLYAN_NODE_BIN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text, out)
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn verdicts(out: &Path) -> Vec<(String, String)> {
+    json(&out.join("results.json"))["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| {
+            (
+                check["name"].as_str().unwrap().to_string(),
+                check["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn state(rt: &tokio::runtime::Runtime, docker: &Docker) -> SwarmState {
+    rt.block_on(swarm_state(docker)).unwrap()
+}
+
+#[test]
+fn twenty_node_swarm_devnet_survives_a_partition_and_a_kill_and_leaves_nothing_behind() {
+    let _serial = one_at_a_time();
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    let before = state(&rt, &docker);
+    assert_ne!(
+        std::mem::discriminant(&before),
+        std::mem::discriminant(&SwarmState::Unusable(String::new())),
+        "this daemon's swarm is unusable: {before:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ci-swarm-{}", std::process::id());
+    let manifest = format!(
+        r#"
+name = "{name}"
+backend = "swarm"
+validators = 20
+duration_s = 45
+[network]
+proxy = true
+[[faults]]
+at_s = 5
+kind = "partition"
+shape = "halves"
+duration_s = 6
+[[faults]]
+at_s = 18
+kind = "kill"
+nodes = ["node3"]
+duration_s = 6
+"#
+    );
+    let (passed, text, out) = devnet_run(dir.path(), &manifest, "swarm");
+    let left = rt.block_on(swarm_leftovers(&docker, &name));
+    let after = state(&rt, &docker);
+    assert!(passed, "{text}");
+    assert_eq!(
+        left,
+        (0, 0, 0, 0, 0),
+        "services, secrets, configs, networks, volumes left:\n{text}"
+    );
+    assert_eq!(after, before, "the swarm is left as the harness found it");
+    let results = json(&out.join("results.json"));
+    let max_height = results["figures"]["max_height"].as_u64().unwrap();
+    assert!(max_height >= 10, "height {max_height}:\n{text}");
+    for (check, verdict) in verdicts(&out) {
+        if ["safety", "agreement", "validity", "liveness"].contains(&check.as_str()) {
+            assert_eq!(verdict, "pass", "{check}: {results:#}");
+        }
+    }
+    let run = json(&out.join("run.json"));
+    assert_eq!(run["backend"], "swarm");
+    assert_eq!(run["nodes"].as_array().unwrap().len(), 20);
+    let entries = blyan_harness::timeline::read(&out).unwrap();
+    let find = |kind: &str| entries.iter().find(|e| e.kind == kind).unwrap();
+    // 10 + 10: neither half has a quorum; blocks resume after the heal.
+    let halves = find("partition-halves");
+    assert!(halves.effect.committed_during.unwrap() <= 1, "{halves:#?}");
+    assert!(halves.effect.resumed_after_s.is_some(), "{halves:#?}");
+    // The killed node's task is gone while the others commit; its new task (same volume,
+    // same keys) catches up.
+    let kill = find("kill");
+    assert!(kill.effect.committed_during.unwrap() >= 2, "{kill:#?}");
+    assert!(kill.effect.caught_up_after_s.is_some(), "{kill:#?}");
+    eprintln!(
+        "swarm 20 nodes: first block after {:.1} s, max height {max_height}, halves committed {:?}, kill caught up after {:?} s",
+        run["time_to_first_block_s"].as_f64().unwrap(),
+        halves.effect.committed_during,
+        kill.effect.caught_up_after_s
+    );
+}
+
+#[test]
+fn the_same_manifest_gives_the_same_verdicts_on_docker_and_swarm() {
+    let _serial = one_at_a_time();
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    // A swarm the harness did not create must survive `down`: make one when there is none
+    // (and leave it at the end).
+    let made_here = match state(&rt, &docker) {
+        SwarmState::Manager => false,
+        SwarmState::Inactive => {
+            rt.block_on(docker.init_swarm(bollard::models::SwarmInitRequest {
+                listen_addr: Some("127.0.0.1:2377".into()),
+                advertise_addr: Some("127.0.0.1".into()),
+                ..Default::default()
+            }))
+            .unwrap();
+            true
+        }
+        unusable => panic!("this daemon's swarm is unusable: {unusable:?}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ci-both-{}", std::process::id());
+    let manifest = format!(
+        r#"
+name = "{name}"
+validators = 4
+duration_s = 30
+[network]
+proxy = true
+[[faults]]
+at_s = 4
+kind = "partition"
+shape = "majority"
+duration_s = 6
+[[faults]]
+at_s = 14
+kind = "kill"
+nodes = ["node2"]
+duration_s = 5
+"#
+    );
+    let (docker_passed, docker_text, docker_out) = devnet_run(dir.path(), &manifest, "docker");
+    let (swarm_passed, swarm_text, swarm_out) = devnet_run(dir.path(), &manifest, "swarm");
+    let still = state(&rt, &docker);
+    let left = rt.block_on(swarm_leftovers(&docker, &name));
+    if made_here {
+        rt.block_on(docker.leave_swarm(Some(
+            bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
+                .force(true)
+                .build(),
+        )))
+        .unwrap();
+    }
+    assert!(docker_passed, "docker:\n{docker_text}");
+    assert!(swarm_passed, "swarm:\n{swarm_text}");
+    assert_eq!(still, SwarmState::Manager, "a swarm the harness did not create stays");
+    assert_eq!(left, (0, 0, 0, 0, 0), "swarm objects left:\n{swarm_text}");
+    assert_eq!(
+        verdicts(&docker_out),
+        verdicts(&swarm_out),
+        "same checks, same verdicts"
+    );
+    let first = |out: &Path| json(&out.join("run.json"))["time_to_first_block_s"].as_f64().unwrap();
+    eprintln!(
+        "time to first block: docker {:.1} s, swarm {:.1} s",
+        first(&docker_out),
+        first(&swarm_out)
+    );
+}
