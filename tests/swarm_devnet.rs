@@ -180,7 +180,7 @@ fn the_same_manifest_gives_the_same_verdicts_on_docker_and_swarm() {
         r#"
 name = "{name}"
 validators = 4
-duration_s = 30
+duration_s = 50
 [network]
 proxy = true
 [[faults]]
@@ -189,10 +189,24 @@ kind = "partition"
 shape = "majority"
 duration_s = 6
 [[faults]]
-at_s = 14
+at_s = 13
 kind = "kill"
 nodes = ["node2"]
 duration_s = 5
+[[faults]]
+at_s = 22
+kind = "pause"
+nodes = ["node1"]
+duration_s = 4
+[[faults]]
+at_s = 30
+kind = "stop"
+nodes = ["node3"]
+duration_s = 4
+[[faults]]
+at_s = 39
+kind = "restart"
+nodes = ["node0"]
 "#
     );
     let (docker_passed, docker_text, docker_out) = devnet_run(dir.path(), &manifest, "docker");
@@ -216,10 +230,81 @@ duration_s = 5
         verdicts(&swarm_out),
         "same checks, same verdicts"
     );
+    // Every process fault acted on the Swarm task and the node came back and caught up.
+    let entries = blyan_harness::timeline::read(&swarm_out).unwrap();
+    for kind in ["kill", "pause", "stop"] {
+        let entry = entries
+            .iter()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind}: {entries:#?}"));
+        assert!(entry.effect.caught_up_after_s.is_some(), "{entry:#?}");
+    }
+    assert!(entries.iter().any(|e| e.kind == "restart"), "{entries:#?}");
+    eprintln!("verdicts (both backends): {:?}", verdicts(&swarm_out));
     let first = |out: &Path| json(&out.join("run.json"))["time_to_first_block_s"].as_f64().unwrap();
     eprintln!(
         "time to first block: docker {:.1} s, swarm {:.1} s",
         first(&docker_out),
         first(&swarm_out)
     );
+}
+
+/// Without a registry the node image reaches another swarm member through that member's Docker
+/// API (`docker save | docker load`, streamed): here the "member" is this daemon reached
+/// through its socket as `unix:///var/run/docker.sock`; a member with no way to get the image
+/// is refused by name before anything starts.
+#[test]
+fn the_node_image_is_loaded_into_a_member_without_a_registry() {
+    let _serial = one_at_a_time();
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    let image = rt
+        .block_on(blyan_harness::docker::build_image(
+            &docker,
+            &target_bin("blyan-node"),
+            false,
+        ))
+        .unwrap();
+    let member = |docker_label: Option<&str>| blyan_harness::plan::Member {
+        id: "remote-id".into(),
+        hostname: "remote".into(),
+        address: "10.0.0.2".into(),
+        cores: 2.0,
+        memory_mib: 4096.0,
+        zone: None,
+        docker: docker_label.map(str::to_string),
+        local: false,
+    };
+    let error = rt
+        .block_on(blyan_harness::swarm::distribute_image(
+            &docker,
+            &image,
+            &[member(None)],
+            None,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("swarm member remote (remote-id) has no way to get the node image"),
+        "{error}"
+    );
+    let socket = "unix:///var/run/docker.sock";
+    let remote = blyan_harness::swarm::member_client(socket).unwrap();
+    let loaded = rt
+        .block_on(blyan_harness::swarm::copy_image(&docker, &remote, &image.tag))
+        .unwrap();
+    assert!(
+        loaded.iter().any(|line| line.contains(&format!("Loaded image: {}", image.tag))),
+        "{loaded:?}"
+    );
+    let reference = rt
+        .block_on(blyan_harness::swarm::distribute_image(
+            &docker,
+            &image,
+            &[member(Some(socket))],
+            None,
+        ))
+        .unwrap();
+    assert_eq!(reference, image.tag, "services use the loaded tag");
+    assert!(blyan_harness::swarm::member_client("ftp://x").is_err());
 }

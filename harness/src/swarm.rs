@@ -319,32 +319,81 @@ pub async fn distribute_image(
                 member.hostname, member.id, member.id
             )));
         };
-        let remote = Docker::connect_with_http(endpoint, 120, bollard::API_DEFAULT_VERSION)?;
+        let remote = member_client(endpoint)?;
         copy_image(docker, &remote, &image.tag).await?;
     }
     Ok(image.tag.clone())
 }
 
-/// `docker save TAG | docker -H REMOTE load`, streamed.
-async fn copy_image(from: &Docker, to: &Docker, tag: &str) -> Result<(), DockerError> {
-    use futures::TryStreamExt;
-    let tarball: Vec<u8> = from
-        .export_image(tag)
-        .map_ok(|chunk| chunk.to_vec())
-        .try_concat()
-        .await?;
+/// `docker save TAG | docker -H REMOTE load`, streamed chunk by chunk (an image is tens of
+/// MiB; nothing is held whole in memory). Returns what the remote daemon said it loaded
+/// (`Loaded image: TAG`).
+pub async fn copy_image(from: &Docker, to: &Docker, tag: &str) -> Result<Vec<String>, DockerError> {
+    use futures::StreamExt;
+    let failed: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    let export_failed = failed.clone();
+    let chunks = from.export_image(tag).filter_map(move |chunk| {
+        let failed = export_failed.clone();
+        async move {
+            match chunk {
+                Ok(bytes) => Some(bytes),
+                Err(error) => {
+                    if let Ok(mut slot) = failed.lock() {
+                        slot.get_or_insert(error.to_string());
+                    }
+                    None
+                }
+            }
+        }
+    });
     let mut load = to.import_image(
         bollard::query_parameters::ImportImageOptionsBuilder::default()
-            .quiet(true)
+            .quiet(false)
             .build(),
-        bollard::body_full(tarball.into()),
+        bollard::body_stream(chunks),
         None,
     );
-    use futures::StreamExt;
+    let mut outcome = Ok(Vec::new());
     while let Some(message) = load.next().await {
-        message?;
+        match message {
+            Ok(info) => {
+                if let Some(error) = info.error_detail.and_then(|detail| detail.message) {
+                    outcome = Err(DockerError::Build(format!("docker load: {error}")));
+                }
+                if let (Ok(loaded), Some(line)) = (&mut outcome, info.stream) {
+                    if !line.trim().is_empty() {
+                        loaded.push(line.trim().to_string());
+                    }
+                }
+            }
+            Err(error) => outcome = Err(error.into()),
+        }
     }
-    Ok(())
+    if let Some(error) = failed.lock().ok().and_then(|slot| slot.clone()) {
+        return Err(DockerError::Build(format!("docker save {tag}: {error}")));
+    }
+    outcome
+}
+
+/// A client for a member's Docker API: `tcp://HOST:PORT` (or `http://`) or `unix:///PATH`.
+pub fn member_client(endpoint: &str) -> Result<Docker, DockerError> {
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        return Ok(Docker::connect_with_unix(
+            path,
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )?);
+    }
+    if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        return Ok(Docker::connect_with_http(
+            endpoint,
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )?);
+    }
+    Err(DockerError::Invalid(format!(
+        "{LABEL_DOCKER}={endpoint:?}: expected tcp://HOST:PORT or unix:///PATH"
+    )))
 }
 
 /// Starts the manifest's devnet as Swarm services and waits for `wait_height` on every node;
