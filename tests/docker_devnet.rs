@@ -5,35 +5,13 @@
 //! Needs a Docker daemon. On a laptop without one the tests skip with a loud message; with
 //! `CI=true` a missing daemon is a failure.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blyan_devnet::{daemon, leftovers, runtime};
+use blyan_devnet::{daemon, leftovers, one_at_a_time, runtime, target_bin};
 use blyan_harness::docker::{self, DockerUp};
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
-
-fn target_bin(name: &str) -> PathBuf {
-    let bin = process::default_node_bin().with_file_name(name);
-    assert!(
-        bin.is_file(),
-        "{} missing: run `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
-
-/// The Docker tests of this file run one at a time: each keeps both cores of a small CI machine
-/// busy, and the chaos test measures round trips and block rates (run beside the 10-node
-/// devnet, a 100 ms latency toxic once read as +205 ms and a partition as no partition).
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 #[test]
 fn ten_node_docker_devnet_agrees_and_leaves_nothing_behind() {

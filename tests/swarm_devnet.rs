@@ -10,29 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use blyan_devnet::{daemon, runtime, swarm_leftovers};
-use blyan_harness::process;
+use blyan_devnet::{daemon, one_at_a_time, runtime, swarm_leftovers, target_bin};
 use blyan_harness::swarm::{swarm_state, SwarmState};
 use bollard::Docker;
-
-fn target_bin(name: &str) -> PathBuf {
-    let bin = process::default_node_bin().with_file_name(name);
-    assert!(
-        bin.is_file(),
-        "{} missing: run `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
-
-/// One at a time: each devnet keeps both cores busy and the checks are about block rates.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// `devnet run MANIFEST --backend BACKEND`; returns whether it passed and what it printed.
 fn devnet_run(dir: &Path, manifest: &str, backend: &str) -> (bool, String, PathBuf) {
@@ -214,16 +194,22 @@ nodes = ["node0"]
     let still = state(&rt, &docker);
     let left = rt.block_on(swarm_leftovers(&docker, &name));
     if made_here {
-        rt.block_on(docker.leave_swarm(Some(
-            bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
-                .force(true)
-                .build(),
-        )))
+        rt.block_on(
+            docker.leave_swarm(Some(
+                bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
+                    .force(true)
+                    .build(),
+            )),
+        )
         .unwrap();
     }
     assert!(docker_passed, "docker:\n{docker_text}");
     assert!(swarm_passed, "swarm:\n{swarm_text}");
-    assert_eq!(still, SwarmState::Manager, "a swarm the harness did not create stays");
+    assert_eq!(
+        still,
+        SwarmState::Manager,
+        "a swarm the harness did not create stays"
+    );
     assert_eq!(left, (0, 0, 0, 0, 0), "swarm objects left:\n{swarm_text}");
     assert_eq!(
         verdicts(&docker_out),
@@ -241,7 +227,11 @@ nodes = ["node0"]
     }
     assert!(entries.iter().any(|e| e.kind == "restart"), "{entries:#?}");
     eprintln!("verdicts (both backends): {:?}", verdicts(&swarm_out));
-    let first = |out: &Path| json(&out.join("run.json"))["time_to_first_block_s"].as_f64().unwrap();
+    let first = |out: &Path| {
+        json(&out.join("run.json"))["time_to_first_block_s"]
+            .as_f64()
+            .unwrap()
+    };
     eprintln!(
         "time to first block: docker {:.1} s, swarm {:.1} s",
         first(&docker_out),
@@ -291,10 +281,14 @@ fn the_node_image_is_loaded_into_a_member_without_a_registry() {
     let socket = "unix:///var/run/docker.sock";
     let remote = blyan_harness::swarm::member_client(socket).unwrap();
     let loaded = rt
-        .block_on(blyan_harness::swarm::copy_image(&docker, &remote, &image.tag))
+        .block_on(blyan_harness::swarm::copy_image(
+            &docker, &remote, &image.tag,
+        ))
         .unwrap();
     assert!(
-        loaded.iter().any(|line| line.contains(&format!("Loaded image: {}", image.tag))),
+        loaded
+            .iter()
+            .any(|line| line.contains(&format!("Loaded image: {}", image.tag))),
         "{loaded:?}"
     );
     let reference = rt

@@ -799,27 +799,40 @@ async fn up_inner(
         state.nodes[index].container = Some(id);
     }
     process::save_state(&base, &state)?;
+    wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
+        progress(Stage::Heights { ready, of: total })
+    })
+    .await?;
+    Ok(state)
+}
+
+/// Waits (off the async threads) until every node of `state` has reached `height`, reporting
+/// how many have after each poll.
+pub async fn wait_heights(
+    state: &DevnetState,
+    height: u64,
+    timeout: Duration,
+    progress: impl Fn(usize),
+) -> Result<(), DockerError> {
     let waiting = state.clone();
-    let wait_height = options.wait_height;
-    let timeout = options.wait_timeout;
-    let all: Vec<usize> = (0..total).collect();
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let waiter = tokio::task::spawn_blocking(move || {
-        process::wait_for_height(&waiting, &all, wait_height, timeout, |heights| {
+        process::wait_for_height(&waiting, &all, height, timeout, |heights| {
             let ready = heights
                 .iter()
-                .filter(|h| h.is_some_and(|h| h >= wait_height))
+                .filter(|h| h.is_some_and(|h| h >= height))
                 .count();
             let _ = tx.send(ready);
         })
     });
     while let Some(ready) = rx.recv().await {
-        progress(Stage::Heights { ready, of: total });
+        progress(ready);
     }
     waiter
         .await
         .map_err(|error| DockerError::Invalid(error.to_string()))??;
-    Ok(state)
+    Ok(())
 }
 
 fn tracing_note(message: &str) {

@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 
 use blyan_node::home::Home;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount, VolumeResourceRequirements,
-};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::ByteString;
@@ -115,7 +115,10 @@ fn check_label(field: &str, value: &str) -> Result<(), K8sError> {
 
 fn labels(devnet: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "blyan-node".to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "blyan-node".to_string(),
+        ),
         (LABEL_DEVNET.to_string(), devnet.to_string()),
     ])
 }
@@ -457,10 +460,15 @@ mod tests {
         assert_eq!(kinds.iter().filter(|k| **k == "Service").count(), 1);
         let yaml = to_yaml(&objects).unwrap();
         // Typed objects carry their kind and API version.
-        assert!(yaml.contains("apiVersion: apps/v1\nkind: StatefulSet"), "{yaml}");
+        assert!(
+            yaml.contains("apiVersion: apps/v1\nkind: StatefulSet"),
+            "{yaml}"
+        );
         // Peers dial each other by the pods' stable DNS names.
         assert!(
-            yaml.contains("/dns4/blyan-k8s-node1-0.blyan-k8s.blyan-devnet.svc.cluster.local/tcp/26656/p2p/"),
+            yaml.contains(
+                "/dns4/blyan-k8s-node1-0.blyan-k8s.blyan-devnet.svc.cluster.local/tcp/26656/p2p/"
+            ),
             "{yaml}"
         );
         // Same manifest, same bytes (keys from the seed, fixed genesis time).
@@ -491,7 +499,10 @@ mod tests {
                         Quantity("36Mi".into()),
                         "the planner's per-node memory"
                     );
-                    assert_eq!(resources.limits.unwrap()["memory"], Quantity("256Mi".into()));
+                    assert_eq!(
+                        resources.limits.unwrap()["memory"],
+                        Quantity("256Mi".into())
+                    );
                     statefulsets += 1;
                 }
                 "Secret" => {

@@ -629,7 +629,11 @@ fn print_nodes(state: &DevnetState) -> Result<()> {
         };
         let (running, memory) = if containers {
             let memory = docker_memory.get(&node.moniker).copied();
-            let kind = if state.backend == "swarm" { "task" } else { "container" };
+            let kind = if state.backend == "swarm" {
+                "task"
+            } else {
+                "container"
+            };
             (
                 if status.is_some() { kind } else { "-" }.to_string(),
                 memory,
@@ -934,7 +938,11 @@ pub fn plan(args: PlanArgs) -> Result<bool> {
         (Some(path), _) => {
             let manifest = Manifest::load(path)?;
             (
-                manifest.resolve().into_iter().map(|node| node.zone).collect::<Vec<_>>(),
+                manifest
+                    .resolve()
+                    .into_iter()
+                    .map(|node| node.zone)
+                    .collect::<Vec<_>>(),
                 manifest.resources.memory_mb as u64,
             )
         }
@@ -967,7 +975,9 @@ pub fn plan(args: PlanArgs) -> Result<bool> {
                             "--swarm: this Docker daemon is in no swarm (`devnet up --backend \
                              swarm` creates a single-node one; or plan with --members N)"
                         ),
-                        blyan_harness::swarm::SwarmState::Unusable(reason) => bail!("--swarm: {reason}"),
+                        blyan_harness::swarm::SwarmState::Unusable(reason) => {
+                            bail!("--swarm: {reason}")
+                        }
                     }
                     Ok(blyan_harness::swarm::members(&client).await?)
                 })?
@@ -981,7 +991,10 @@ pub fn plan(args: PlanArgs) -> Result<bool> {
                     plan::NODE_RSS_MIB,
                     plan::NODE_CPU_CORES
                 );
-                println!("{:<24} {:>6} {:>8} {:>12}  ZONE", "MEMBER", "NODES", "CORES", "MEMORY MIB");
+                println!(
+                    "{:<24} {:>6} {:>8} {:>12}  ZONE",
+                    "MEMBER", "NODES", "CORES", "MEMORY MIB"
+                );
                 for (index, member) in members.iter().enumerate() {
                     let count = placement.iter().filter(|p| **p == index).count();
                     println!(
@@ -1050,7 +1063,11 @@ pub fn render(args: RenderArgs) -> Result<bool> {
         manifest.resolve().len(),
         args.namespace
     );
-    println!("apply: kubectl apply -f {}   (image {} must be pullable by the cluster)", file.display(), args.image);
+    println!(
+        "apply: kubectl apply -f {}   (image {} must be pullable by the cluster)",
+        file.display(),
+        args.image
+    );
     Ok(true)
 }
 

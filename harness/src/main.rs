@@ -9,9 +9,9 @@ use blyan_harness::sim::{run_batch, Summary};
 use blyan_node::consensus::sim::{ByzantineKind, SimConfig};
 use clap::{Args, Parser, Subcommand};
 
-use lifecycle::{RenderArgs, 
+use lifecycle::{
     BenchArgs, CheckArgs, CompareArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs,
-    NameArgs, PlanArgs, RunArgs, TrendArgs, UpArgs,
+    NameArgs, PlanArgs, RenderArgs, RunArgs, TrendArgs, UpArgs,
 };
 
 /// Start, perturb and check Blyan devnets.

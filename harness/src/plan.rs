@@ -270,10 +270,18 @@ mod tests {
         assert!(error.contains("blyan.zone=asia"), "{error}");
         // 500 nodes need 18,000 MiB: two 8 GiB members are not enough, eight are.
         let five_hundred = vec!["default".to_string(); 500];
-        let small = [member("a", 16.0, 8192.0, None), member("b", 16.0, 8192.0, None)];
+        let small = [
+            member("a", 16.0, 8192.0, None),
+            member("b", 16.0, 8192.0, None),
+        ];
         let error = place(&five_hundred, 256, &small).unwrap_err();
-        assert!(error.contains("500 nodes in zone \"default\" do not fit its 2 member"), "{error}");
-        let big: Vec<Member> = (0..8).map(|i| member(&i.to_string(), 16.0, 8192.0, None)).collect();
+        assert!(
+            error.contains("500 nodes in zone \"default\" do not fit its 2 member"),
+            "{error}"
+        );
+        let big: Vec<Member> = (0..8)
+            .map(|i| member(&i.to_string(), 16.0, 8192.0, None))
+            .collect();
         let placement = place(&five_hundred, 256, &big).unwrap();
         assert!((0..8).all(|m| placement.iter().filter(|p| **p == m).count() <= 63));
         // CPU bounds it too: 0.02 cores a node, so one core holds 50.

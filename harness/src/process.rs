@@ -492,10 +492,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
             .map(|other| match &plan.proxy {
                 Some(proxy) => format!(
                     "{}/p2p/{}",
-                    crate::links::tcp_multiaddr(
-                        &proxy.dial_host,
-                        proxy.port(index, other, count)
-                    ),
+                    crate::links::tcp_multiaddr(&proxy.dial_host, proxy.port(index, other, count)),
                     node_keys[other].peer_id()
                 ),
                 None => format!(

@@ -615,7 +615,11 @@ impl Injector {
         match (&self.docker, self.swarm) {
             (Some(docker), true) => self
                 .runtime
-                .block_on(crate::swarm::task_container(docker, &id, Duration::from_secs(30)))
+                .block_on(crate::swarm::task_container(
+                    docker,
+                    &id,
+                    Duration::from_secs(30),
+                ))
                 .map_err(|error| error.to_string()),
             _ => Ok(id),
         }
@@ -847,7 +851,9 @@ impl Injector {
                 })
             }
             (Action::Kill | Action::Stop, Some(_)) if self.swarm => {
-                self.each(state, nodes, "start", |this, state, i| this.restart_task(state, i))
+                self.each(state, nodes, "start", |this, state, i| {
+                    this.restart_task(state, i)
+                })
             }
             (Action::Kill | Action::Stop, Some(docker)) => {
                 self.each(state, nodes, "start", |this, state, i| {

@@ -26,14 +26,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use blyan_node::home::Home;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum,
     HealthConfig, Limit, LocalNodeState, Mount, MountType, MountVolumeOptions,
     NetworkAttachmentConfig, NetworkCreateRequest, NodeSpecAvailabilityEnum, NodeState,
     ResourceObject, SecretSpec, ServiceSpec, SwarmInitRequest, SwarmSpec, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
-    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement,
-    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
     ListConfigsOptionsBuilder, ListNetworksOptionsBuilder, ListNodesOptionsBuilder,
@@ -41,7 +42,6 @@ use bollard::query_parameters::{
     ListVolumesOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use bollard::Docker;
-use blyan_node::home::Home;
 
 use crate::docker::{
     self, DockerError, ImageInfo, API_PORT, HOME_INSIDE, LABEL_DEVNET, LABEL_NODE, LABEL_ROLE,
@@ -105,9 +105,7 @@ pub async fn swarm_state(docker: &Docker) -> Result<SwarmState, DockerError> {
     let info = docker.info().await?;
     let swarm = info.swarm.unwrap_or_default();
     Ok(match swarm.local_node_state {
-        None | Some(LocalNodeState::INACTIVE) | Some(LocalNodeState::EMPTY) => {
-            SwarmState::Inactive
-        }
+        None | Some(LocalNodeState::INACTIVE) | Some(LocalNodeState::EMPTY) => SwarmState::Inactive,
         Some(LocalNodeState::ACTIVE) if swarm.control_available == Some(true) => {
             SwarmState::Manager
         }
@@ -482,8 +480,7 @@ async fn up_inner(
             .find(|member| member.local)
             .map(|member| member.id.clone())
             .unwrap_or_default();
-        let service =
-            start_proxy(docker, name, &network, &plan, &options.node_bin, &local).await?;
+        let service = start_proxy(docker, name, &network, &plan, &options.node_bin, &local).await?;
         let populated = tokio::task::spawn_blocking(move || crate::links::populate(&proxy))
             .await
             .map_err(|error| DockerError::Build(format!("link proxy: {error}")))?;
@@ -507,7 +504,7 @@ async fn up_inner(
             &node,
             &members[placement[index]],
             options.api_port_base + index as u16,
-            manifest.resources.memory_mb as i64 * 1024 * 1024,
+            manifest.resources.memory_mb * 1024 * 1024,
             total,
         )
         .await?;
@@ -519,33 +516,20 @@ async fn up_inner(
         });
     }
     process::save_state(&base, &state)?;
-    let waiting = state.clone();
-    let wait_height = options.wait_height;
-    let timeout = options.wait_timeout;
-    let all: Vec<usize> = (0..total).collect();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let waiter = tokio::task::spawn_blocking(move || {
-        process::wait_for_height(&waiting, &all, wait_height, timeout, |heights| {
-            let ready = heights
-                .iter()
-                .filter(|h| h.is_some_and(|h| h >= wait_height))
-                .count();
-            let _ = tx.send(ready);
-        })
-    });
-    while let Some(ready) = rx.recv().await {
-        progress(Stage::Heights { ready, of: total });
-    }
-    let waited = waiter
-        .await
-        .map_err(|error| DockerError::Invalid(error.to_string()))?;
+    let waited = docker::wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
+        progress(Stage::Heights { ready, of: total })
+    })
+    .await;
     if let Err(error) = waited {
         // Say why a task did not run (image missing on a member, port taken, ...).
         let reasons = task_errors(docker, name).await.unwrap_or_default();
         if reasons.is_empty() {
-            return Err(error.into());
+            return Err(error);
         }
-        return Err(DockerError::Invalid(format!("{error}; tasks: {}", reasons.join("; "))));
+        return Err(DockerError::Invalid(format!(
+            "{error}; tasks: {}",
+            reasons.join("; ")
+        )));
     }
     Ok(state)
 }
@@ -579,7 +563,11 @@ async fn node_service(
     let mut secrets = Vec::new();
     for (what, path, inside) in [
         ("node-key", home.node_key(), "keys/node_key.json"),
-        ("validator-key", home.validator_key(), "keys/validator_key.json"),
+        (
+            "validator-key",
+            home.validator_key(),
+            "keys/validator_key.json",
+        ),
     ] {
         let secret = format!("{service}-{what}");
         let id = docker
@@ -773,7 +761,11 @@ async fn start_proxy(
         }),
         ..Default::default()
     };
-    Ok(docker.create_service(spec, None).await?.id.unwrap_or_default())
+    Ok(docker
+        .create_service(spec, None)
+        .await?
+        .id
+        .unwrap_or_default())
 }
 
 /// Why tasks of the devnet are not running (for errors).
@@ -796,10 +788,7 @@ async fn task_errors(docker: &Docker, devnet: &str) -> Result<Vec<String>, Docke
             Some(format!(
                 "{} {state:?}: {}",
                 task.name.unwrap_or_default(),
-                status
-                    .err
-                    .or(status.message)
-                    .unwrap_or_default()
+                status.err.or(status.message).unwrap_or_default()
             ))
         })
         .take(5)
@@ -820,12 +809,13 @@ pub async fn task_container(
             ("desired-state".to_string(), vec!["running".to_string()]),
         ]);
         let tasks = docker
-            .list_tasks(Some(ListTasksOptionsBuilder::default().filters(&filters).build()))
+            .list_tasks(Some(
+                ListTasksOptionsBuilder::default().filters(&filters).build(),
+            ))
             .await?;
         let running = tasks.into_iter().find_map(|task| {
             let status = task.status?;
-            (status.state? == TaskState::RUNNING)
-                .then_some(status.container_status?.container_id?)
+            (status.state? == TaskState::RUNNING).then_some(status.container_status?.container_id?)
         });
         if let Some(id) = running {
             return Ok(id);
@@ -922,7 +912,11 @@ pub async fn remove_by_label(docker: &Docker, name: &str) -> Result<Removed, Doc
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for secret in docker
-        .list_secrets(Some(ListSecretsOptionsBuilder::default().filters(&filters).build()))
+        .list_secrets(Some(
+            ListSecretsOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
         .await?
     {
         if let Some(id) = secret.id {
@@ -932,7 +926,11 @@ pub async fn remove_by_label(docker: &Docker, name: &str) -> Result<Removed, Doc
         }
     }
     for config in docker
-        .list_configs(Some(ListConfigsOptionsBuilder::default().filters(&filters).build()))
+        .list_configs(Some(
+            ListConfigsOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
         .await?
     {
         if let Some(id) = config.id {
@@ -944,7 +942,11 @@ pub async fn remove_by_label(docker: &Docker, name: &str) -> Result<Removed, Doc
     loop {
         let mut busy = false;
         for network in docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
             .await?
         {
             if let Some(id) = network.id {
@@ -960,7 +962,11 @@ pub async fn remove_by_label(docker: &Docker, name: &str) -> Result<Removed, Doc
             }
         }
         let volumes = docker
-            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build()))
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
             .await?
             .volumes
             .unwrap_or_default();
@@ -976,8 +982,7 @@ pub async fn remove_by_label(docker: &Docker, name: &str) -> Result<Removed, Doc
                 Err(error) if is_not_found(&error) => {}
                 // "volume is in use": its container is still being removed.
                 Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409,
-                    ..
+                    status_code: 409, ..
                 }) => busy = true,
                 Err(error) => return Err(error.into()),
             }

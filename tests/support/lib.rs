@@ -13,6 +13,27 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A workspace binary built next to the node (`blyan-node`, `devnet`, ...).
+pub fn target_bin(name: &str) -> PathBuf {
+    let bin = blyan_harness::process::default_node_bin().with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// The Docker tests of one test binary run one at a time: each devnet keeps both cores of a
+/// small CI machine busy, and the checks measure round trips and block rates (run beside the
+/// 10-node devnet, a 100 ms latency toxic once read as +205 ms and a partition as none).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A two-worker runtime for the Docker calls of a test.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -79,22 +100,36 @@ pub async fn swarm_leftovers(docker: &Docker, devnet: &str) -> (usize, usize, us
         ListConfigsOptionsBuilder, ListSecretsOptionsBuilder, ListServicesOptionsBuilder,
     };
     let filters = docker::label_filter(Some(devnet));
-    let manager = blyan_harness::swarm::swarm_state(docker).await.expect("docker info")
+    let manager = blyan_harness::swarm::swarm_state(docker)
+        .await
+        .expect("docker info")
         == blyan_harness::swarm::SwarmState::Manager;
     let (services, secrets, configs) = if manager {
         (
             docker
-                .list_services(Some(ListServicesOptionsBuilder::default().filters(&filters).build()))
+                .list_services(Some(
+                    ListServicesOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                ))
                 .await
                 .expect("services list")
                 .len(),
             docker
-                .list_secrets(Some(ListSecretsOptionsBuilder::default().filters(&filters).build()))
+                .list_secrets(Some(
+                    ListSecretsOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                ))
                 .await
                 .expect("secrets list")
                 .len(),
             docker
-                .list_configs(Some(ListConfigsOptionsBuilder::default().filters(&filters).build()))
+                .list_configs(Some(
+                    ListConfigsOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                ))
                 .await
                 .expect("configs list")
                 .len(),

@@ -169,3 +169,21 @@ fn inference_section_is_checked_and_drives_the_generator() {
         assert!(text.contains(needle), "{section}: {text}");
     }
 }
+
+#[test]
+fn every_backend_parses_and_an_unknown_one_is_named() {
+    for (text, kind) in [
+        ("auto", BackendKind::Auto),
+        ("docker", BackendKind::Docker),
+        ("process", BackendKind::Process),
+        ("swarm", BackendKind::Swarm),
+    ] {
+        let manifest = Manifest::parse(&format!("{BASE}backend = \"{text}\"\n"), "m.toml").unwrap();
+        assert_eq!(manifest.backend, kind);
+    }
+    let error = error(&format!("{BASE}backend = \"k8s\"\n"));
+    assert!(
+        error.contains("backend") && error.contains("k8s"),
+        "{error}"
+    );
+}
