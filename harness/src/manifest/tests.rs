@@ -182,8 +182,11 @@ fn every_backend_parses_and_an_unknown_one_is_named() {
         assert_eq!(manifest.backend, kind);
     }
     let error = error(&format!("{BASE}backend = \"k8s\"\n"));
+    // The error points at the line and lists what is accepted.
     assert!(
-        error.contains("backend") && error.contains("k8s"),
+        error.contains("unknown variant `k8s`")
+            && error.contains("`swarm`")
+            && error.contains("line 3"),
         "{error}"
     );
 }
