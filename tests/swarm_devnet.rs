@@ -301,4 +301,24 @@ fn the_node_image_is_loaded_into_a_member_without_a_registry() {
         .unwrap();
     assert_eq!(reference, image.tag, "services use the loaded tag");
     assert!(blyan_harness::swarm::member_client("ftp://x").is_err());
+    // With --no-swarm-init a daemon in no swarm is an error that says what to do.
+    if state(&rt, &docker) == SwarmState::Inactive {
+        let base = tempfile::tempdir().unwrap();
+        let output = Command::new(target_bin("devnet"))
+            .args(["up", "--backend", "swarm", "--no-swarm-init", "--name"])
+            .arg(format!("ci-noinit-{}", std::process::id()))
+            .arg("--base")
+            .arg(base.path())
+            .env_remove("BLYAN_NODE_BIN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(
+            text.contains("this Docker daemon is in no swarm: run `docker swarm init`"),
+            "{text}"
+        );
+        assert_eq!(state(&rt, &docker), SwarmState::Inactive);
+    }
 }

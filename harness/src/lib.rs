@@ -1,7 +1,8 @@
-//! The Blyan devnet harness: it turns a manifest into a running devnet (Docker or local
-//! processes), drives load and faults, records histories, checks them and compares baselines.
+//! The Blyan devnet harness: it turns a manifest into a running devnet (Docker, Docker Swarm or
+//! local processes; Kubernetes objects by rendering), drives load and faults, records histories, checks them and compares baselines.
 //!
-//! Built so far: the manifest, the Docker and process backends (`devnet up/down/status/logs`),
+//! Built so far: the manifest, the Docker, process and Swarm backends (`devnet
+//! up/down/status/logs`), `devnet render k8s`,
 //! the offline node image, capacity planning, docker-compose rendering, and `devnet sim`
 //! (seeded scenarios in the deterministic consensus simulator), benchmarks with baselines,
 //! comparison and change points over past results. Scenario runner, history, checkers and

@@ -815,9 +815,25 @@ pub async fn task_container(
             .await?;
         let running = tasks.into_iter().find_map(|task| {
             let status = task.status?;
-            (status.state? == TaskState::RUNNING).then_some(status.container_status?.container_id?)
+            (status.state? == TaskState::RUNNING).then_some((
+                task.node_id.unwrap_or_default(),
+                status.container_status?.container_id?,
+            ))
         });
-        if let Some(id) = running {
+        if let Some((member, id)) = running {
+            let local = docker
+                .info()
+                .await?
+                .swarm
+                .and_then(|swarm| swarm.node_id)
+                .unwrap_or_default();
+            if member != local {
+                return Err(DockerError::Invalid(format!(
+                    "service {service} runs on swarm member {member}, not on this host \
+                     ({local}): process faults reach only tasks on the member the harness \
+                     runs on (docs/SCALING.md)"
+                )));
+            }
             return Ok(id);
         }
         if Instant::now() >= deadline {
