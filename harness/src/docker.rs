@@ -342,11 +342,8 @@ async fn start_proxy(
     node_bin: &Path,
 ) -> Result<String, DockerError> {
     let binary = crate::links::proxy_bin(node_bin);
-    if !binary.is_file() && std::env::var_os("BLYAN_TOXIPROXY_IMAGE").is_none() {
-        return Err(DockerError::Build(format!(
-            "{} not found: build it with `cargo build --workspace --bins` or set BLYAN_CHAOS_PROXY_BIN",
-            binary.display()
-        )));
+    if std::env::var_os("BLYAN_TOXIPROXY_IMAGE").is_none() {
+        crate::links::existing_proxy_bin(node_bin).map_err(DockerError::Build)?;
     }
     // A real Toxiproxy image instead of ours, when one is configured (it speaks the same API).
     let (image, cmd) = match std::env::var("BLYAN_TOXIPROXY_IMAGE") {

@@ -95,6 +95,19 @@ pub fn proxy_bin(node_bin: &Path) -> PathBuf {
     node_bin.with_file_name("blyan-chaos-proxy")
 }
 
+/// [`proxy_bin`], or why it is not there.
+pub fn existing_proxy_bin(node_bin: &Path) -> Result<PathBuf, String> {
+    let bin = proxy_bin(node_bin);
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found: build it with `cargo build --workspace --bins` or set BLYAN_CHAOS_PROXY_BIN",
+            bin.display()
+        ))
+    }
+}
+
 fn wait_api(api: &str, limit: Duration) -> Result<Client, String> {
     let client = Client::new(api);
     let deadline = Instant::now() + limit;
@@ -139,13 +152,7 @@ pub fn populate(info: &ProxyInfo) -> Result<(), String> {
 /// Starts `blyan-chaos-proxy` for a process devnet (API on `info.api`, log beside the nodes')
 /// and creates its proxies; returns the pid.
 pub fn start_process(node_bin: &Path, dir: &Path, info: &ProxyInfo) -> Result<u32, String> {
-    let bin = proxy_bin(node_bin);
-    if !bin.is_file() {
-        return Err(format!(
-            "{} not found: build it with `cargo build --workspace --bins` or set BLYAN_CHAOS_PROXY_BIN",
-            bin.display()
-        ));
-    }
+    let bin = existing_proxy_bin(node_bin)?;
     let (host, port) = info
         .api
         .rsplit_once(':')

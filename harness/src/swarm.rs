@@ -668,28 +668,42 @@ async fn node_service(
                 condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
                 ..Default::default()
             }),
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(constraints),
-                ..Default::default()
-            }),
-            networks: Some(vec![NetworkAttachmentConfig {
-                target: Some(network.into()),
-                aliases: Some(vec![node.moniker.clone()]),
-                ..Default::default()
-            }]),
+            placement: Some(pinned(constraints)),
+            networks: Some(vec![attachment(network, vec![node.moniker.clone()])]),
             ..Default::default()
         }),
-        endpoint_spec: Some(EndpointSpec {
-            mode: Some(EndpointSpecModeEnum::DNSRR),
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(API_PORT as i64),
-                published_port: Some(api_port as i64),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
-            }]),
-        }),
+        endpoint_spec: Some(published(API_PORT, api_port)),
         ..Default::default()
     })
+}
+
+/// A service's endpoint: DNS round-robin (its name resolves to the task itself) and `inside`
+/// published in host mode on `outside` of the member that runs it.
+fn published(inside: u16, outside: u16) -> EndpointSpec {
+    EndpointSpec {
+        mode: Some(EndpointSpecModeEnum::DNSRR),
+        ports: Some(vec![EndpointPortConfig {
+            target_port: Some(inside as i64),
+            published_port: Some(outside as i64),
+            publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn pinned(constraints: Vec<String>) -> TaskSpecPlacement {
+    TaskSpecPlacement {
+        constraints: Some(constraints),
+        ..Default::default()
+    }
+}
+
+fn attachment(network: &str, aliases: Vec<String>) -> NetworkAttachmentConfig {
+    NetworkAttachmentConfig {
+        target: Some(network.into()),
+        aliases: (!aliases.is_empty()).then_some(aliases),
+        ..Default::default()
+    }
 }
 
 /// The link proxy as a service on the overlay (its API published on this host).
@@ -701,16 +715,10 @@ async fn start_proxy(
     node_bin: &Path,
     local: &str,
 ) -> Result<String, DockerError> {
-    let binary = crate::links::proxy_bin(node_bin);
-    if !binary.is_file() {
-        return Err(DockerError::Build(format!(
-            "{} not found: build it with `cargo build --workspace --bins` or set BLYAN_CHAOS_PROXY_BIN",
-            binary.display()
-        )));
-    }
+    let binary = crate::links::existing_proxy_bin(node_bin).map_err(DockerError::Build)?;
     let image = docker::build_proxy_image(docker, &binary, false).await?;
     let proxy = plan.proxy.as_ref().expect("called with a proxy plan");
-    let published: u16 = proxy
+    let api_port: u16 = proxy
         .api
         .rsplit(':')
         .next()
@@ -740,25 +748,11 @@ async fn start_proxy(
                 ..Default::default()
             }),
             // The proxy's API is reached from here: it runs on this member.
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.id == {local}")]),
-                ..Default::default()
-            }),
-            networks: Some(vec![NetworkAttachmentConfig {
-                target: Some(network.into()),
-                ..Default::default()
-            }]),
+            placement: Some(pinned(vec![format!("node.id == {local}")])),
+            networks: Some(vec![attachment(network, Vec::new())]),
             ..Default::default()
         }),
-        endpoint_spec: Some(EndpointSpec {
-            mode: Some(EndpointSpecModeEnum::DNSRR),
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(PROXY_API_PORT as i64),
-                published_port: Some(published as i64),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
-            }]),
-        }),
+        endpoint_spec: Some(published(PROXY_API_PORT, api_port)),
         ..Default::default()
     };
     Ok(docker
