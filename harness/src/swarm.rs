@@ -516,10 +516,30 @@ async fn up_inner(
         });
     }
     process::save_state(&base, &state)?;
-    let waited = docker::wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
+    let wait = docker::wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
         progress(Stage::Heights { ready, of: total })
-    })
-    .await;
+    });
+    // Meanwhile a task that failed to start is started again (bounded).
+    let supervise = async {
+        let mut attempts = HashMap::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let services: Vec<String> = state
+                .nodes
+                .iter()
+                .filter_map(|n| n.container.clone())
+                .collect();
+            for service in services {
+                if let Err(error) = retry_failed_start(docker, &service, &mut attempts).await {
+                    eprintln!("note: {error}");
+                }
+            }
+        }
+    };
+    let waited = tokio::select! {
+        waited = wait => waited,
+        never = supervise => never,
+    };
     if let Err(error) = waited {
         // Say why a task did not run (image missing on a member, port taken, ...).
         let reasons = task_errors(docker, name).await.unwrap_or_default();
@@ -839,8 +859,102 @@ pub async fn task_container(
     }
 }
 
-/// Starts a new task of `service` (after its task was killed or stopped): `force_update`.
+/// Whether `service` has a task that is running or on its way (none failed, rejected, shut
+/// down or complete), and the newest dead task's error.
+async fn task_alive(docker: &Docker, service: &str) -> Result<(bool, Option<String>), DockerError> {
+    let filters = HashMap::from([("service".to_string(), vec![service.to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(
+            ListTasksOptionsBuilder::default().filters(&filters).build(),
+        ))
+        .await?;
+    let dead = |state: &TaskState| {
+        matches!(
+            state,
+            TaskState::COMPLETE
+                | TaskState::SHUTDOWN
+                | TaskState::FAILED
+                | TaskState::REJECTED
+                | TaskState::REMOVE
+                | TaskState::ORPHANED
+        )
+    };
+    let mut alive = false;
+    let mut newest: Option<(String, String)> = None;
+    for task in tasks {
+        let status = task.status.unwrap_or_default();
+        match status.state {
+            Some(state) if !dead(&state) => alive = true,
+            _ => {
+                let when = task
+                    .created_at
+                    .map(|t| format!("{t:?}"))
+                    .unwrap_or_default();
+                if newest.as_ref().is_none_or(|(at, _)| when > *at) {
+                    newest = Some((when, status.err.or(status.message).unwrap_or_default()));
+                }
+            }
+        }
+    }
+    Ok((alive, newest.map(|(_, error)| error)))
+}
+
+/// Starts `service` again when its only tasks are dead, at most 3 times per service: dockerd
+/// sometimes fails to start a task ("unable to remount dir as readonly: mount
+/// tmpfs:.../mounts/secrets: device or resource busy" in one of 20 here), and with restart
+/// policy `none` nothing else would. Used only while no fault is meant to keep a node down.
+async fn retry_failed_start(
+    docker: &Docker,
+    service: &str,
+    attempts: &mut HashMap<String, u32>,
+) -> Result<(), DockerError> {
+    let (alive, error) = task_alive(docker, service).await?;
+    if alive {
+        return Ok(());
+    }
+    let tried = attempts.entry(service.to_string()).or_insert(0);
+    if *tried >= 3 {
+        return Ok(());
+    }
+    *tried += 1;
+    eprintln!(
+        "note: a task of {service} did not start ({}); starting it again (attempt {tried} of 3)",
+        error.unwrap_or_default()
+    );
+    force_update(docker, service).await
+}
+
+/// Starts a new task of `service` (after its task was killed or stopped) and waits up to 30 s
+/// for it to run, starting it again (up to 3 times) when the new task fails to start.
 pub async fn restart_service(docker: &Docker, service: &str) -> Result<(), DockerError> {
+    force_update(docker, service).await?;
+    let mut attempts = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let filters = HashMap::from([
+            ("service".to_string(), vec![service.to_string()]),
+            ("desired-state".to_string(), vec!["running".to_string()]),
+        ]);
+        let running = docker
+            .list_tasks(Some(
+                ListTasksOptionsBuilder::default().filters(&filters).build(),
+            ))
+            .await?
+            .into_iter()
+            .any(|task| task.status.and_then(|s| s.state) == Some(TaskState::RUNNING));
+        if running {
+            return Ok(());
+        }
+        retry_failed_start(docker, service, &mut attempts).await?;
+    }
+    Err(DockerError::Invalid(format!(
+        "service {service}: no task running 30 s after it was started again"
+    )))
+}
+
+/// A new task of `service`: its spec with `force_update` raised.
+async fn force_update(docker: &Docker, service: &str) -> Result<(), DockerError> {
     let current = docker
         .inspect_service(
             service,
