@@ -512,7 +512,7 @@ async fn remove_pass(docker: &Docker, name: Option<&str>) -> Result<Removed, Doc
     })
 }
 
-fn is_not_found(error: &bollard::errors::Error) -> bool {
+pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
     matches!(
         error,
         bollard::errors::Error::DockerResponseServerError {

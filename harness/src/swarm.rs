@@ -1124,22 +1124,14 @@ pub async fn remove_by_label(docker: &Docker, name: &str) -> Result<Removed, Doc
     }
 }
 
+use crate::docker::is_not_found;
+
 fn removed_ok(result: Result<(), bollard::errors::Error>) -> Result<bool, DockerError> {
     match result {
         Ok(()) => Ok(true),
         Err(error) if is_not_found(&error) => Ok(false),
         Err(error) => Err(error.into()),
     }
-}
-
-fn is_not_found(error: &bollard::errors::Error) -> bool {
-    matches!(
-        error,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 /// Leaves the swarm when the harness created it and no service is left on it; returns whether
