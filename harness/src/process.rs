@@ -484,6 +484,8 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
             .map_err(|error| ProcessError::Key(error.to_string()))?;
         let mut config = Config::new(&node.moniker, &plan.chain_id);
         config.api.listen = node.api_listen.clone();
+        // Devnets are driven hard on purpose, by one load generator and one checker address.
+        config.api.rate_limit_per_s = 0;
         config.p2p.listen = vec![node.p2p_listen.clone()];
         config.p2p.external_addresses = vec![node.p2p_address.clone()];
         config.p2p.static_mode = true;

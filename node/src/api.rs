@@ -3,8 +3,13 @@
 //! staking (`/accounts/{address}`, `/validators`, `/evidence`, `/epochs/current`), `/net_info` and
 //! `/consensus` (latency figures).
 //!
-//! Every error is a 4xx or 5xx with a JSON body `{"error": "...", "detail": "..."}`, and every
-//! request body is limited to `api.max_body_bytes`.
+//! Every error is a 4xx or 5xx with a JSON body `{"error": "...", "detail": "..."}`, every
+//! request body is limited to `api.max_body_bytes`, each client IP address to
+//! `api.rate_limit_per_s`, and every refused request is counted in `blyan_refused_inputs`.
+//!
+//! Admin endpoints (`POST /checkpoints`, `POST /admin/reload`, `GET /admin/devnet`) need a
+//! verified, unrevoked client certificate over HTTPS (`[api.tls]` with `client_ca_file`), or,
+//! without TLS, a loopback client. `GET /admin/devnet` exists only on devnet nodes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,7 +47,34 @@ pub struct ApiState {
     pub submissions: mpsc::Sender<Submission>,
     /// Mixture-of-experts inference (`None` when `inference.enabled = false`).
     pub inference: Option<Arc<crate::inference::Inference>>,
+    /// HTTPS material, for the admin check and `/admin/reload` (`None`: plain HTTP).
+    pub tls: Option<Arc<crate::api_tls::ApiTls>>,
+    /// The swarm's commands (`/admin/reload` re-reads the peer lists).
+    pub p2p_commands: Option<mpsc::UnboundedSender<crate::p2p::P2pCommand>>,
+    /// The devnet switches when the node runs in devnet mode (`devnet.enabled`).
+    pub devnet: Option<crate::config::DevnetConfig>,
+    /// Requests per second per client IP (`None`: no limit).
+    pub limiter: Option<Arc<RateLimiter>>,
+    /// The validator key (hex) and the keys directory (for the last node key rotation).
+    pub validator_public_key: String,
+    pub keys_dir: PathBuf,
 }
+
+/// Per-client-IP token buckets.
+pub type RateLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// A keyed limiter of `per_s` requests per second with `burst`; `None` when `per_s` is 0.
+pub fn rate_limiter(per_s: u32, burst: u32) -> Option<Arc<RateLimiter>> {
+    let per_s = std::num::NonZeroU32::new(per_s)?;
+    let burst = std::num::NonZeroU32::new(burst.max(per_s.get())).unwrap_or(per_s);
+    Some(Arc::new(governor::RateLimiter::keyed(
+        governor::Quota::per_second(per_s).allow_burst(burst),
+    )))
+}
+
+/// The error code of a refused request, for the refused-inputs metric.
+#[derive(Clone, Copy, Debug)]
+struct Refused(&'static str);
 
 /// An error answer: status plus the JSON body.
 #[derive(Debug)]
@@ -64,7 +96,9 @@ impl IntoResponse for ApiError {
             error: self.error,
             detail: &self.detail,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(Refused(self.error));
+        response
     }
 }
 
@@ -120,7 +154,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/checkpoints", post(checkpoint))
         .route("/blocks/latest", get(latest_block))
         .route("/blocks/{height}", get(block_at))
         .route("/txs", post(submit_tx))
@@ -133,14 +166,22 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/evidence", get(evidence))
         .route("/epochs/current", get(current_epoch))
         .route("/net_info", get(net_info))
+        .route("/identity", get(identity))
         .route("/consensus", get(consensus))
+        .merge(
+            Router::new()
+                .route("/checkpoints", post(checkpoint))
+                .route("/admin/reload", post(admin_reload))
+                .route("/admin/devnet", get(admin_devnet))
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_guard)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-/// Counts the request and enforces the body limit before a handler sees it.
+/// Counts the request, and enforces the rate and body limits before a handler sees it.
 async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
     let route = request
@@ -148,10 +189,37 @@ async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let response = match limit_body(request, state.max_body_bytes).await {
-        Ok(request) => next.run(request).await,
-        Err(error) => error.into_response(),
+    let client = request
+        .extensions()
+        .get::<crate::api_tls::Client>()
+        .map(|client| client.address.ip());
+    let limited = match (&state.limiter, client) {
+        (Some(limiter), Some(ip)) => limiter.check_key(&ip).is_err(),
+        _ => false,
     };
+    let response = if limited {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: "rate_limited",
+            detail: "too many requests from this address (api.rate_limit_per_s); retry later"
+                .into(),
+        }
+        .into_response()
+    } else {
+        match limit_body(request, state.max_body_bytes).await {
+            Ok(request) => next.run(request).await,
+            Err(error) => error.into_response(),
+        }
+    };
+    let status = response.status();
+    if status.is_client_error() && status != StatusCode::NOT_FOUND && status != StatusCode::CONFLICT {
+        let reason = response
+            .extensions()
+            .get::<Refused>()
+            .map(|refused| refused.0)
+            .unwrap_or("malformed");
+        crate::metrics::refuse(&state.metrics.refused_inputs, "api", reason);
+    }
     state
         .metrics
         .http_requests
@@ -845,6 +913,100 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+fn forbidden(error: &'static str, detail: String) -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        error,
+        detail,
+    }
+}
+
+/// Admin endpoints: a verified client certificate that is not revoked (over HTTPS), or a
+/// loopback client (plain HTTP).
+async fn admin_guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let Some(client) = request.extensions().get::<crate::api_tls::Client>().cloned() else {
+        return forbidden("admin_refused", "the client of this request is unknown".into()).into_response();
+    };
+    let refusal = match (&state.tls, &client.certificate) {
+        (Some(_), None) => Some(forbidden(
+            "client_certificate_required",
+            "admin endpoints need a client certificate issued by api.tls.client_ca_file".into(),
+        )),
+        (Some(tls), Some(certificate)) if tls.is_revoked(&certificate.serial) => Some(forbidden(
+            "client_certificate_revoked",
+            format!("client certificate {} ({}) is revoked", certificate.serial, certificate.common_name),
+        )),
+        (Some(_), Some(certificate)) if !certificate.client => Some(forbidden(
+            "client_certificate_required",
+            format!("certificate {} is not a client certificate", certificate.common_name),
+        )),
+        (Some(_), Some(_)) => None,
+        (None, _) if client.address.ip().is_loopback() => None,
+        (None, _) => Some(forbidden(
+            "admin_refused",
+            "admin endpoints answer loopback clients only unless the API runs HTTPS with client certificates ([api.tls])".into(),
+        )),
+    };
+    match refusal {
+        Some(error) => error.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// `POST /admin/reload`: re-read the TLS material and the peer allowlist and revocation list.
+async fn admin_reload(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut answer = serde_json::Map::new();
+    if let Some(tls) = state.tls.clone() {
+        tokio::task::spawn_blocking(move || tls.reload())
+            .await
+            .map_err(|error| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                error: "internal",
+                detail: error.to_string(),
+            })?
+            .map_err(|error| ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error: "tls_reload_failed",
+                detail: format!("{error}; the material in force stays"),
+            })?;
+        let certificate = state.tls.as_ref().map(|tls| tls.certificate());
+        answer.insert("tls".into(), serde_json::json!({
+            "serial": certificate.as_ref().map(|c| c.serial.clone()),
+            "not_after_unix": certificate.as_ref().map(|c| c.not_after_unix),
+        }));
+    }
+    if let Some(commands) = &state.p2p_commands {
+        let sent = commands.send(crate::p2p::P2pCommand::ReloadAccess).is_ok();
+        answer.insert("peer_lists".into(), serde_json::json!(sent));
+    }
+    Ok(Json(serde_json::Value::Object(answer)))
+}
+
+/// `GET /identity`: this node's peer id, validator key and its last node key rotation (signed
+/// by the validator key), so that peers and operators learn a new peer id.
+async fn identity(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let rotation = crate::keys::last_rotation(&state.keys_dir)
+        .filter(|rotation| rotation.new_peer_id == state.node_id);
+    Json(serde_json::json!({
+        "peer_id": state.node_id,
+        "validator_public_key": state.validator_public_key,
+        "rotation": rotation,
+        "rotation_verified": rotation.as_ref().map(|r| r.verify()),
+    }))
+}
+
+/// `GET /admin/devnet`: the devnet switches in force (devnet nodes only).
+async fn admin_devnet(State(state): State<Arc<ApiState>>) -> Result<Json<crate::config::DevnetConfig>, ApiError> {
+    match &state.devnet {
+        Some(devnet) => Ok(Json(devnet.clone())),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: "not_found",
+            detail: "devnet controls are off: this node does not run in devnet mode".into(),
+        }),
+    }
 }
 
 async fn checkpoint(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {

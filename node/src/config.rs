@@ -50,6 +50,48 @@ pub struct ApiConfig {
     pub listen: String,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: u64,
+    /// Requests per second allowed per client IP address (a token bucket); 0: no limit.
+    #[serde(default = "default_rate_limit_per_s")]
+    pub rate_limit_per_s: u32,
+    /// Burst above the rate a client may use at once.
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
+    /// HTTPS and client certificates for the admin endpoints.
+    #[serde(default, skip_serializing_if = "ApiTlsConfig::is_off")]
+    pub tls: ApiTlsConfig,
+}
+
+fn default_rate_limit_per_s() -> u32 {
+    200
+}
+
+fn default_rate_limit_burst() -> u32 {
+    400
+}
+
+/// `[api.tls]`: serve the API over HTTPS (TLS 1.3 only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiTlsConfig {
+    pub enabled: bool,
+    /// PEM certificate chain and key of the server (relative paths are under the node home).
+    pub cert_file: String,
+    pub key_file: String,
+    /// PEM CA whose client certificates may use the admin endpoints; "" leaves them closed
+    /// over TLS.
+    pub client_ca_file: String,
+    /// PEM certificate revocation list of that CA; a revoked client certificate is refused.
+    pub crl_file: String,
+    /// The CA's key (devnets): the node renews its own certificate before it expires.
+    pub ca_key_file: String,
+    /// Renew this many seconds before expiry (with `ca_key_file`).
+    pub renew_before_s: u64,
+}
+
+impl ApiTlsConfig {
+    pub fn is_off(&self) -> bool {
+        *self == ApiTlsConfig::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +128,13 @@ pub struct P2pConfig {
     /// Gossipsub mesh degree D: each message is pushed to about this many peers per topic.
     #[serde(default = "default_gossip_mesh_n")]
     pub gossip_mesh_n: u32,
+    /// A file of the only peer ids allowed to connect (one per line); empty: any peer not
+    /// revoked. Reloaded when it changes and on SIGHUP.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub allowlist_file: String,
+    /// A file of revoked peer ids: refused, and cut off within a second of being added.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revoked_file: String,
 }
 
 fn default_gossip_heartbeat_ms() -> u64 {
@@ -109,6 +158,8 @@ impl Default for P2pConfig {
             max_message_bytes: 4 << 20,
             gossip_heartbeat_ms: default_gossip_heartbeat_ms(),
             gossip_mesh_n: default_gossip_mesh_n(),
+            allowlist_file: String::new(),
+            revoked_file: String::new(),
         }
     }
 }
@@ -396,6 +447,9 @@ impl Config {
             api: ApiConfig {
                 listen: "127.0.0.1:26657".into(),
                 max_body_bytes: 1 << 20,
+                rate_limit_per_s: default_rate_limit_per_s(),
+                rate_limit_burst: default_rate_limit_burst(),
+                tls: ApiTlsConfig::default(),
             },
             p2p: P2pConfig::default(),
             consensus: ConsensusConfig::default(),
@@ -432,6 +486,20 @@ chain_id = "{chain_id}"
 listen = "{listen}"
 # Largest request body accepted, in bytes; larger requests get 413 with a JSON error.
 max_body_bytes = {max_body_bytes}
+# Requests per second per client IP address, with a burst allowance; more get 429 (0: no limit).
+rate_limit_per_s = {rate_limit_per_s}
+rate_limit_burst = {rate_limit_burst}
+# HTTPS (TLS 1.3 only) with client certificates for the admin endpoints (POST /checkpoints,
+# POST /admin/reload, GET /admin/devnet): add a section like this (docs/SECURITY.md;
+# `blyan-node certs --help` makes the files). Without TLS, admin endpoints answer loopback only.
+# [api.tls]
+# enabled = true
+# cert_file = "tls/node.crt"
+# key_file = "tls/node.key"
+# client_ca_file = "tls/ca.crt"
+# crl_file = "tls/ca.crl"
+# ca_key_file = ""        # the CA key (devnets): renew the certificate before it expires
+# renew_before_s = 86400
 
 [p2p]
 # Multiaddrs the node listens on (TCP; add "/ip4/0.0.0.0/udp/26656/quic-v1" with quic = true).
@@ -446,8 +514,15 @@ bootstrap = {p2p_bootstrap}
 static_mode = {p2p_static}
 # Also run QUIC (needs a quic-v1 listen address to accept it). Chaos runs use TCP only.
 quic = {p2p_quic}
-# Secure TCP links with Noise instead of TLS 1.3 (TLS 1.3 is the default and the production profile).
+# Secure TCP links with Noise instead of TLS 1.3. TLS 1.3 is the production profile: Noise is
+# refused unless devnet.enabled = true.
 noise = {p2p_noise}
+# Permissioned networks: a file of the only peer ids allowed to connect, one per line ('#'
+# comments); "" lets any peer in. A file of revoked peer ids: refused, and cut off within a
+# second of being added. Both are re-read when they change and on SIGHUP; a file that does not
+# parse is reported and the lists in force stay. Relative paths are under the node home.
+allowlist_file = {p2p_allowlist_file:?}
+revoked_file = {p2p_revoked_file:?}
 # Most established connections; further ones are refused.
 max_connections = {p2p_max_connections}
 # Largest gossip message or block-sync request accepted, in bytes; larger ones are dropped and
@@ -502,12 +577,16 @@ level = "{level}"
             chain_id = self.chain_id,
             listen = self.api.listen,
             max_body_bytes = self.api.max_body_bytes,
+            rate_limit_per_s = self.api.rate_limit_per_s,
+            rate_limit_burst = self.api.rate_limit_burst,
             p2p_listen = toml_list(&self.p2p.listen),
             p2p_external = toml_list(&self.p2p.external_addresses),
             p2p_bootstrap = toml_list(&self.p2p.bootstrap),
             p2p_static = self.p2p.static_mode,
             p2p_quic = self.p2p.quic,
             p2p_noise = self.p2p.noise,
+            p2p_allowlist_file = self.p2p.allowlist_file,
+            p2p_revoked_file = self.p2p.revoked_file,
             p2p_max_connections = self.p2p.max_connections,
             p2p_max_message_bytes = self.p2p.max_message_bytes,
             p2p_gossip_heartbeat_ms = self.p2p.gossip_heartbeat_ms,
@@ -531,6 +610,16 @@ level = "{level}"
             checkpoint_retention = storage.checkpoint_retention,
             level = self.log.level,
         ) + &self.devnet_section()
+            + &self.tls_section()
+    }
+
+    /// The `[api.tls]` section, written only when set.
+    fn tls_section(&self) -> String {
+        if self.api.tls.is_off() {
+            return String::new();
+        }
+        let body = toml::to_string(&self.api.tls).expect("the TLS settings serialise");
+        format!("\n[api.tls]\n# HTTPS for the API and client certificates for its admin endpoints.\n{body}")
     }
 
     /// The `[devnet]` section, written only when something in it is set.
@@ -604,6 +693,28 @@ level = "{level}"
                 "api.max_body_bytes",
                 "must be between 1024 and 67108864".into(),
             ));
+        }
+        if self.api.rate_limit_per_s > 0 && self.api.rate_limit_burst < self.api.rate_limit_per_s {
+            return Err(invalid(
+                "api.rate_limit_burst",
+                format!("must be at least api.rate_limit_per_s ({})", self.api.rate_limit_per_s),
+            ));
+        }
+        let tls = &self.api.tls;
+        if tls.enabled {
+            for (field, value) in [("api.tls.cert_file", &tls.cert_file), ("api.tls.key_file", &tls.key_file)] {
+                if value.is_empty() {
+                    return Err(invalid(field, "is needed with api.tls.enabled = true".into()));
+                }
+            }
+            if !tls.crl_file.is_empty() && tls.client_ca_file.is_empty() {
+                return Err(invalid("api.tls.crl_file", "needs api.tls.client_ca_file (the CA it revokes for)".into()));
+            }
+            if !tls.ca_key_file.is_empty() && tls.renew_before_s == 0 {
+                return Err(invalid("api.tls.renew_before_s", "must be at least 1 with api.tls.ca_key_file".into()));
+            }
+        } else if !tls.is_off() {
+            return Err(invalid("api.tls", "has settings but enabled = false; set enabled = true or remove the section".into()));
         }
         self.validate_p2p(&invalid)?;
         let consensus = &self.consensus;
@@ -766,6 +877,21 @@ level = "{level}"
                 "p2p.gossip_mesh_n",
                 "must be between 2 and 32".into(),
             ));
+        }
+        // The production profile (no [devnet] section) is TLS 1.3 only.
+        if p2p.noise && !self.devnet.enabled {
+            return Err(invalid(
+                "p2p.noise",
+                "Noise is for devnets and comparisons only (set devnet.enabled = true); production links are TLS 1.3".into(),
+            ));
+        }
+        for (field, path) in [
+            ("p2p.allowlist_file", &p2p.allowlist_file),
+            ("p2p.revoked_file", &p2p.revoked_file),
+        ] {
+            if !path.is_empty() && path.trim() != path {
+                return Err(invalid(field, format!("{path:?} has leading or trailing spaces")));
+            }
         }
         Ok(())
     }

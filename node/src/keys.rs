@@ -127,6 +127,96 @@ impl ValidatorKey {
     }
 }
 
+/// A node identity key rotation, signed by the validator key that stays: a peer or operator
+/// holding the validator's public key (genesis, `/validators`) can check that the new peer id
+/// speaks for the same validator. Written to `keys/node_key_rotation.json` and served at
+/// `GET /identity`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub old_peer_id: String,
+    pub new_peer_id: String,
+    pub validator_public_key: String,
+    pub rotated_at_unix: u64,
+    /// Ed25519 signature (hex) over [`Rotation::message`].
+    pub signature: String,
+}
+
+impl Rotation {
+    fn message(old: &str, new: &str, validator: &str, at: u64) -> Vec<u8> {
+        format!("blyan-node-key-rotation/1|{old}|{new}|{validator}|{at}").into_bytes()
+    }
+
+    /// Whether the signature is the validator's over these fields.
+    pub fn verify(&self) -> bool {
+        use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+        let Some(public) = hex::decode(&self.validator_public_key)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
+        else {
+            return false;
+        };
+        let Some(signature) = hex::decode(&self.signature)
+            .ok()
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+        else {
+            return false;
+        };
+        let message = Rotation::message(
+            &self.old_peer_id,
+            &self.new_peer_id,
+            &self.validator_public_key,
+            self.rotated_at_unix,
+        );
+        public
+            .verify(&message, &Signature::from_bytes(&signature))
+            .is_ok()
+    }
+}
+
+/// Replaces the node identity key in `keys_dir` (the validator key stays): the old key is kept
+/// as `node_key.<old peer id>.retired.json`, the signed statement goes to
+/// `node_key_rotation.json`, then the new key replaces `node_key.json` atomically.
+pub fn rotate_node_key(keys_dir: &Path, validator: &ValidatorKey) -> Result<Rotation, KeyError> {
+    use ed25519_dalek::Signer;
+    let current = keys_dir.join("node_key.json");
+    let old = NodeKey::read(&current)?;
+    let new = NodeKey::generate();
+    let old_id = old.peer_id().to_string();
+    let new_id = new.peer_id().to_string();
+    old.write(&keys_dir.join(format!("node_key.{old_id}.retired.json")), true)?;
+    let validator_public_key = validator.public_hex();
+    let rotated_at_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let message = Rotation::message(&old_id, &new_id, &validator_public_key, rotated_at_unix);
+    let rotation = Rotation {
+        old_peer_id: old_id,
+        new_peer_id: new_id,
+        validator_public_key,
+        rotated_at_unix,
+        signature: hex::encode(validator.signing.sign(&message).to_bytes()),
+    };
+    let statement = keys_dir.join("node_key_rotation.json");
+    let text = serde_json::to_string_pretty(&rotation).expect("a rotation serialises");
+    let io = |source| KeyError::Io {
+        path: statement.clone(),
+        source,
+    };
+    let temporary = statement.with_extension("json.tmp");
+    std::fs::write(&temporary, text).map_err(io)?;
+    std::fs::rename(&temporary, &statement).map_err(io)?;
+    new.write(&current, true)?;
+    Ok(rotation)
+}
+
+/// The last rotation statement in `keys_dir`, if any.
+pub fn last_rotation(keys_dir: &Path) -> Option<Rotation> {
+    let text = std::fs::read_to_string(keys_dir.join("node_key_rotation.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Reads a key file, checks its type and that the public key matches the secret.
 fn read_file(path: &Path) -> Result<(KeyFile, Vec<u8>), KeyError> {
     let invalid = |reason: String| KeyError::Invalid {
@@ -215,6 +305,29 @@ mod tests {
         validator.write(&validator_path, false).unwrap();
         let read = ValidatorKey::read(&validator_path).unwrap();
         assert_eq!(read.public_hex(), validator.public_hex());
+    }
+
+    #[test]
+    fn rotation_replaces_the_node_key_keeps_the_validator_and_is_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = NodeKey::generate();
+        old.write(&dir.path().join("node_key.json"), false).unwrap();
+        let validator = ValidatorKey::generate();
+        let rotation = rotate_node_key(dir.path(), &validator).unwrap();
+        let now = NodeKey::read(&dir.path().join("node_key.json")).unwrap();
+        assert_eq!(rotation.old_peer_id, old.peer_id().to_string());
+        assert_eq!(rotation.new_peer_id, now.peer_id().to_string());
+        assert_ne!(rotation.old_peer_id, rotation.new_peer_id);
+        assert_eq!(rotation.validator_public_key, validator.public_hex());
+        assert!(rotation.verify());
+        let retired = dir
+            .path()
+            .join(format!("node_key.{}.retired.json", rotation.old_peer_id));
+        assert_eq!(NodeKey::read(&retired).unwrap().peer_id(), old.peer_id());
+        assert_eq!(last_rotation(dir.path()), Some(rotation.clone()));
+        let mut forged = rotation;
+        forged.new_peer_id = NodeKey::generate().peer_id().to_string();
+        assert!(!forged.verify(), "a changed statement must not verify");
     }
 
     #[test]

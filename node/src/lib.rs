@@ -3,9 +3,10 @@
 //! Prometheus metrics, and (in a later issue) MoE inference.
 
 pub mod api;
+pub mod api_tls;
 pub mod app;
 pub mod bench;
-pub mod block;
+pub use blyan_wire::block;
 pub mod config;
 pub mod consensus;
 pub mod genesis;
@@ -15,10 +16,11 @@ pub mod keys;
 pub mod metrics;
 pub mod node;
 pub mod p2p;
+pub mod pki;
 pub mod state;
 pub mod statesync;
 pub mod storage;
-pub mod wire;
+pub use blyan_wire::wire;
 
 /// Crate version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

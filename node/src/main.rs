@@ -109,7 +109,8 @@ enum Command {
         api: String,
     },
     /// Measure P2P on loopback: connection establishment and TLS 1.3 handshake times against
-    /// a real listener, and gossip latency of signed votes to every node of an N-node mesh.
+    /// a real listener, one link's throughput with TLS 1.3 against plaintext TCP, and gossip
+    /// latency of signed votes to every node of an N-node mesh.
     BenchP2p {
         /// Connections to time.
         #[arg(long, default_value_t = 200)]
@@ -120,6 +121,9 @@ enum Command {
         /// Votes to gossip.
         #[arg(long, default_value_t = 300)]
         gossip_messages: usize,
+        /// MiB streamed per run over one link, plaintext and TLS 1.3 (5 runs each).
+        #[arg(long, default_value_t = 256)]
+        link_mib: u64,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -162,6 +166,19 @@ enum Command {
         /// Print one JSON object (with the logits, for bench/moe_torch.py).
         #[arg(long)]
         json: bool,
+    },
+    /// Certificates for the API's HTTPS and admin client certificates: a small CA.
+    Certs {
+        #[command(subcommand)]
+        action: CertsCommand,
+    },
+    /// Replace this node's identity key (its peer id) and keep its validator key: the old key
+    /// is kept as keys/node_key.<old id>.retired.json and a statement signed by the validator
+    /// key (served at GET /identity) links the two ids. Stop the node first; add the new id
+    /// to peers' allowlists before restarting it (docs/SECURITY.md).
+    RotateNodeKey {
+        #[command(flatten)]
+        home: HomeArg,
     },
     /// Test aid for the crash-safety test: commit blocks forever (up to --max-blocks), printing
     /// `ack <height> <hash>` after each commit returns.
@@ -219,6 +236,59 @@ impl ModelShape {
             seed: self.seed,
         }
     }
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a certificate authority in DIR: ca.crt, ca.key (0600), an empty ca.crl, index.json.
+    InitCa {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Blyan devnet CA")]
+        name: String,
+        /// Lifetime: 90s, 15m, 12h or 30d (a bare number is days).
+        #[arg(long, default_value = "3650d")]
+        valid_for: String,
+        /// Replace an existing CA (everything it issued stops verifying).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a server certificate (for a node's API) or a client certificate (for the admin
+    /// endpoints), signed by the CA in DIR: NAME.crt and NAME.key.
+    Issue {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Certificate name (its common name and file names).
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "server")]
+        kind: blyan_node::pki::CertKind,
+        /// Subject alternative names of a server certificate (DNS names or IP addresses;
+        /// default: localhost and 127.0.0.1). Repeat or separate with commas.
+        #[arg(long, value_delimiter = ',')]
+        san: Vec<String>,
+        /// Lifetime: 90s, 15m, 12h or 30d (a bare number is days).
+        #[arg(long, default_value = "90d")]
+        valid_for: String,
+        /// Where NAME.crt and NAME.key go (default: DIR).
+        #[arg(long, value_name = "OUT_DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Revoke the certificates issued as NAME (or with serial NAME) and re-sign ca.crl; nodes
+    /// reload it within a second and refuse those client certificates.
+    Revoke {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Certificate name or hex serial.
+        #[arg(long)]
+        name: String,
+    },
+    /// List the certificates the CA in DIR issued.
+    List {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -334,8 +404,9 @@ fn run(cli: Cli) -> Result<()> {
             connections,
             gossip_nodes,
             gossip_messages,
+            link_mib,
             json,
-        } => bench_p2p(connections, gossip_nodes, gossip_messages, json),
+        } => bench_p2p(connections, gossip_nodes, gossip_messages, link_mib, json),
         Command::StressWrite {
             home,
             size,
@@ -343,6 +414,26 @@ fn run(cli: Cli) -> Result<()> {
             unsafe_no_wal,
         } => stress_write(&home.home, size, max_blocks, unsafe_no_wal),
         Command::Experts { action } => experts(action),
+        Command::Certs { action } => certs(action),
+        Command::RotateNodeKey { home } => {
+            let home = Home::new(home.home);
+            require_home(&home)?;
+            let validator = ValidatorKey::read(&home.validator_key())?;
+            let rotation = blyan_node::keys::rotate_node_key(&home.keys_dir(), &validator)?;
+            println!("node key rotated; the validator key is unchanged");
+            println!("  old peer id: {}", rotation.old_peer_id);
+            println!("  new peer id: {}", rotation.new_peer_id);
+            println!(
+                "  statement:   {} (signed by validator {})",
+                home.keys_dir().join("node_key_rotation.json").display(),
+                rotation.validator_public_key
+            );
+            println!(
+                "next: add {} to the peers' p2p.allowlist_file (if they use one), restart this node, then bootstrap peers with the new id",
+                rotation.new_peer_id
+            );
+            Ok(())
+        }
         Command::BenchInfer {
             dir,
             shape,
@@ -351,6 +442,88 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => bench_infer(dir, &shape, runs, new_tokens, json),
     }
+}
+
+fn certs(action: CertsCommand) -> Result<()> {
+    use blyan_node::pki;
+    let lifetime = |text: &str| pki::parse_lifetime(text).map_err(|reason| anyhow::anyhow!("--valid-for {reason}"));
+    match action {
+        CertsCommand::InitCa {
+            dir,
+            name,
+            valid_for,
+            force,
+        } => {
+            let created = pki::init_ca(&dir, &name, lifetime(&valid_for)?, force)?;
+            println!("CA {name:?} created:");
+            println!("  certificate: {}", created.cert.display());
+            println!("  key:         {} (keep it secret)", created.key.display());
+            println!("  CRL:         {}", created.crl.display());
+            println!(
+                "next: blyan-node certs issue --dir {} --name node0 --san 127.0.0.1",
+                dir.display()
+            );
+        }
+        CertsCommand::Issue {
+            dir,
+            name,
+            kind,
+            san,
+            valid_for,
+            out,
+        } => {
+            if kind == pki::CertKind::Client && !san.is_empty() {
+                bail!("--san is for server certificates; a client certificate is named by --name");
+            }
+            let issued = pki::issue(
+                &dir,
+                &pki::IssueRequest {
+                    name: name.clone(),
+                    kind,
+                    sans: san,
+                    lifetime: lifetime(&valid_for)?,
+                    out_dir: out,
+                },
+            )?;
+            println!(
+                "issued {kind:?} certificate {name:?} serial {} (expires at unix {}):",
+                issued.serial, issued.not_after_unix
+            );
+            println!("  certificate: {}", issued.cert.display());
+            println!("  key:         {}", issued.key.display());
+        }
+        CertsCommand::Revoke { dir, name } => {
+            let serials = pki::revoke(&dir, &name)?;
+            println!(
+                "revoked {} certificate(s) {}; {} re-signed (nodes reload it within a second)",
+                serials.len(),
+                serials.join(", "),
+                pki::CaDir::new(&dir).crl().display()
+            );
+        }
+        CertsCommand::List { dir } => {
+            let index = pki::CaDir::new(&dir).read_index()?;
+            println!("CA {:?}: {} certificate(s)", index.ca_name, index.issued.len());
+            let now = pki::unix_now();
+            for issued in index.issued {
+                let state = if issued.revoked {
+                    "revoked".to_string()
+                } else if (issued.not_after_unix as i64) < now {
+                    "expired".to_string()
+                } else {
+                    format!("valid {}s more", issued.not_after_unix as i64 - now)
+                };
+                println!(
+                    "  {:<20} {:<6} {}  {}",
+                    issued.name,
+                    format!("{:?}", issued.kind).to_lowercase(),
+                    issued.serial,
+                    state
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn experts(action: ExpertsCommand) -> Result<()> {
@@ -562,7 +735,35 @@ fn init(home: &Home, moniker: &str, chain_id: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
-fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -> Result<()> {
+/// A configured file path: relative ones are under the node home; "" stays "" (not set).
+fn under_home(home: &Home, path: &str) -> String {
+    if path.is_empty() || std::path::Path::new(path).is_absolute() {
+        path.to_string()
+    } else {
+        home.root().join(path).display().to_string()
+    }
+}
+
+fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration>) -> Result<()> {
+    config.p2p.allowlist_file = under_home(home, &config.p2p.allowlist_file);
+    config.p2p.revoked_file = under_home(home, &config.p2p.revoked_file);
+    {
+        let tls = &mut config.api.tls;
+        for path in [
+            &mut tls.cert_file,
+            &mut tls.key_file,
+            &mut tls.client_ca_file,
+            &mut tls.crl_file,
+            &mut tls.ca_key_file,
+        ] {
+            *path = under_home(home, path);
+        }
+    }
+    let api_tls = if config.api.tls.enabled {
+        Some(blyan_node::api_tls::ApiTls::new(config.api.tls.clone())?)
+    } else {
+        None
+    };
     let node_key = NodeKey::read(&home.node_key())?;
     let validator_key = ValidatorKey::read(&home.validator_key())?;
     let genesis = Genesis::load(&home.genesis()).with_context(|| {
@@ -590,8 +791,14 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let peer_id = node_key.peer_id();
-        let (p2p, mut events, bound) =
-            blyan_node::p2p::spawn(node_key.keypair.clone(), &config.p2p, &config.chain_id).await?;
+        let (p2p, mut events, bound) = blyan_node::p2p::spawn_counted(
+            node_key.keypair.clone(),
+            &config.p2p,
+            &config.chain_id,
+            metrics.refused_inputs.clone(),
+        )
+        .await?;
+        tokio::spawn(reload_on_sighup(p2p.commands.clone()));
         let mut synced_at = None;
         match state_sync {
             Some(wait) if storage.tip().height == 0 => {
@@ -692,6 +899,12 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
             net: p2p.info.clone(),
             submissions: submit_tx,
             inference,
+            tls: api_tls.clone(),
+            p2p_commands: Some(p2p.commands.clone()),
+            devnet: config.devnet.enabled.then(|| config.devnet.clone()),
+            limiter: api::rate_limiter(config.api.rate_limit_per_s, config.api.rate_limit_burst),
+            validator_public_key: validator_key.public_hex(),
+            keys_dir: home.keys_dir(),
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -709,6 +922,7 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
             node_id = %peer_id,
             moniker = %config.moniker,
             api = %bound_api,
+            https = api_tls.is_some(),
             p2p = ?bound.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect::<Vec<_>>(),
             height = storage.tip().height,
             validator = ?validator,
@@ -721,12 +935,15 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
             let _ = stop_tx.send(true);
         });
         let mut api_stop = stop_rx.clone();
+        if let Some(tls) = api_tls.clone() {
+            tokio::spawn(tls.maintain());
+        }
+        let refused = metrics.refused_inputs.clone();
         let api = tokio::spawn(async move {
-            axum::serve(listener, api::router(state))
-                .with_graceful_shutdown(async move {
-                    let _ = api_stop.wait_for(|stop| *stop).await;
-                })
-                .await
+            blyan_node::api_tls::serve(listener, api::router(state), api_tls, refused, async move {
+                let _ = api_stop.wait_for(|stop| *stop).await;
+            })
+            .await
         });
         let mut node_stop = stop_rx.clone();
         let outcome = node
@@ -745,6 +962,22 @@ fn start(home: &Home, config: Config, state_sync: Option<std::time::Duration>) -
         "storage flushed; node stopped cleanly"
     );
     Ok(())
+}
+
+/// SIGHUP: re-read the allowlist and revocation files now (they are also re-read within a
+/// second of changing).
+async fn reload_on_sighup(commands: tokio::sync::mpsc::UnboundedSender<blyan_node::p2p::P2pCommand>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: lists reload only when their files change");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the peer allowlist and revocation list");
+        if commands.send(blyan_node::p2p::P2pCommand::ReloadAccess).is_err() {
+            return;
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -876,8 +1109,17 @@ fn health(api: &str) -> Result<()> {
     Ok(())
 }
 
-fn bench_p2p(connections: u32, gossip_nodes: usize, messages: usize, json: bool) -> Result<()> {
+fn bench_p2p(
+    connections: u32,
+    gossip_nodes: usize,
+    messages: usize,
+    link_mib: u64,
+    json: bool,
+) -> Result<()> {
     use blyan_node::p2p::bench;
+    if !(1..=16_384).contains(&link_mib) {
+        bail!("--link-mib: must be between 1 and 16384");
+    }
     if !(1..=100_000).contains(&connections) {
         bail!("--connections: must be between 1 and 100000");
     }
@@ -894,6 +1136,7 @@ fn bench_p2p(connections: u32, gossip_nodes: usize, messages: usize, json: bool)
         .build()
         .context("cannot start the async runtime")?;
     let handshake = runtime.block_on(bench::handshake(connections))?;
+    let link = runtime.block_on(bench::link(link_mib << 20, 5, connections))?;
     let gossip = if gossip_nodes > 0 {
         Some(runtime.block_on(bench::gossip(gossip_nodes, messages))?)
     } else {
@@ -904,6 +1147,7 @@ fn bench_p2p(connections: u32, gossip_nodes: usize, messages: usize, json: bool)
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "handshake": handshake,
+                "link": link,
                 "gossip": gossip,
             }))?
         );
@@ -923,6 +1167,17 @@ fn bench_p2p(connections: u32, gossip_nodes: usize, messages: usize, json: bool)
     line("TLS 1.3 handshake", &handshake.tls_handshake);
     line("yamux negotiation", &handshake.muxer);
     line("connection (all of it)", &handshake.connection);
+    line("TLS 1.3 handshake (HTTPS)", &link.https_handshake);
+    println!(
+        "one loopback link, {} MiB x {} runs each, alternating ({}):",
+        link.bytes_per_run >> 20,
+        link.runs,
+        link.cipher_suite
+    );
+    println!(
+        "  plaintext TCP  median {:>8.1} MiB/s\n  TLS 1.3        median {:>8.1} MiB/s  ({:.2} of plaintext)",
+        link.plaintext_median_mib_s, link.tls_median_mib_s, link.tls_over_plaintext
+    );
     if let Some(gossip) = gossip {
         println!(
             "{} signed votes gossiped in a {}-node mesh ({} deliveries lost):",

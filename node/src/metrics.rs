@@ -18,9 +18,29 @@ pub struct HttpLabels {
 }
 
 /// All metrics of one node.
+/// Why an input from the network or a client was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `api` (HTTP requests), `p2p` (gossip messages) or `connection` (peers and TLS clients).
+    pub source: &'static str,
+    /// A short code: `bad_signature`, `malformed`, `payload_too_large`, `rate_limited`,
+    /// `not_allowed`, `revoked`, ...
+    pub reason: &'static str,
+}
+
+/// Refused inputs by source and reason; cheap to clone (one shared family).
+pub type RefusedInputs = Family<RefusedLabels, Counter>;
+
+/// Counts one refused input.
+pub fn refuse(family: &RefusedInputs, source: &'static str, reason: &'static str) {
+    family.get_or_create(&RefusedLabels { source, reason }).inc();
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Inputs refused at the boundary (never a panic): by source and reason.
+    pub refused_inputs: RefusedInputs,
     pub latest_height: Gauge,
     pub checkpoints_created: Counter,
     pub blocks_committed: Counter,
@@ -120,6 +140,12 @@ impl Metrics {
             "HTTP API requests by route, method and status",
             http_requests.clone(),
         );
+        let refused_inputs = RefusedInputs::default();
+        registry.register(
+            "refused_inputs",
+            "Inputs refused at the boundary (malformed, bad signature, oversized, rate limited, peer not allowed or revoked, client certificate refused) by source and reason",
+            refused_inputs.clone(),
+        );
         let latest_height = Gauge::default();
         registry.register(
             "latest_height",
@@ -191,6 +217,7 @@ impl Metrics {
             inference,
             registry,
             http_requests,
+            refused_inputs,
             latest_height,
             checkpoints_created,
             blocks_committed,

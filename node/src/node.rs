@@ -972,6 +972,12 @@ impl Node {
         });
     }
 
+    /// Rejects a gossip message (its sender is penalised), counted by `reason`.
+    fn reject(&self, id: MessageId, source: PeerId, reason: &'static str) {
+        crate::metrics::refuse(&self.shared.metrics.refused_inputs, "p2p", reason);
+        self.accept(id, source, MessageAcceptance::Reject);
+    }
+
     /// A height some peer is at tells us it committed the one before.
     fn saw_height(&mut self, height: u64, peer: PeerId) {
         let committed = height.saturating_sub(1);
@@ -998,23 +1004,18 @@ impl Node {
                 Topic::Votes => self.on_vote_message(&data, source, id)?,
                 Topic::Proposals => self.on_proposal_message(&data, source, id)?,
                 Topic::Ticks => {
-                    let acceptance = if data.len() == crate::p2p::TICK_BYTES {
-                        MessageAcceptance::Accept
+                    if data.len() == crate::p2p::TICK_BYTES {
+                        self.accept(id, source, MessageAcceptance::Accept);
                     } else {
-                        MessageAcceptance::Reject
-                    };
-                    self.accept(id, source, acceptance);
+                        self.reject(id, source, "malformed_tick");
+                    }
                 }
-                Topic::Txs => {
-                    let acceptance = match self.submit(&data, Some(source)) {
-                        Ok(_) => MessageAcceptance::Accept,
-                        Err(TxError::Malformed(_)) | Err(TxError::BadSignature) => {
-                            MessageAcceptance::Reject
-                        }
-                        Err(_) => MessageAcceptance::Ignore,
-                    };
-                    self.accept(id, source, acceptance);
-                }
+                Topic::Txs => match self.submit(&data, Some(source)) {
+                    Ok(_) => self.accept(id, source, MessageAcceptance::Accept),
+                    Err(TxError::Malformed(_)) => self.reject(id, source, "malformed_tx"),
+                    Err(TxError::BadSignature) => self.reject(id, source, "bad_signature"),
+                    Err(_) => self.accept(id, source, MessageAcceptance::Ignore),
+                },
             },
             P2pEvent::SyncRequest {
                 peer,
@@ -1070,14 +1071,14 @@ impl Node {
         id: MessageId,
     ) -> Result<(), NodeError> {
         let Ok(vote) = wire::decode_vote(data) else {
-            self.accept(id, source, MessageAcceptance::Reject);
+            self.reject(id, source, "malformed_vote");
             return Ok(());
         };
         let valid = self
             .validator_key(vote.vote.height, vote.vote.validator)
             .is_some_and(|key| vote.verify(&self.chain_id, &key));
         if !valid {
-            self.accept(id, source, MessageAcceptance::Reject);
+            self.reject(id, source, "bad_signature");
             return Ok(());
         }
         let current = self.consensus.height();
@@ -1114,7 +1115,7 @@ impl Node {
         id: MessageId,
     ) -> Result<(), NodeError> {
         let Ok((proposal, block)) = wire::decode_proposal(data) else {
-            self.accept(id, source, MessageAcceptance::Reject);
+            self.reject(id, source, "malformed_proposal");
             return Ok(());
         };
         if self.devnet.drop_proposals
@@ -1131,24 +1132,23 @@ impl Node {
         let signed_ok = self
             .validator_key(proposal.proposal.height, proposal.proposal.proposer)
             .is_some_and(|key| proposal.verify(&self.chain_id, &key));
-        if !signed_ok || block.header.height != proposal.proposal.height {
-            self.accept(id, source, MessageAcceptance::Reject);
+        if !signed_ok {
+            self.reject(id, source, "bad_signature");
+            return Ok(());
+        }
+        if block.header.height != proposal.proposal.height {
+            self.reject(id, source, "malformed_proposal");
             return Ok(());
         }
         let current = self.consensus.height();
         let height = proposal.proposal.height;
         self.saw_height(height, source);
         if height == current {
-            let valid = self.on_proposal(proposal, block)?;
-            self.accept(
-                id,
-                source,
-                if valid {
-                    MessageAcceptance::Accept
-                } else {
-                    MessageAcceptance::Reject
-                },
-            );
+            if self.on_proposal(proposal, block)? {
+                self.accept(id, source, MessageAcceptance::Accept);
+            } else {
+                self.reject(id, source, "invalid_block");
+            }
         } else {
             self.accept(
                 id,

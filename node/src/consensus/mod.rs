@@ -6,7 +6,7 @@ pub mod keeper;
 pub mod signer;
 pub mod sim;
 pub mod state_machine;
-pub mod types;
+pub use blyan_wire::types;
 pub mod validators;
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! `blyan-node bench-p2p`: connection establishment and TLS 1.3 handshake times against a
 //! real listener, and gossip latency of signed votes to every node of an N-node swarm mesh,
-//! all on loopback in one process (one clock, so delivery times need no clock sync).
+//! all on loopback in one process (one clock, so delivery times need no clock sync); and the
+//! cost of TLS 1.3 on one link: throughput against plaintext TCP, and the handshake alone.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -299,4 +301,148 @@ fn note(
         entry.0 += 1;
         entry.1 = entry.1.max(at);
     }
+}
+
+/// One link's throughput, plaintext TCP against TLS 1.3 (rustls, the provider the node uses),
+/// measured in the same run, alternating, on loopback.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkReport {
+    pub bytes_per_run: u64,
+    pub runs: usize,
+    pub cipher_suite: String,
+    pub plaintext_mib_s: Vec<f64>,
+    pub tls_mib_s: Vec<f64>,
+    pub plaintext_median_mib_s: f64,
+    pub tls_median_mib_s: f64,
+    /// TLS throughput over plaintext throughput (medians).
+    pub tls_over_plaintext: f64,
+    /// TLS 1.3 handshakes with server authentication (HTTPS API style), on loopback.
+    pub https_handshake: Summary,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+async fn pump<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, bytes: u64) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        writer.write_all(&chunk[..n]).await?;
+        left -= n as u64;
+    }
+    writer.shutdown().await
+}
+
+async fn drain<R: tokio::io::AsyncRead + Unpin>(mut reader: R) -> std::io::Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            // A TLS peer closing without close_notify after everything arrived.
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(total),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn tls_pair() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), P2pError> {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+        .map_err(|error| P2pError::Transport(error.to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| P2pError::Transport(error.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![generated.cert.der().clone()], key)
+        .map_err(|error| P2pError::Transport(error.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(generated.cert.der().clone())
+        .map_err(|error| P2pError::Transport(error.to_string()))?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| P2pError::Transport(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(server), Arc::new(client)))
+}
+
+/// Streams `bytes` over one loopback TCP connection, plain and under TLS 1.3, `runs` times
+/// each (alternating), and times `handshakes` TLS 1.3 handshakes.
+pub async fn link(bytes: u64, runs: usize, handshakes: u32) -> Result<LinkReport, P2pError> {
+    let io = |error: std::io::Error| P2pError::Transport(error.to_string());
+    let (server_config, client_config) = tls_pair()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    let address = listener.local_addr().map_err(io)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")
+        .map_err(|error| P2pError::Transport(error.to_string()))?;
+    let mut plain = Vec::with_capacity(runs);
+    let mut secured = Vec::with_capacity(runs);
+    let mut suite = String::new();
+    for _ in 0..runs {
+        for tls in [false, true] {
+            let started = Instant::now();
+            let client = tokio::net::TcpStream::connect(address).await.map_err(io)?;
+            let (server, _) = listener.accept().await.map_err(io)?;
+            let _ = client.set_nodelay(true);
+            let received = if tls {
+                let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
+                let connector = tokio_rustls::TlsConnector::from(client_config.clone());
+                let (server, client) =
+                    tokio::join!(acceptor.accept(server), connector.connect(name.clone(), client));
+                let (server, client) = (server.map_err(io)?, client.map_err(io)?);
+                suite = format!("{:?}", client.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()));
+                let (sent, received) = tokio::join!(pump(client, bytes), drain(server));
+                sent.map_err(io)?;
+                received.map_err(io)?
+            } else {
+                let (sent, received) = tokio::join!(pump(client, bytes), drain(server));
+                sent.map_err(io)?;
+                received.map_err(io)?
+            };
+            if received != bytes {
+                return Err(P2pError::Transport(format!("received {received} of {bytes} bytes")));
+            }
+            let mib_s = bytes as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();
+            if tls {
+                secured.push(mib_s);
+            } else {
+                plain.push(mib_s);
+            }
+        }
+    }
+    let mut handshake_times = histogram();
+    for _ in 0..handshakes {
+        let client = tokio::net::TcpStream::connect(address).await.map_err(io)?;
+        let (server, _) = listener.accept().await.map_err(io)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
+        let connector = tokio_rustls::TlsConnector::from(client_config.clone());
+        let started = Instant::now();
+        let (server, client) = tokio::join!(acceptor.accept(server), connector.connect(name.clone(), client));
+        record(&mut handshake_times, started.elapsed());
+        server.map_err(io)?;
+        client.map_err(io)?;
+    }
+    let plaintext_median_mib_s = median(&plain);
+    let tls_median_mib_s = median(&secured);
+    Ok(LinkReport {
+        bytes_per_run: bytes,
+        runs,
+        cipher_suite: suite,
+        plaintext_mib_s: plain,
+        tls_mib_s: secured,
+        plaintext_median_mib_s,
+        tls_median_mib_s,
+        tls_over_plaintext: tls_median_mib_s / plaintext_median_mib_s,
+        https_handshake: summary(&handshake_times),
+    })
 }

@@ -16,6 +16,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::allow_block_list::{self, AllowedPeers, BlockedPeers};
 use libp2p::{
     connection_limits, identify, identity, kad, noise, ping, tcp, tls, yamux, Multiaddr, PeerId,
     StreamProtocol, Swarm, SwarmBuilder,
@@ -23,10 +24,13 @@ use libp2p::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub mod access;
 pub mod bench;
 pub mod probe;
 
 use crate::config::P2pConfig;
+use crate::metrics::{refuse, RefusedInputs};
+use access::WatchedList;
 
 /// Gossip topics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -245,6 +249,8 @@ pub enum P2pCommand {
         channel: ResponseChannel<TileResponse>,
         response: TileResponse,
     },
+    /// Re-read the allowlist and revocation files now (SIGHUP), changed or not.
+    ReloadAccess,
 }
 
 /// A connected peer, for `/net_info`.
@@ -268,6 +274,12 @@ pub struct NetInfo {
     pub security: &'static str,
     pub peers: Vec<PeerInfo>,
     pub invalid_messages: u64,
+    /// Peers allowed to connect (`None`: anyone not revoked).
+    pub allowlist: Option<usize>,
+    /// Peers refused and cut off.
+    pub revoked: usize,
+    /// Connections refused because the peer is not on the allowlist or is revoked.
+    pub refused_connections: u64,
 }
 
 /// The node's side of the swarm.
@@ -294,6 +306,10 @@ impl P2pHandle {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// Only listed peers (when an allowlist is configured).
+    allowed: Toggle<allow_block_list::Behaviour<AllowedPeers>>,
+    /// Revoked peers: refused, and cut off when added.
+    revoked: allow_block_list::Behaviour<BlockedPeers>,
     limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
@@ -408,6 +424,10 @@ fn behaviour(
         .with_max_established_per_peer(Some(2))
         .with_max_pending_incoming(Some(config.max_connections));
     Ok(Behaviour {
+        allowed: Toggle::from(
+            (!config.allowlist_file.is_empty()).then(allow_block_list::Behaviour::default),
+        ),
+        revoked: allow_block_list::Behaviour::default(),
         limits: connection_limits::Behaviour::new(limits),
         gossipsub,
         sync,
@@ -501,8 +521,42 @@ pub async fn spawn(
     config: &P2pConfig,
     chain_id: &str,
 ) -> Result<(P2pHandle, mpsc::Receiver<P2pEvent>, Vec<Multiaddr>), P2pError> {
+    spawn_counted(keypair, config, chain_id, RefusedInputs::default()).await
+}
+
+/// [`spawn`], counting refused connections in `refused` (the node's metrics).
+pub async fn spawn_counted(
+    keypair: identity::Keypair,
+    config: &P2pConfig,
+    chain_id: &str,
+    refused: RefusedInputs,
+) -> Result<(P2pHandle, mpsc::Receiver<P2pEvent>, Vec<Multiaddr>), P2pError> {
     let local_peer_id = keypair.public().to_peer_id();
     let mut swarm = build_swarm(keypair, config, chain_id)?;
+    // The lists are in force before the first listener or dial: a file that does not load
+    // stops the start.
+    let mut allowlist =
+        (!config.allowlist_file.is_empty()).then(|| WatchedList::new(config.allowlist_file.clone().into()));
+    let mut revoked =
+        (!config.revoked_file.is_empty()).then(|| WatchedList::new(config.revoked_file.clone().into()));
+    for (field, list) in [("p2p.allowlist_file", &mut allowlist), ("p2p.revoked_file", &mut revoked)] {
+        if let Some(list) = list {
+            let peers = list
+                .poll(true)
+                .unwrap_or_else(|| Ok(Default::default()))
+                .map_err(|error| P2pError::Config(format!("{field}: {error}")))?;
+            let behaviour = swarm.behaviour_mut();
+            for peer in peers {
+                if field == "p2p.allowlist_file" {
+                    if let Some(allowed) = behaviour.allowed.as_mut() {
+                        allowed.allow_peer(peer);
+                    }
+                } else {
+                    behaviour.revoked.block_peer(peer);
+                }
+            }
+        }
+    }
     let listen = parse_addresses("p2p.listen", &config.listen)?;
     let external = parse_addresses("p2p.external_addresses", &config.external_addresses)?;
     let bootstrap = parse_addresses("p2p.bootstrap", &config.bootstrap)?;
@@ -552,6 +606,12 @@ pub async fn spawn(
         external_addresses: external.iter().map(ToString::to_string).collect(),
         static_mode: config.static_mode,
         security: if config.noise { "noise" } else { "tls1.3" },
+        allowlist: swarm
+            .behaviour()
+            .allowed
+            .as_ref()
+            .map(|allowed| allowed.allowed_peers().len()),
+        revoked: swarm.behaviour().revoked.blocked_peers().len(),
         ..Default::default()
     }));
     let (command_tx, command_rx) = mpsc::unbounded_channel();
@@ -570,6 +630,9 @@ pub async fn spawn(
         dialing: HashSet::new(),
         tile_requests: tile_tx,
         tile_replies: HashMap::new(),
+        allowlist,
+        revoked,
+        refused,
     };
     tokio::spawn(runner.run(command_rx));
     Ok((
@@ -600,6 +663,9 @@ struct Runner {
         request_response::OutboundRequestId,
         tokio::sync::oneshot::Sender<Result<TileResponse, String>>,
     >,
+    allowlist: Option<WatchedList>,
+    revoked: Option<WatchedList>,
+    refused: RefusedInputs,
 }
 
 impl Runner {
@@ -615,7 +681,10 @@ impl Runner {
                 },
                 event = self.swarm.select_next_some() => self.on_event(event).await,
                 _ = redial.tick() => self.dial_missing(),
-                _ = refresh.tick() => self.refresh_info(),
+                _ = refresh.tick() => {
+                    self.reload_access(false);
+                    self.refresh_info();
+                }
             }
         }
         tracing::debug!("p2p stopped");
@@ -649,6 +718,81 @@ impl Runner {
         }
     }
 
+    /// Applies changed allowlist and revocation files; a file that does not load leaves the
+    /// lists in force as they are.
+    fn reload_access(&mut self, force: bool) {
+        if let Some(list) = self.allowlist.as_mut() {
+            match list.poll(force) {
+                None => {}
+                Some(Err(error)) => {
+                    tracing::error!(%error, "p2p.allowlist_file not reloaded; the allowlist in force stays")
+                }
+                Some(Ok(peers)) => {
+                    if let Some(allowed) = self.swarm.behaviour_mut().allowed.as_mut() {
+                        let (added, removed) = access::diff(allowed.allowed_peers(), &peers);
+                        for peer in &added {
+                            allowed.allow_peer(*peer);
+                        }
+                        for peer in &removed {
+                            // Closes its connections.
+                            allowed.disallow_peer(*peer);
+                        }
+                        if !added.is_empty() || !removed.is_empty() {
+                            tracing::info!(added = added.len(), removed = removed.len(), allowed = peers.len(), "allowlist reloaded");
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(list) = self.revoked.as_mut() {
+            match list.poll(force) {
+                None => {}
+                Some(Err(error)) => {
+                    tracing::error!(%error, "p2p.revoked_file not reloaded; the revocations in force stay")
+                }
+                Some(Ok(peers)) => {
+                    let revoked = &mut self.swarm.behaviour_mut().revoked;
+                    let (added, removed) = access::diff(revoked.blocked_peers(), &peers);
+                    for peer in &added {
+                        // Closes its connections.
+                        revoked.block_peer(*peer);
+                        tracing::warn!(%peer, "peer revoked: disconnecting");
+                    }
+                    for peer in &removed {
+                        revoked.unblock_peer(*peer);
+                    }
+                    if !added.is_empty() || !removed.is_empty() {
+                        tracing::info!(added = added.len(), removed = removed.len(), revoked = peers.len(), "revocation list reloaded");
+                    }
+                }
+            }
+        }
+        let behaviour = self.swarm.behaviour();
+        let allowlist = behaviour.allowed.as_ref().map(|a| a.allowed_peers().len());
+        let revoked = behaviour.revoked.blocked_peers().len();
+        let mut info = self.info.lock().expect("net info lock poisoned");
+        info.allowlist = allowlist;
+        info.revoked = revoked;
+    }
+
+    /// Counts a connection refused by the allowlist or the revocation list.
+    fn count_denied(&mut self, cause: &libp2p::swarm::ConnectionDenied) {
+        let reason = if cause.downcast_ref::<allow_block_list::NotAllowed>().is_some() {
+            "not_allowed"
+        } else if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
+            "revoked"
+        } else {
+            "connection_limit"
+        };
+        refuse(&self.refused, "connection", reason);
+        if reason != "connection_limit" {
+            self.info
+                .lock()
+                .expect("net info lock poisoned")
+                .refused_connections += 1;
+        }
+    }
+
     fn refresh_info(&mut self) {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let peers = self
@@ -674,8 +818,13 @@ impl Runner {
     }
 
     fn on_command(&mut self, command: P2pCommand) {
+        if let P2pCommand::ReloadAccess = command {
+            self.reload_access(true);
+            return;
+        }
         let behaviour = self.swarm.behaviour_mut();
         match command {
+            P2pCommand::ReloadAccess => {}
             P2pCommand::Publish(topic, data) => {
                 let topic = IdentTopic::new(topic.name(&self.chain_id));
                 match behaviour.gossipsub.publish(topic, data) {
@@ -771,6 +920,9 @@ impl Runner {
                 if let Some(peer) = peer_id {
                     self.dialing.remove(&peer);
                 }
+                if let libp2p::swarm::DialError::Denied { cause } = &error {
+                    self.count_denied(cause);
+                }
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
             }
             SwarmEvent::IncomingConnectionError {
@@ -778,6 +930,9 @@ impl Runner {
                 send_back_addr,
                 ..
             } => {
+                if let libp2p::swarm::ListenError::Denied { cause } = &error {
+                    self.count_denied(cause);
+                }
                 tracing::debug!(from = %send_back_addr, %error, "incoming connection refused");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {

@@ -18,7 +18,7 @@
 //! | `m/supply` | genesis supply, minted and burned (JSON) |
 
 pub mod store;
-pub mod tx;
+pub use blyan_wire::tx;
 
 use std::collections::BTreeMap;
 

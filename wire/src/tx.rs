@@ -8,7 +8,7 @@
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
 
 use crate::block::Hash;
-use crate::consensus::types::Evidence;
+use crate::types::Evidence;
 
 pub const TX_VERSION: u8 = 1;
 /// Largest encoded transaction.
@@ -355,7 +355,7 @@ pub fn verify_block_txs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::types::{SignedVote, Vote, VoteKind};
+    use crate::types::{SignedVote, Vote, VoteKind};
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])

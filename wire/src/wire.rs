@@ -4,7 +4,7 @@
 use ed25519_dalek::Signature;
 
 use crate::block::{Block, Hash};
-use crate::consensus::types::{Evidence, Proposal, SignedProposal, SignedVote, Vote, VoteKind};
+use crate::types::{Evidence, Proposal, SignedProposal, SignedVote, Vote, VoteKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
