@@ -173,7 +173,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .route("/checkpoints", post(checkpoint))
                 .route("/admin/reload", post(admin_reload))
                 .route("/admin/devnet", get(admin_devnet))
-                .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_guard)),
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    admin_guard,
+                )),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .fallback(not_found)
@@ -212,7 +215,8 @@ async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next)
         }
     };
     let status = response.status();
-    if status.is_client_error() && status != StatusCode::NOT_FOUND && status != StatusCode::CONFLICT {
+    if status.is_client_error() && status != StatusCode::NOT_FOUND && status != StatusCode::CONFLICT
+    {
         let reason = response
             .extensions()
             .get::<Refused>()
@@ -926,8 +930,16 @@ fn forbidden(error: &'static str, detail: String) -> ApiError {
 /// Admin endpoints: a verified client certificate that is not revoked (over HTTPS), or a
 /// loopback client (plain HTTP).
 async fn admin_guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let Some(client) = request.extensions().get::<crate::api_tls::Client>().cloned() else {
-        return forbidden("admin_refused", "the client of this request is unknown".into()).into_response();
+    let Some(client) = request
+        .extensions()
+        .get::<crate::api_tls::Client>()
+        .cloned()
+    else {
+        return forbidden(
+            "admin_refused",
+            "the client of this request is unknown".into(),
+        )
+        .into_response();
     };
     let refusal = match (&state.tls, &client.certificate) {
         (Some(_), None) => Some(forbidden(
@@ -956,7 +968,9 @@ async fn admin_guard(State(state): State<Arc<ApiState>>, request: Request, next:
 }
 
 /// `POST /admin/reload`: re-read the TLS material and the peer allowlist and revocation list.
-async fn admin_reload(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn admin_reload(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let mut answer = serde_json::Map::new();
     if let Some(tls) = state.tls.clone() {
         tokio::task::spawn_blocking(move || tls.reload())
@@ -972,10 +986,13 @@ async fn admin_reload(State(state): State<Arc<ApiState>>) -> Result<Json<serde_j
                 detail: format!("{error}; the material in force stays"),
             })?;
         let certificate = state.tls.as_ref().map(|tls| tls.certificate());
-        answer.insert("tls".into(), serde_json::json!({
-            "serial": certificate.as_ref().map(|c| c.serial.clone()),
-            "not_after_unix": certificate.as_ref().map(|c| c.not_after_unix),
-        }));
+        answer.insert(
+            "tls".into(),
+            serde_json::json!({
+                "serial": certificate.as_ref().map(|c| c.serial.clone()),
+                "not_after_unix": certificate.as_ref().map(|c| c.not_after_unix),
+            }),
+        );
     }
     if let Some(commands) = &state.p2p_commands {
         let sent = commands.send(crate::p2p::P2pCommand::ReloadAccess).is_ok();
@@ -998,7 +1015,9 @@ async fn identity(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value>
 }
 
 /// `GET /admin/devnet`: the devnet switches in force (devnet nodes only).
-async fn admin_devnet(State(state): State<Arc<ApiState>>) -> Result<Json<crate::config::DevnetConfig>, ApiError> {
+async fn admin_devnet(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<crate::config::DevnetConfig>, ApiError> {
     match &state.devnet {
         Some(devnet) => Ok(Json(devnet.clone())),
         None => Err(ApiError {

@@ -90,9 +90,14 @@ fn load(config: &ApiTlsConfig) -> Result<Loaded, TlsError> {
         .collect::<Result<_, _>>()
         .map_err(|e| file_error("api.tls.cert_file", &config.cert_file, e))?;
     let Some(leaf) = chain.first() else {
-        return Err(file_error("api.tls.cert_file", &config.cert_file, "holds no certificate"));
+        return Err(file_error(
+            "api.tls.cert_file",
+            &config.cert_file,
+            "holds no certificate",
+        ));
     };
-    let facts = pki::facts_of_der(leaf).map_err(|e| file_error("api.tls.cert_file", &config.cert_file, e))?;
+    let facts = pki::facts_of_der(leaf)
+        .map_err(|e| file_error("api.tls.cert_file", &config.cert_file, e))?;
     let key = PrivateKeyDer::from_pem_file(&config.key_file)
         .map_err(|e| file_error("api.tls.key_file", &config.key_file, e))?;
     let mut revoked = HashSet::new();
@@ -103,7 +108,8 @@ fn load(config: &ApiTlsConfig) -> Result<Loaded, TlsError> {
         for cert in CertificateDer::pem_file_iter(&config.client_ca_file)
             .map_err(|e| file_error("api.tls.client_ca_file", &config.client_ca_file, e))?
         {
-            let cert = cert.map_err(|e| file_error("api.tls.client_ca_file", &config.client_ca_file, e))?;
+            let cert =
+                cert.map_err(|e| file_error("api.tls.client_ca_file", &config.client_ca_file, e))?;
             roots
                 .add(cert)
                 .map_err(|e| file_error("api.tls.client_ca_file", &config.client_ca_file, e))?;
@@ -134,7 +140,13 @@ fn load(config: &ApiTlsConfig) -> Result<Loaded, TlsError> {
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| file_error("api.tls.key_file", &config.key_file, format!("does not fit the certificate: {e}")))?;
+        .map_err(|e| {
+            file_error(
+                "api.tls.key_file",
+                &config.key_file,
+                format!("does not fit the certificate: {e}"),
+            )
+        })?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Loaded {
         server,
@@ -170,7 +182,10 @@ impl ApiTls {
     }
 
     fn current_stamps(&self) -> Vec<Stamp> {
-        self.files().into_iter().map(|p| stamp(Path::new(p))).collect()
+        self.files()
+            .into_iter()
+            .map(|p| stamp(Path::new(p)))
+            .collect()
     }
 
     /// The server configuration for the next connection.
@@ -221,14 +236,18 @@ impl ApiTls {
                             "API certificate renewed"
                         );
                     }
-                    Err(error) => tracing::error!(%error, seconds_left = left, "API certificate renewal failed; retrying in a second"),
+                    Err(error) => {
+                        tracing::error!(%error, seconds_left = left, "API certificate renewal failed; retrying in a second")
+                    }
                 }
             }
         }
         let changed = *self.stamps.lock().expect("stamps lock") != self.current_stamps();
         if changed {
             match self.reload() {
-                Ok(()) => tracing::info!(serial = %self.certificate().serial, "API TLS material reloaded"),
+                Ok(()) => {
+                    tracing::info!(serial = %self.certificate().serial, "API TLS material reloaded")
+                }
                 Err(error) => {
                     // Report once per change, keep serving with what is in force.
                     *self.stamps.lock().expect("stamps lock") = self.current_stamps();
@@ -299,7 +318,9 @@ pub async fn serve(
                 }
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-                    let stream = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
                             let text = error.to_string();
@@ -344,10 +365,11 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(client.clone());
-        router.clone().oneshot(request.map(axum::body::Body::new))
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(client.clone());
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

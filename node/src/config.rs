@@ -697,24 +697,42 @@ level = "{level}"
         if self.api.rate_limit_per_s > 0 && self.api.rate_limit_burst < self.api.rate_limit_per_s {
             return Err(invalid(
                 "api.rate_limit_burst",
-                format!("must be at least api.rate_limit_per_s ({})", self.api.rate_limit_per_s),
+                format!(
+                    "must be at least api.rate_limit_per_s ({})",
+                    self.api.rate_limit_per_s
+                ),
             ));
         }
         let tls = &self.api.tls;
         if tls.enabled {
-            for (field, value) in [("api.tls.cert_file", &tls.cert_file), ("api.tls.key_file", &tls.key_file)] {
+            for (field, value) in [
+                ("api.tls.cert_file", &tls.cert_file),
+                ("api.tls.key_file", &tls.key_file),
+            ] {
                 if value.is_empty() {
-                    return Err(invalid(field, "is needed with api.tls.enabled = true".into()));
+                    return Err(invalid(
+                        field,
+                        "is needed with api.tls.enabled = true".into(),
+                    ));
                 }
             }
             if !tls.crl_file.is_empty() && tls.client_ca_file.is_empty() {
-                return Err(invalid("api.tls.crl_file", "needs api.tls.client_ca_file (the CA it revokes for)".into()));
+                return Err(invalid(
+                    "api.tls.crl_file",
+                    "needs api.tls.client_ca_file (the CA it revokes for)".into(),
+                ));
             }
             if !tls.ca_key_file.is_empty() && tls.renew_before_s == 0 {
-                return Err(invalid("api.tls.renew_before_s", "must be at least 1 with api.tls.ca_key_file".into()));
+                return Err(invalid(
+                    "api.tls.renew_before_s",
+                    "must be at least 1 with api.tls.ca_key_file".into(),
+                ));
             }
         } else if !tls.is_off() {
-            return Err(invalid("api.tls", "has settings but enabled = false; set enabled = true or remove the section".into()));
+            return Err(invalid(
+                "api.tls",
+                "has settings but enabled = false; set enabled = true or remove the section".into(),
+            ));
         }
         self.validate_p2p(&invalid)?;
         let consensus = &self.consensus;
@@ -890,7 +908,10 @@ level = "{level}"
             ("p2p.revoked_file", &p2p.revoked_file),
         ] {
             if !path.is_empty() && path.trim() != path {
-                return Err(invalid(field, format!("{path:?} has leading or trailing spaces")));
+                return Err(invalid(
+                    field,
+                    format!("{path:?} has leading or trailing spaces"),
+                ));
             }
         }
         Ok(())

@@ -184,7 +184,10 @@ pub fn rotate_node_key(keys_dir: &Path, validator: &ValidatorKey) -> Result<Rota
     let new = NodeKey::generate();
     let old_id = old.peer_id().to_string();
     let new_id = new.peer_id().to_string();
-    old.write(&keys_dir.join(format!("node_key.{old_id}.retired.json")), true)?;
+    old.write(
+        &keys_dir.join(format!("node_key.{old_id}.retired.json")),
+        true,
+    )?;
     let validator_public_key = validator.public_hex();
     let rotated_at_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -446,7 +446,9 @@ fn run(cli: Cli) -> Result<()> {
 
 fn certs(action: CertsCommand) -> Result<()> {
     use blyan_node::pki;
-    let lifetime = |text: &str| pki::parse_lifetime(text).map_err(|reason| anyhow::anyhow!("--valid-for {reason}"));
+    let lifetime = |text: &str| {
+        pki::parse_lifetime(text).map_err(|reason| anyhow::anyhow!("--valid-for {reason}"))
+    };
     match action {
         CertsCommand::InitCa {
             dir,
@@ -503,7 +505,11 @@ fn certs(action: CertsCommand) -> Result<()> {
         }
         CertsCommand::List { dir } => {
             let index = pki::CaDir::new(&dir).read_index()?;
-            println!("CA {:?}: {} certificate(s)", index.ca_name, index.issued.len());
+            println!(
+                "CA {:?}: {} certificate(s)",
+                index.ca_name,
+                index.issued.len()
+            );
             let now = pki::unix_now();
             for issued in index.issued {
                 let state = if issued.revoked {
@@ -966,7 +972,9 @@ fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration
 
 /// SIGHUP: re-read the allowlist and revocation files now (they are also re-read within a
 /// second of changing).
-async fn reload_on_sighup(commands: tokio::sync::mpsc::UnboundedSender<blyan_node::p2p::P2pCommand>) {
+async fn reload_on_sighup(
+    commands: tokio::sync::mpsc::UnboundedSender<blyan_node::p2p::P2pCommand>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("no SIGHUP handler: lists reload only when their files change");
@@ -974,7 +982,10 @@ async fn reload_on_sighup(commands: tokio::sync::mpsc::UnboundedSender<blyan_nod
     };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the peer allowlist and revocation list");
-        if commands.send(blyan_node::p2p::P2pCommand::ReloadAccess).is_err() {
+        if commands
+            .send(blyan_node::p2p::P2pCommand::ReloadAccess)
+            .is_err()
+        {
             return;
         }
     }

@@ -33,7 +33,9 @@ pub type RefusedInputs = Family<RefusedLabels, Counter>;
 
 /// Counts one refused input.
 pub fn refuse(family: &RefusedInputs, source: &'static str, reason: &'static str) {
-    family.get_or_create(&RefusedLabels { source, reason }).inc();
+    family
+        .get_or_create(&RefusedLabels { source, reason })
+        .inc();
 }
 
 pub struct Metrics {

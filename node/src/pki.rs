@@ -172,7 +172,12 @@ pub struct CaCreated {
 }
 
 /// Creates a CA in `dir` (refused when one is there, unless `force`).
-pub fn init_ca(dir: &Path, name: &str, lifetime: Duration, force: bool) -> Result<CaCreated, PkiError> {
+pub fn init_ca(
+    dir: &Path,
+    name: &str,
+    lifetime: Duration,
+    force: bool,
+) -> Result<CaCreated, PkiError> {
     let ca = CaDir::new(dir);
     if ca.key().exists() && !force {
         return Err(PkiError::Usage(format!(
@@ -228,7 +233,10 @@ fn write_crl(ca: &CaDir, index: &Index, key: &KeyPair) -> Result<(), PkiError> {
                 serial_number: SerialNumber::from_slice(&hex::decode(&issued.serial).map_err(
                     |_| PkiError::Invalid {
                         path: ca.index(),
-                        reason: format!("serial {:?} of {:?} is not hex", issued.serial, issued.name),
+                        reason: format!(
+                            "serial {:?} of {:?} is not hex",
+                            issued.serial, issued.name
+                        ),
                     },
                 )?),
                 revocation_time: now(),
@@ -309,7 +317,9 @@ fn leaf_params(request: &IssueRequest) -> Result<CertificateParams, PkiError> {
                 let entry = match san.parse::<std::net::IpAddr>() {
                     Ok(ip) => SanType::IpAddress(ip),
                     Err(_) => SanType::DnsName(san.clone().try_into().map_err(|_| {
-                        PkiError::Usage(format!("--san {san:?} is neither an IP address nor a DNS name"))
+                        PkiError::Usage(format!(
+                            "--san {san:?} is neither an IP address nor a DNS name"
+                        ))
                     })?),
                 };
                 params.subject_alt_names.push(entry);
@@ -336,7 +346,10 @@ pub fn issue(ca_dir: &Path, request: &IssueRequest) -> Result<IssuedFiles, PkiEr
     let not_after_unix = params.not_after.unix_timestamp().max(0) as u64;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-    let out = request.out_dir.clone().unwrap_or_else(|| ca_dir.to_path_buf());
+    let out = request
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| ca_dir.to_path_buf());
     let cert_path = out.join(format!("{}.crt", request.name));
     let key_path = out.join(format!("{}.key", request.name));
     write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
@@ -371,11 +384,17 @@ pub fn revoke(ca_dir: &Path, name: &str) -> Result<Vec<String>, PkiError> {
         }
     }
     if revoked.is_empty() {
-        let known = index.issued.iter().any(|i| i.name == name || i.serial == wanted);
+        let known = index
+            .issued
+            .iter()
+            .any(|i| i.name == name || i.serial == wanted);
         return Err(PkiError::Usage(if known {
             format!("{name:?} is already revoked")
         } else {
-            format!("no certificate named or numbered {name:?} in {}", ca.index().display())
+            format!(
+                "no certificate named or numbered {name:?} in {}",
+                ca.index().display()
+            )
         }));
     }
     let (_, key) = signer(&ca, &index)?;
@@ -437,9 +456,11 @@ pub fn facts_of_der(der: &[u8]) -> Result<CertFacts, String> {
 /// Reads the facts of the first certificate in a PEM file.
 pub fn facts_of_pem_file(path: &Path) -> Result<CertFacts, PkiError> {
     use rustls::pki_types::pem::PemObject;
-    let der = rustls::pki_types::CertificateDer::from_pem_file(path).map_err(|error| PkiError::Invalid {
-        path: path.to_path_buf(),
-        reason: format!("not a PEM certificate: {error}"),
+    let der = rustls::pki_types::CertificateDer::from_pem_file(path).map_err(|error| {
+        PkiError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("not a PEM certificate: {error}"),
+        }
     })?;
     facts_of_der(&der).map_err(|reason| PkiError::Invalid {
         path: path.to_path_buf(),
@@ -457,17 +478,17 @@ pub fn unix_now() -> i64 {
 
 /// Renews the certificate at `cert_path` / `key_path` with the CA (`ca_cert` beside `ca_key`):
 /// same name, names and lifetime, a new key and serial. Returns the new facts.
-pub fn renew(
-    cert_path: &Path,
-    key_path: &Path,
-    ca_key: &Path,
-) -> Result<CertFacts, PkiError> {
+pub fn renew(cert_path: &Path, key_path: &Path, ca_key: &Path) -> Result<CertFacts, PkiError> {
     let old = facts_of_pem_file(cert_path)?;
     let ca_dir = ca_key.parent().unwrap_or(Path::new("."));
     let lifetime = (old.not_after_unix - old.not_before_unix - BACKDATE.as_secs() as i64).max(1);
     let request = IssueRequest {
         name: old.common_name.clone(),
-        kind: if old.client { CertKind::Client } else { CertKind::Server },
+        kind: if old.client {
+            CertKind::Client
+        } else {
+            CertKind::Server
+        },
         sans: old.sans.clone(),
         lifetime: Duration::from_secs(lifetime as u64),
         out_dir: Some(std::env::temp_dir()),
@@ -503,9 +524,9 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
         Some((at, _)) => text.split_at(at),
         None => (text, "d"),
     };
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, like 90s, 15m, 12h or 30d"))?;
+    let value: u64 = number.parse().map_err(|_| {
+        format!("{text:?}: expected a number and a unit, like 90s, 15m, 12h or 30d")
+    })?;
     let seconds = match unit {
         "s" => value,
         "m" => value * 60,
@@ -542,7 +563,10 @@ mod tests {
         let facts = facts_of_pem_file(&server.cert).expect("facts");
         assert_eq!(facts.serial, server.serial);
         assert_eq!(facts.common_name, "node0");
-        assert_eq!(facts.sans, vec!["node0.local".to_string(), "10.0.0.2".to_string()]);
+        assert_eq!(
+            facts.sans,
+            vec!["node0.local".to_string(), "10.0.0.2".to_string()]
+        );
         assert!(!facts.client);
         assert!((facts.not_after_unix - unix_now() - 600).abs() <= 2);
 
@@ -553,7 +577,8 @@ mod tests {
         let index = CaDir::new(dir.path()).read_index().expect("index");
         assert_eq!(index.crl_number, 2);
 
-        let renewed = renew(&server.cert, &server.key, &CaDir::new(dir.path()).key()).expect("renew");
+        let renewed =
+            renew(&server.cert, &server.key, &CaDir::new(dir.path()).key()).expect("renew");
         assert_ne!(renewed.serial, facts.serial);
         assert_eq!(renewed.sans, facts.sans);
         assert_eq!(

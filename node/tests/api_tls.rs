@@ -57,8 +57,10 @@ fn client_config(ca: &Path, identity: Option<&str>) -> Arc<rustls::ClientConfig>
     let config = match identity {
         None => builder.with_no_client_auth(),
         Some(name) => {
-            let chain = vec![CertificateDer::from_pem_file(ca.join(format!("{name}.crt")))
-                .expect("client certificate")];
+            let chain = vec![
+                CertificateDer::from_pem_file(ca.join(format!("{name}.crt")))
+                    .expect("client certificate"),
+            ];
             let key = PrivateKeyDer::from_pem_file(ca.join(format!("{name}.key"))).expect("key");
             builder
                 .with_client_auth_cert(chain, key)
@@ -82,7 +84,8 @@ fn https(
     method: &str,
     path: &str,
 ) -> Result<Answer, String> {
-    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let mut tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let name = ServerName::try_from("127.0.0.1").expect("ip name");
@@ -92,7 +95,9 @@ fn https(
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     match stream.read_to_end(&mut raw) {
         Ok(_) => {}
@@ -123,7 +128,13 @@ fn https(
 fn start_node(home: &Path, listen: &str, extra_env: &[(&str, &str)]) -> Node {
     let mut command = Command::new(common::BIN);
     command
-        .args(["start", "--home", home.to_str().unwrap(), "--api-listen", listen])
+        .args([
+            "start",
+            "--home",
+            home.to_str().unwrap(),
+            "--api-listen",
+            listen,
+        ])
         .env("BLYAN_P2P_LISTEN", "/ip4/127.0.0.1/tcp/0")
         .env("BLYAN_CONSENSUS_TIMEOUT_COMMIT_MS", "200")
         .stdout(Stdio::null())
@@ -147,7 +158,10 @@ fn wait_https(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "the HTTPS API did not come up in 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "the HTTPS API did not come up in 30 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -169,7 +183,13 @@ fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let home = dir.path().join("home");
     let ca = dir.path().join("ca");
     common::init_home(&home);
-    let out = certs(&["init-ca", "--dir", ca.to_str().unwrap(), "--valid-for", "1d"]);
+    let out = certs(&[
+        "init-ca",
+        "--dir",
+        ca.to_str().unwrap(),
+        "--valid-for",
+        "1d",
+    ]);
     assert!(out.contains("CA \"Blyan devnet CA\" created"), "{out}");
     (dir, home, ca)
 }
@@ -178,14 +198,31 @@ fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
 fn admin_endpoints_need_an_unrevoked_client_certificate() {
     let (_dir, home, ca) = setup();
     let ca_dir = ca.to_str().unwrap();
-    certs(&["issue", "--dir", ca_dir, "--name", "node0", "--san", "127.0.0.1,localhost"]);
-    certs(&["issue", "--dir", ca_dir, "--name", "admin", "--kind", "client"]);
-    certs(&["issue", "--dir", ca_dir, "--name", "mallory", "--kind", "client"]);
-    certs(&["issue", "--dir", ca_dir, "--name", "carol", "--kind", "client"]);
+    certs(&[
+        "issue",
+        "--dir",
+        ca_dir,
+        "--name",
+        "node0",
+        "--san",
+        "127.0.0.1,localhost",
+    ]);
+    certs(&[
+        "issue", "--dir", ca_dir, "--name", "admin", "--kind", "client",
+    ]);
+    certs(&[
+        "issue", "--dir", ca_dir, "--name", "mallory", "--kind", "client",
+    ]);
+    certs(&[
+        "issue", "--dir", ca_dir, "--name", "carol", "--kind", "client",
+    ]);
     let out = certs(&["revoke", "--dir", ca_dir, "--name", "mallory"]);
     assert!(out.contains("revoked 1 certificate"), "{out}");
     let listed = certs(&["list", "--dir", ca_dir]);
-    assert!(listed.contains("mallory") && listed.contains("revoked"), "{listed}");
+    assert!(
+        listed.contains("mallory") && listed.contains("revoked"),
+        "{listed}"
+    );
     let mut config = std::fs::read_to_string(home.join("config.toml")).unwrap();
     config.push_str(&tls_section(&ca, "node0", 60));
     std::fs::write(home.join("config.toml"), config).unwrap();
@@ -209,7 +246,11 @@ fn admin_endpoints_need_an_unrevoked_client_certificate() {
     // No client certificate: refused, with a clear error.
     let refused = https(addr, &anonymous, "POST", "/admin/reload").expect("an answer");
     assert_eq!(refused.status, 403, "{}", refused.body);
-    assert!(refused.body.contains("client_certificate_required"), "{}", refused.body);
+    assert!(
+        refused.body.contains("client_certificate_required"),
+        "{}",
+        refused.body
+    );
     let refused = https(addr, &anonymous, "POST", "/checkpoints").expect("an answer");
     assert_eq!(refused.status, 403, "{}", refused.body);
 
@@ -227,29 +268,44 @@ fn admin_endpoints_need_an_unrevoked_client_certificate() {
     let mallory = client_config(&ca, Some("mallory"));
     match https(addr, &mallory, "POST", "/admin/reload") {
         Err(_) => {}
-        Ok(answer) => assert_eq!(answer.status, 403, "revoked certificate admitted: {}", answer.body),
+        Ok(answer) => assert_eq!(
+            answer.status, 403,
+            "revoked certificate admitted: {}",
+            answer.body
+        ),
     }
 
     // Revoked while the node runs: refused within seconds, without a restart.
     let carol = client_config(&ca, Some("carol"));
-    assert_eq!(https(addr, &carol, "POST", "/admin/reload").unwrap().status, 200);
+    assert_eq!(
+        https(addr, &carol, "POST", "/admin/reload").unwrap().status,
+        200
+    );
     certs(&["revoke", "--dir", ca_dir, "--name", "carol"]);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let admitted = matches!(https(addr, &carol, "POST", "/admin/reload"), Ok(a) if a.status == 200);
+        let admitted =
+            matches!(https(addr, &carol, "POST", "/admin/reload"), Ok(a) if a.status == 200);
         if !admitted {
             break;
         }
-        assert!(Instant::now() < deadline, "a certificate revoked at runtime kept admin access for 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "a certificate revoked at runtime kept admin access for 5 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The admin certificate still works after the CRL reload.
-    assert_eq!(https(addr, &admin, "POST", "/admin/reload").unwrap().status, 200);
+    assert_eq!(
+        https(addr, &admin, "POST", "/admin/reload").unwrap().status,
+        200
+    );
 
     // Refusals are counted by reason.
     let metrics = https(addr, &anonymous, "GET", "/metrics").expect("metrics");
     let count = |source: &str, reason: &str| -> f64 {
-        let prefix = format!("blyan_refused_inputs_total{{source=\"{source}\",reason=\"{reason}\"}} ");
+        let prefix =
+            format!("blyan_refused_inputs_total{{source=\"{source}\",reason=\"{reason}\"}} ");
         metrics
             .body
             .lines()
@@ -257,9 +313,15 @@ fn admin_endpoints_need_an_unrevoked_client_certificate() {
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    assert!(count("api", "client_certificate_required") >= 2.0, "{}", metrics.body);
     assert!(
-        count("connection", "client_certificate_revoked") + count("api", "client_certificate_revoked") >= 2.0,
+        count("api", "client_certificate_required") >= 2.0,
+        "{}",
+        metrics.body
+    );
+    assert!(
+        count("connection", "client_certificate_revoked")
+            + count("api", "client_certificate_revoked")
+            >= 2.0,
         "{}",
         metrics.body
     );
@@ -271,7 +333,17 @@ fn the_certificate_is_renewed_before_expiry_and_clients_keep_working() {
     let ca_dir = ca.to_str().unwrap();
     // 66 s of validity from a certificate backdated by 60 s: it is due (renew_before_s = 60)
     // about 6 s after it is issued, and every renewal is due 6 s later again.
-    certs(&["issue", "--dir", ca_dir, "--name", "node0", "--san", "127.0.0.1", "--valid-for", "66s"]);
+    certs(&[
+        "issue",
+        "--dir",
+        ca_dir,
+        "--name",
+        "node0",
+        "--san",
+        "127.0.0.1",
+        "--valid-for",
+        "66s",
+    ]);
     let first = blyan_node::pki::facts_of_pem_file(&ca.join("node0.crt")).unwrap();
     let mut config = std::fs::read_to_string(home.join("config.toml")).unwrap();
     config.push_str(&tls_section(&ca, "node0", 60));
@@ -286,8 +358,12 @@ fn the_certificate_is_renewed_before_expiry_and_clients_keep_working() {
     let mut serials = Vec::<String>::new();
     let mut requests = 0;
     while started.elapsed() < Duration::from_secs(16) {
-        let answer = https(addr, &client, "GET", "/status")
-            .unwrap_or_else(|error| panic!("a request failed across the renewal after {:?}: {error}", started.elapsed()));
+        let answer = https(addr, &client, "GET", "/status").unwrap_or_else(|error| {
+            panic!(
+                "a request failed across the renewal after {:?}: {error}",
+                started.elapsed()
+            )
+        });
         assert_eq!(answer.status, 200, "{}", answer.body);
         if serials.last() != Some(&answer.server_serial) {
             serials.push(answer.server_serial.clone());
@@ -295,14 +371,21 @@ fn the_certificate_is_renewed_before_expiry_and_clients_keep_working() {
         requests += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(serials.first(), Some(&first.serial), "the first certificate served");
+    assert_eq!(
+        serials.first(),
+        Some(&first.serial),
+        "the first certificate served"
+    );
     assert!(
         serials.len() >= 2,
         "no renewal seen in 16 s ({requests} requests): {serials:?}"
     );
     // Every certificate served was valid when seen: the renewed one expires later.
     let now = blyan_node::pki::facts_of_pem_file(&ca.join("node0.crt")).unwrap();
-    assert!(now.not_after_unix > first.not_after_unix, "{now:?} vs {first:?}");
+    assert!(
+        now.not_after_unix > first.not_after_unix,
+        "{now:?} vs {first:?}"
+    );
     assert!(now.not_after_unix > blyan_node::pki::unix_now());
 }
 
@@ -314,7 +397,10 @@ fn the_rate_limit_answers_429_per_client_address() {
     let _node = start_node(
         &home,
         &listen,
-        &[("BLYAN_API_RATE_LIMIT_PER_S", "5"), ("BLYAN_API_RATE_LIMIT_BURST", "10")],
+        &[
+            ("BLYAN_API_RATE_LIMIT_PER_S", "5"),
+            ("BLYAN_API_RATE_LIMIT_BURST", "10"),
+        ],
     );
     common::wait_for_ok(addr, "/health", Duration::from_secs(30), "node /health");
     let mut statuses = Vec::new();
@@ -322,7 +408,10 @@ fn the_rate_limit_answers_429_per_client_address() {
         statuses.push(common::http(addr, "GET", "/status", b"").unwrap().status);
     }
     let limited = statuses.iter().filter(|s| **s == 429).count();
-    assert!(limited >= 20, "40 requests at once with a burst of 10: {statuses:?}");
+    assert!(
+        limited >= 20,
+        "40 requests at once with a burst of 10: {statuses:?}"
+    );
     let limited_body = (0..100)
         .map(|_| common::http(addr, "GET", "/status", b"").unwrap())
         .find(|answer| answer.status == 429)
@@ -331,10 +420,15 @@ fn the_rate_limit_answers_429_per_client_address() {
     assert!(limited_body.contains("rate_limited"), "{limited_body}");
     // The bucket refills: after a second, requests pass again.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(common::http(addr, "GET", "/status", b"").unwrap().status, 200);
+    assert_eq!(
+        common::http(addr, "GET", "/status", b"").unwrap().status,
+        200
+    );
     let metrics = common::http(addr, "GET", "/metrics", b"").unwrap();
     assert!(
-        metrics.body.contains("blyan_refused_inputs_total{source=\"api\",reason=\"rate_limited\"}"),
+        metrics
+            .body
+            .contains("blyan_refused_inputs_total{source=\"api\",reason=\"rate_limited\"}"),
         "{}",
         metrics.body
     );

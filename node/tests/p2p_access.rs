@@ -16,12 +16,19 @@ struct Peer {
     address: Multiaddr,
 }
 
-async fn start(key: Keypair, allowlist: Option<&Path>, revoked: Option<&Path>, dial: &[String]) -> Peer {
+async fn start(
+    key: Keypair,
+    allowlist: Option<&Path>,
+    revoked: Option<&Path>,
+    dial: &[String],
+) -> Peer {
     let config = P2pConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         bootstrap: dial.to_vec(),
         static_mode: true,
-        allowlist_file: allowlist.map(|p| p.display().to_string()).unwrap_or_default(),
+        allowlist_file: allowlist
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         revoked_file: revoked.map(|p| p.display().to_string()).unwrap_or_default(),
         ..P2pConfig::default()
     };
@@ -29,7 +36,9 @@ async fn start(key: Keypair, allowlist: Option<&Path>, revoked: Option<&Path>, d
     let (handle, events, bound) = p2p::spawn(key, &config, "access-test")
         .await
         .expect("swarm starts");
-    let address = format!("{}/p2p/{peer_id}", bound[0]).parse().expect("multiaddr");
+    let address = format!("{}/p2p/{peer_id}", bound[0])
+        .parse()
+        .expect("multiaddr");
     Peer {
         handle,
         events,
@@ -104,7 +113,9 @@ async fn a_peer_not_on_the_allowlist_cannot_connect() {
     );
     let info = guard.handle.info.lock().unwrap().clone();
     assert!(
-        info.peers.iter().all(|p| p.peer_id != stranger_id.to_string()),
+        info.peers
+            .iter()
+            .all(|p| p.peer_id != stranger_id.to_string()),
         "the stranger is among the guard's peers: {:?}",
         info.peers
     );

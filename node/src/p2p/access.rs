@@ -37,12 +37,14 @@ pub fn parse_peer_list(path: &Path, text: &str) -> Result<HashSet<PeerId>, Acces
         if entry.is_empty() {
             continue;
         }
-        let peer = entry.parse::<PeerId>().map_err(|error| AccessError::Parse {
-            path: path.to_path_buf(),
-            line: index + 1,
-            text: entry.to_string(),
-            reason: error.to_string(),
-        })?;
+        let peer = entry
+            .parse::<PeerId>()
+            .map_err(|error| AccessError::Parse {
+                path: path.to_path_buf(),
+                line: index + 1,
+                text: entry.to_string(),
+                reason: error.to_string(),
+            })?;
         peers.insert(peer);
     }
     Ok(peers)
@@ -141,7 +143,10 @@ mod tests {
         let text = format!("{a}\nnot-a-peer\n");
         let error = parse_peer_list(Path::new("allow.txt"), &text).expect_err("line 2 is bad");
         let message = error.to_string();
-        assert!(message.starts_with("allow.txt:2: \"not-a-peer\""), "{message}");
+        assert!(
+            message.starts_with("allow.txt:2: \"not-a-peer\""),
+            "{message}"
+        );
     }
 
     #[test]

@@ -381,7 +381,9 @@ fn tls_pair() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), 
 pub async fn link(bytes: u64, runs: usize, handshakes: u32) -> Result<LinkReport, P2pError> {
     let io = |error: std::io::Error| P2pError::Transport(error.to_string());
     let (server_config, client_config) = tls_pair()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io)?;
     let address = listener.local_addr().map_err(io)?;
     let name = rustls::pki_types::ServerName::try_from("localhost")
         .map_err(|error| P2pError::Transport(error.to_string()))?;
@@ -397,10 +399,19 @@ pub async fn link(bytes: u64, runs: usize, handshakes: u32) -> Result<LinkReport
             let received = if tls {
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
                 let connector = tokio_rustls::TlsConnector::from(client_config.clone());
-                let (server, client) =
-                    tokio::join!(acceptor.accept(server), connector.connect(name.clone(), client));
+                let (server, client) = tokio::join!(
+                    acceptor.accept(server),
+                    connector.connect(name.clone(), client)
+                );
                 let (server, client) = (server.map_err(io)?, client.map_err(io)?);
-                suite = format!("{:?}", client.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()));
+                suite = format!(
+                    "{:?}",
+                    client
+                        .get_ref()
+                        .1
+                        .negotiated_cipher_suite()
+                        .map(|s| s.suite())
+                );
                 let (sent, received) = tokio::join!(pump(client, bytes), drain(server));
                 sent.map_err(io)?;
                 received.map_err(io)?
@@ -410,7 +421,9 @@ pub async fn link(bytes: u64, runs: usize, handshakes: u32) -> Result<LinkReport
                 received.map_err(io)?
             };
             if received != bytes {
-                return Err(P2pError::Transport(format!("received {received} of {bytes} bytes")));
+                return Err(P2pError::Transport(format!(
+                    "received {received} of {bytes} bytes"
+                )));
             }
             let mib_s = bytes as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();
             if tls {
@@ -427,7 +440,10 @@ pub async fn link(bytes: u64, runs: usize, handshakes: u32) -> Result<LinkReport
         let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
         let connector = tokio_rustls::TlsConnector::from(client_config.clone());
         let started = Instant::now();
-        let (server, client) = tokio::join!(acceptor.accept(server), connector.connect(name.clone(), client));
+        let (server, client) = tokio::join!(
+            acceptor.accept(server),
+            connector.connect(name.clone(), client)
+        );
         record(&mut handshake_times, started.elapsed());
         server.map_err(io)?;
         client.map_err(io)?;

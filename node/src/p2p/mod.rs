@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::allow_block_list::{self, AllowedPeers, BlockedPeers};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::allow_block_list::{self, AllowedPeers, BlockedPeers};
 use libp2p::{
     connection_limits, identify, identity, kad, noise, ping, tcp, tls, yamux, Multiaddr, PeerId,
     StreamProtocol, Swarm, SwarmBuilder,
@@ -535,11 +535,14 @@ pub async fn spawn_counted(
     let mut swarm = build_swarm(keypair, config, chain_id)?;
     // The lists are in force before the first listener or dial: a file that does not load
     // stops the start.
-    let mut allowlist =
-        (!config.allowlist_file.is_empty()).then(|| WatchedList::new(config.allowlist_file.clone().into()));
-    let mut revoked =
-        (!config.revoked_file.is_empty()).then(|| WatchedList::new(config.revoked_file.clone().into()));
-    for (field, list) in [("p2p.allowlist_file", &mut allowlist), ("p2p.revoked_file", &mut revoked)] {
+    let mut allowlist = (!config.allowlist_file.is_empty())
+        .then(|| WatchedList::new(config.allowlist_file.clone().into()));
+    let mut revoked = (!config.revoked_file.is_empty())
+        .then(|| WatchedList::new(config.revoked_file.clone().into()));
+    for (field, list) in [
+        ("p2p.allowlist_file", &mut allowlist),
+        ("p2p.revoked_file", &mut revoked),
+    ] {
         if let Some(list) = list {
             let peers = list
                 .poll(true)
@@ -738,7 +741,12 @@ impl Runner {
                             allowed.disallow_peer(*peer);
                         }
                         if !added.is_empty() || !removed.is_empty() {
-                            tracing::info!(added = added.len(), removed = removed.len(), allowed = peers.len(), "allowlist reloaded");
+                            tracing::info!(
+                                added = added.len(),
+                                removed = removed.len(),
+                                allowed = peers.len(),
+                                "allowlist reloaded"
+                            );
                         }
                     }
                 }
@@ -762,7 +770,12 @@ impl Runner {
                         revoked.unblock_peer(*peer);
                     }
                     if !added.is_empty() || !removed.is_empty() {
-                        tracing::info!(added = added.len(), removed = removed.len(), revoked = peers.len(), "revocation list reloaded");
+                        tracing::info!(
+                            added = added.len(),
+                            removed = removed.len(),
+                            revoked = peers.len(),
+                            "revocation list reloaded"
+                        );
                     }
                 }
             }
@@ -777,7 +790,10 @@ impl Runner {
 
     /// Counts a connection refused by the allowlist or the revocation list.
     fn count_denied(&mut self, cause: &libp2p::swarm::ConnectionDenied) {
-        let reason = if cause.downcast_ref::<allow_block_list::NotAllowed>().is_some() {
+        let reason = if cause
+            .downcast_ref::<allow_block_list::NotAllowed>()
+            .is_some()
+        {
             "not_allowed"
         } else if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
             "revoked"
