@@ -338,6 +338,24 @@ pub fn issue(ca_dir: &Path, request: &IssueRequest) -> Result<IssuedFiles, PkiEr
     if request.lifetime < Duration::from_secs(1) {
         return Err(PkiError::Usage("--valid-for must be at least 1s".into()));
     }
+    let out = request
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| ca_dir.to_path_buf());
+    let cert_path = out.join(format!("{}.crt", request.name));
+    let key_path = out.join(format!("{}.key", request.name));
+    sign_into(ca_dir, request, &cert_path, &key_path)
+}
+
+/// Signs a new key pair's certificate for `request`, writes the key then the certificate
+/// (a crash between the two leaves a certificate whose key does not fit, which a reload
+/// refuses, keeping the pair in memory, and the next try repairs), and records it.
+fn sign_into(
+    ca_dir: &Path,
+    request: &IssueRequest,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<IssuedFiles, PkiError> {
     let ca = CaDir::new(ca_dir);
     let mut index = ca.read_index()?;
     let (ca_cert, ca_key) = signer(&ca, &index)?;
@@ -346,14 +364,8 @@ pub fn issue(ca_dir: &Path, request: &IssueRequest) -> Result<IssuedFiles, PkiEr
     let not_after_unix = params.not_after.unix_timestamp().max(0) as u64;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-    let out = request
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| ca_dir.to_path_buf());
-    let cert_path = out.join(format!("{}.crt", request.name));
-    let key_path = out.join(format!("{}.key", request.name));
-    write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
-    write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
+    write_atomic(key_path, key.serialize_pem().as_bytes(), true)?;
+    write_atomic(cert_path, cert.pem().as_bytes(), false)?;
     index.issued.push(Issued {
         name: request.name.clone(),
         serial: serial.clone(),
@@ -363,8 +375,8 @@ pub fn issue(ca_dir: &Path, request: &IssueRequest) -> Result<IssuedFiles, PkiEr
     });
     ca.write_index(&index)?;
     Ok(IssuedFiles {
-        cert: cert_path,
-        key: key_path,
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
         serial,
         not_after_unix,
     })
@@ -491,29 +503,9 @@ pub fn renew(cert_path: &Path, key_path: &Path, ca_key: &Path) -> Result<CertFac
         },
         sans: old.sans.clone(),
         lifetime: Duration::from_secs(lifetime as u64),
-        out_dir: Some(std::env::temp_dir()),
+        out_dir: None,
     };
-    let ca = CaDir::new(ca_dir);
-    let mut index = ca.read_index()?;
-    let (ca_cert, ca_signing_key) = signer(&ca, &index)?;
-    let params = leaf_params(&request)?;
-    let serial = hex::encode(params.serial_number.as_ref().expect("set above").to_bytes());
-    let not_after_unix = params.not_after.unix_timestamp().max(0) as u64;
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca_cert, &ca_signing_key)?;
-    // Key first: a crash between the two leaves the old certificate with a key that does not
-    // match it, which the reload refuses (the old pair stays in memory) and the next renewal
-    // round repairs.
-    write_atomic(key_path, key.serialize_pem().as_bytes(), true)?;
-    write_atomic(cert_path, cert.pem().as_bytes(), false)?;
-    index.issued.push(Issued {
-        name: request.name.clone(),
-        serial: serial.clone(),
-        kind: request.kind,
-        not_after_unix,
-        revoked: false,
-    });
-    ca.write_index(&index)?;
+    sign_into(ca_dir, &request, cert_path, key_path)?;
     facts_of_pem_file(cert_path)
 }
 

@@ -111,16 +111,13 @@ fn https(
         .and_then(|leaf| blyan_node::pki::facts_of_der(leaf).ok())
         .map(|facts| facts.serial)
         .unwrap_or_default();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = headers
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
+    let response = common::parse_response(&raw);
+    if response.status == 0 {
+        return Err(format!("no HTTP status in {:?}", response.headers));
+    }
     Ok(Answer {
-        status,
-        body: body.to_string(),
+        status: response.status,
+        body: response.body,
         server_serial,
     })
 }
@@ -178,6 +175,19 @@ fn tls_section(ca: &Path, node: &str, renew_before_s: u64) -> String {
     )
 }
 
+/// Adds `[api.tls]` (node0's certificate from `ca`, renewal 60 s before expiry) to the home's
+/// config, starts the node and waits until it answers over HTTPS.
+fn start_tls_node(home: &Path, ca: &Path) -> (Node, SocketAddr) {
+    let mut config = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    config.push_str(&tls_section(ca, "node0", 60));
+    std::fs::write(home.join("config.toml"), config).unwrap();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let addr: SocketAddr = listen.parse().unwrap();
+    let node = start_node(home, &listen, &[]);
+    wait_https(addr, &client_config(ca, None));
+    (node, addr)
+}
+
 fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let home = dir.path().join("home");
@@ -223,15 +233,8 @@ fn admin_endpoints_need_an_unrevoked_client_certificate() {
         listed.contains("mallory") && listed.contains("revoked"),
         "{listed}"
     );
-    let mut config = std::fs::read_to_string(home.join("config.toml")).unwrap();
-    config.push_str(&tls_section(&ca, "node0", 60));
-    std::fs::write(home.join("config.toml"), config).unwrap();
-
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let addr: SocketAddr = listen.parse().unwrap();
-    let _node = start_node(&home, &listen, &[]);
+    let (_node, addr) = start_tls_node(&home, &ca);
     let anonymous = client_config(&ca, None);
-    wait_https(addr, &anonymous);
 
     // Public endpoints need no client certificate.
     let status = https(addr, &anonymous, "GET", "/status").expect("status over TLS");
@@ -345,14 +348,8 @@ fn the_certificate_is_renewed_before_expiry_and_clients_keep_working() {
         "66s",
     ]);
     let first = blyan_node::pki::facts_of_pem_file(&ca.join("node0.crt")).unwrap();
-    let mut config = std::fs::read_to_string(home.join("config.toml")).unwrap();
-    config.push_str(&tls_section(&ca, "node0", 60));
-    std::fs::write(home.join("config.toml"), config).unwrap();
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let addr: SocketAddr = listen.parse().unwrap();
-    let _node = start_node(&home, &listen, &[]);
+    let (_node, addr) = start_tls_node(&home, &ca);
     let client = client_config(&ca, None);
-    wait_https(addr, &client);
 
     let started = Instant::now();
     let mut serials = Vec::<String>::new();

@@ -91,7 +91,7 @@ async fn a_peer_not_on_the_allowlist_cannot_connect() {
     assert_eq!(guard.handle.info.lock().unwrap().allowlist, Some(1));
     let dial = vec![guard.address.to_string()];
     let mut friend = start(friend_key, None, None, &dial).await;
-    let mut stranger = start(stranger_key, None, None, &dial).await;
+    let stranger = start(stranger_key, None, None, &dial).await;
     assert!(
         connected(&mut friend.events, guard_id, Duration::from_secs(20)).await,
         "the listed peer connects"

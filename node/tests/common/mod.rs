@@ -65,18 +65,23 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> std::io:
     let _ = stream.write_all(body);
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    Ok(parse_response(&raw))
+}
+
+/// Splits a raw HTTP/1.1 answer into status (0 when there is none), headers and body.
+pub fn parse_response(raw: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = headers
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    Ok(Response {
+    Response {
         status,
         headers: headers.to_string(),
         body: body.to_string(),
-    })
+    }
 }
 
 /// Polls `GET path` until it answers 200, or panics with `what` after `deadline`.
