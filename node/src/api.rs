@@ -941,24 +941,34 @@ async fn admin_guard(State(state): State<Arc<ApiState>>, request: Request, next:
         )
         .into_response();
     };
-    let refusal = match (&state.tls, &client.certificate) {
+    let tls = state.tls.as_ref().filter(|_| client.tls);
+    let refusal = match (tls, &client.certificate) {
         (Some(_), None) => Some(forbidden(
             "client_certificate_required",
             "admin endpoints need a client certificate issued by api.tls.client_ca_file".into(),
         )),
-        (Some(tls), Some(certificate)) if tls.is_revoked(&certificate.serial) => Some(forbidden(
-            "client_certificate_revoked",
-            format!("client certificate {} ({}) is revoked", certificate.serial, certificate.common_name),
-        )),
+        (Some(tls), Some(certificate)) if tls.is_revoked(&certificate.serial) => {
+            Some(forbidden(
+                "client_certificate_revoked",
+                format!(
+                    "client certificate {} ({}) is revoked",
+                    certificate.serial, certificate.common_name
+                ),
+            ))
+        }
         (Some(_), Some(certificate)) if !certificate.client => Some(forbidden(
             "client_certificate_required",
-            format!("certificate {} is not a client certificate", certificate.common_name),
+            format!(
+                "certificate {} is not a client certificate",
+                certificate.common_name
+            ),
         )),
         (Some(_), Some(_)) => None,
+        // Plain HTTP (no TLS on this listener): loopback clients only.
         (None, _) if client.address.ip().is_loopback() => None,
         (None, _) => Some(forbidden(
             "admin_refused",
-            "admin endpoints answer loopback clients only unless the API runs HTTPS with client certificates ([api.tls])".into(),
+            "over plain HTTP, admin endpoints answer loopback clients only; use HTTPS with a client certificate ([api.tls])".into(),
         )),
     };
     match refusal {

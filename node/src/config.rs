@@ -74,6 +74,8 @@ fn default_rate_limit_burst() -> u32 {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiTlsConfig {
     pub enabled: bool,
+    /// HTTPS on its own address, `api.listen` staying plain HTTP; "": `api.listen` is HTTPS.
+    pub listen: String,
     /// PEM certificate chain and key of the server (relative paths are under the node home).
     pub cert_file: String,
     pub key_file: String,
@@ -494,6 +496,7 @@ rate_limit_burst = {rate_limit_burst}
 # `blyan-node certs --help` makes the files). Without TLS, admin endpoints answer loopback only.
 # [api.tls]
 # enabled = true
+# listen = ""            # "" makes api.listen HTTPS; an address adds HTTPS there, api.listen stays HTTP
 # cert_file = "tls/node.crt"
 # key_file = "tls/node.key"
 # client_ca_file = "tls/ca.crt"
@@ -713,6 +716,20 @@ level = "{level}"
                     return Err(invalid(
                         field,
                         "is needed with api.tls.enabled = true".into(),
+                    ));
+                }
+            }
+            if !tls.listen.is_empty() {
+                let address = tls.listen.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        "api.tls.listen",
+                        format!("{:?} is not an IP:port address", tls.listen),
+                    )
+                })?;
+                if tls.listen == self.api.listen && address.port() != 0 {
+                    return Err(invalid(
+                        "api.tls.listen",
+                        "must differ from api.listen (or be \"\" to make api.listen HTTPS)".into(),
                     ));
                 }
             }

@@ -918,6 +918,15 @@ fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration
         let bound_api = listener
             .local_addr()
             .context("api.listen: no local address")?;
+        // With api.tls.listen, HTTPS has its own port and api.listen stays plain HTTP.
+        let tls_listener = match (&api_tls, config.api.tls.listen.as_str()) {
+            (Some(_), tls_listen) if !tls_listen.is_empty() => Some(
+                tokio::net::TcpListener::bind(tls_listen)
+                    .await
+                    .with_context(|| format!("api.tls.listen: cannot listen on {tls_listen}"))?,
+            ),
+            _ => None,
+        };
         let validator = node
             .shared()
             .view
@@ -945,8 +954,23 @@ fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration
             tokio::spawn(tls.maintain());
         }
         let refused = metrics.refused_inputs.clone();
+        let router = api::router(state);
+        let (plain_tls, https) = match tls_listener {
+            Some(tls_listener) => (None, Some((tls_listener, api_tls))),
+            None => (api_tls, None),
+        };
+        if let Some((tls_listener, api_tls)) = https {
+            let mut tls_stop = stop_rx.clone();
+            let (router, refused) = (router.clone(), refused.clone());
+            tokio::spawn(async move {
+                blyan_node::api_tls::serve(tls_listener, router, api_tls, refused, async move {
+                    let _ = tls_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+            });
+        }
         let api = tokio::spawn(async move {
-            blyan_node::api_tls::serve(listener, api::router(state), api_tls, refused, async move {
+            blyan_node::api_tls::serve(listener, router, plain_tls, refused, async move {
                 let _ = api_stop.wait_for(|stop| *stop).await;
             })
             .await

@@ -430,3 +430,44 @@ fn the_rate_limit_answers_429_per_client_address() {
         metrics.body
     );
 }
+
+#[test]
+fn https_on_its_own_port_leaves_the_plain_api_for_loopback_admin() {
+    let (_dir, home, ca) = setup();
+    let ca_dir = ca.to_str().unwrap();
+    certs(&[
+        "issue",
+        "--dir",
+        ca_dir,
+        "--name",
+        "node0",
+        "--san",
+        "127.0.0.1",
+    ]);
+    let tls_listen = format!("127.0.0.1:{}", common::free_port());
+    let mut config = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    config.push_str(&tls_section(&ca, "node0", 60));
+    config.push_str(&format!("listen = {tls_listen:?}\n"));
+    std::fs::write(home.join("config.toml"), config).unwrap();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let plain: SocketAddr = listen.parse().unwrap();
+    let secure: SocketAddr = tls_listen.parse().unwrap();
+    let _node = start_node(&home, &listen, &[]);
+    let anonymous = client_config(&ca, None);
+    wait_https(secure, &anonymous);
+    common::wait_for_ok(plain, "/health", Duration::from_secs(30), "plain /health");
+    // Both serve the same API.
+    assert_eq!(
+        https(secure, &anonymous, "GET", "/status").unwrap().status,
+        200
+    );
+    assert_eq!(
+        common::http(plain, "GET", "/status", b"").unwrap().status,
+        200
+    );
+    // Admin: a loopback client over plain HTTP is admitted, HTTPS still wants a certificate.
+    let local = common::http(plain, "POST", "/admin/reload", b"").unwrap();
+    assert_eq!(local.status, 200, "{}", local.body);
+    let anonymous_admin = https(secure, &anonymous, "POST", "/admin/reload").unwrap();
+    assert_eq!(anonymous_admin.status, 403, "{}", anonymous_admin.body);
+}
