@@ -32,6 +32,8 @@ pub const LABEL_BINARY: &str = "blyan.binary-sha256";
 pub const IMAGE: &str = "blyan-node";
 pub const HOME_INSIDE: &str = "/home/blyan";
 pub const API_PORT: u16 = 26657;
+/// The HTTPS API port inside node containers (certificates from the devnet's `pki/`).
+pub const HTTPS_PORT: u16 = 26658;
 pub const P2P_PORT: u16 = 26656;
 
 #[derive(Debug, thiserror::Error)]
@@ -577,6 +579,7 @@ pub fn devnet_plan(
                 api_url: format!("http://{ip}:{API_PORT}"),
                 p2p_listen: format!("/ip4/0.0.0.0/tcp/{P2P_PORT}"),
                 p2p_address: format!("/ip4/{ip}/tcp/{P2P_PORT}"),
+                api_https: None,
             }
         })
         .collect();
@@ -671,13 +674,19 @@ async fn up_inner(
             std::fs::canonicalize(&options.base)
         })
         .map_err(io(&options.base))?;
-    let plan = devnet_plan(
+    let mut plan = devnet_plan(
         manifest,
         "docker",
         |index| node_ip(third, index),
         &options.log_level,
         &options.node_bin,
     );
+    for (index, node) in plan.nodes.iter_mut().enumerate() {
+        node.api_https = Some((
+            format!("0.0.0.0:{HTTPS_PORT}"),
+            format!("https://{}:{HTTPS_PORT}", node_ip(third, index)),
+        ));
+    }
     let mut state = process::write_devnet(&base, &plan)?;
     progress(Stage::Network);
     let network = format!("blyan-{name}");

@@ -659,6 +659,18 @@ fn print_nodes(state: &DevnetState) -> Result<()> {
             node.p2p
         );
     }
+    if let Some((node, https)) = state
+        .nodes
+        .first()
+        .and_then(|node| Some((node, node.api_https.as_ref()?)))
+    {
+        let pki = node.home.parent().unwrap_or(&node.home).join("pki");
+        println!(
+            "HTTPS beside each API ({https} for {}, ...); admin endpoints need the devnet's client certificate:\n  curl --cacert {pki}/ca.crt --cert {pki}/admin.crt --key {pki}/admin.key -X POST {https}/admin/reload",
+            node.moniker,
+            pki = pki.display()
+        );
+    }
     Ok(())
 }
 

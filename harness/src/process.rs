@@ -92,7 +92,15 @@ pub struct UpOptions {
     pub twins: Vec<(String, String)>,
 }
 
+/// Node `i` serves HTTPS on `api_port_base + HTTPS_PORT_OFFSET + i`.
+pub const HTTPS_PORT_OFFSET: u16 = 500;
+
 impl UpOptions {
+    /// The HTTPS API port of node `index`.
+    pub fn https_port(&self, index: usize) -> u16 {
+        self.api_port_base + HTTPS_PORT_OFFSET + index as u16
+    }
+
     pub fn new(name: &str, base: &Path, nodes: usize, node_bin: PathBuf) -> UpOptions {
         UpOptions {
             name: name.to_string(),
@@ -165,6 +173,10 @@ impl UpOptions {
             for (flag, base) in [
                 ("--api-port-base", self.api_port_base),
                 ("--p2p-port-base", self.p2p_port_base),
+                (
+                    "HTTPS API (--api-port-base + 500)",
+                    self.api_port_base.saturating_add(HTTPS_PORT_OFFSET),
+                ),
             ] {
                 let other = u32::from(base)..u32::from(base) + self.nodes as u32;
                 if other.start < range.end && range.start < other.end {
@@ -181,6 +193,20 @@ impl UpOptions {
             return Err(ProcessError::Invalid(
                 "--api-port-base and --p2p-port-base ranges overlap".into(),
             ));
+        }
+        let https_start = u32::from(self.api_port_base) + u32::from(HTTPS_PORT_OFFSET);
+        let https = https_start..https_start + self.nodes as u32;
+        if https.end > 65535 {
+            return Err(ProcessError::Invalid(format!(
+                "--api-port-base: the HTTPS ports {}..{} (API + {HTTPS_PORT_OFFSET}) pass 65535",
+                https.start, https.end
+            )));
+        }
+        if https.start < p2p.end && p2p.start < https.end {
+            return Err(ProcessError::Invalid(format!(
+                "the HTTPS API ports {}..{} (--api-port-base + {HTTPS_PORT_OFFSET}) overlap --p2p-port-base",
+                https.start, https.end
+            )));
         }
         Ok(())
     }
@@ -203,6 +229,9 @@ pub struct NodeEntry {
     #[serde(default)]
     pub container: Option<String>,
     pub log: PathBuf,
+    /// The HTTPS API URL (certificates under the devnet's `pki/`), when the node serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_https: Option<String>,
 }
 
 fn yes() -> bool {
@@ -336,6 +365,10 @@ pub struct NodePlan {
     pub p2p_listen: String,
     /// The address the other nodes dial (and this node announces), without `/p2p/`.
     pub p2p_address: String,
+    /// HTTPS beside the plain API: (`api.tls.listen` inside the node, URL from the harness).
+    /// With it the devnet gets a CA (`DIR/pki/`), this node a server certificate and the
+    /// harness an admin client certificate (`DIR/pki/admin.crt`).
+    pub api_https: Option<(String, String)>,
 }
 
 /// Everything `write_devnet` needs.
@@ -368,6 +401,82 @@ pub struct DevnetPlan {
     pub byzantine: Vec<(String, blyan_node::config::DevnetConfig)>,
     /// Twins: (twin moniker, moniker of the validator whose key it runs).
     pub twins: Vec<(String, String)>,
+}
+
+/// How long the devnet's certificates live (a devnet is rebuilt long before).
+const DEVNET_CERT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// The devnet's CA in `pki_dir` and an admin client certificate (`admin.crt`, `admin.key`).
+fn write_pki(pki_dir: &Path, name: &str) -> Result<(), ProcessError> {
+    use blyan_node::pki;
+    let pki_error =
+        |error: pki::PkiError| ProcessError::Invalid(format!("devnet certificates: {error}"));
+    pki::init_ca(
+        pki_dir,
+        &format!("Blyan devnet {name} CA"),
+        DEVNET_CERT_LIFETIME,
+        true,
+    )
+    .map_err(pki_error)?;
+    pki::issue(
+        pki_dir,
+        &pki::IssueRequest {
+            name: "admin".into(),
+            kind: pki::CertKind::Client,
+            sans: Vec::new(),
+            lifetime: DEVNET_CERT_LIFETIME,
+            out_dir: None,
+        },
+    )
+    .map_err(pki_error)?;
+    Ok(())
+}
+
+/// A server certificate for `moniker` (named by the URL's host, 127.0.0.1, localhost and the
+/// moniker) with the CA and its CRL copied into `HOME/tls/`, and the `[api.tls]` that uses them.
+/// The CA key stays in the devnet's `pki/`, out of the node homes.
+fn node_certificate(
+    pki_dir: &Path,
+    home: &Path,
+    moniker: &str,
+    listen: &str,
+    url: &str,
+) -> Result<blyan_node::config::ApiTlsConfig, ProcessError> {
+    use blyan_node::pki;
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(host, _)| host.to_string())
+        .ok_or_else(|| ProcessError::Invalid(format!("HTTPS URL {url:?} has no host:port")))?;
+    let mut sans = vec![host, "127.0.0.1".to_string(), "localhost".to_string()];
+    sans.push(moniker.to_string());
+    sans.dedup();
+    let tls_dir = home.join("tls");
+    pki::issue(
+        pki_dir,
+        &pki::IssueRequest {
+            name: moniker.to_string(),
+            kind: pki::CertKind::Server,
+            sans,
+            lifetime: DEVNET_CERT_LIFETIME,
+            out_dir: Some(tls_dir.clone()),
+        },
+    )
+    .map_err(|error| ProcessError::Invalid(format!("{moniker} certificate: {error}")))?;
+    for file in ["ca.crt", "ca.crl"] {
+        std::fs::copy(pki_dir.join(file), tls_dir.join(file)).map_err(io(&tls_dir))?;
+    }
+    Ok(blyan_node::config::ApiTlsConfig {
+        enabled: true,
+        listen: listen.to_string(),
+        cert_file: format!("tls/{moniker}.crt"),
+        key_file: format!("tls/{moniker}.key"),
+        client_ca_file: "tls/ca.crt".into(),
+        crl_file: "tls/ca.crl".into(),
+        ca_key_file: String::new(),
+        renew_before_s: 0,
+    })
 }
 
 /// Whom node `index` of `count` dials: everyone in devnets of up to 16 nodes; beyond that the
@@ -472,6 +581,10 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         serde_json::to_string_pretty(&accounts).expect("accounts serialise"),
     )
     .map_err(io(&accounts_path))?;
+    let pki_dir = dir.join("pki");
+    if plan.nodes.iter().any(|node| node.api_https.is_some()) {
+        write_pki(&pki_dir, &plan.name)?;
+    }
     let mut nodes = Vec::with_capacity(count);
     for (index, node) in plan.nodes.iter().enumerate() {
         let home = Home::new(dir.join(&node.moniker));
@@ -486,6 +599,9 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         config.api.listen = node.api_listen.clone();
         // Devnets are driven hard on purpose, by one load generator and one checker address.
         config.api.rate_limit_per_s = 0;
+        if let Some((listen, url)) = &node.api_https {
+            config.api.tls = node_certificate(&pki_dir, home.root(), &node.moniker, listen, url)?;
+        }
         config.p2p.listen = vec![node.p2p_listen.clone()];
         config.p2p.external_addresses = vec![node.p2p_address.clone()];
         config.p2p.static_mode = true;
@@ -544,6 +660,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
             pid: None,
             container: None,
             log: dir.join(format!("{}.log", node.moniker)),
+            api_https: node.api_https.as_ref().map(|(_, url)| url.clone()),
         });
     }
     let proxy = match &plan.proxy {
@@ -624,6 +741,7 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             options.api_port_base + index as u16,
             &format!("node{index} API"),
         )?;
+        check_port_free(options.https_port(index), &format!("node{index} HTTPS API"))?;
         check_port_free(
             options.p2p_port_base + index as u16,
             &format!("node{index} P2P"),
@@ -648,6 +766,10 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
                 api_url: format!("http://{api}"),
                 p2p_listen: p2p.clone(),
                 p2p_address: p2p,
+                api_https: {
+                    let https = SocketAddr::from(([127, 0, 0, 1], options.https_port(index)));
+                    Some((https.to_string(), format!("https://{https}")))
+                },
             }
         })
         .collect();

@@ -97,6 +97,28 @@ fn four_node_processes_agree_survive_a_kill_and_a_restarted_node_catches_up() {
         assert_eq!(status["peers"], 3, "node{index}: {status}");
     }
 
+    // Every node also serves HTTPS with a certificate from the devnet's CA; admin endpoints
+    // there need the devnet's admin client certificate.
+    let pki = state.nodes[0].home.parent().unwrap().join("pki");
+    for node in &state.nodes {
+        let https = node.api_https.as_deref().expect("an HTTPS URL");
+        assert_eq!(
+            common::https_status(&pki, false, https, "GET", "/status"),
+            Ok(200),
+            "{https}"
+        );
+        assert_eq!(
+            common::https_status(&pki, false, https, "POST", "/admin/reload"),
+            Ok(403),
+            "{https}: admin without a client certificate"
+        );
+        assert_eq!(
+            common::https_status(&pki, true, https, "POST", "/admin/reload"),
+            Ok(200),
+            "{https}: admin with the devnet's client certificate"
+        );
+    }
+
     // Kill node 3 with SIGKILL; the other three keep committing.
     assert!(process::signal_node(&state, 3, libc::SIGKILL));
     wait_down(&state, 3);
