@@ -40,10 +40,31 @@ fn ten_node_docker_devnet_agrees_and_leaves_nothing_behind() {
     );
     let all: Vec<usize> = (0..10).collect();
     let check = process::check_agreement(&state, &all, 10);
+    // HTTPS beside the plain API, certificates from the devnet's CA, admin by client certificate.
+    let pki = state.nodes[0].home.parent().unwrap().join("pki");
+    let https: Vec<_> = state
+        .nodes
+        .iter()
+        .map(|node| {
+            let url = node.api_https.clone().unwrap_or_default();
+            (
+                process::https_status(&pki, false, &url, "GET", "/status"),
+                process::https_status(&pki, false, &url, "POST", "/admin/reload"),
+                process::https_status(&pki, true, &url, "POST", "/admin/reload"),
+            )
+        })
+        .collect();
     let removed = rt
         .block_on(docker::remove_by_label(&docker, Some(&name)))
         .unwrap();
     check.unwrap();
+    for (index, answers) in https.iter().enumerate() {
+        assert_eq!(
+            answers,
+            &(Ok(200), Ok(403), Ok(200)),
+            "node{index} over HTTPS"
+        );
+    }
     assert_eq!((removed.containers, removed.networks), (10, 1));
     assert_eq!(rt.block_on(leftovers(&docker, &name)), (0, 0, 0));
 }

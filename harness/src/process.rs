@@ -1135,3 +1135,65 @@ pub fn default_node_bin() -> PathBuf {
     }
     dir.join("blyan-node")
 }
+
+/// One HTTPS request to `url` + `path` trusting the devnet's CA (`pki/ca.crt`), presenting the
+/// devnet's admin client certificate when `admin`; the HTTP status, or why none came.
+pub fn https_status(
+    pki: &std::path::Path,
+    admin: bool,
+    url: &str,
+    method: &str,
+    path: &str,
+) -> Result<u16, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.join("ca.crt")).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = if admin {
+        let chain =
+            vec![CertificateDer::from_pem_file(pki.join("admin.crt")).map_err(|e| e.to_string())?];
+        let key = PrivateKeyDer::from_pem_file(pki.join("admin.key")).map_err(|e| e.to_string())?;
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?
+    } else {
+        builder.with_no_client_auth()
+    };
+    let address = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{url} is not https"))?;
+    let host = address
+        .rsplit_once(':')
+        .map(|(host, _)| host)
+        .unwrap_or(address);
+    let mut tcp = std::net::TcpStream::connect(address).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let mut session = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| e.to_string())?;
+    let mut stream = rustls::Stream::new(&mut session, &mut tcp);
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    if let Err(error) = stream.read_to_end(&mut raw) {
+        if raw.is_empty() {
+            return Err(error.to_string());
+        }
+    }
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| "no HTTP status".to_string())
+}

@@ -103,17 +103,17 @@ fn four_node_processes_agree_survive_a_kill_and_a_restarted_node_catches_up() {
     for node in &state.nodes {
         let https = node.api_https.as_deref().expect("an HTTPS URL");
         assert_eq!(
-            common::https_status(&pki, false, https, "GET", "/status"),
+            process::https_status(&pki, false, https, "GET", "/status"),
             Ok(200),
             "{https}"
         );
         assert_eq!(
-            common::https_status(&pki, false, https, "POST", "/admin/reload"),
+            process::https_status(&pki, false, https, "POST", "/admin/reload"),
             Ok(403),
             "{https}: admin without a client certificate"
         );
         assert_eq!(
-            common::https_status(&pki, true, https, "POST", "/admin/reload"),
+            process::https_status(&pki, true, https, "POST", "/admin/reload"),
             Ok(200),
             "{https}: admin with the devnet's client certificate"
         );
