@@ -358,12 +358,15 @@ fn tls_pair() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), 
         .map_err(|error| P2pError::Transport(error.to_string()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|error| P2pError::Transport(error.to_string()))?
         .with_no_client_auth()
         .with_single_cert(vec![generated.cert.der().clone()], key)
         .map_err(|error| P2pError::Transport(error.to_string()))?;
+    // No session tickets: the sending side never reads, and unread tickets turn its close
+    // into a reset that can cut the stream short.
+    server.send_tls13_tickets = 0;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(generated.cert.der().clone())
