@@ -52,11 +52,15 @@ fn key() -> (Keypair, PeerId) {
     (key, id)
 }
 
-/// Waits for a `Connected(peer)` (true) or gives up after `within`.
-async fn connected(events: &mut Receiver<P2pEvent>, peer: PeerId, within: Duration) -> bool {
+/// Waits for an event that `wanted` accepts (true), or gives up after `within`.
+async fn saw(
+    events: &mut Receiver<P2pEvent>,
+    within: Duration,
+    wanted: impl Fn(&P2pEvent) -> bool,
+) -> bool {
     tokio::time::timeout(within, async {
         while let Some(event) = events.recv().await {
-            if matches!(event, P2pEvent::Connected(p) if p == peer) {
+            if wanted(&event) {
                 return true;
             }
         }
@@ -66,17 +70,22 @@ async fn connected(events: &mut Receiver<P2pEvent>, peer: PeerId, within: Durati
     .unwrap_or(false)
 }
 
-async fn disconnected(events: &mut Receiver<P2pEvent>, peer: PeerId, within: Duration) -> bool {
-    tokio::time::timeout(within, async {
-        while let Some(event) = events.recv().await {
-            if matches!(event, P2pEvent::Disconnected(p) if p == peer) {
-                return true;
-            }
-        }
-        false
-    })
+async fn connected(events: &mut Receiver<P2pEvent>, peer: PeerId, within: Duration) -> bool {
+    saw(
+        events,
+        within,
+        |event| matches!(event, P2pEvent::Connected(p) if *p == peer),
+    )
     .await
-    .unwrap_or(false)
+}
+
+async fn disconnected(events: &mut Receiver<P2pEvent>, peer: PeerId, within: Duration) -> bool {
+    saw(
+        events,
+        within,
+        |event| matches!(event, P2pEvent::Disconnected(p) if *p == peer),
+    )
+    .await
 }
 
 #[tokio::test]
