@@ -197,7 +197,7 @@ pub fn init_ca(
         crl_number: 0,
         issued: Vec::new(),
     };
-    write_crl(&ca, &index, &key)?;
+    write_crl(&ca, &index, &cert, &key)?;
     ca.write_index(&Index {
         crl_number: 1,
         ..index
@@ -222,8 +222,12 @@ fn signer(ca: &CaDir, index: &Index) -> Result<(rcgen::Certificate, KeyPair), Pk
     Ok((cert, key))
 }
 
-fn write_crl(ca: &CaDir, index: &Index, key: &KeyPair) -> Result<(), PkiError> {
-    let cert = ca_params(&index.ca_name, Duration::from_secs(3600)).self_signed(key)?;
+fn write_crl(
+    ca: &CaDir,
+    index: &Index,
+    cert: &rcgen::Certificate,
+    key: &KeyPair,
+) -> Result<(), PkiError> {
     let revoked = index
         .issued
         .iter()
@@ -253,7 +257,7 @@ fn write_crl(ca: &CaDir, index: &Index, key: &KeyPair) -> Result<(), PkiError> {
         revoked_certs: revoked,
         key_identifier_method: KeyIdMethod::Sha256,
     }
-    .signed_by(&cert, key)?;
+    .signed_by(cert, key)?;
     write_atomic(&ca.crl(), crl.pem()?.as_bytes(), false)
 }
 
@@ -409,8 +413,8 @@ pub fn revoke(ca_dir: &Path, name: &str) -> Result<Vec<String>, PkiError> {
             )
         }));
     }
-    let (_, key) = signer(&ca, &index)?;
-    write_crl(&ca, &index, &key)?;
+    let (cert, key) = signer(&ca, &index)?;
+    write_crl(&ca, &index, &cert, &key)?;
     index.crl_number += 1;
     ca.write_index(&index)?;
     Ok(revoked)

@@ -21,6 +21,7 @@ use super::{probe, spawn, P2pCommand, P2pError, P2pEvent, P2pHandle, Topic};
 use crate::block::Hash;
 use crate::config::P2pConfig;
 use crate::consensus::types::{SignedVote, Vote, VoteKind};
+use crate::inference::bench::median;
 use crate::wire;
 
 /// Percentiles of one measured quantity, in milliseconds.
@@ -318,12 +319,6 @@ pub struct LinkReport {
     pub tls_over_plaintext: f64,
     /// TLS 1.3 handshakes with server authentication (HTTPS API style), on loopback.
     pub https_handshake: Summary,
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 async fn pump<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, bytes: u64) -> std::io::Result<()> {
