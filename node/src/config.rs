@@ -137,6 +137,89 @@ pub struct P2pConfig {
     /// A file of revoked peer ids: refused, and cut off within a second of being added.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub revoked_file: String,
+    /// Circuit relay v2 servers (`/ip4/../tcp/../p2p/<id>`) to reserve a slot on when this node
+    /// is not reachable; relays found among connected peers are used too.
+    #[serde(default)]
+    pub relays: Vec<String>,
+    /// When to reserve relay slots and advertise relayed addresses: "auto" (when AutoNAT says
+    /// this node is private), "always", or "never".
+    #[serde(default)]
+    pub reserve_relays: ReserveRelays,
+    /// How many relays to hold a reservation on at once (more than one, so that losing a relay
+    /// does not cut the node off).
+    #[serde(default = "default_relay_reservations")]
+    pub relay_reservations: u32,
+    /// Serve circuit relay v2 for other nodes (public nodes: bootstrap and relay nodes).
+    #[serde(default)]
+    pub relay_server: bool,
+    /// Relay server limits: reservations held, circuits open, and each circuit's life and bytes.
+    #[serde(default = "default_relay_max_reservations")]
+    pub relay_max_reservations: u32,
+    #[serde(default = "default_relay_max_circuits")]
+    pub relay_max_circuits: u32,
+    #[serde(default = "default_relay_max_circuit_duration_s")]
+    pub relay_max_circuit_duration_s: u64,
+    #[serde(default = "default_relay_max_circuit_bytes")]
+    pub relay_max_circuit_bytes: u64,
+    /// AutoNAT v2: ask peers to dial this node's candidate addresses back, to learn whether it
+    /// is reachable (and serve such tests for peers).
+    #[serde(default = "default_true")]
+    pub autonat: bool,
+    /// Ask the gateway for a port mapping (UPnP IGD) for each listen address.
+    #[serde(default)]
+    pub upnp: bool,
+    /// DNS seed domains: each is resolved as `/dnsaddr/<domain>` (TXT `_dnsaddr.<domain>`) and
+    /// its answers dialled while the node has no peers.
+    #[serde(default)]
+    pub bootstrap_dns: Vec<String>,
+    /// The DNS server (`ip:port`) that resolves `/dnsaddr` and `/dns` bootstrap entries; ""
+    /// uses the system's resolver.
+    #[serde(default)]
+    pub dns_server: String,
+}
+
+/// When a node reserves relay slots (see [`P2pConfig::reserve_relays`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReserveRelays {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ReserveRelays {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReserveRelays::Auto => "auto",
+            ReserveRelays::Always => "always",
+            ReserveRelays::Never => "never",
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_relay_reservations() -> u32 {
+    2
+}
+
+fn default_relay_max_reservations() -> u32 {
+    128
+}
+
+fn default_relay_max_circuits() -> u32 {
+    64
+}
+
+fn default_relay_max_circuit_duration_s() -> u64 {
+    3600
+}
+
+fn default_relay_max_circuit_bytes() -> u64 {
+    1 << 30
 }
 
 fn default_gossip_heartbeat_ms() -> u64 {
@@ -162,6 +245,18 @@ impl Default for P2pConfig {
             gossip_mesh_n: default_gossip_mesh_n(),
             allowlist_file: String::new(),
             revoked_file: String::new(),
+            relays: Vec::new(),
+            reserve_relays: ReserveRelays::Auto,
+            relay_reservations: default_relay_reservations(),
+            relay_server: false,
+            relay_max_reservations: default_relay_max_reservations(),
+            relay_max_circuits: default_relay_max_circuits(),
+            relay_max_circuit_duration_s: default_relay_max_circuit_duration_s(),
+            relay_max_circuit_bytes: default_relay_max_circuit_bytes(),
+            autonat: true,
+            upnp: false,
+            bootstrap_dns: Vec::new(),
+            dns_server: String::new(),
         }
     }
 }
@@ -535,6 +630,28 @@ max_message_bytes = {p2p_max_message_bytes}
 # per hop). Large devnets on few cores use a slower heartbeat and a smaller D to save CPU.
 gossip_heartbeat_ms = {p2p_gossip_heartbeat_ms}
 gossip_mesh_n = {p2p_gossip_mesh_n}
+# NAT traversal (docs/NETWORKING.md). A node learns whether it is reachable with AutoNAT v2;
+# when it is not ("auto"; or "always"), it reserves slots on relay_reservations circuit relays
+# (from relays and from connected peers that serve as relays) and advertises the relayed
+# addresses; peers then upgrade relayed connections to direct ones by hole punching (DCUtR).
+autonat = {p2p_autonat}
+relays = {p2p_relays}
+reserve_relays = "{p2p_reserve_relays}"
+relay_reservations = {p2p_relay_reservations}
+# Ask the gateway for a port mapping with UPnP IGD (home routers).
+upnp = {p2p_upnp}
+# Serve circuit relay v2 (public nodes), with these limits: reservations held, circuits open,
+# each circuit's life in seconds and bytes.
+relay_server = {p2p_relay_server}
+relay_max_reservations = {p2p_relay_max_reservations}
+relay_max_circuits = {p2p_relay_max_circuits}
+relay_max_circuit_duration_s = {p2p_relay_max_circuit_duration_s}
+relay_max_circuit_bytes = {p2p_relay_max_circuit_bytes}
+# DNS seed domains (a `blyan-node seeder` answers for them): their _dnsaddr TXT records are
+# dialled while the node has no peers. dns_server = "ip:port" resolves them instead of the
+# system's resolver (e.g. a seeder on a devnet).
+bootstrap_dns = {p2p_bootstrap_dns}
+dns_server = {p2p_dns_server:?}
 
 [consensus]
 # Round timeouts grow with the round: base + round * delta, in milliseconds.
@@ -594,6 +711,18 @@ level = "{level}"
             p2p_max_message_bytes = self.p2p.max_message_bytes,
             p2p_gossip_heartbeat_ms = self.p2p.gossip_heartbeat_ms,
             p2p_gossip_mesh_n = self.p2p.gossip_mesh_n,
+            p2p_autonat = self.p2p.autonat,
+            p2p_relays = toml_list(&self.p2p.relays),
+            p2p_reserve_relays = self.p2p.reserve_relays.as_str(),
+            p2p_relay_reservations = self.p2p.relay_reservations,
+            p2p_upnp = self.p2p.upnp,
+            p2p_relay_server = self.p2p.relay_server,
+            p2p_relay_max_reservations = self.p2p.relay_max_reservations,
+            p2p_relay_max_circuits = self.p2p.relay_max_circuits,
+            p2p_relay_max_circuit_duration_s = self.p2p.relay_max_circuit_duration_s,
+            p2p_relay_max_circuit_bytes = self.p2p.relay_max_circuit_bytes,
+            p2p_bootstrap_dns = toml_list(&self.p2p.bootstrap_dns),
+            p2p_dns_server = self.p2p.dns_server,
             timeout_propose_ms = self.consensus.timeout_propose_ms,
             timeout_propose_delta_ms = self.consensus.timeout_propose_delta_ms,
             timeout_prevote_ms = self.consensus.timeout_prevote_ms,
@@ -918,6 +1047,46 @@ level = "{level}"
             return Err(invalid(
                 "p2p.noise",
                 "Noise is for devnets and comparisons only (set devnet.enabled = true); production links are TLS 1.3".into(),
+            ));
+        }
+        if !(1..=8).contains(&p2p.relay_reservations) {
+            return Err(invalid(
+                "p2p.relay_reservations",
+                "must be between 1 and 8".into(),
+            ));
+        }
+        if p2p.relay_server
+            && (p2p.relay_max_circuits == 0
+                || p2p.relay_max_reservations == 0
+                || p2p.relay_max_circuit_duration_s == 0
+                || p2p.relay_max_circuit_bytes < 1024)
+        {
+            return Err(invalid(
+                "p2p.relay_max_circuits",
+                "a relay server needs relay_max_reservations, relay_max_circuits and relay_max_circuit_duration_s above 0 and relay_max_circuit_bytes of at least 1024".into(),
+            ));
+        }
+        for (index, domain) in p2p.bootstrap_dns.iter().enumerate() {
+            let ok = !domain.is_empty()
+                && domain.len() <= 253
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err(invalid(
+                    "p2p.bootstrap_dns",
+                    format!(
+                        "[{index}] {domain:?} is not a domain name (e.g. \"seed.example.org\")"
+                    ),
+                ));
+            }
+        }
+        if !p2p.dns_server.is_empty() && p2p.dns_server.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "p2p.dns_server",
+                format!("{:?} is not ip:port (e.g. \"10.0.0.2:53\")", p2p.dns_server),
             ));
         }
         for (field, path) in [

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod p2p;
 pub mod pki;
+pub mod seeder;
 pub mod state;
 pub mod statesync;
 pub mod storage;

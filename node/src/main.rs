@@ -101,6 +101,52 @@ enum Command {
         #[command(flatten)]
         home: HomeArg,
     },
+    /// Run a DNS seeder: crawl the network from the bootstrap nodes (identify and Kademlia),
+    /// check every node found with a P2P handshake (TLS 1.3, its peer id verified), and answer
+    /// A/AAAA <domain> and TXT _dnsaddr.<domain> with the healthy ones only. Nodes use it
+    /// with p2p.bootstrap_dns = ["<domain>"] (docs/NETWORKING.md).
+    Seeder {
+        /// The domain to answer for, e.g. seed.example.org (delegate it to this host with NS
+        /// records).
+        #[arg(long)]
+        domain: String,
+        /// UDP and TCP address of the DNS server.
+        #[arg(long, default_value = "0.0.0.0:53")]
+        listen: std::net::SocketAddr,
+        /// A node to start the crawl from: /ip4/<ip>/tcp/<port>/p2p/<peer id> (repeat for
+        /// more).
+        #[arg(long = "bootstrap", required = true)]
+        bootstrap: Vec<String>,
+        /// Seconds between health checks of every node; a node that stops answering leaves
+        /// the answers within this time.
+        #[arg(long, default_value_t = 10)]
+        health_interval_s: u64,
+        /// Seconds between Kademlia walks.
+        #[arg(long, default_value_t = 30)]
+        crawl_interval_s: u64,
+        /// Time to live of the answers, in seconds.
+        #[arg(long, default_value_t = 30)]
+        ttl: u32,
+        /// Most nodes per answer.
+        #[arg(long, default_value_t = 16)]
+        max_answers: usize,
+    },
+    /// Ask a DNS server (a seeder) for a name's A or TXT records COUNT times and print the
+    /// answer and the answer times (p50/p99).
+    SeederQuery {
+        /// The DNS server, ip:port.
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        /// The name, e.g. seed.example.org or _dnsaddr.seed.example.org.
+        #[arg(long)]
+        name: String,
+        /// Record type: a, aaaa or txt.
+        #[arg(long, default_value = "txt")]
+        kind: String,
+        /// Queries to send (one at a time).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
     /// Exit 0 if the node's API answers `GET /health` with 200 within 2 s (for container
     /// health checks, where no curl exists).
     Health {
@@ -400,6 +446,29 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => bench_storage(dir, blocks, &sizes, json),
         Command::Health { api } => health(&api),
+        Command::Seeder {
+            domain,
+            listen,
+            bootstrap,
+            health_interval_s,
+            crawl_interval_s,
+            ttl,
+            max_answers,
+        } => run_seeder(
+            domain,
+            listen,
+            &bootstrap,
+            health_interval_s,
+            crawl_interval_s,
+            ttl,
+            max_answers,
+        ),
+        Command::SeederQuery {
+            server,
+            name,
+            kind,
+            count,
+        } => seeder_query(server, &name, &kind, count),
         Command::BenchP2p {
             connections,
             gossip_nodes,
@@ -1117,6 +1186,109 @@ fn bench_storage(dir: Option<PathBuf>, blocks: u64, sizes: &[String], json: bool
             report.ours.p99_us as f64 / report.naive_rocksdb.p99_us.max(1) as f64
         );
     }
+    Ok(())
+}
+
+fn run_seeder(
+    domain: String,
+    listen: std::net::SocketAddr,
+    bootstrap: &[String],
+    health_interval_s: u64,
+    crawl_interval_s: u64,
+    ttl: u32,
+    max_answers: usize,
+) -> Result<()> {
+    use blyan_node::seeder;
+    use std::time::Duration;
+    if health_interval_s == 0 || crawl_interval_s == 0 {
+        bail!("--health-interval-s and --crawl-interval-s must be at least 1");
+    }
+    let mut addresses = Vec::new();
+    for (index, text) in bootstrap.iter().enumerate() {
+        let address: libp2p::Multiaddr = text
+            .parse()
+            .map_err(|error| anyhow::anyhow!("--bootstrap[{index}] {text:?}: {error}"))?;
+        addresses.push(address);
+    }
+    init_logging(LogFormat::Human, "info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let seeder = seeder::start(seeder::SeederConfig {
+            domain,
+            listen,
+            bootstrap: addresses,
+            health_interval: Duration::from_secs(health_interval_s),
+            crawl_interval: Duration::from_secs(crawl_interval_s),
+            ttl,
+            max_answers,
+        })
+        .await?;
+        println!("seeder answering on {} (udp and tcp)", seeder.dns_address);
+        let table = seeder.table.clone();
+        let report = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(health_interval_s.max(10)));
+            loop {
+                every.tick().await;
+                let table = table.read().expect("seed table lock poisoned");
+                tracing::info!(
+                    known = table.known(),
+                    healthy = table.healthy().len(),
+                    "seeder"
+                );
+            }
+        });
+        tokio::select! {
+            _ = seeder.wait() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        report.abort();
+        Ok(())
+    })
+}
+
+fn seeder_query(server: std::net::SocketAddr, name: &str, kind: &str, count: u32) -> Result<()> {
+    use blyan_node::seeder;
+    use std::time::Duration;
+    let kind = match kind.to_ascii_lowercase().as_str() {
+        "a" => seeder::RecordType::A,
+        "aaaa" => seeder::RecordType::AAAA,
+        "txt" => seeder::RecordType::TXT,
+        other => bail!("--kind {other:?}: use a, aaaa or txt"),
+    };
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut times = Vec::with_capacity(count as usize);
+    let mut last = None;
+    for _ in 0..count {
+        let answer = runtime
+            .block_on(seeder::query(server, name, kind, Duration::from_secs(2)))
+            .with_context(|| format!("query {name} at {server}"))?;
+        times.push(answer.elapsed.as_secs_f64() * 1000.0);
+        last = Some(answer);
+    }
+    let answer = last.expect("count >= 1");
+    println!(
+        "{name} {kind}: {} ({} records)",
+        answer.code,
+        answer.values.len()
+    );
+    for value in &answer.values {
+        println!("  {value}");
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "answer time over {count} queries: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
     Ok(())
 }
 

@@ -10,25 +10,28 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use blyan_wire::sync::*;
 use futures::StreamExt;
 use libp2p::allow_block_list::{self, AllowedPeers, BlockedPeers};
+use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::ConnectionId;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    connection_limits, identify, identity, kad, noise, ping, tcp, tls, yamux, Multiaddr, PeerId,
-    StreamProtocol, Swarm, SwarmBuilder,
+    autonat, connection_limits, dcutr, identify, identity, kad, noise, ping, relay, tcp, tls, upnp,
+    yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub mod access;
 pub mod bench;
 pub mod probe;
 
-use crate::config::P2pConfig;
+use crate::config::{P2pConfig, ReserveRelays};
 use crate::metrics::{refuse, RefusedInputs};
 use access::WatchedList;
 
@@ -65,111 +68,6 @@ impl Topic {
     }
 }
 
-/// Block-sync request: blocks from `from_height`, at most `max_blocks`; or, with `snapshot`, a
-/// state-sync request (then the block fields are ignored).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncRequest {
-    pub from_height: u64,
-    pub max_blocks: u32,
-    #[serde(default)]
-    pub snapshot: Option<SnapshotRequest>,
-}
-
-/// What a state-syncing node asks a peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SnapshotRequest {
-    /// The latest snapshot the peer serves.
-    Offer,
-    /// One chunk (a run of whole buckets) of the snapshot at `height`.
-    Chunk { height: u64, index: u32 },
-    /// Blocks with their commit certificates at these heights (at most [`MAX_SYNC_BLOCKS`]).
-    Heights { heights: Vec<u64> },
-    /// The validator sets of these epochs (at most [`MAX_SYNC_SETS`]).
-    Sets { epochs: Vec<u64> },
-}
-
-/// A peer's answer to a [`SnapshotRequest`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SnapshotResponse {
-    Offer {
-        height: u64,
-        chunks: u32,
-        bucket_hashes: Vec<serde_bytes::ByteBuf>,
-    },
-    Chunk {
-        height: u64,
-        index: u32,
-        entries: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
-    },
-    Blocks {
-        blocks: Vec<(u64, SyncedBlock)>,
-    },
-    Sets {
-        sets: Vec<(u64, serde_bytes::ByteBuf)>,
-    },
-    Unavailable {
-        reason: String,
-    },
-}
-
-/// Most validator sets per state-sync answer.
-pub const MAX_SYNC_SETS: usize = 256;
-
-/// A block with its commit certificate, both in their wire encodings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncedBlock {
-    #[serde(with = "serde_bytes")]
-    pub block: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    pub commit: Vec<u8>,
-}
-
-/// Block-sync answer: the responder's tip and the blocks it has from the requested height.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncResponse {
-    pub tip_height: u64,
-    pub blocks: Vec<SyncedBlock>,
-    #[serde(default)]
-    pub snapshot: Option<SnapshotResponse>,
-}
-
-pub const SYNC_PROTOCOL: &str = "/blyan/sync/1";
-/// Expert weight tiles (`crate::inference`): a manifest or one tile per request.
-pub const TILES_PROTOCOL: &str = "/blyan/tiles/1";
-
-/// What a node asks a peer for an expert it lacks (by the expert's content hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TileRequest {
-    /// The expert's tile list (hashes and sizes), to check against the on-chain Merkle root.
-    Manifest {
-        #[serde(with = "serde_bytes")]
-        content_hash: Vec<u8>,
-    },
-    /// One tile's bytes.
-    Tile {
-        #[serde(with = "serde_bytes")]
-        content_hash: Vec<u8>,
-        index: u32,
-    },
-}
-
-/// A peer's answer to a [`TileRequest`]; the requester verifies every byte of it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TileResponse {
-    Manifest {
-        #[serde(with = "serde_bytes")]
-        json: Vec<u8>,
-    },
-    Tile {
-        index: u32,
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
-    },
-    Unavailable {
-        reason: String,
-    },
-}
-
 /// A tile request from a peer, for the inference service to answer with
 /// [`P2pCommand::RespondTile`].
 #[derive(Debug)]
@@ -179,12 +77,8 @@ pub struct TileInbound {
     pub channel: ResponseChannel<TileResponse>,
 }
 
-/// Largest tile answer: a 4 MiB tile plus its framing.
-pub const MAX_TILE_RESPONSE_BYTES: u64 = 4 * 1024 * 1024 + 64 * 1024;
 /// Largest vote or transaction gossip message (a vote is 114 bytes, a transfer 154).
 pub const MAX_VOTE_OR_TX_BYTES: usize = 1024;
-/// Most blocks per sync response.
-pub const MAX_SYNC_BLOCKS: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
@@ -257,11 +151,54 @@ pub enum P2pCommand {
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerInfo {
     pub peer_id: String,
+    /// The remote address of the connection in use (a direct one when there is one).
     pub address: String,
     pub direction: &'static str,
+    /// "direct", or "relayed" (through a circuit relay; hole punching may upgrade it).
+    pub path: &'static str,
+    /// The first connection was relayed and a direct one was made by hole punching.
+    pub hole_punched: bool,
     pub connected_ms: u64,
     pub gossip_score: f64,
     pub rtt_ms: Option<f64>,
+}
+
+/// Whether this node can be dialled from outside, as AutoNAT v2 found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    /// Not tested yet (or AutoNAT is off, as in static mode).
+    #[default]
+    Unknown,
+    /// A peer dialled one of our addresses back.
+    Public,
+    /// Every dial-back failed: we are behind a NAT or firewall.
+    Private,
+}
+
+/// NAT traversal as `/net_info` reports it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NatInfo {
+    pub reachability: Reachability,
+    /// AutoNAT dial-back tests run, and how many failed.
+    pub autonat_tests: u64,
+    pub autonat_failures: u64,
+    /// Our addresses as peers see them (identify), most recent first.
+    pub observed_addresses: Vec<String>,
+    /// Addresses through relays that hold a reservation for us.
+    pub relayed_addresses: Vec<String>,
+    /// Relays known (configured or found among peers) and those holding our reservation.
+    pub relays_known: Vec<String>,
+    pub relays_reserved: Vec<String>,
+    /// This node serves circuit relay v2; circuits it relays now.
+    pub relay_server: bool,
+    pub relay_circuits: u64,
+    /// Hole punches (DCUtR) that upgraded a relayed connection, and those that failed.
+    pub hole_punch_successes: u64,
+    pub hole_punch_failures: u64,
+    /// UPnP: off, or what the gateway said.
+    pub upnp: String,
+    pub upnp_addresses: Vec<String>,
 }
 
 /// What the swarm knows about the network, refreshed as it changes.
@@ -280,6 +217,7 @@ pub struct NetInfo {
     pub revoked: usize,
     /// Connections refused because the peer is not on the allowlist or is revoked.
     pub refused_connections: u64,
+    pub nat: NatInfo,
 }
 
 /// The node's side of the swarm.
@@ -317,6 +255,18 @@ struct Behaviour {
     identify: identify::Behaviour,
     kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     ping: ping::Behaviour,
+    /// Circuit relay v2 client: reservations on relays, and dialling peers through them.
+    relay_client: relay::client::Behaviour,
+    /// Circuit relay v2 server (`p2p.relay_server`), with its limits.
+    relay: Toggle<relay::Behaviour>,
+    /// Hole punching: upgrades a relayed connection to a direct one.
+    dcutr: dcutr::Behaviour,
+    /// AutoNAT v2: peers dial our candidate addresses back (client), and we do it for them
+    /// (server).
+    autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    /// UPnP IGD port mapping on the gateway (`p2p.upnp`).
+    upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 fn message_id(message: &gossipsub::Message) -> MessageId {
@@ -327,6 +277,7 @@ fn message_id(message: &gossipsub::Message) -> MessageId {
 
 fn behaviour(
     key: &identity::Keypair,
+    relay_client: relay::client::Behaviour,
     config: &P2pConfig,
     chain_id: &str,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
@@ -394,7 +345,7 @@ fn behaviour(
         gossipsub.subscribe(&IdentTopic::new(topic.name(chain_id)))?;
     }
     let codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(1024)
+        .set_request_size_maximum(MAX_REQUEST_BYTES)
         .set_response_size_maximum(max as u64 * MAX_SYNC_BLOCKS as u64);
     let sync = request_response::Behaviour::with_codec(
         codec,
@@ -403,7 +354,7 @@ fn behaviour(
     );
     let tiles = request_response::Behaviour::with_codec(
         request_response::cbor::codec::Codec::default()
-            .set_request_size_maximum(1024)
+            .set_request_size_maximum(MAX_REQUEST_BYTES)
             .set_response_size_maximum(MAX_TILE_RESPONSE_BYTES),
         [(StreamProtocol::new(TILES_PROTOCOL), ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
@@ -417,13 +368,38 @@ fn behaviour(
         let peer_id = key.public().to_peer_id();
         let mut kad_config = kad::Config::new(StreamProtocol::new("/blyan/kad/1.0.0"));
         kad_config.set_query_timeout(Duration::from_secs(30));
-        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config)
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        // Answer peers' (and seeders') queries from the start; a node that learns it is
+        // private turns to client mode (see `update_reachability`).
+        kad.set_mode(Some(kad::Mode::Server));
+        kad
     });
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(2))
         .with_max_pending_incoming(Some(config.max_connections));
+    let peer_id = key.public().to_peer_id();
+    let relay = config.relay_server.then(|| {
+        let relay_config = relay::Config {
+            max_reservations: config.relay_max_reservations as usize,
+            max_circuits: config.relay_max_circuits as usize,
+            max_circuits_per_peer: (config.relay_max_circuits as usize).min(16),
+            max_circuit_duration: Duration::from_secs(config.relay_max_circuit_duration_s),
+            max_circuit_bytes: config.relay_max_circuit_bytes,
+            ..Default::default()
+        };
+        relay::Behaviour::new(peer_id, relay_config)
+    });
+    let autonat = config.autonat && !config.static_mode;
     Ok(Behaviour {
+        relay_client,
+        relay: Toggle::from(relay),
+        dcutr: dcutr::Behaviour::new(peer_id),
+        // A probe every 5 s until a candidate address is confirmed or refused.
+        autonat_client: Toggle::from(autonat.then(autonat::v2::client::Behaviour::default)),
+        autonat_server: Toggle::from(autonat.then(autonat::v2::server::Behaviour::default)),
+        upnp: Toggle::from(config.upnp.then(upnp::tokio::Behaviour::default)),
         allowed: Toggle::from(
             (!config.allowlist_file.is_empty()).then(allow_block_list::Behaviour::default),
         ),
@@ -445,9 +421,23 @@ fn transport_error(error: impl std::fmt::Display) -> P2pError {
 /// The system's resolver settings with caching capped: under a container engine a peer's name
 /// does not resolve until its task is running and healthy, and resolves to a new address after
 /// the task is replaced (Docker's DNS answers with a 600 s TTL).
-fn dns_config() -> Result<(libp2p::dns::ResolverConfig, libp2p::dns::ResolverOpts), P2pError> {
-    let (config, mut options) =
-        hickory_resolver::system_conf::read_system_conf().map_err(transport_error)?;
+fn dns_config(
+    server: &str,
+) -> Result<(libp2p::dns::ResolverConfig, libp2p::dns::ResolverOpts), P2pError> {
+    let (config, mut options) = if server.is_empty() {
+        hickory_resolver::system_conf::read_system_conf().map_err(transport_error)?
+    } else {
+        // `p2p.dns_server`: one server (a seeder) over UDP, then TCP for long answers.
+        let address: std::net::SocketAddr = server
+            .parse()
+            .map_err(|_| P2pError::Config(format!("p2p.dns_server {server:?} is not ip:port")))?;
+        let mut name_server = hickory_resolver::config::NameServerConfig::udp_and_tcp(address.ip());
+        for connection in &mut name_server.connections {
+            connection.port = address.port();
+        }
+        let config = libp2p::dns::ResolverConfig::from_parts(None, Vec::new(), vec![name_server]);
+        (config, libp2p::dns::ResolverOpts::default())
+    };
     options.negative_max_ttl = Some(Duration::from_secs(1));
     options.positive_max_ttl = Some(Duration::from_secs(5));
     Ok((config, options))
@@ -459,17 +449,21 @@ fn build_swarm(
     chain_id: &str,
 ) -> Result<Swarm<Behaviour>, P2pError> {
     let tcp_config = || tcp::Config::default().nodelay(true);
-    let make = |key: &identity::Keypair| behaviour(key, config, chain_id);
+    let make = |key: &identity::Keypair, relay_client: relay::client::Behaviour| {
+        behaviour(key, relay_client, config, chain_id)
+    };
     let swarm_config =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
     let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
-    let (dns, dns_options) = dns_config()?;
+    let (dns, dns_options) = dns_config(&config.dns_server)?;
     // The builder's types differ per transport choice, so each arm spells its own prefix and
     // shares the rest.
     macro_rules! finish {
-        ($stage:expr) => {
+        ($stage:expr, $security:expr) => {
             $stage
                 .with_dns_config(dns.clone(), dns_options.clone())
+                .with_relay_client($security, yamux::Config::default)
+                .map_err(transport_error)?
                 .with_behaviour(make)
                 .map_err(transport_error)?
                 .with_swarm_config(swarm_config)
@@ -478,29 +472,52 @@ fn build_swarm(
     }
     let tcp = tcp_config();
     let swarm = match (config.noise, config.quic) {
-        (false, false) => finish!(builder
-            .with_tcp(tcp, tls::Config::new, yamux::Config::default)
-            .map_err(transport_error)?),
-        (false, true) => finish!(builder
-            .with_tcp(tcp, tls::Config::new, yamux::Config::default)
-            .map_err(transport_error)?
-            .with_quic()),
-        (true, false) => finish!(builder
-            .with_tcp(tcp, noise::Config::new, yamux::Config::default)
-            .map_err(transport_error)?),
-        (true, true) => finish!(builder
-            .with_tcp(tcp, noise::Config::new, yamux::Config::default)
-            .map_err(transport_error)?
-            .with_quic()),
+        (false, false) => finish!(
+            builder
+                .with_tcp(tcp, tls::Config::new, yamux::Config::default)
+                .map_err(transport_error)?,
+            tls::Config::new
+        ),
+        (false, true) => finish!(
+            builder
+                .with_tcp(tcp, tls::Config::new, yamux::Config::default)
+                .map_err(transport_error)?
+                .with_quic(),
+            tls::Config::new
+        ),
+        (true, false) => finish!(
+            builder
+                .with_tcp(tcp, noise::Config::new, yamux::Config::default)
+                .map_err(transport_error)?,
+            noise::Config::new
+        ),
+        (true, true) => finish!(
+            builder
+                .with_tcp(tcp, noise::Config::new, yamux::Config::default)
+                .map_err(transport_error)?
+                .with_quic(),
+            noise::Config::new
+        ),
     };
     Ok(swarm)
 }
 
+/// The peer an address leads to: its last `/p2p/<id>` (a relayed address names the relay
+/// first, then the peer behind it).
 fn peer_of(address: &Multiaddr) -> Option<PeerId> {
-    address.iter().find_map(|part| match part {
-        Protocol::P2p(peer) => Some(peer),
-        _ => None,
-    })
+    address
+        .iter()
+        .filter_map(|part| match part {
+            Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        })
+        .last()
+}
+
+fn is_relayed(address: &Multiaddr) -> bool {
+    address
+        .iter()
+        .any(|part| matches!(part, Protocol::P2pCircuit))
 }
 
 fn parse_addresses(field: &str, items: &[String]) -> Result<Vec<Multiaddr>, P2pError> {
@@ -562,7 +579,25 @@ pub async fn spawn_counted(
     }
     let listen = parse_addresses("p2p.listen", &config.listen)?;
     let external = parse_addresses("p2p.external_addresses", &config.external_addresses)?;
-    let bootstrap = parse_addresses("p2p.bootstrap", &config.bootstrap)?;
+    let mut bootstrap = parse_addresses("p2p.bootstrap", &config.bootstrap)?;
+    for domain in &config.bootstrap_dns {
+        let seed: Multiaddr = format!("/dnsaddr/{domain}")
+            .parse()
+            .map_err(|error| P2pError::Config(format!("p2p.bootstrap_dns {domain:?}: {error}")))?;
+        bootstrap.push(seed);
+    }
+    let mut relays = Vec::new();
+    for (index, address) in parse_addresses("p2p.relays", &config.relays)?
+        .into_iter()
+        .enumerate()
+    {
+        let peer = peer_of(&address).ok_or_else(|| {
+            P2pError::Config(format!(
+                "p2p.relays[{index}] {address}: ends without /p2p/<relay peer id>"
+            ))
+        })?;
+        relays.push((peer, address));
+    }
     for address in &listen {
         swarm
             .listen_on(address.clone())
@@ -615,6 +650,11 @@ pub async fn spawn_counted(
             .as_ref()
             .map(|allowed| allowed.allowed_peers().len()),
         revoked: swarm.behaviour().revoked.blocked_peers().len(),
+        nat: NatInfo {
+            relay_server: config.relay_server,
+            upnp: if config.upnp { "searching" } else { "off" }.into(),
+            ..Default::default()
+        },
         ..Default::default()
     }));
     let (command_tx, command_rx) = mpsc::unbounded_channel();
@@ -636,6 +676,17 @@ pub async fn spawn_counted(
         allowlist,
         revoked,
         refused,
+        relays: Relays {
+            mode: config.reserve_relays,
+            wanted: config.relay_reservations as usize,
+            configured: relays,
+            ..Default::default()
+        },
+        autonat: AutonatState::default(),
+        failed_dials: HashMap::new(),
+        dial_address: HashMap::new(),
+        observed: Vec::new(),
+        relay_circuits: 0,
     };
     tokio::spawn(runner.run(command_rx));
     Ok((
@@ -658,7 +709,7 @@ struct Runner {
     static_mode: bool,
     events: mpsc::Sender<P2pEvent>,
     info: Arc<Mutex<NetInfo>>,
-    connected: HashMap<PeerId, (Multiaddr, &'static str, Instant)>,
+    connected: HashMap<PeerId, PeerConnections>,
     rtt: HashMap<PeerId, Duration>,
     dialing: HashSet<PeerId>,
     tile_requests: mpsc::Sender<TileInbound>,
@@ -669,6 +720,82 @@ struct Runner {
     allowlist: Option<WatchedList>,
     revoked: Option<WatchedList>,
     refused: RefusedInputs,
+    relays: Relays,
+    autonat: AutonatState,
+    /// Bootstrap addresses whose last dial failed, and when (skipped for [`DIAL_BACKOFF`] while
+    /// the peer has other addresses, e.g. through another relay).
+    failed_dials: HashMap<Multiaddr, Instant>,
+    /// The address each pending bootstrap dial went to.
+    dial_address: HashMap<PeerId, Multiaddr>,
+    /// Our addresses as peers reported them (identify), most recent first.
+    observed: Vec<Multiaddr>,
+    /// Circuits this node relays now (as a relay server).
+    relay_circuits: u64,
+}
+
+/// How long a bootstrap address that failed is passed over for the peer's other addresses.
+const DIAL_BACKOFF: Duration = Duration::from_secs(10);
+/// AutoNAT dial-back failures (with no address confirmed) before a node counts as private.
+const PRIVATE_AFTER_FAILURES: u64 = 2;
+
+/// A connected peer's connections (a relayed one and, after hole punching, a direct one).
+struct PeerConnections {
+    since: Instant,
+    first_relayed: bool,
+    connections: HashMap<ConnectionId, (Multiaddr, &'static str)>,
+}
+
+impl PeerConnections {
+    /// The connection to report: a direct one if there is one.
+    fn best(&self) -> Option<&(Multiaddr, &'static str)> {
+        self.connections
+            .values()
+            .find(|(address, _)| !is_relayed(address))
+            .or_else(|| self.connections.values().next())
+    }
+
+    fn is_direct(&self) -> bool {
+        self.connections
+            .values()
+            .any(|(address, _)| !is_relayed(address))
+    }
+}
+
+#[derive(Default)]
+struct AutonatState {
+    successes: u64,
+    failures: u64,
+    reachability: Reachability,
+}
+
+/// Relay reservations this node holds (as a client).
+#[derive(Default)]
+struct Relays {
+    mode: ReserveRelays,
+    wanted: usize,
+    /// `p2p.relays`.
+    configured: Vec<(PeerId, Multiaddr)>,
+    /// Connected peers that serve as relays (identify lists the hop protocol).
+    discovered: HashMap<PeerId, Multiaddr>,
+    /// Circuit listeners: the relay each is on and when it started.
+    listeners: HashMap<ListenerId, (PeerId, Instant)>,
+    /// Relays that accepted our reservation.
+    reserved: HashSet<PeerId>,
+    /// Relays to leave alone until then (a reservation failed or the relay went away).
+    retry_after: HashMap<PeerId, Instant>,
+    relayed_addresses: Vec<Multiaddr>,
+}
+
+impl Relays {
+    fn candidates(&self) -> Vec<(PeerId, Multiaddr)> {
+        let mut all = self.configured.clone();
+        for (peer, address) in &self.discovered {
+            if !all.iter().any(|(known, _)| known == peer) {
+                all.push((*peer, address.clone()));
+            }
+        }
+        all
+    }
 }
 
 impl Runner {
@@ -686,6 +813,7 @@ impl Runner {
                 _ = redial.tick() => self.dial_missing(),
                 _ = refresh.tick() => {
                     self.reload_access(false);
+                    self.maintain_relays();
                     self.refresh_info();
                 }
             }
@@ -694,6 +822,9 @@ impl Runner {
     }
 
     fn dial_missing(&mut self) {
+        let now = Instant::now();
+        self.failed_dials
+            .retain(|_, at| now.duration_since(*at) < DIAL_BACKOFF);
         for address in self.bootstrap.clone() {
             match peer_of(&address) {
                 Some(peer) => {
@@ -703,9 +834,21 @@ impl Runner {
                     {
                         continue;
                     }
+                    // A peer reachable several ways (e.g. through two relays): pass over the
+                    // addresses that just failed while another one is left.
+                    let others = self.bootstrap.iter().any(|a| {
+                        a != &address
+                            && peer_of(a) == Some(peer)
+                            && !self.failed_dials.contains_key(a)
+                    });
+                    if self.failed_dials.contains_key(&address) && others {
+                        continue;
+                    }
                     self.dialing.insert(peer);
+                    self.dial_address.insert(peer, address.clone());
                     if let Err(error) = self.swarm.dial(address.clone()) {
                         self.dialing.remove(&peer);
+                        self.failed_dials.insert(address.clone(), now);
                         tracing::debug!(%address, %error, "dial failed");
                     }
                 }
@@ -717,6 +860,130 @@ impl Runner {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether this node should hold relay reservations now.
+    fn wants_relays(&self) -> bool {
+        match self.relays.mode {
+            ReserveRelays::Always => true,
+            ReserveRelays::Never => false,
+            ReserveRelays::Auto => self.autonat.reachability == Reachability::Private,
+        }
+    }
+
+    /// Keeps `relay_reservations` circuit listeners on live relays (or none when not wanted).
+    fn maintain_relays(&mut self) {
+        let now = Instant::now();
+        if !self.wants_relays() {
+            for (id, _) in std::mem::take(&mut self.relays.listeners) {
+                self.swarm.remove_listener(id);
+            }
+            self.relays.reserved.clear();
+            return;
+        }
+        // A listener whose relay has been gone for a while is dropped, so another takes over.
+        let stale: Vec<ListenerId> = self
+            .relays
+            .listeners
+            .iter()
+            .filter(|(_, (relay, started))| {
+                !self.connected.contains_key(relay)
+                    && now.duration_since(*started) > Duration::from_secs(5)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some((relay, _)) = self.relays.listeners.remove(&id) {
+                tracing::info!(%relay, "relay gone: dropping its reservation");
+                self.relays.reserved.remove(&relay);
+                self.relays
+                    .retry_after
+                    .insert(relay, now + Duration::from_secs(5));
+            }
+            self.swarm.remove_listener(id);
+        }
+        for (relay, address) in self.relays.candidates() {
+            if self.relays.listeners.len() >= self.relays.wanted {
+                break;
+            }
+            if relay == *self.swarm.local_peer_id()
+                || self.relays.listeners.values().any(|(r, _)| *r == relay)
+                || self
+                    .relays
+                    .retry_after
+                    .get(&relay)
+                    .is_some_and(|until| *until > now)
+            {
+                continue;
+            }
+            match self
+                .swarm
+                .listen_on(address.clone().with(Protocol::P2pCircuit))
+            {
+                Ok(id) => {
+                    tracing::info!(%relay, "reserving a relay slot");
+                    self.relays.listeners.insert(id, (relay, now));
+                }
+                Err(error) => {
+                    tracing::debug!(%relay, %error, "relay listen failed");
+                    self.relays
+                        .retry_after
+                        .insert(relay, now + Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// A connected peer serves as a relay: remember an address to reserve on.
+    fn discover_relay(&mut self, peer: PeerId, listen: &[Multiaddr]) {
+        let dialled = self.connected.get(&peer).and_then(|c| {
+            c.connections
+                .values()
+                .find(|(address, direction)| *direction == "outbound" && !is_relayed(address))
+                .map(|(address, _)| address.clone())
+        });
+        let address = dialled.or_else(|| {
+            listen
+                .iter()
+                .find(|a| {
+                    !is_relayed(a)
+                        && !a
+                            .iter()
+                            .any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_unspecified()))
+                })
+                .cloned()
+        });
+        if let Some(mut address) = address {
+            if peer_of(&address) != Some(peer) {
+                address.push(Protocol::P2p(peer));
+            }
+            if self.relays.discovered.insert(peer, address).is_none() {
+                tracing::debug!(relay = %peer, "relay found among peers");
+            }
+        }
+    }
+
+    fn update_reachability(&mut self) {
+        let confirmed_direct = self.swarm.external_addresses().any(|a| !is_relayed(a));
+        let state = &mut self.autonat;
+        let now = if state.successes > 0 && confirmed_direct {
+            Reachability::Public
+        } else if state.failures >= PRIVATE_AFTER_FAILURES && !confirmed_direct {
+            Reachability::Private
+        } else {
+            state.reachability
+        };
+        if now != state.reachability {
+            tracing::info!(was = ?state.reachability, now = ?now, "reachability changed");
+            state.reachability = now;
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                kad.set_mode(Some(if now == Reachability::Private {
+                    kad::Mode::Client
+                } else {
+                    kad::Mode::Server
+                }));
             }
         }
     }
@@ -814,13 +1081,19 @@ impl Runner {
         let peers = self
             .connected
             .iter()
-            .map(|(peer, (address, direction, since))| PeerInfo {
-                peer_id: peer.to_string(),
-                address: address.to_string(),
-                direction,
-                connected_ms: since.elapsed().as_millis() as u64,
-                gossip_score: gossipsub.peer_score(peer).unwrap_or(0.0),
-                rtt_ms: self.rtt.get(peer).map(|rtt| rtt.as_secs_f64() * 1000.0),
+            .filter_map(|(peer, connections)| {
+                let (address, direction) = connections.best()?;
+                let direct = connections.is_direct();
+                Some(PeerInfo {
+                    peer_id: peer.to_string(),
+                    address: address.to_string(),
+                    direction,
+                    path: if direct { "direct" } else { "relayed" },
+                    hole_punched: direct && connections.first_relayed,
+                    connected_ms: connections.since.elapsed().as_millis() as u64,
+                    gossip_score: gossipsub.peer_score(peer).unwrap_or(0.0),
+                    rtt_ms: self.rtt.get(peer).map(|rtt| rtt.as_secs_f64() * 1000.0),
+                })
             })
             .collect();
         let external = self
@@ -828,9 +1101,40 @@ impl Runner {
             .external_addresses()
             .map(ToString::to_string)
             .collect();
+        let relay_circuits = self
+            .swarm
+            .behaviour()
+            .relay
+            .as_ref()
+            .map_or(0, |_| self.relay_circuits);
         let mut info = self.info.lock().expect("net info lock poisoned");
         info.peers = peers;
         info.external_addresses = external;
+        let nat = &mut info.nat;
+        nat.reachability = self.autonat.reachability;
+        nat.autonat_tests = self.autonat.successes + self.autonat.failures;
+        nat.autonat_failures = self.autonat.failures;
+        nat.observed_addresses = self.observed.iter().map(ToString::to_string).collect();
+        nat.relayed_addresses = self
+            .relays
+            .relayed_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        nat.relays_known = self
+            .relays
+            .candidates()
+            .iter()
+            .map(|(_, address)| address.to_string())
+            .collect();
+        nat.relays_reserved = self
+            .relays
+            .reserved
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        nat.relays_reserved.sort();
+        nat.relay_circuits = relay_circuits;
     }
 
     fn on_command(&mut self, command: P2pCommand) {
@@ -899,42 +1203,69 @@ impl Runner {
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
-                num_established,
                 ..
             } => {
                 self.dialing.remove(&peer_id);
-                let (address, direction) = if endpoint.is_dialer() {
-                    (endpoint.get_remote_address().clone(), "outbound")
+                self.dial_address.remove(&peer_id);
+                let address = endpoint.get_remote_address().clone();
+                let direction = if endpoint.is_dialer() {
+                    "outbound"
                 } else {
-                    (endpoint.get_remote_address().clone(), "inbound")
+                    "inbound"
                 };
-                if !self.static_mode {
+                let relayed = endpoint.is_relayed();
+                if !self.static_mode && !relayed {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         kad.add_address(&peer_id, address.clone());
                     }
                 }
-                if num_established.get() == 1 {
-                    self.connected
-                        .insert(peer_id, (address, direction, Instant::now()));
-                    tracing::debug!(peer = %peer_id, direction, "peer connected");
+                let first = !self.connected.contains_key(&peer_id);
+                let entry = self
+                    .connected
+                    .entry(peer_id)
+                    .or_insert_with(|| PeerConnections {
+                        since: Instant::now(),
+                        first_relayed: relayed,
+                        connections: HashMap::new(),
+                    });
+                entry
+                    .connections
+                    .insert(connection_id, (address, direction));
+                if first {
+                    tracing::debug!(peer = %peer_id, direction, relayed, "peer connected");
                     self.emit(P2pEvent::Connected(peer_id)).await;
+                } else if !relayed {
+                    tracing::debug!(peer = %peer_id, direction, "direct connection added");
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
                 cause,
                 ..
             } => {
-                self.connected.remove(&peer_id);
-                self.rtt.remove(&peer_id);
-                tracing::debug!(peer = %peer_id, cause = ?cause, "peer disconnected");
-                self.emit(P2pEvent::Disconnected(peer_id)).await;
+                let gone = match self.connected.get_mut(&peer_id) {
+                    Some(entry) => {
+                        entry.connections.remove(&connection_id);
+                        entry.connections.is_empty()
+                    }
+                    None => false,
+                };
+                if gone {
+                    self.connected.remove(&peer_id);
+                    self.rtt.remove(&peer_id);
+                    tracing::debug!(peer = %peer_id, cause = ?cause, "peer disconnected");
+                    self.emit(P2pEvent::Disconnected(peer_id)).await;
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 if let Some(peer) = peer_id {
                     self.dialing.remove(&peer);
+                    if let Some(address) = self.dial_address.remove(&peer) {
+                        self.failed_dials.insert(address, Instant::now());
+                    }
                 }
                 if let libp2p::swarm::DialError::Denied { cause } = &error {
                     self.count_denied(cause);
@@ -1054,11 +1385,116 @@ impl Runner {
                 peer_id,
                 info,
                 ..
-            })) if !self.static_mode => {
-                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
-                    for address in info.listen_addrs {
-                        kad.add_address(&peer_id, address);
+            })) => {
+                let observed = info.observed_addr.clone();
+                self.observed.retain(|a| a != &observed);
+                self.observed.insert(0, observed);
+                self.observed.truncate(8);
+                if info
+                    .protocols
+                    .iter()
+                    .any(|p| p.as_ref() == relay::HOP_PROTOCOL_NAME.as_ref())
+                {
+                    self.discover_relay(peer_id, &info.listen_addrs);
+                }
+                if !self.static_mode {
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        for address in info.listen_addrs {
+                            kad.add_address(&peer_id, address);
+                        }
                     }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } if is_relayed(&address) => {
+                tracing::info!(%address, "relayed address");
+                if !self.relays.relayed_addresses.contains(&address) {
+                    self.relays.relayed_addresses.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } if is_relayed(&address) => {
+                self.relays.relayed_addresses.retain(|a| a != &address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                self.relays
+                    .relayed_addresses
+                    .retain(|a| !addresses.contains(a));
+                if let Some((relay, _)) = self.relays.listeners.remove(&listener_id) {
+                    tracing::info!(%relay, ?reason, "relay reservation closed");
+                    self.relays.reserved.remove(&relay);
+                    self.relays
+                        .retry_after
+                        .insert(relay, Instant::now() + Duration::from_secs(2));
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
+                self.update_reachability();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => match event {
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } => {
+                    tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+                    self.relays.reserved.insert(relay_peer_id);
+                }
+                other => tracing::debug!(event = ?other, "relay client"),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => match event {
+                relay::Event::CircuitReqAccepted { .. } => self.relay_circuits += 1,
+                relay::Event::CircuitClosed { .. } => {
+                    self.relay_circuits = self.relay_circuits.saturating_sub(1)
+                }
+                other => tracing::debug!(event = ?other, "relay server"),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => {
+                let mut info = self.info.lock().expect("net info lock poisoned");
+                match result {
+                    Ok(_) => {
+                        info.nat.hole_punch_successes += 1;
+                        tracing::info!(peer = %remote_peer_id, "hole punch: direct connection");
+                    }
+                    Err(error) => {
+                        info.nat.hole_punch_failures += 1;
+                        tracing::info!(peer = %remote_peer_id, %error, "hole punch failed: staying relayed");
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(autonat::v2::client::Event {
+                tested_addr,
+                server,
+                result,
+                ..
+            })) => {
+                match result {
+                    Ok(()) => {
+                        self.autonat.successes += 1;
+                        tracing::info!(address = %tested_addr, %server, "AutoNAT: reachable");
+                    }
+                    Err(error) => {
+                        self.autonat.failures += 1;
+                        tracing::debug!(address = %tested_addr, %server, %error, "AutoNAT: not reachable");
+                    }
+                }
+                self.update_reachability();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(event)) => {
+                let mut info = self.info.lock().expect("net info lock poisoned");
+                match event {
+                    upnp::Event::NewExternalAddr { external_addr, .. } => {
+                        tracing::info!(address = %external_addr, "UPnP: port mapped");
+                        info.nat.upnp = "mapped".into();
+                        info.nat.upnp_addresses.push(external_addr.to_string());
+                    }
+                    upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                        let gone = external_addr.to_string();
+                        info.nat.upnp_addresses.retain(|a| a != &gone);
+                    }
+                    upnp::Event::GatewayNotFound => info.nat.upnp = "no gateway".into(),
+                    upnp::Event::NonRoutableGateway => info.nat.upnp = "gateway not public".into(),
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
