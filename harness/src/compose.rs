@@ -88,6 +88,12 @@ fn node_ip(subnet: Ipv4Addr, index: usize) -> Ipv4Addr {
 /// fixed genesis time.
 pub fn plan(manifest: &Manifest, options: &ComposeOptions) -> Result<DevnetPlan, ComposeError> {
     manifest.validate("manifest")?;
+    if manifest.network.topology.is_some() {
+        return Err(ComposeError::Invalid {
+            field: "network.topology".into(),
+            reason: "NAT routers are made by the docker backend (`devnet up --backend docker`); a compose file does not render them".into(),
+        });
+    }
     // The manifest allows at most 200 nodes, so .10 + i stays inside the /24.
     let count = manifest.resolve().len();
     if usize::from(options.api_port_base) + count > usize::from(u16::MAX) + 1 {

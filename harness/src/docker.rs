@@ -525,7 +525,7 @@ pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
 }
 
 /// A /24 subnet in 10.210.0.0/16 that no existing Docker network uses, picked from the name.
-async fn free_subnet(docker: &Docker, name: &str) -> Result<u8, DockerError> {
+async fn free_subnet(docker: &Docker, name: &str, taken: &[u8]) -> Result<u8, DockerError> {
     let networks = docker
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await?;
@@ -539,7 +539,7 @@ async fn free_subnet(docker: &Docker, name: &str) -> Result<u8, DockerError> {
     for offset in 0..=255u16 {
         let third = start.wrapping_add(offset as u8);
         let subnet = format!("10.210.{third}.0/24");
-        if !used.contains(&subnet) {
+        if !used.contains(&subnet) && !taken.contains(&third) {
             return Ok(third);
         }
     }
@@ -612,6 +612,23 @@ pub fn devnet_plan(
         }),
         byzantine: manifest.byzantine_settings(),
         twins: manifest.twins(),
+        nat: manifest.network.topology.as_ref().map(|topology| {
+            let index_of = |name: &String| {
+                manifest
+                    .resolve()
+                    .iter()
+                    .position(|node| &node.name == name)
+                    .expect("validated: topology names are nodes")
+            };
+            process::NatPlan {
+                relays: topology.relays.iter().map(index_of).collect(),
+                behind: topology
+                    .homes
+                    .iter()
+                    .flat_map(|home| home.nodes.iter().map(index_of))
+                    .collect(),
+            }
+        }),
     }
 }
 
@@ -667,7 +684,33 @@ async fn up_inner(
     progress(Stage::Image);
     let image = build_image(docker, &options.node_bin, false).await?;
     progress(Stage::Genesis);
-    let third = free_subnet(docker, name).await?;
+    let third = free_subnet(docker, name, &[]).await?;
+    // NAT topology: a /24 per home, its nodes at .10 + k there.
+    let mut homes: Vec<crate::nat::HomeNet> = Vec::new();
+    if let Some(topology) = &manifest.network.topology {
+        let resolved = manifest.resolve();
+        let mut taken = vec![third];
+        for (index, home) in topology.homes.iter().enumerate() {
+            let home_third = free_subnet(docker, &format!("{name}-home{index}"), &taken).await?;
+            taken.push(home_third);
+            homes.push(crate::nat::HomeNet {
+                index,
+                third: home_third,
+                mapping: home.mapping,
+                nodes: home
+                    .nodes
+                    .iter()
+                    .filter_map(|n| resolved.iter().position(|r| &r.name == n))
+                    .collect(),
+            });
+        }
+    }
+    let ip_of = |index: usize| {
+        homes
+            .iter()
+            .find_map(|home| home.node_ip(index))
+            .unwrap_or_else(|| node_ip(third, index))
+    };
     let base = std::fs::canonicalize(&options.base)
         .or_else(|_| {
             std::fs::create_dir_all(&options.base)?;
@@ -677,14 +720,14 @@ async fn up_inner(
     let mut plan = devnet_plan(
         manifest,
         "docker",
-        |index| node_ip(third, index),
+        ip_of,
         &options.log_level,
         &options.node_bin,
     );
     for (index, node) in plan.nodes.iter_mut().enumerate() {
         node.api_https = Some((
             format!("0.0.0.0:{HTTPS_PORT}"),
-            format!("https://{}:{HTTPS_PORT}", node_ip(third, index)),
+            format!("https://{}:{HTTPS_PORT}", ip_of(index)),
         ));
     }
     let mut state = process::write_devnet(&base, &plan)?;
@@ -718,6 +761,29 @@ async fn up_inner(
             proxy.container = Some(id);
         }
     }
+    // Behind NAT: the home networks, their routers, and a holder (network namespace with the
+    // route to the router) per node there.
+    let mut holders: HashMap<usize, String> = HashMap::new();
+    if !homes.is_empty() {
+        let router_image = crate::nat::build_router_image(docker).await?;
+        for home in &homes {
+            crate::nat::start_home(docker, name, &network, third, home, &router_image, &labels)
+                .await?;
+            for &node in &home.nodes {
+                let id = crate::nat::start_holder(
+                    docker,
+                    name,
+                    &state.nodes[node].moniker,
+                    home,
+                    node,
+                    &router_image,
+                    &labels,
+                )
+                .await?;
+                holders.insert(node, id);
+            }
+        }
+    }
     let memory = manifest.resources.memory_mb * 1024 * 1024;
     let total = state.nodes.len();
     let started = std::sync::atomic::AtomicUsize::new(0);
@@ -729,7 +795,8 @@ async fn up_inner(
         .nodes
         .iter()
         .map(|node| {
-            let ip = node_ip(third, node.index);
+            let ip = ip_of(node.index);
+            let holder = holders.get(&node.index);
             let mut labels = labels.clone();
             labels.insert(LABEL_NODE.into(), node.moniker.clone());
             labels.insert(
@@ -761,10 +828,13 @@ async fn up_inner(
                 host_config: Some(HostConfig {
                     binds: Some(vec![format!("{}:{HOME_INSIDE}", node.home.display())]),
                     memory: Some(memory),
-                    network_mode: Some(network.clone()),
+                    network_mode: Some(match holder {
+                        Some(id) => format!("container:{id}"),
+                        None => network.clone(),
+                    }),
                     ..Default::default()
                 }),
-                networking_config: Some(at_address(&network, ip)),
+                networking_config: holder.is_none().then(|| at_address(&network, ip)),
                 ..Default::default()
             };
             (node.index, format!("blyan-{name}-{}", node.moniker), body)

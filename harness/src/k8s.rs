@@ -142,6 +142,12 @@ fn read(path: &Path) -> Result<String, K8sError> {
 /// The objects of the manifest's devnet.
 pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, K8sError> {
     manifest.validate("manifest")?;
+    if manifest.network.topology.is_some() {
+        return Err(K8sError::Invalid {
+            field: "network.topology".into(),
+            reason: "NAT routers are made by the docker backend only".into(),
+        });
+    }
     check_label("--namespace", &options.namespace)?;
     let devnet = format!("blyan-{}", manifest.name);
     check_label("name", &devnet)?;

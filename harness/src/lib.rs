@@ -18,6 +18,7 @@ pub mod inference;
 pub mod k8s;
 pub mod links;
 pub mod manifest;
+pub mod nat;
 pub mod plan;
 pub mod process;
 pub mod recorder;

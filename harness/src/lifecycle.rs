@@ -385,6 +385,16 @@ fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Dur
             bail!("{reason} (or use --force to start anyway)");
         }
     }
+    if manifest.network.topology.is_some() && backend != BackendKind::Docker {
+        bail!(
+            "network.topology: NAT routers and home networks are Docker networks; use the docker backend \
+             (this run would use the {} backend)",
+            match backend {
+                BackendKind::Swarm => "swarm",
+                _ => "process",
+            }
+        );
+    }
     let started = Instant::now();
     let state = match backend {
         BackendKind::Docker => up_docker(args, manifest, node_bin)?,
@@ -762,6 +772,86 @@ pub fn down(args: DownArgs) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+#[derive(Args)]
+pub struct NatProbeArgs {
+    #[command(flatten)]
+    target: NameArgs,
+    /// Times every pair is measured (each round alternates direction and relay).
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// How long a relayed link may take to become direct, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    upgrade_wait_ms: u64,
+    /// Also write the report, every attempt included, to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+pub fn nat_probe(args: NatProbeArgs) -> Result<bool> {
+    if args.rounds == 0 || args.rounds > 100 {
+        bail!("--rounds must be between 1 and 100");
+    }
+    let state = process::load_state(&args.target.base, args.target.name())?;
+    let Some(nat) = state.nat.clone() else {
+        bail!(
+            "devnet {:?} has no [network.topology]: nothing sits behind NAT (scenarios/nat.toml has one)",
+            state.name
+        );
+    };
+    let pki = process::devnet_dir(&args.target.base, &state.name).join("pki");
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} connection attempts")
+            .expect("a valid template"),
+    );
+    let report = blyan_harness::nat::probe_pairs(
+        &state,
+        &pki,
+        &nat.behind,
+        &nat.relays,
+        args.rounds,
+        args.upgrade_wait_ms,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
+    println!(
+        "{} attempts between {} nodes behind NAT: {} connected ({:.1}%), {} upgraded to direct by hole punching ({:.1}% of those connected)",
+        report.attempts,
+        nat.behind.len(),
+        report.connected,
+        report.success_rate * 100.0,
+        report.hole_punched,
+        report.hole_punched_share * 100.0
+    );
+    println!(
+        "time to connect: p50 {:.0} ms, p99 {:.0} ms; to direct: p50 {}, p99 {}",
+        report.connect_ms_p50,
+        report.connect_ms_p99,
+        ms(report.direct_ms_p50),
+        ms(report.direct_ms_p99)
+    );
+    let failures: Vec<_> = report.samples.iter().filter(|a| !a.connected).collect();
+    for failed in failures.iter().take(10) {
+        println!(
+            "  failed: {} -> {} via {}: {}",
+            failed.from,
+            failed.to,
+            failed.relay,
+            failed.error.as_deref().unwrap_or("no connection")
+        );
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!("report: {}", out.display());
+    }
+    Ok(failures.is_empty())
 }
 
 pub fn status(args: NameArgs) -> Result<bool> {

@@ -37,6 +37,11 @@ enum Command {
     Status(NameArgs),
     /// Print a node's log.
     Logs(LogsArgs),
+    /// Measure NAT traversal in a devnet with `[network.topology]`: every pair of nodes behind
+    /// NAT connects afresh through a relay ROUNDS times (POST /admin/dial with the devnet's
+    /// admin certificate); prints the success rate, the share upgraded to direct by hole
+    /// punching, and the time to connect and to go direct (p50/p99).
+    NatProbe(lifecycle::NatProbeArgs),
     /// Build the node image `blyan-node:dev` FROM scratch (no registry needed).
     Image(ImageArgs),
     /// Print the commented example manifest, or check a manifest file.
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
         Command::Up(args) => lifecycle::up(args),
         Command::Down(args) => lifecycle::down(args),
         Command::Status(args) => lifecycle::status(args),
+        Command::NatProbe(args) => lifecycle::nat_probe(args),
         Command::Logs(args) => lifecycle::logs(args),
         Command::Image(args) => lifecycle::image(args),
         Command::Manifest(args) => lifecycle::manifest(args),

@@ -92,6 +92,13 @@ pub struct UpOptions {
     pub twins: Vec<(String, String)>,
 }
 
+/// Who relays and who is behind NAT, by node index.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NatPlan {
+    pub relays: Vec<usize>,
+    pub behind: Vec<usize>,
+}
+
 /// Node `i` serves HTTPS on `api_port_base + HTTPS_PORT_OFFSET + i`.
 pub const HTTPS_PORT_OFFSET: u16 = 500;
 
@@ -257,6 +264,9 @@ pub struct DevnetState {
     /// The swarm (Swarm backend; node `container` fields hold service ids).
     #[serde(default)]
     pub swarm: Option<SwarmInfo>,
+    /// NAT topology: node indices of the relays and of the nodes behind NAT.
+    #[serde(default)]
+    pub nat: Option<NatPlan>,
 }
 
 /// What a Swarm devnet records of its swarm.
@@ -401,6 +411,8 @@ pub struct DevnetPlan {
     pub byzantine: Vec<(String, blyan_node::config::DevnetConfig)>,
     /// Twins: (twin moniker, moniker of the validator whose key it runs).
     pub twins: Vec<(String, String)>,
+    /// NAT topology: which nodes are relays and which sit behind NAT (Docker backend).
+    pub nat: Option<NatPlan>,
 }
 
 /// How long the devnet's certificates live (a devnet is rebuilt long before).
@@ -506,6 +518,55 @@ pub fn write_devnet(base: &Path, plan: &DevnetPlan) -> Result<DevnetState, Proce
     Ok(state)
 }
 
+/// P2P settings of a node in a NAT topology: discovery on (no static mode); public nodes
+/// announce their address and relays serve circuits; a node behind NAT announces nothing,
+/// learns it is private (AutoNAT) and reserves slots on the relays. Everyone dials the public
+/// nodes directly and the nodes behind NAT through each relay.
+fn nat_config(
+    p2p: &mut blyan_node::config::P2pConfig,
+    index: usize,
+    plan: &DevnetPlan,
+    nat: &NatPlan,
+    keys: &[NodeKey],
+) {
+    let direct = |other: usize| {
+        format!(
+            "{}/p2p/{}",
+            plan.nodes[other].p2p_address,
+            keys[other].peer_id()
+        )
+    };
+    p2p.static_mode = false;
+    p2p.relays = nat.relays.iter().map(|&relay| direct(relay)).collect();
+    if nat.behind.contains(&index) {
+        p2p.external_addresses.clear();
+    } else {
+        p2p.relay_server = nat.relays.contains(&index);
+        // Every node of the devnet dials through the relays, and `devnet nat-probe` opens
+        // circuits by the hundred.
+        p2p.relay_circuits_per_minute = 600;
+    }
+    p2p.bootstrap = (0..plan.nodes.len())
+        .filter(|other| *other != index)
+        .flat_map(|other| {
+            if nat.behind.contains(&other) {
+                nat.relays
+                    .iter()
+                    .map(|&relay| {
+                        format!(
+                            "{}/p2p-circuit/p2p/{}",
+                            direct(relay),
+                            keys[other].peer_id()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            } else {
+                vec![direct(other)]
+            }
+        })
+        .collect();
+}
+
 /// Writes `DIR/accounts.json` and one home per node (`DIR/<moniker>/`: keys, config, genesis),
 /// wiping DIR first; returns the devnet's description without recording it.
 pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, ProcessError> {
@@ -605,21 +666,28 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         config.p2p.listen = vec![node.p2p_listen.clone()];
         config.p2p.external_addresses = vec![node.p2p_address.clone()];
         config.p2p.static_mode = true;
-        config.p2p.bootstrap = bootstrap_peers(index, count)
-            .into_iter()
-            .map(|other| match &plan.proxy {
-                Some(proxy) => format!(
-                    "{}/p2p/{}",
-                    crate::links::tcp_multiaddr(&proxy.dial_host, proxy.port(index, other, count)),
-                    node_keys[other].peer_id()
-                ),
-                None => format!(
-                    "{}/p2p/{}",
-                    plan.nodes[other].p2p_address,
-                    node_keys[other].peer_id()
-                ),
-            })
-            .collect();
+        if let Some(nat) = &plan.nat {
+            nat_config(&mut config.p2p, index, plan, nat, &node_keys);
+        } else {
+            config.p2p.bootstrap = bootstrap_peers(index, count)
+                .into_iter()
+                .map(|other| match &plan.proxy {
+                    Some(proxy) => format!(
+                        "{}/p2p/{}",
+                        crate::links::tcp_multiaddr(
+                            &proxy.dial_host,
+                            proxy.port(index, other, count)
+                        ),
+                        node_keys[other].peer_id()
+                    ),
+                    None => format!(
+                        "{}/p2p/{}",
+                        plan.nodes[other].p2p_address,
+                        node_keys[other].peer_id()
+                    ),
+                })
+                .collect();
+        }
         config.consensus.timeout_commit_ms = plan.timeout_commit_ms;
         config.consensus.timeout_propose_ms = plan.timeout_propose_ms;
         config.consensus.timeout_prevote_ms = plan.timeout_prevote_ms;
@@ -707,6 +775,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Process
         network: None,
         proxy,
         swarm: None,
+        nat: plan.nat.clone(),
     };
     Ok(state)
 }
@@ -801,6 +870,7 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             }),
             byzantine: options.byzantine.clone(),
             twins: options.twins.clone(),
+            nat: None,
         },
     )
 }
@@ -1145,6 +1215,19 @@ pub fn https_status(
     method: &str,
     path: &str,
 ) -> Result<u16, String> {
+    https_request(pki, admin, url, method, path, "").map(|(status, _)| status)
+}
+
+/// An HTTPS request to a devnet node (TLS 1.3, the devnet's CA; with `admin`, the devnet's
+/// admin client certificate): the status and the body.
+pub fn https_request(
+    pki: &std::path::Path,
+    admin: bool,
+    url: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use std::io::{Read, Write};
@@ -1175,13 +1258,16 @@ pub fn https_status(
         .map(|(host, _)| host)
         .unwrap_or(address);
     let mut tcp = std::net::TcpStream::connect(address).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+    tcp.set_read_timeout(Some(Duration::from_secs(70)))
         .map_err(|e| e.to_string())?;
     let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
     let mut session = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
         .map_err(|e| e.to_string())?;
     let mut stream = rustls::Stream::new(&mut session, &mut tcp);
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream
         .write_all(head.as_bytes())
         .map_err(|e| e.to_string())?;
@@ -1191,9 +1277,15 @@ pub fn https_status(
             return Err(error.to_string());
         }
     }
-    String::from_utf8_lossy(&raw)
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| "no HTTP status".to_string())
+        .ok_or_else(|| "no HTTP status".to_string())?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }

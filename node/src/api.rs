@@ -172,6 +172,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             Router::new()
                 .route("/checkpoints", post(checkpoint))
                 .route("/admin/reload", post(admin_reload))
+                .route("/admin/dial", post(admin_dial))
                 .route("/admin/devnet", get(admin_devnet))
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
@@ -975,6 +976,73 @@ async fn admin_guard(State(state): State<Arc<ApiState>>, request: Request, next:
         Some(error) => error.into_response(),
         None => next.run(request).await,
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DialRequest {
+    /// One address, or several of one peer tried in turn.
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    #[serde(default = "default_upgrade_wait_ms")]
+    upgrade_wait_ms: u64,
+    #[serde(default = "default_dial_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_upgrade_wait_ms() -> u64 {
+    5_000
+}
+
+fn default_dial_timeout_ms() -> u64 {
+    15_000
+}
+
+/// `POST /admin/dial {"address": "/ip4/../p2p/<id>[/p2p-circuit/p2p/<id>]"}` (or
+/// `"addresses": [..]` of one peer, tried in turn): drop the connections to that peer, dial it
+/// afresh and report the time to connect, whether the link
+/// was relayed and when it became direct (hole punching). For measuring NAT traversal.
+async fn admin_dial(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::p2p::ProbeOutcome>, ApiError> {
+    let request: DialRequest = serde_json::from_slice(&body).map_err(|error| {
+        bad_request(format!(
+            "body must be {{\"address\": \"<multiaddr>\", \"upgrade_wait_ms\": 5000, \"timeout_ms\": 15000}}: {error}"
+        ))
+    })?;
+    let texts: Vec<&String> = request.address.iter().chain(&request.addresses).collect();
+    if texts.is_empty() || texts.len() > 8 {
+        return Err(bad_request(
+            "give \"address\" or 1 to 8 \"addresses\"".into(),
+        ));
+    }
+    let mut addresses = Vec::new();
+    for text in texts {
+        addresses.push(
+            text.parse::<libp2p::Multiaddr>()
+                .map_err(|error| bad_request(format!("address {text:?}: {error}")))?,
+        );
+    }
+    if !(1..=60_000).contains(&request.timeout_ms) || request.upgrade_wait_ms > request.timeout_ms {
+        return Err(bad_request(
+            "timeout_ms must be 1 to 60000 and upgrade_wait_ms at most timeout_ms".into(),
+        ));
+    }
+    let commands = state.p2p_commands.as_ref().ok_or_else(unavailable)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    commands
+        .send(crate::p2p::P2pCommand::Probe {
+            addresses,
+            upgrade_wait: std::time::Duration::from_millis(request.upgrade_wait_ms),
+            timeout: std::time::Duration::from_millis(request.timeout_ms),
+            reply,
+        })
+        .map_err(|_| unavailable())?;
+    let outcome = answer.await.map_err(|_| unavailable())?;
+    Ok(Json(outcome))
 }
 
 /// `POST /admin/reload`: re-read the TLS material and the peer allowlist and revocation list.

@@ -161,6 +161,10 @@ pub struct P2pConfig {
     pub relay_max_circuit_duration_s: u64,
     #[serde(default = "default_relay_max_circuit_bytes")]
     pub relay_max_circuit_bytes: u64,
+    /// New circuits a relay opens per minute for one source peer (twice that per source IP:
+    /// nodes behind one NAT share it).
+    #[serde(default = "default_relay_circuits_per_minute")]
+    pub relay_circuits_per_minute: u32,
     /// AutoNAT v2: ask peers to dial this node's candidate addresses back, to learn whether it
     /// is reachable (and serve such tests for peers).
     #[serde(default = "default_true")]
@@ -222,6 +226,10 @@ fn default_relay_max_circuit_bytes() -> u64 {
     1 << 30
 }
 
+fn default_relay_circuits_per_minute() -> u32 {
+    30
+}
+
 fn default_gossip_heartbeat_ms() -> u64 {
     500
 }
@@ -253,6 +261,7 @@ impl Default for P2pConfig {
             relay_max_circuits: default_relay_max_circuits(),
             relay_max_circuit_duration_s: default_relay_max_circuit_duration_s(),
             relay_max_circuit_bytes: default_relay_max_circuit_bytes(),
+            relay_circuits_per_minute: default_relay_circuits_per_minute(),
             autonat: true,
             upnp: false,
             bootstrap_dns: Vec::new(),
@@ -647,6 +656,8 @@ relay_max_reservations = {p2p_relay_max_reservations}
 relay_max_circuits = {p2p_relay_max_circuits}
 relay_max_circuit_duration_s = {p2p_relay_max_circuit_duration_s}
 relay_max_circuit_bytes = {p2p_relay_max_circuit_bytes}
+# New circuits per minute for one source peer (twice that per source IP).
+relay_circuits_per_minute = {p2p_relay_circuits_per_minute}
 # DNS seed domains (a `blyan-node seeder` answers for them): their _dnsaddr TXT records are
 # dialled while the node has no peers. dns_server = "ip:port" resolves them instead of the
 # system's resolver (e.g. a seeder on a devnet).
@@ -721,6 +732,7 @@ level = "{level}"
             p2p_relay_max_circuits = self.p2p.relay_max_circuits,
             p2p_relay_max_circuit_duration_s = self.p2p.relay_max_circuit_duration_s,
             p2p_relay_max_circuit_bytes = self.p2p.relay_max_circuit_bytes,
+            p2p_relay_circuits_per_minute = self.p2p.relay_circuits_per_minute,
             p2p_bootstrap_dns = toml_list(&self.p2p.bootstrap_dns),
             p2p_dns_server = self.p2p.dns_server,
             timeout_propose_ms = self.consensus.timeout_propose_ms,
@@ -1059,11 +1071,12 @@ level = "{level}"
             && (p2p.relay_max_circuits == 0
                 || p2p.relay_max_reservations == 0
                 || p2p.relay_max_circuit_duration_s == 0
-                || p2p.relay_max_circuit_bytes < 1024)
+                || p2p.relay_max_circuit_bytes < 1024
+                || p2p.relay_circuits_per_minute == 0)
         {
             return Err(invalid(
                 "p2p.relay_max_circuits",
-                "a relay server needs relay_max_reservations, relay_max_circuits and relay_max_circuit_duration_s above 0 and relay_max_circuit_bytes of at least 1024".into(),
+                "a relay server needs relay_max_reservations, relay_max_circuits, relay_max_circuit_duration_s and relay_circuits_per_minute above 0 and relay_max_circuit_bytes of at least 1024".into(),
             ));
         }
         for (index, domain) in p2p.bootstrap_dns.iter().enumerate() {

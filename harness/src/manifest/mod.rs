@@ -155,6 +155,41 @@ pub struct Network {
     pub proxy: bool,
     #[serde(default)]
     pub latency: Vec<ZoneLatency>,
+    /// NAT topology (Docker backend): nodes in "home" networks behind NAT routers, relays on
+    /// the public network (docs/NETWORKING.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+}
+
+/// `[network.topology]`: who sits behind which NAT, and which public nodes relay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Public nodes that serve circuit relay v2 (and are every node's bootstrap).
+    #[serde(default)]
+    pub relays: Vec<String>,
+    #[serde(default)]
+    pub homes: Vec<Home>,
+}
+
+/// One home network: its nodes share a NAT router to the public network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Home {
+    pub nodes: Vec<String>,
+    /// "endpoint-independent" (port-preserving masquerade: hole punching works) or
+    /// "address-dependent" (a new random port per destination: hole punching fails, the
+    /// relay carries the link).
+    #[serde(default)]
+    pub mapping: Mapping,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mapping {
+    #[default]
+    EndpointIndependent,
+    AddressDependent,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -473,6 +508,11 @@ proxy = false             # route every directed link through a fault proxy (cha
 # to = "us"
 # latency_ms = 40
 # jitter_ms = 5
+# [network.topology]      # Docker: nodes behind NAT routers, relays public (docs/NETWORKING.md)
+# relays = ["node0", "node1"]
+# [[network.topology.homes]]
+# nodes = ["node2", "node3"]
+# mapping = "endpoint-independent"   # or "address-dependent" (hole punching fails)
 
 [load]
 rate = 0                  # transactions per second (open loop); 0: none
@@ -891,6 +931,56 @@ impl Manifest {
             crate::scenario::ScenarioError::Field { field, reason } => invalid(&field, &reason),
             other => invalid("faults", &other.to_string()),
         })?;
+        if let Some(topology) = &self.network.topology {
+            let all: Vec<String> = self.resolve().into_iter().map(|node| node.name).collect();
+            let known = |field: &str, name: &String| {
+                if all.contains(name) {
+                    Ok(())
+                } else {
+                    Err(invalid(field, &format!("no node named {name:?}")))
+                }
+            };
+            if self.network.proxy {
+                return Err(invalid(
+                    "network.topology",
+                    "NAT topologies route links through routers, not the link proxy: set network.proxy = false",
+                ));
+            }
+            if topology.relays.is_empty() {
+                return Err(invalid(
+                    "network.topology.relays",
+                    "name at least one public node to relay for the nodes behind NAT",
+                ));
+            }
+            if topology.homes.len() > 16 {
+                return Err(invalid("network.topology.homes", "at most 16 homes"));
+            }
+            let mut placed: HashSet<&String> = HashSet::new();
+            for (index, relay) in topology.relays.iter().enumerate() {
+                known(&format!("network.topology.relays[{index}]"), relay)?;
+            }
+            for (h, home) in topology.homes.iter().enumerate() {
+                if home.nodes.is_empty() || home.nodes.len() > 32 {
+                    return Err(invalid(
+                        &format!("network.topology.homes[{h}].nodes"),
+                        "1 to 32 nodes per home",
+                    ));
+                }
+                for (index, node) in home.nodes.iter().enumerate() {
+                    let field = format!("network.topology.homes[{h}].nodes[{index}]");
+                    known(&field, node)?;
+                    if topology.relays.contains(node) {
+                        return Err(invalid(
+                            &field,
+                            &format!("{node:?} is a relay; relays are public"),
+                        ));
+                    }
+                    if !placed.insert(node) {
+                        return Err(invalid(&field, &format!("{node:?} is in two homes")));
+                    }
+                }
+            }
+        }
         if self.network.proxy && names > MAX_PROXIED_NODES {
             return Err(invalid(
                 "network.proxy",

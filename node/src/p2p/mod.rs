@@ -119,6 +119,17 @@ pub enum P2pEvent {
 /// What the node asks the swarm to do.
 #[derive(Debug)]
 pub enum P2pCommand {
+    /// Measure a fresh connection: drop any connection to the address's peer, dial the
+    /// address, and report how long it took and whether it was (or became) direct.
+    Probe {
+        /// Addresses of one peer, tried in turn (e.g. through each of its relays).
+        addresses: Vec<Multiaddr>,
+        /// How long to wait for a relayed connection to be upgraded by hole punching.
+        upgrade_wait: Duration,
+        /// Give up on the whole probe after this.
+        timeout: Duration,
+        reply: tokio::sync::oneshot::Sender<ProbeOutcome>,
+    },
     Publish(Topic, Vec<u8>),
     Validate {
         id: MessageId,
@@ -161,6 +172,37 @@ pub struct PeerInfo {
     pub connected_ms: u64,
     pub gossip_score: f64,
     pub rtt_ms: Option<f64>,
+}
+
+/// What [`P2pCommand::Probe`] found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProbeOutcome {
+    pub peer_id: String,
+    pub connected: bool,
+    /// From the dial to the first connection (relayed or direct).
+    pub connect_ms: Option<f64>,
+    /// The first connection went through a relay.
+    pub relayed: Option<bool>,
+    /// From the dial to a direct connection (at once, or after hole punching).
+    pub direct_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// A probe in progress.
+struct Probe {
+    peer: PeerId,
+    addresses: Vec<Multiaddr>,
+    /// When the dial went out (`None`: waiting for the old connections to close).
+    dialled: Option<Instant>,
+    /// A dial is in flight (cleared when it fails; the probe dials again until its timeout).
+    pending: bool,
+    dials: u32,
+    last_dial: Option<Instant>,
+    started: Instant,
+    upgrade_wait: Duration,
+    timeout: Duration,
+    outcome: ProbeOutcome,
+    reply: tokio::sync::oneshot::Sender<ProbeOutcome>,
 }
 
 /// Whether this node can be dialled from outside, as AutoNAT v2 found.
@@ -381,14 +423,24 @@ fn behaviour(
         .with_max_pending_incoming(Some(config.max_connections));
     let peer_id = key.public().to_peer_id();
     let relay = config.relay_server.then(|| {
-        let relay_config = relay::Config {
+        let per_minute =
+            std::num::NonZeroU32::new(config.relay_circuits_per_minute.max(1)).expect("at least 1");
+        let per_ip =
+            std::num::NonZeroU32::new(config.relay_circuits_per_minute.max(1).saturating_mul(2))
+                .expect("at least 2");
+        let mut relay_config = relay::Config {
             max_reservations: config.relay_max_reservations as usize,
             max_circuits: config.relay_max_circuits as usize,
             max_circuits_per_peer: (config.relay_max_circuits as usize).min(16),
             max_circuit_duration: Duration::from_secs(config.relay_max_circuit_duration_s),
             max_circuit_bytes: config.relay_max_circuit_bytes,
+            // libp2p's default reservation limits stay; the circuit limits are ours.
+            circuit_src_rate_limiters: Vec::new(),
             ..Default::default()
         };
+        relay_config = relay_config
+            .circuit_src_per_peer(per_minute, Duration::from_secs(60))
+            .circuit_src_per_ip(per_ip, Duration::from_secs(60));
         relay::Behaviour::new(peer_id, relay_config)
     });
     let autonat = config.autonat && !config.static_mode;
@@ -682,11 +734,28 @@ pub async fn spawn_counted(
             configured: relays,
             ..Default::default()
         },
-        autonat: AutonatState::default(),
+        autonat: AutonatState {
+            declared: !config.static_mode && !config.external_addresses.is_empty(),
+            reachability: if !config.static_mode && !config.external_addresses.is_empty() {
+                Reachability::Public
+            } else {
+                Reachability::Unknown
+            },
+            local_ips: bound
+                .iter()
+                .flat_map(|address| address.iter())
+                .filter_map(|part| match part {
+                    Protocol::Ip4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+                    _ => None,
+                })
+                .collect(),
+            ..Default::default()
+        },
         failed_dials: HashMap::new(),
         dial_address: HashMap::new(),
         observed: Vec::new(),
         relay_circuits: 0,
+        probes: Vec::new(),
     };
     tokio::spawn(runner.run(command_rx));
     Ok((
@@ -731,33 +800,47 @@ struct Runner {
     observed: Vec<Multiaddr>,
     /// Circuits this node relays now (as a relay server).
     relay_circuits: u64,
+    probes: Vec<Probe>,
 }
 
 /// How long a bootstrap address that failed is passed over for the peer's other addresses.
 const DIAL_BACKOFF: Duration = Duration::from_secs(10);
 /// AutoNAT dial-back failures (with no address confirmed) before a node counts as private.
-const PRIVATE_AFTER_FAILURES: u64 = 2;
+/// AutoNAT v2 tests each candidate address once, so one failure is already a verdict on an
+/// address peers saw; a later success makes the node public again.
+const PRIVATE_AFTER_FAILURES: u64 = 1;
+
+/// One connection to a peer: its remote address, direction, and whether it runs through a
+/// relay (the endpoint says so; an inbound relayed connection's remote address is only
+/// `/p2p/<peer>`).
+struct Link {
+    address: Multiaddr,
+    direction: &'static str,
+    relayed: bool,
+}
 
 /// A connected peer's connections (a relayed one and, after hole punching, a direct one).
 struct PeerConnections {
     since: Instant,
     first_relayed: bool,
-    connections: HashMap<ConnectionId, (Multiaddr, &'static str)>,
+    connections: HashMap<ConnectionId, Link>,
 }
 
 impl PeerConnections {
     /// The connection to report: a direct one if there is one.
-    fn best(&self) -> Option<&(Multiaddr, &'static str)> {
+    fn best(&self) -> Option<&Link> {
         self.connections
             .values()
-            .find(|(address, _)| !is_relayed(address))
+            .find(|link| !link.relayed)
             .or_else(|| self.connections.values().next())
     }
 
     fn is_direct(&self) -> bool {
-        self.connections
-            .values()
-            .any(|(address, _)| !is_relayed(address))
+        self.connections.values().any(|link| !link.relayed)
+    }
+
+    fn direct_addresses(&self) -> impl Iterator<Item = &Link> {
+        self.connections.values().filter(|link| !link.relayed)
     }
 }
 
@@ -765,7 +848,42 @@ impl PeerConnections {
 struct AutonatState {
     successes: u64,
     failures: u64,
+    /// Dial-backs from peers on our own subnet: they say nothing about the outside.
+    lan_successes: u64,
+    /// Successful tests: the address tested and whether the server was on our subnet
+    /// (re-judged when we learn later that we are behind NAT).
+    passed: Vec<(Multiaddr, bool)>,
+    /// `p2p.external_addresses` is set: the operator declares the node reachable.
+    declared: bool,
     reachability: Reachability,
+    /// Our interface addresses (not loopback), from the listeners.
+    local_ips: HashSet<std::net::Ipv4Addr>,
+}
+
+impl AutonatState {
+    /// Whether `address` is on one of our own interfaces (or loopback).
+    fn is_ours(&self, address: &Multiaddr) -> bool {
+        address.iter().any(|part| match part {
+            Protocol::Ip4(ip) => ip.is_loopback() || self.local_ips.contains(&ip),
+            Protocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
+    }
+
+    /// Whether `address` is on the /24 of one of our interfaces (a LAN neighbour, e.g. another
+    /// node behind the same NAT). Loopback devnets are their own world, so 127/8 never is.
+    fn on_our_lan(&self, address: &Multiaddr) -> bool {
+        address.iter().any(|part| match part {
+            Protocol::Ip4(ip) => {
+                !ip.is_loopback()
+                    && self
+                        .local_ips
+                        .iter()
+                        .any(|own| own.octets()[..3] == ip.octets()[..3])
+            }
+            _ => false,
+        })
+    }
 }
 
 /// Relay reservations this node holds (as a client).
@@ -803,19 +921,32 @@ impl Runner {
         self.dial_missing();
         let mut redial = tokio::time::interval(Duration::from_secs(1));
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
+        let mut probe_tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                event = self.swarm.select_next_some() => self.on_event(event).await,
+                event = self.swarm.select_next_some() => {
+                    let connection_event = matches!(
+                        event,
+                        SwarmEvent::ConnectionEstablished { .. }
+                            | SwarmEvent::ConnectionClosed { .. }
+                            | SwarmEvent::OutgoingConnectionError { .. }
+                    );
+                    self.on_event(event).await;
+                    if connection_event && !self.probes.is_empty() {
+                        self.advance_probes();
+                    }
+                }
                 _ = redial.tick() => self.dial_missing(),
                 _ = refresh.tick() => {
                     self.reload_access(false);
                     self.maintain_relays();
                     self.refresh_info();
                 }
+                _ = probe_tick.tick(), if !self.probes.is_empty() => self.advance_probes(),
             }
         }
         tracing::debug!("p2p stopped");
@@ -860,6 +991,65 @@ impl Runner {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Moves every probe on: dial once the old connections are gone, record the connection and
+    /// its upgrade, answer when done or out of time.
+    fn advance_probes(&mut self) {
+        let now = Instant::now();
+        let mut index = 0;
+        while index < self.probes.len() {
+            let probe = &mut self.probes[index];
+            let connections = self.connected.get(&probe.peer);
+            // Dial once the old connections are gone, and again after a failed try (a
+            // connection still closing, a relay's circuit refused) until the timeout.
+            let spaced = probe
+                .last_dial
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_millis(250));
+            if connections.is_none() && !probe.pending && spaced {
+                probe.dialled.get_or_insert(now);
+                probe.last_dial = Some(now);
+                probe.pending = true;
+                probe.dials += 1;
+                self.dialing.insert(probe.peer);
+                let address =
+                    probe.addresses[(probe.dials as usize - 1) % probe.addresses.len()].clone();
+                if let Err(error) = self.swarm.dial(address) {
+                    probe.pending = false;
+                    tracing::debug!(peer = %probe.peer, %error, "probe dial refused");
+                }
+            } else if let (Some(dialled), Some(connections)) = (probe.dialled, connections) {
+                let since = |at: Instant| (at - dialled).as_secs_f64() * 1000.0;
+                if !probe.outcome.connected {
+                    probe.outcome.connected = true;
+                    probe.outcome.connect_ms = Some(since(now));
+                    probe.outcome.relayed = Some(connections.first_relayed);
+                }
+                if connections.is_direct() && probe.outcome.direct_ms.is_none() {
+                    probe.outcome.direct_ms = Some(since(now));
+                }
+            }
+            let connected_at = probe
+                .dialled
+                .zip(probe.outcome.connect_ms)
+                .map(|(d, ms)| d + Duration::from_secs_f64(ms / 1000.0));
+            let done = probe.outcome.direct_ms.is_some()
+                || connected_at.is_some_and(|at| now >= at + probe.upgrade_wait)
+                || now >= probe.started + probe.timeout;
+            if done {
+                let mut probe = self.probes.swap_remove(index);
+                if !probe.outcome.connected {
+                    probe.outcome.error = Some(format!(
+                        "no connection within {:?} ({} dials)",
+                        probe.timeout, probe.dials
+                    ));
+                }
+                self.dialing.remove(&probe.peer);
+                let _ = probe.reply.send(probe.outcome);
+            } else {
+                index += 1;
             }
         }
     }
@@ -939,10 +1129,9 @@ impl Runner {
     /// A connected peer serves as a relay: remember an address to reserve on.
     fn discover_relay(&mut self, peer: PeerId, listen: &[Multiaddr]) {
         let dialled = self.connected.get(&peer).and_then(|c| {
-            c.connections
-                .values()
-                .find(|(address, direction)| *direction == "outbound" && !is_relayed(address))
-                .map(|(address, _)| address.clone())
+            c.direct_addresses()
+                .find(|link| link.direction == "outbound")
+                .map(|link| link.address.clone())
         });
         let address = dialled.or_else(|| {
             listen
@@ -966,14 +1155,21 @@ impl Runner {
     }
 
     fn update_reachability(&mut self) {
-        let confirmed_direct = self.swarm.external_addresses().any(|a| !is_relayed(a));
+        // Behind NAT (a peer saw us at an address that is not ours), a dial-back to our own
+        // interface address from a neighbour on our subnet proves only that the LAN reaches us.
+        let behind_nat = self.observed.iter().any(|a| !self.autonat.is_ours(a));
         let state = &mut self.autonat;
-        let now = if state.successes > 0 && confirmed_direct {
+        let lan_only = |(tested, from_lan): &(Multiaddr, bool)| {
+            *from_lan && behind_nat && state.is_ours(tested)
+        };
+        state.lan_successes = state.passed.iter().filter(|p| lan_only(p)).count() as u64;
+        state.successes = state.passed.len() as u64 - state.lan_successes;
+        let now = if state.declared || state.successes > 0 {
             Reachability::Public
-        } else if state.failures >= PRIVATE_AFTER_FAILURES && !confirmed_direct {
+        } else if state.failures >= PRIVATE_AFTER_FAILURES {
             Reachability::Private
         } else {
-            state.reachability
+            Reachability::Unknown
         };
         if now != state.reachability {
             tracing::info!(was = ?state.reachability, now = ?now, "reachability changed");
@@ -1082,12 +1278,12 @@ impl Runner {
             .connected
             .iter()
             .filter_map(|(peer, connections)| {
-                let (address, direction) = connections.best()?;
+                let link = connections.best()?;
                 let direct = connections.is_direct();
                 Some(PeerInfo {
                     peer_id: peer.to_string(),
-                    address: address.to_string(),
-                    direction,
+                    address: link.address.to_string(),
+                    direction: link.direction,
                     path: if direct { "direct" } else { "relayed" },
                     hole_punched: direct && connections.first_relayed,
                     connected_ms: connections.since.elapsed().as_millis() as u64,
@@ -1142,9 +1338,62 @@ impl Runner {
             self.reload_access(true);
             return;
         }
+        if let P2pCommand::Probe {
+            addresses,
+            upgrade_wait,
+            timeout,
+            reply,
+        } = command
+        {
+            let peers: HashSet<Option<PeerId>> = addresses.iter().map(peer_of).collect();
+            let peer = match peers.into_iter().collect::<Vec<_>>().as_slice() {
+                [Some(peer)] => *peer,
+                _ => {
+                    let _ = reply.send(ProbeOutcome {
+                        error: Some(
+                            "give one or more addresses of one peer, each ending in /p2p/<peer id>"
+                                .into(),
+                        ),
+                        ..Default::default()
+                    });
+                    return;
+                }
+            };
+            if self.probes.iter().any(|p| p.peer == peer) {
+                let _ = reply.send(ProbeOutcome {
+                    peer_id: peer.to_string(),
+                    error: Some("a probe of this peer is running".into()),
+                    ..Default::default()
+                });
+                return;
+            }
+            if self.connected.contains_key(&peer) {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            // Keep the bootstrap redial off this peer while the probe owns it.
+            self.dialing.insert(peer);
+            self.probes.push(Probe {
+                peer,
+                addresses,
+                dialled: None,
+                pending: false,
+                dials: 0,
+                last_dial: None,
+                started: Instant::now(),
+                upgrade_wait,
+                timeout,
+                outcome: ProbeOutcome {
+                    peer_id: peer.to_string(),
+                    ..Default::default()
+                },
+                reply,
+            });
+            self.advance_probes();
+            return;
+        }
         let behaviour = self.swarm.behaviour_mut();
         match command {
-            P2pCommand::ReloadAccess => {}
+            P2pCommand::ReloadAccess | P2pCommand::Probe { .. } => {}
             P2pCommand::Publish(topic, data) => {
                 let topic = IdentTopic::new(topic.name(&self.chain_id));
                 match behaviour.gossipsub.publish(topic, data) {
@@ -1230,9 +1479,14 @@ impl Runner {
                         first_relayed: relayed,
                         connections: HashMap::new(),
                     });
-                entry
-                    .connections
-                    .insert(connection_id, (address, direction));
+                entry.connections.insert(
+                    connection_id,
+                    Link {
+                        address,
+                        direction,
+                        relayed,
+                    },
+                );
                 if first {
                     tracing::debug!(peer = %peer_id, direction, relayed, "peer connected");
                     self.emit(P2pEvent::Connected(peer_id)).await;
@@ -1262,6 +1516,10 @@ impl Runner {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 if let Some(peer) = peer_id {
+                    for probe in self.probes.iter_mut().filter(|p| p.peer == peer) {
+                        probe.pending = false;
+                        probe.outcome.error = None;
+                    }
                     self.dialing.remove(&peer);
                     if let Some(address) = self.dial_address.remove(&peer) {
                         self.failed_dials.insert(address, Instant::now());
@@ -1386,10 +1644,17 @@ impl Runner {
                 info,
                 ..
             })) => {
+                // What a peer saw over a relayed connection is the circuit, not us.
                 let observed = info.observed_addr.clone();
-                self.observed.retain(|a| a != &observed);
-                self.observed.insert(0, observed);
-                self.observed.truncate(8);
+                let has_ip = observed
+                    .iter()
+                    .any(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_)));
+                if has_ip && !is_relayed(&observed) {
+                    self.observed.retain(|a| a != &observed);
+                    self.observed.insert(0, observed);
+                    self.observed.truncate(8);
+                }
+                self.update_reachability();
                 if info
                     .protocols
                     .iter()
@@ -1401,6 +1666,15 @@ impl Runner {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         for address in info.listen_addrs {
                             kad.add_address(&peer_id, address);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } if !is_relayed(&address) => {
+                for part in address.iter() {
+                    if let Protocol::Ip4(ip) = part {
+                        if !ip.is_loopback() && !ip.is_unspecified() {
+                            self.autonat.local_ips.insert(ip);
                         }
                     }
                 }
@@ -1469,10 +1743,18 @@ impl Runner {
                 result,
                 ..
             })) => {
+                let from_lan = self.connected.get(&server).is_some_and(|c| {
+                    c.direct_addresses()
+                        .any(|link| self.autonat.on_our_lan(&link.address))
+                });
                 match result {
+                    // Reachable through a relay is what a private node is.
+                    Ok(()) if is_relayed(&tested_addr) => {
+                        tracing::debug!(address = %tested_addr, %server, "AutoNAT: relayed address reachable");
+                    }
                     Ok(()) => {
-                        self.autonat.successes += 1;
-                        tracing::info!(address = %tested_addr, %server, "AutoNAT: reachable");
+                        tracing::info!(address = %tested_addr, %server, from_lan, "AutoNAT: reachable");
+                        self.autonat.passed.push((tested_addr, from_lan));
                     }
                     Err(error) => {
                         self.autonat.failures += 1;
