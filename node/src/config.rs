@@ -1226,6 +1226,39 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads_with_its_nat_and_dns_seed_settings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/config.toml");
+        let config = Config::load(&path, Vec::new()).expect("docs/examples/config.toml loads");
+        assert_eq!(
+            config.p2p.bootstrap_dns,
+            vec!["seed.example.org".to_string()]
+        );
+        assert_eq!(config.p2p.relays.len(), 1);
+        assert_eq!(config.p2p.reserve_relays, ReserveRelays::Auto);
+        assert!(config.p2p.autonat);
+    }
+
+    #[test]
+    fn nat_and_dns_settings_are_checked() {
+        let mut config = Config::new("n", "c");
+        config.p2p.bootstrap_dns = vec!["not a domain".into()];
+        let error = config.validate("t").unwrap_err().to_string();
+        assert!(error.contains("p2p.bootstrap_dns"), "{error}");
+        let mut config = Config::new("n", "c");
+        config.p2p.dns_server = "example.org".into();
+        let error = config.validate("t").unwrap_err().to_string();
+        assert!(error.contains("p2p.dns_server"), "{error}");
+        let mut config = Config::new("n", "c");
+        config.p2p.relay_reservations = 0;
+        let error = config.validate("t").unwrap_err().to_string();
+        assert!(error.contains("p2p.relay_reservations"), "{error}");
+        let mut config = Config::new("n", "c");
+        config.p2p.relay_server = true;
+        config.p2p.relay_circuits_per_minute = 0;
+        assert!(config.validate("t").is_err());
+    }
+
+    #[test]
     fn template_parses_back_to_the_same_config() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_default(dir.path());

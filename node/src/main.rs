@@ -1210,7 +1210,8 @@ fn run_seeder(
             .map_err(|error| anyhow::anyhow!("--bootstrap[{index}] {text:?}: {error}"))?;
         addresses.push(address);
     }
-    init_logging(LogFormat::Human, "info");
+    // One line per query from hickory would drown the seeder's own log.
+    init_logging(LogFormat::Human, "info,hickory_server=warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

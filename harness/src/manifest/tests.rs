@@ -106,6 +106,38 @@ fn a_ramp_must_ascend_with_positive_rates() {
         error(&format!("{BASE}[load]\nramp = [0]\n")),
         "m.toml: load.ramp[0]: must be between 1 and 1000000"
     );
+    // NAT topologies: names checked, relays public, one home per node, no link proxy.
+    let topology = "validators = 4\n[network.topology]\nrelays = [\"node0\"]\n";
+    assert_eq!(
+        error(&format!(
+            "{BASE}{topology}[[network.topology.homes]]\nnodes = [\"node9\"]\n"
+        )),
+        "m.toml: network.topology.homes[0].nodes[0]: no node named \"node9\""
+    );
+    assert_eq!(
+        error(&format!(
+            "{BASE}{topology}[[network.topology.homes]]\nnodes = [\"node0\"]\n"
+        )),
+        "m.toml: network.topology.homes[0].nodes[0]: \"node0\" is a relay; relays are public"
+    );
+    assert_eq!(
+        error(&format!(
+            "{BASE}{topology}[[network.topology.homes]]\nnodes = [\"node1\"]\n[[network.topology.homes]]\nnodes = [\"node1\"]\n"
+        )),
+        "m.toml: network.topology.homes[1].nodes[0]: \"node1\" is in two homes"
+    );
+    assert_eq!(
+        error(&format!(
+            "{BASE}{topology}[[network.topology.homes]]\nnodes = [\"node1\"]\nmapping = \"symmetric\"\n"
+        ))
+        .split(':')
+        .next(),
+        Some("m.toml")
+    );
+    assert!(error(&format!(
+        "{BASE}validators = 4\n[network]\nproxy = true\n[network.topology]\nrelays = [\"node0\"]\n"
+    ))
+    .contains("network.topology: NAT topologies route links through routers"));
     // The repository's suites and scenarios are valid manifests.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut names = Vec::new();
@@ -125,6 +157,7 @@ fn a_ramp_must_ascend_with_positive_rates() {
             "chaos-links",
             "chaos-more",
             "latency-10",
+            "nat",
             "partition-equivocate",
             "random-nemesis",
             "startup-100",
