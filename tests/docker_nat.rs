@@ -162,8 +162,16 @@ fn exercise(
     assert!(report.attempts >= 100, "{} attempts", report.attempts);
     let failed: Vec<_> = report.samples.iter().filter(|a| !a.connected).collect();
     assert!(failed.is_empty(), "attempts failed: {failed:#?}");
+    // Hole punching between the port-preserving NATs: in the probe, or on the nodes' own links
+    // since the start (a pair punched again within a couple of minutes fails: the previous
+    // connection's 4-tuple is still in TIME_WAIT).
+    let punched_by_nodes: u64 = [2usize, 3, 4, 5]
+        .iter()
+        .filter_map(|&i| net_info(&client, &state.nodes[i].api))
+        .map(|info| info["nat"]["hole_punch_successes"].as_u64().unwrap_or(0))
+        .sum();
     assert!(
-        report.hole_punched >= 1,
+        report.hole_punched + punched_by_nodes as usize >= 1,
         "no relayed link between port-preserving NATs was upgraded to direct"
     );
     let random_port_home = ["node6", "node7"];
@@ -181,7 +189,7 @@ fn exercise(
         "a hole punch through the random-port NAT cannot succeed: {punched_through_random:#?}"
     );
     eprintln!(
-        "private with two reservations after {private:?}; {} attempts: {:.1}% connected, {} hole punched; connect p50 {:.0} ms p99 {:.0} ms",
+        "private with two reservations after {private:?}; {} attempts: {:.1}% connected, {} hole punched ({punched_by_nodes} by the nodes since the start); connect p50 {:.0} ms p99 {:.0} ms",
         report.attempts,
         report.success_rate * 100.0,
         report.hole_punched,

@@ -254,14 +254,8 @@ async fn build_scratch_image(
             .join(" ")
     );
     let mut archive = tar::Builder::new(Vec::new());
-    let mut add = |path_in_tar: &str, bytes: &[u8], mode: u32| -> Result<(), DockerError> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        archive
-            .append_data(&mut header, path_in_tar, bytes)
-            .map_err(|error| DockerError::Build(error.to_string()))
+    let mut add = |path_in_tar: &str, bytes: &[u8], mode: u32| {
+        tar_file(&mut archive, path_in_tar, bytes, mode)
     };
     add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
     add(
@@ -286,18 +280,7 @@ async fn build_scratch_image(
     let context = archive
         .into_inner()
         .map_err(|error| DockerError::Build(error.to_string()))?;
-    let options = BuildImageOptionsBuilder::default()
-        .t(&tag)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = stream.next().await {
-        let info = item?;
-        if let Some(detail) = info.error_detail {
-            return Err(DockerError::Build(detail.message.unwrap_or_default()));
-        }
-    }
+    build_context(docker, &tag, context).await?;
     docker
         .tag_image(
             &tag,
@@ -316,6 +299,46 @@ async fn build_scratch_image(
         libraries,
         rebuilt: true,
     })
+}
+
+/// Adds one file to an image's build context.
+pub(crate) fn tar_file(
+    archive: &mut tar::Builder<Vec<u8>>,
+    path_in_tar: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), DockerError> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(mode);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, path_in_tar, bytes)
+        .map_err(|error| DockerError::Build(error.to_string()))
+}
+
+/// Builds image `tag` from a tar build context (a Dockerfile and what it copies).
+pub(crate) async fn build_context(
+    docker: &Docker,
+    tag: &str,
+    context: Vec<u8>,
+) -> Result<(), DockerError> {
+    let options = BuildImageOptionsBuilder::default()
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(item) = stream.next().await {
+        let info = item?;
+        if let Some(detail) = info.error_detail {
+            return Err(DockerError::Build(format!(
+                "{tag}: {}",
+                detail.message.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A container's one network endpoint, at a fixed address.

@@ -22,7 +22,7 @@ use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
     NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
 };
-use bollard::query_parameters::{BuildImageOptionsBuilder, CreateContainerOptionsBuilder};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -123,14 +123,8 @@ pub async fn build_router_image(docker: &Docker) -> Result<String, DockerError> 
         }
     }
     let mut archive = tar::Builder::new(Vec::new());
-    let mut add = |path_in_tar: &str, bytes: &[u8], mode: u32| -> Result<(), DockerError> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        archive
-            .append_data(&mut header, path_in_tar, bytes)
-            .map_err(|error| DockerError::Build(error.to_string()))
+    let mut add = |path_in_tar: &str, bytes: &[u8], mode: u32| {
+        crate::docker::tar_file(&mut archive, path_in_tar, bytes, mode)
     };
     let dockerfile = format!(
         "FROM scratch\nCOPY rootfs/ /\nLABEL {LABEL_BINARY}=\"{sha}\"\nCMD [\"/bin/sleep\", \"infinity\"]\n"
@@ -146,21 +140,7 @@ pub async fn build_router_image(docker: &Docker) -> Result<String, DockerError> 
     let context = archive
         .into_inner()
         .map_err(|error| DockerError::Build(error.to_string()))?;
-    let options = BuildImageOptionsBuilder::default()
-        .t(&tag)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = stream.next().await {
-        let info = item?;
-        if let Some(detail) = info.error_detail {
-            return Err(DockerError::Build(format!(
-                "NAT router image: {}",
-                detail.message.unwrap_or_default()
-            )));
-        }
-    }
+    crate::docker::build_context(docker, &tag, context).await?;
     Ok(tag)
 }
 
@@ -314,68 +294,26 @@ pub async fn start_home(
         )
         .await?;
     let subnet = home.subnet();
-    let mut masquerade = vec![
-        "/usr/sbin/iptables",
-        "-t",
-        "nat",
-        "-A",
-        "POSTROUTING",
-        "-s",
-        &subnet,
-        "!",
-        "-d",
-        &subnet,
-        "-j",
-        "MASQUERADE",
+    let random = if home.mapping == Mapping::AddressDependent {
+        " --random-fully"
+    } else {
+        ""
+    };
+    let rules = [
+        // Masquerade what leaves the home (a random port per connection when address-dependent).
+        format!("-t nat -A POSTROUTING -s {subnet} ! -d {subnet} -j MASQUERADE{random}"),
+        // Nothing from outside opens a connection into the home (conntrack lets replies and
+        // simultaneous opens through).
+        format!("-A FORWARD ! -s {subnet} -d {subnet} -m conntrack --ctstate NEW -j DROP"),
+        // Like a home router, it answers nothing from outside: a SYN to a port with no mapping
+        // is dropped, not reset, so that a hole punch's early SYN is retried, not refused.
+        format!("-A INPUT ! -s {subnet} -m conntrack --ctstate NEW -j DROP"),
     ];
-    if home.mapping == Mapping::AddressDependent {
-        masquerade.push("--random-fully");
+    for rule in &rules {
+        let mut command = vec!["/usr/sbin/iptables"];
+        command.extend(rule.split_whitespace());
+        exec(docker, &created.id, &command).await?;
     }
-    exec(docker, &created.id, &masquerade).await?;
-    // Nothing from outside opens a connection into the home (conntrack lets replies and
-    // simultaneous opens through).
-    exec(
-        docker,
-        &created.id,
-        &[
-            "/usr/sbin/iptables",
-            "-A",
-            "FORWARD",
-            "!",
-            "-s",
-            &subnet,
-            "-d",
-            &subnet,
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "NEW",
-            "-j",
-            "DROP",
-        ],
-    )
-    .await?;
-    // Like a home router, it answers nothing from outside: a SYN to a port with no mapping
-    // is dropped, not reset, so that a hole punch's early SYN is retried rather than refused.
-    exec(
-        docker,
-        &created.id,
-        &[
-            "/usr/sbin/iptables",
-            "-A",
-            "INPUT",
-            "!",
-            "-s",
-            &subnet,
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "NEW",
-            "-j",
-            "DROP",
-        ],
-    )
-    .await?;
     Ok(())
 }
 

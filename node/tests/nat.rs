@@ -7,47 +7,15 @@
 use std::time::{Duration, Instant};
 
 use blyan_node::config::{P2pConfig, ReserveRelays};
-use blyan_node::p2p::{self, NetInfo, P2pEvent, P2pHandle, Reachability};
-use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, PeerId};
-use tokio::sync::mpsc::Receiver;
+use blyan_node::p2p::{NetInfo, Reachability};
+use libp2p::PeerId;
 
-struct Node {
-    id: PeerId,
-    handle: P2pHandle,
-    /// Drained in the background so that the swarm never waits on a full event queue.
-    _events: tokio::task::JoinHandle<()>,
-    address: Multiaddr,
-}
+mod common;
 
-fn drain(mut events: Receiver<P2pEvent>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { while events.recv().await.is_some() {} })
-}
+use common::Swarm as Node;
 
 async fn start(config: P2pConfig) -> Node {
-    let listen = if config.listen == P2pConfig::default().listen {
-        vec!["/ip4/127.0.0.1/tcp/0".into()]
-    } else {
-        config.listen.clone()
-    };
-    // RUST_LOG=blyan_node=debug shows what the swarms do.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let key = Keypair::generate_ed25519();
-    let id = key.public().to_peer_id();
-    let config = P2pConfig { listen, ..config };
-    let (handle, events, bound) = p2p::spawn(key, &config, "nat-test")
-        .await
-        .expect("swarm starts");
-    let address = format!("{}/p2p/{id}", bound[0]).parse().expect("multiaddr");
-    Node {
-        id,
-        handle,
-        _events: drain(events),
-        address,
-    }
+    common::swarm(config, "nat-test").await
 }
 
 /// A relay server announcing its public address, as an operator configures one (a relay

@@ -7,41 +7,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use blyan_node::config::P2pConfig;
-use blyan_node::p2p::{self, P2pEvent, P2pHandle};
 use blyan_node::seeder::{self, RecordType, ResponseCode, SeederConfig};
-use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, PeerId};
-use tokio::sync::mpsc::Receiver;
+use libp2p::PeerId;
 
 const DOMAIN: &str = "seed.devnet.test";
 
-struct Node {
-    id: PeerId,
-    handle: P2pHandle,
-    _events: tokio::task::JoinHandle<()>,
-    address: Multiaddr,
-}
+mod common;
 
-fn drain(mut events: Receiver<P2pEvent>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { while events.recv().await.is_some() {} })
-}
+use common::Swarm as Node;
 
 async fn start(config: P2pConfig) -> Node {
-    let key = Keypair::generate_ed25519();
-    let id = key.public().to_peer_id();
-    let config = P2pConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        ..config
-    };
-    let (handle, events, bound) = p2p::spawn(key, &config, "seed-test")
-        .await
-        .expect("swarm starts");
-    Node {
-        id,
-        handle,
-        _events: drain(events),
-        address: format!("{}/p2p/{id}", bound[0]).parse().expect("multiaddr"),
-    }
+    common::swarm(config, "seed-test").await
 }
 
 fn dialing(peers: &[&Node]) -> P2pConfig {

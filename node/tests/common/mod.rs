@@ -120,3 +120,40 @@ pub fn snapshot(dir: &Path) -> Vec<(String, String)> {
     files.sort();
     files
 }
+
+/// A swarm started in-process on loopback (`p2p::spawn`), its events drained in the background
+/// so that it never waits on a full queue.
+pub struct Swarm {
+    pub id: libp2p::PeerId,
+    pub handle: blyan_node::p2p::P2pHandle,
+    pub address: libp2p::Multiaddr,
+    _events: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a swarm with `config`; the default listen address becomes 127.0.0.1 on a free port.
+pub async fn swarm(config: blyan_node::config::P2pConfig, chain_id: &str) -> Swarm {
+    use blyan_node::config::P2pConfig;
+    // RUST_LOG=blyan_node=debug shows what the swarms do.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let listen = if config.listen == P2pConfig::default().listen {
+        vec!["/ip4/127.0.0.1/tcp/0".into()]
+    } else {
+        config.listen.clone()
+    };
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let id = key.public().to_peer_id();
+    let config = P2pConfig { listen, ..config };
+    let (handle, mut events, bound) = blyan_node::p2p::spawn(key, &config, chain_id)
+        .await
+        .expect("swarm starts");
+    let address = format!("{}/p2p/{id}", bound[0]).parse().expect("multiaddr");
+    Swarm {
+        id,
+        handle,
+        address,
+        _events: tokio::spawn(async move { while events.recv().await.is_some() {} }),
+    }
+}
