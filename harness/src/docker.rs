@@ -342,18 +342,20 @@ pub(crate) async fn build_context(
 }
 
 /// A container's one network endpoint, at a fixed address.
-fn at_address(network: &str, ip: Ipv4Addr) -> NetworkingConfig {
+pub(crate) fn at_address(network: &str, ip: Ipv4Addr) -> NetworkingConfig {
     NetworkingConfig {
-        endpoints_config: Some(HashMap::from([(
-            network.to_string(),
-            EndpointSettings {
-                ipam_config: Some(EndpointIpamConfig {
-                    ipv4_address: Some(ip.to_string()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )])),
+        endpoints_config: Some(HashMap::from([(network.to_string(), endpoint(ip))])),
+    }
+}
+
+/// An endpoint at a fixed address (for a container's network, or one connected later).
+pub(crate) fn endpoint(ip: Ipv4Addr) -> EndpointSettings {
+    EndpointSettings {
+        ipam_config: Some(EndpointIpamConfig {
+            ipv4_address: Some(ip.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

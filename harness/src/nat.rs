@@ -19,15 +19,14 @@ use std::path::PathBuf;
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, HostConfig, Ipam, IpamConfig, NetworkConnectRequest, NetworkCreateRequest,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::docker::{DockerError, LABEL_BINARY, LABEL_NODE, LABEL_ROLE};
+use crate::docker::{at_address, endpoint, DockerError, LABEL_BINARY, LABEL_NODE, LABEL_ROLE};
 use crate::manifest::Mapping;
 
 pub const ROUTER_IMAGE: &str = "blyan-nat-router";
@@ -212,16 +211,6 @@ pub fn router_public_ip(public_third: u8, home: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 210, public_third, 200 + home as u8)
 }
 
-fn endpoint(ip: Ipv4Addr) -> EndpointSettings {
-    EndpointSettings {
-        ipam_config: Some(EndpointIpamConfig {
-            ipv4_address: Some(ip.to_string()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Creates the home network and its router (started, rules in place).
 pub async fn start_home(
     docker: &Docker,
@@ -268,12 +257,10 @@ pub async fn start_home(
                     )])),
                     ..Default::default()
                 }),
-                networking_config: Some(NetworkingConfig {
-                    endpoints_config: Some(HashMap::from([(
-                        public_network.to_string(),
-                        endpoint(router_public_ip(public_third, home.index)),
-                    )])),
-                }),
+                networking_config: Some(at_address(
+                    public_network,
+                    router_public_ip(public_third, home.index),
+                )),
                 ..Default::default()
             },
         )
@@ -350,9 +337,7 @@ pub async fn start_holder(
                     cap_add: Some(vec!["NET_ADMIN".into()]),
                     ..Default::default()
                 }),
-                networking_config: Some(NetworkingConfig {
-                    endpoints_config: Some(HashMap::from([(network, endpoint(ip))])),
-                }),
+                networking_config: Some(at_address(&network, ip)),
                 ..Default::default()
             },
         )
@@ -522,16 +507,20 @@ pub fn probe_pairs(
                         error: None,
                     };
                     match answer {
-                        Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
-                            Ok(v) => {
-                                attempt.connected = v["connected"].as_bool().unwrap_or(false);
-                                attempt.connect_ms = v["connect_ms"].as_f64();
-                                attempt.relayed = v["relayed"].as_bool();
-                                attempt.direct_ms = v["direct_ms"].as_f64();
-                                attempt.error = v["error"].as_str().map(String::from);
+                        Ok((200, body)) => {
+                            match serde_json::from_str::<blyan_node::p2p::ProbeOutcome>(&body) {
+                                Ok(outcome) => {
+                                    attempt.connected = outcome.connected;
+                                    attempt.connect_ms = outcome.connect_ms;
+                                    attempt.relayed = outcome.relayed;
+                                    attempt.direct_ms = outcome.direct_ms;
+                                    attempt.error = outcome.error;
+                                }
+                                Err(error) => {
+                                    attempt.error = Some(format!("answer: {error}: {body}"))
+                                }
                             }
-                            Err(error) => attempt.error = Some(format!("answer: {error}: {body}")),
-                        },
+                        }
                         Ok((status, body)) => {
                             attempt.error = Some(format!("HTTP {status}: {}", body.trim()))
                         }

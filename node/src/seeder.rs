@@ -425,16 +425,9 @@ fn crawl(
         .build();
     let mut bootstrap = Vec::new();
     for address in &config.bootstrap {
-        let peer = address
-            .iter()
-            .filter_map(|p| match p {
-                Protocol::P2p(peer) => Some(peer),
-                _ => None,
-            })
-            .last()
-            .ok_or_else(|| {
-                SeederError::Bootstrap(format!("{address} ends without /p2p/<peer id>"))
-            })?;
+        let peer = crate::p2p::peer_of(address).ok_or_else(|| {
+            SeederError::Bootstrap(format!("{address} ends without /p2p/<peer id>"))
+        })?;
         swarm
             .behaviour_mut()
             .kad

@@ -175,7 +175,7 @@ pub struct PeerInfo {
 }
 
 /// What [`P2pCommand::Probe`] found.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct ProbeOutcome {
     pub peer_id: String,
     pub connected: bool,
@@ -556,7 +556,7 @@ fn build_swarm(
 
 /// The peer an address leads to: its last `/p2p/<id>` (a relayed address names the relay
 /// first, then the peer behind it).
-fn peer_of(address: &Multiaddr) -> Option<PeerId> {
+pub fn peer_of(address: &Multiaddr) -> Option<PeerId> {
     address
         .iter()
         .filter_map(|part| match part {
@@ -564,6 +564,14 @@ fn peer_of(address: &Multiaddr) -> Option<PeerId> {
             _ => None,
         })
         .last()
+}
+
+/// The IPv4 addresses of our own interfaces in a listen address (not loopback or unspecified).
+fn interface_ipv4(address: &Multiaddr) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
+    address.iter().filter_map(|part| match part {
+        Protocol::Ip4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    })
 }
 
 fn is_relayed(address: &Multiaddr) -> bool {
@@ -741,14 +749,7 @@ pub async fn spawn_counted(
             } else {
                 Reachability::Unknown
             },
-            local_ips: bound
-                .iter()
-                .flat_map(|address| address.iter())
-                .filter_map(|part| match part {
-                    Protocol::Ip4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
-                    _ => None,
-                })
-                .collect(),
+            local_ips: bound.iter().flat_map(interface_ipv4).collect(),
             ..Default::default()
         },
         failed_dials: HashMap::new(),
@@ -1671,13 +1672,7 @@ impl Runner {
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } if !is_relayed(&address) => {
-                for part in address.iter() {
-                    if let Protocol::Ip4(ip) = part {
-                        if !ip.is_loopback() && !ip.is_unspecified() {
-                            self.autonat.local_ips.insert(ip);
-                        }
-                    }
-                }
+                self.autonat.local_ips.extend(interface_ipv4(&address));
             }
             SwarmEvent::NewListenAddr { address, .. } if is_relayed(&address) => {
                 tracing::info!(%address, "relayed address");
@@ -1703,9 +1698,6 @@ impl Runner {
                         .retry_after
                         .insert(relay, Instant::now() + Duration::from_secs(2));
                 }
-            }
-            SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
-                self.update_reachability();
             }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => match event {
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } => {
