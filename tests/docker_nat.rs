@@ -1,8 +1,12 @@
-//! NAT traversal in a Docker devnet (scenarios/nat.toml): eight validators, two public relays,
+//! NAT traversal in a Docker devnet (scenarios/nat.toml): nine validators, two public relays,
 //! six behind NAT routers built from the host's iptables (four alone behind port-preserving
-//! masquerade, two sharing a router that picks a random port per destination).
+//! masquerade, two sharing a router that picks a random port per destination), one with a
+//! public address behind a firewall that drops inbound connections.
 //!
-//! - every node behind NAT learns it is private (AutoNAT) and holds reservations on both relays;
+//! - the firewall is real: its node's P2P port does not accept a connection from outside while
+//!   a relay's does, and peers observe its own address (no translation);
+//! - every node behind NAT or the firewall learns it is private (AutoNAT) and holds
+//!   reservations on both relays;
 //! - over 100 fresh connection attempts between every pair of them all succeed (relayed, and
 //!   upgraded to direct by hole punching where both NATs preserve ports; never across the
 //!   random-port router);
@@ -100,8 +104,9 @@ fn nodes_behind_nat_connect_through_relays_hole_punch_and_survive_a_relay_loss()
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-    // 8 nodes, 6 holders, 5 routers; the public network and 5 homes.
-    assert_eq!(removed.containers, 19, "{removed:?}");
+    // 9 nodes, 7 holders, 5 routers; the public network and 5 NAT homes (the firewall home
+    // has no network of its own).
+    assert_eq!(removed.containers, 21, "{removed:?}");
     assert_eq!(removed.networks, 6, "{removed:?}");
     assert_eq!(left, (0, 0, 0), "left behind");
 }
@@ -115,7 +120,32 @@ fn exercise(
     let client = process::http_client();
     let nat = state.nat.clone().expect("the devnet records its topology");
     assert_eq!(nat.relays, vec![0, 1]);
-    assert_eq!(nat.behind, vec![2, 3, 4, 5, 6, 7]);
+    assert_eq!(nat.behind, vec![2, 3, 4, 5, 6, 7, 8]);
+    let firewalled = &state.nodes[8];
+    let host_of = |address: &str| -> std::net::Ipv4Addr {
+        address
+            .split('/')
+            .nth(2)
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or_else(|| panic!("no IPv4 address in {address}"))
+    };
+    let p2p_port = blyan_harness::docker::P2P_PORT;
+    let dial = |address: &str| {
+        std::net::TcpStream::connect_timeout(
+            &(host_of(address), p2p_port).into(),
+            Duration::from_secs(3),
+        )
+    };
+    assert!(
+        dial(&state.nodes[1].p2p).is_ok(),
+        "a relay's P2P port accepts connections"
+    );
+    let blocked = dial(&firewalled.p2p);
+    assert!(
+        blocked.is_err(),
+        "the firewall let a connection to {} in",
+        firewalled.p2p
+    );
     let relay_ids: Vec<String> = nat
         .relays
         .iter()
@@ -140,6 +170,17 @@ fn exercise(
     );
     let private =
         private.unwrap_or_else(|nat| panic!("not all private with two reservations: {nat:#?}"));
+    // No translation behind the firewall: peers see the node's own public address.
+    let info = net_info(&client, &firewalled.api).unwrap();
+    let own = host_of(&firewalled.p2p).to_string();
+    let observed: Vec<&str> = info["nat"]["observed_addresses"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        observed.iter().any(|a| a.contains(&format!("/{own}/"))),
+        "peers should observe {own} behind a firewall: {observed:?}"
+    );
     // The relays are public (they announce their address) and hold no reservation themselves.
     for &relay in &nat.relays {
         let info = net_info(&client, &state.nodes[relay].api).unwrap();
@@ -147,14 +188,14 @@ fn exercise(
         assert!(info["nat"]["relay_server"].as_bool().unwrap());
     }
 
-    // Over 100 fresh connections between every pair behind NAT.
+    // Over 100 fresh connections between every pair behind NAT or the firewall.
     let pki = process::devnet_dir(base, &state.name).join("pki");
     let report = blyan_harness::nat::probe_pairs(
         state,
         &pki,
         &nat.behind,
         &nat.relays,
-        7,
+        5,
         3000,
         &mut |_, _| {},
     )

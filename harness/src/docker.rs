@@ -710,14 +710,21 @@ async fn up_inner(
     let image = build_image(docker, &options.node_bin, false).await?;
     progress(Stage::Genesis);
     let third = free_subnet(docker, name, &[]).await?;
-    // NAT topology: a /24 per home, its nodes at .10 + k there.
+    // NAT topology: a /24 per home behind a router, its nodes at .10 + k there.
     let mut homes: Vec<crate::nat::HomeNet> = Vec::new();
     if let Some(topology) = &manifest.network.topology {
         let resolved = manifest.resolve();
         let mut taken = vec![third];
         for (index, home) in topology.homes.iter().enumerate() {
-            let home_third = free_subnet(docker, &format!("{name}-home{index}"), &taken).await?;
-            taken.push(home_third);
+            // A firewall home keeps its nodes on the public network: no subnet of its own.
+            let home_third = if home.mapping == crate::manifest::Mapping::Firewall {
+                0
+            } else {
+                let home_third =
+                    free_subnet(docker, &format!("{name}-home{index}"), &taken).await?;
+                taken.push(home_third);
+                home_third
+            };
             homes.push(crate::nat::HomeNet {
                 index,
                 third: home_third,
@@ -787,7 +794,8 @@ async fn up_inner(
         }
     }
     // Behind NAT: the home networks, their routers, and a holder (network namespace with the
-    // route to the router) per node there.
+    // route to the router) per node there; behind a firewall: a holder on the public network
+    // with inbound connections dropped.
     let mut holders: HashMap<usize, String> = HashMap::new();
     if !homes.is_empty() {
         let router_image = crate::nat::build_router_image(docker).await?;
@@ -801,6 +809,7 @@ async fn up_inner(
                     &state.nodes[node].moniker,
                     home,
                     node,
+                    (&network, ip_of(node)),
                     &router_image,
                     &labels,
                 )

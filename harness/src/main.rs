@@ -38,7 +38,7 @@ enum Command {
     /// Print a node's log.
     Logs(LogsArgs),
     /// Measure NAT traversal in a devnet with `[network.topology]`: every pair of nodes behind
-    /// NAT connects afresh through a relay ROUNDS times (POST /admin/dial with the devnet's
+    /// NAT or a firewall connects afresh through a relay ROUNDS times (POST /admin/dial with the devnet's
     /// admin certificate); prints the success rate, the share upgraded to direct by hole
     /// punching, and the time to connect and to go direct (p50/p99).
     NatProbe(lifecycle::NatProbeArgs),

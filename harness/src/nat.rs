@@ -12,6 +12,11 @@
 //! - A node behind NAT runs in the network namespace of a small "holder" container (the router
 //!   image, sleeping) whose default route is set to the router before the node starts; Docker's
 //!   isolation between bridge networks keeps the public side from reaching the home directly.
+//! - A "firewall" home has no router and no network of its own: its nodes keep their addresses
+//!   on the public network, and their holder's netfilter drops every connection opened from
+//!   outside (replies and simultaneous opens pass; so do the devnet's API ports, the
+//!   harness's management plane). Peers can neither dial them nor learn a mapped port; AutoNAT
+//!   finds them private and the relays carry their links until hole punching upgrades them.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -26,7 +31,9 @@ use bollard::Docker;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::docker::{at_address, endpoint, DockerError, LABEL_BINARY, LABEL_NODE, LABEL_ROLE};
+use crate::docker::{
+    at_address, endpoint, DockerError, API_PORT, HTTPS_PORT, LABEL_BINARY, LABEL_NODE, LABEL_ROLE,
+};
 use crate::manifest::Mapping;
 
 pub const ROUTER_IMAGE: &str = "blyan-nat-router";
@@ -180,7 +187,7 @@ pub async fn exec(docker: &Docker, container: &str, command: &[&str]) -> Result<
 #[derive(Clone, Debug)]
 pub struct HomeNet {
     pub index: usize,
-    /// The third octet of its /24 in 10.210.0.0/16.
+    /// The third octet of its /24 in 10.210.0.0/16 (0 for a firewall home: it has none).
     pub third: u8,
     pub mapping: Mapping,
     /// Node indices in it, in order (node k gets .10+k).
@@ -196,7 +203,17 @@ impl HomeNet {
         Ipv4Addr::new(10, 210, self.third, 2)
     }
 
+    /// Whether the home is behind a NAT router (false: a firewall on public addresses).
+    pub fn translates(&self) -> bool {
+        self.mapping != Mapping::Firewall
+    }
+
+    /// The node's address in the home network (`None` for a node not in it, and for a
+    /// firewall home: its nodes keep their public addresses).
     pub fn node_ip(&self, node: usize) -> Option<Ipv4Addr> {
+        if !self.translates() {
+            return None;
+        }
         let k = self.nodes.iter().position(|n| *n == node)?;
         Some(Ipv4Addr::new(10, 210, self.third, 10 + k as u8))
     }
@@ -211,7 +228,8 @@ pub fn router_public_ip(public_third: u8, home: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 210, public_third, 200 + home as u8)
 }
 
-/// Creates the home network and its router (started, rules in place).
+/// Creates the home network and its router (started, rules in place); a firewall home has
+/// neither.
 pub async fn start_home(
     docker: &Docker,
     devnet: &str,
@@ -221,6 +239,9 @@ pub async fn start_home(
     image: &str,
     labels: &HashMap<String, String>,
 ) -> Result<(), DockerError> {
+    if !home.translates() {
+        return Ok(());
+    }
     let network = home.network(devnet);
     docker
         .create_network(NetworkCreateRequest {
@@ -304,21 +325,31 @@ pub async fn start_home(
     Ok(())
 }
 
-/// Starts the holder of a node behind NAT: its network namespace, with the default route to
-/// the home's router. Returns the holder's id (the node container joins it).
+/// Starts the holder of a node behind NAT or a firewall: its network namespace, with the
+/// default route to the home's router (NAT), or on the public network at `public_ip` with
+/// inbound connections dropped (firewall). Returns the holder's id (the node container joins
+/// it).
+#[allow(clippy::too_many_arguments)]
 pub async fn start_holder(
     docker: &Docker,
     devnet: &str,
     moniker: &str,
     home: &HomeNet,
     node: usize,
+    public: (&str, Ipv4Addr),
     image: &str,
     labels: &HashMap<String, String>,
 ) -> Result<String, DockerError> {
-    let ip = home
-        .node_ip(node)
-        .ok_or_else(|| DockerError::Invalid(format!("{moniker} is not in home {}", home.index)))?;
-    let network = home.network(devnet);
+    if !home.nodes.contains(&node) {
+        return Err(DockerError::Invalid(format!(
+            "{moniker} is not in home {}",
+            home.index
+        )));
+    }
+    let (network, ip) = match home.node_ip(node) {
+        Some(ip) => (home.network(devnet), ip),
+        None => (public.0.to_string(), public.1),
+    };
     let mut holder_labels = labels.clone();
     holder_labels.insert(LABEL_NODE.into(), format!("{moniker}-net"));
     holder_labels.insert(LABEL_ROLE.into(), "nat-holder".into());
@@ -348,14 +379,33 @@ pub async fn start_holder(
             None::<bollard::query_parameters::StartContainerOptions>,
         )
         .await?;
-    let via = home.router_ip().to_string();
-    exec(
-        docker,
-        &created.id,
-        &["/usr/sbin/ip", "route", "replace", "default", "via", &via],
-    )
-    .await?;
+    for rule in holder_rules(home) {
+        let mut command = vec!["/usr/sbin/ip"];
+        if rule.starts_with('-') {
+            command = vec!["/usr/sbin/iptables"];
+        }
+        command.extend(rule.split_whitespace());
+        exec(docker, &created.id, &command).await?;
+    }
     Ok(created.id)
+}
+
+/// What a holder runs before its node starts: `ip` arguments (a route) or `iptables` rules
+/// (starting with `-`).
+fn holder_rules(home: &HomeNet) -> Vec<String> {
+    if home.translates() {
+        return vec![format!("route replace default via {}", home.router_ip())];
+    }
+    vec![
+        "-A INPUT -i lo -j ACCEPT".into(),
+        // The devnet's management plane (HTTP API and HTTPS admin), as a port forward would.
+        format!("-A INPUT -p tcp --dport {API_PORT} -j ACCEPT"),
+        format!("-A INPUT -p tcp --dport {HTTPS_PORT} -j ACCEPT"),
+        // Nothing else opened from outside gets in (P2P included); conntrack lets replies and
+        // simultaneous opens (hole punching) through. Dropped, not refused, like a home
+        // firewall.
+        "-A INPUT -m conntrack --ctstate NEW -j DROP".into(),
+    ]
 }
 
 /// One fresh connection from one node behind NAT to another, through a relay (`relay`: the one
@@ -539,4 +589,50 @@ pub fn probe_pairs(
         }
     }
     Ok(ProbeReport::from_attempts(samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home(mapping: Mapping) -> HomeNet {
+        HomeNet {
+            index: 3,
+            third: 7,
+            mapping,
+            nodes: vec![4, 9],
+        }
+    }
+
+    #[test]
+    fn nat_homes_address_their_nodes_and_route_through_the_router() {
+        let home = home(Mapping::AddressDependent);
+        assert!(home.translates());
+        assert_eq!(home.node_ip(9), Some(Ipv4Addr::new(10, 210, 7, 11)));
+        assert_eq!(home.node_ip(5), None);
+        assert_eq!(
+            holder_rules(&home),
+            vec!["route replace default via 10.210.7.2".to_string()]
+        );
+    }
+
+    #[test]
+    fn firewall_homes_keep_public_addresses_and_drop_what_is_opened_from_outside() {
+        let home = home(Mapping::Firewall);
+        assert!(!home.translates());
+        assert_eq!(home.node_ip(4), None, "public address, no home subnet");
+        let rules = holder_rules(&home);
+        // Every rule is an iptables rule; the last drops new inbound connections, and only the
+        // API ports are let through before it (P2P is not).
+        assert!(rules.iter().all(|rule| rule.starts_with("-A INPUT")));
+        assert_eq!(
+            rules.last().map(String::as_str),
+            Some("-A INPUT -m conntrack --ctstate NEW -j DROP")
+        );
+        let accepted: Vec<&String> = rules.iter().filter(|r| r.contains("--dport")).collect();
+        assert_eq!(accepted.len(), 2);
+        assert!(accepted
+            .iter()
+            .all(|r| !r.contains(&crate::docker::P2P_PORT.to_string())));
+    }
 }

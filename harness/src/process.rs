@@ -519,9 +519,9 @@ pub fn write_devnet(base: &Path, plan: &DevnetPlan) -> Result<DevnetState, Proce
 }
 
 /// P2P settings of a node in a NAT topology: discovery on (no static mode); public nodes
-/// announce their address and relays serve circuits; a node behind NAT announces nothing,
-/// learns it is private (AutoNAT) and reserves slots on the relays. Everyone dials the public
-/// nodes directly and the nodes behind NAT through each relay.
+/// announce their address and relays serve circuits; a node behind NAT (or a firewall)
+/// announces nothing, learns it is private (AutoNAT) and reserves slots on the relays. Everyone
+/// dials the public nodes directly and the nodes behind NAT through each relay.
 fn nat_config(
     p2p: &mut blyan_node::config::P2pConfig,
     index: usize,

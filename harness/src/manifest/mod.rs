@@ -172,14 +172,16 @@ pub struct Topology {
     pub homes: Vec<Home>,
 }
 
-/// One home network: its nodes share a NAT router to the public network.
+/// One home network: its nodes share a NAT router to the public network, or (mapping
+/// "firewall") keep public addresses behind a firewall that blocks inbound connections.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Home {
     pub nodes: Vec<String>,
-    /// "endpoint-independent" (port-preserving masquerade: hole punching works) or
+    /// "endpoint-independent" (port-preserving masquerade: hole punching works),
     /// "address-dependent" (a new random port per destination: hole punching fails, the
-    /// relay carries the link).
+    /// relay carries the link) or "firewall" (no address translation: a stateful firewall
+    /// drops every connection opened from outside, the devnet's own API ports excepted).
     #[serde(default)]
     pub mapping: Mapping,
 }
@@ -190,6 +192,8 @@ pub enum Mapping {
     #[default]
     EndpointIndependent,
     AddressDependent,
+    /// Not a NAT: public addresses behind a firewall that blocks inbound.
+    Firewall,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -512,7 +516,8 @@ proxy = false             # route every directed link through a fault proxy (cha
 # relays = ["node0", "node1"]
 # [[network.topology.homes]]
 # nodes = ["node2", "node3"]
-# mapping = "endpoint-independent"   # or "address-dependent" (hole punching fails)
+# mapping = "endpoint-independent"   # or "address-dependent" (hole punching fails), or
+#                                    # "firewall" (public addresses, inbound blocked, no NAT)
 
 [load]
 rate = 0                  # transactions per second (open loop); 0: none
