@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use blyan_node::config::Config;
 use blyan_node::home::Home;
-use blyan_node::seeder::{self, RecordType, SeederConfig};
+use blyan_node::seeder::{self, RecordType, SeederConfig, Transport};
 use common::{get_json, log_tails, loopback_options, Cleanup};
 
 const DOMAIN: &str = "seed.devnet.test";
@@ -67,6 +67,7 @@ fn a_node_with_only_a_dns_seed_joins_the_devnet() {
                 server,
                 &format!("_dnsaddr.{DOMAIN}"),
                 RecordType::TXT,
+                Transport::Udp,
                 Duration::from_secs(2),
             ))
             .unwrap();

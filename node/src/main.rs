@@ -146,6 +146,10 @@ enum Command {
         /// Queries to send (one at a time).
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// Ask over TCP (what a resolver does after a UDP answer with TC set: one too long for
+        /// a datagram, such as a long _dnsaddr list).
+        #[arg(long)]
+        tcp: bool,
     },
     /// Exit 0 if the node's API answers `GET /health` with 200 within 2 s (for container
     /// health checks, where no curl exists).
@@ -468,7 +472,8 @@ fn run(cli: Cli) -> Result<()> {
             name,
             kind,
             count,
-        } => seeder_query(server, &name, &kind, count),
+            tcp,
+        } => seeder_query(server, &name, &kind, count, tcp),
         Command::BenchP2p {
             connections,
             gossip_nodes,
@@ -1249,7 +1254,13 @@ fn run_seeder(
     })
 }
 
-fn seeder_query(server: std::net::SocketAddr, name: &str, kind: &str, count: u32) -> Result<()> {
+fn seeder_query(
+    server: std::net::SocketAddr,
+    name: &str,
+    kind: &str,
+    count: u32,
+    tcp: bool,
+) -> Result<()> {
     use blyan_node::seeder;
     use std::time::Duration;
     let kind = match kind.to_ascii_lowercase().as_str() {
@@ -1261,6 +1272,11 @@ fn seeder_query(server: std::net::SocketAddr, name: &str, kind: &str, count: u32
     if count == 0 {
         bail!("--count must be at least 1");
     }
+    let transport = if tcp {
+        seeder::Transport::Tcp
+    } else {
+        seeder::Transport::Udp
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -1268,7 +1284,13 @@ fn seeder_query(server: std::net::SocketAddr, name: &str, kind: &str, count: u32
     let mut last = None;
     for _ in 0..count {
         let answer = runtime
-            .block_on(seeder::query(server, name, kind, Duration::from_secs(2)))
+            .block_on(seeder::query(
+                server,
+                name,
+                kind,
+                transport,
+                Duration::from_secs(2),
+            ))
             .with_context(|| format!("query {name} at {server}"))?;
         times.push(answer.elapsed.as_secs_f64() * 1000.0);
         last = Some(answer);
@@ -1281,6 +1303,11 @@ fn seeder_query(server: std::net::SocketAddr, name: &str, kind: &str, count: u32
     );
     for value in &answer.values {
         println!("  {value}");
+    }
+    if answer.truncated {
+        println!(
+            "  (truncated: the whole answer does not fit a UDP datagram; resolvers ask again over TCP: --tcp)"
+        );
     }
     times.sort_by(f64::total_cmp);
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];

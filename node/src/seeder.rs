@@ -324,46 +324,19 @@ impl Seeder {
 
 /// Starts the DNS server, the crawler and the health checker.
 pub async fn start(config: SeederConfig) -> Result<Seeder, SeederError> {
-    let origin_name = Name::from_str(&config.domain)
-        .ok()
-        .filter(|name| name.num_labels() >= 1)
-        .ok_or_else(|| SeederError::Domain(config.domain.clone()))?;
-    let mut origin_name = origin_name;
-    origin_name.set_fqdn(true);
-    let dnsaddr_name = Name::from_str("_dnsaddr")
-        .and_then(|label| label.append_domain(&origin_name))
-        .map_err(|_| SeederError::Domain(config.domain.clone()))?;
     if config.bootstrap.is_empty() {
         return Err(SeederError::Bootstrap(
             "at least one node to start the crawl from".into(),
         ));
     }
     let table = Arc::new(RwLock::new(SeedTable::default()));
-    let handler = Handler {
-        origin: LowerName::from(origin_name.clone()),
-        dnsaddr: LowerName::from(dnsaddr_name.clone()),
-        origin_name,
-        dnsaddr_name,
-        table: table.clone(),
-        ttl: config.ttl,
-        max_answers: config.max_answers.max(1),
-    };
-    let listen_error = |reason: std::io::Error| SeederError::Listen {
-        address: config.listen,
-        reason: reason.to_string(),
-    };
-    let udp = tokio::net::UdpSocket::bind(config.listen)
-        .await
-        .map_err(listen_error)?;
-    let dns_address = udp.local_addr().map_err(listen_error)?;
-    // TCP on the same port as UDP (an answer too long for UDP is retried over TCP).
-    let tcp = tokio::net::TcpListener::bind(dns_address)
-        .await
-        .map_err(listen_error)?;
-    let mut server = hickory_server::Server::new(handler);
-    server.register_socket(udp);
-    server.register_listener(tcp, Duration::from_secs(5), 64);
-
+    let handler = Handler::new(
+        &config.domain,
+        table.clone(),
+        config.ttl,
+        config.max_answers,
+    )?;
+    let (server, dns_address) = serve(handler, config.listen).await?;
     let crawler = crawl(config.clone(), table.clone())?;
     let checker = tokio::spawn(check_health(config.health_interval, table.clone()));
     tracing::info!(
@@ -378,6 +351,57 @@ pub async fn start(config: SeederConfig) -> Result<Seeder, SeederError> {
         tasks: vec![crawler, checker],
         server,
     })
+}
+
+impl Handler {
+    fn new(
+        domain: &str,
+        table: Arc<RwLock<SeedTable>>,
+        ttl: u32,
+        max_answers: usize,
+    ) -> Result<Handler, SeederError> {
+        let mut origin_name = Name::from_str(domain)
+            .ok()
+            .filter(|name| name.num_labels() >= 1)
+            .ok_or_else(|| SeederError::Domain(domain.to_string()))?;
+        origin_name.set_fqdn(true);
+        let dnsaddr_name = Name::from_str("_dnsaddr")
+            .and_then(|label| label.append_domain(&origin_name))
+            .map_err(|_| SeederError::Domain(domain.to_string()))?;
+        Ok(Handler {
+            origin: LowerName::from(origin_name.clone()),
+            dnsaddr: LowerName::from(dnsaddr_name.clone()),
+            origin_name,
+            dnsaddr_name,
+            table,
+            ttl,
+            max_answers: max_answers.max(1),
+        })
+    }
+}
+
+/// Answers DNS on `listen`, UDP and TCP on the same port: an answer too long for a UDP
+/// datagram (512 bytes without EDNS) goes out truncated with TC set, and resolvers ask again
+/// over TCP for the whole of it.
+async fn serve(
+    handler: Handler,
+    listen: SocketAddr,
+) -> Result<(hickory_server::Server<Handler>, SocketAddr), SeederError> {
+    let listen_error = |reason: std::io::Error| SeederError::Listen {
+        address: listen,
+        reason: reason.to_string(),
+    };
+    let udp = tokio::net::UdpSocket::bind(listen)
+        .await
+        .map_err(listen_error)?;
+    let dns_address = udp.local_addr().map_err(listen_error)?;
+    let tcp = tokio::net::TcpListener::bind(dns_address)
+        .await
+        .map_err(listen_error)?;
+    let mut server = hickory_server::Server::new(handler);
+    server.register_socket(udp);
+    server.register_listener(tcp, Duration::from_secs(5), 64);
+    Ok((server, dns_address))
 }
 
 #[derive(NetworkBehaviour)]
@@ -545,18 +569,29 @@ pub struct Answer {
     pub code: ResponseCode,
     /// A/AAAA addresses, or TXT strings.
     pub values: Vec<String>,
+    /// TC: the answer did not fit a UDP datagram; `values` holds what did (ask over TCP).
+    pub truncated: bool,
     pub elapsed: Duration,
 }
 
-/// Asks `server` (UDP) for `name`'s `kind` records: a plain DNS client for tests and
-/// `blyan-node seeder-query`, no cache in between.
+/// How [`query`] asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Asks `server` for `name`'s `kind` records over `transport`: a plain DNS client for tests
+/// and `blyan-node seeder-query`, no cache in between, no retry over TCP (TC is reported).
 pub async fn query(
     server: SocketAddr,
     name: &str,
     kind: RecordType,
+    transport: Transport,
     timeout: Duration,
 ) -> std::io::Result<Answer> {
     use hickory_server::proto::op::{Message, Query};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let name = Name::from_str(name).map_err(|e| invalid(e.to_string()))?;
     let mut message = Message::query();
@@ -564,20 +599,43 @@ pub async fn query(
     message.metadata.recursion_desired = false;
     message.add_query(Query::query(name, kind));
     let bytes = message.to_vec().map_err(|e| invalid(e.to_string()))?;
-    let bind: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = tokio::net::UdpSocket::bind(bind).await?;
     let start = Instant::now();
-    socket.send_to(&bytes, server).await?;
-    let mut buffer = vec![0u8; 4096];
-    let received = tokio::time::timeout(timeout, socket.recv(&mut buffer))
+    let exchange = async {
+        match transport {
+            Transport::Udp => {
+                let bind: SocketAddr = if server.is_ipv4() {
+                    ([0, 0, 0, 0], 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                let socket = tokio::net::UdpSocket::bind(bind).await?;
+                socket.send_to(&bytes, server).await?;
+                let mut buffer = vec![0u8; 4096];
+                let received = socket.recv(&mut buffer).await?;
+                buffer.truncate(received);
+                Ok::<_, std::io::Error>(buffer)
+            }
+            Transport::Tcp => {
+                // RFC 1035 4.2.2: each message preceded by its length, two bytes.
+                let mut stream = tokio::net::TcpStream::connect(server).await?;
+                stream.set_nodelay(true)?;
+                let length =
+                    u16::try_from(bytes.len()).map_err(|_| invalid("query too long".into()))?;
+                let mut framed = length.to_be_bytes().to_vec();
+                framed.extend_from_slice(&bytes);
+                stream.write_all(&framed).await?;
+                let length = stream.read_u16().await?;
+                let mut buffer = vec![0u8; usize::from(length)];
+                stream.read_exact(&mut buffer).await?;
+                Ok(buffer)
+            }
+        }
+    };
+    let buffer = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no DNS answer"))??;
     let elapsed = start.elapsed();
-    let answer = Message::from_vec(&buffer[..received]).map_err(|e| invalid(e.to_string()))?;
+    let answer = Message::from_vec(&buffer).map_err(|e| invalid(e.to_string()))?;
     if answer.metadata.id != message.metadata.id {
         return Err(invalid("answer to another query".into()));
     }
@@ -599,6 +657,7 @@ pub async fn query(
     Ok(Answer {
         code: answer.metadata.response_code,
         values,
+        truncated: answer.metadata.truncation,
         elapsed,
     })
 }
@@ -649,5 +708,72 @@ mod tests {
         );
         let value = dnsaddr_value(&table.healthy()[0]);
         assert_eq!(value, format!("dnsaddr=/ip4/10.0.0.2/tcp/26656/p2p/{a}"));
+    }
+
+    #[tokio::test]
+    async fn a_txt_answer_too_long_for_udp_is_truncated_there_and_whole_over_tcp() {
+        let table = Arc::new(RwLock::new(SeedTable::default()));
+        let mut peers = Vec::new();
+        {
+            let mut table = table.write().unwrap();
+            for host in 2..14u8 {
+                let peer = PeerId::random();
+                let address: SocketAddr = ([10, 0, 0, host], 26656).into();
+                table.record(
+                    peer,
+                    [format!("/ip4/10.0.0.{host}/tcp/26656").parse().unwrap()],
+                );
+                let known = table.known.get_mut(&peer).unwrap();
+                known.healthy = Some(address);
+                known.last_ok = Some(Instant::now());
+                peers.push(peer);
+            }
+        }
+        let handler = Handler::new("seed.example.org", table, 30, 16).unwrap();
+        let (server, address) = serve(handler, ([127, 0, 0, 1], 0).into()).await.unwrap();
+        let name = "_dnsaddr.seed.example.org";
+        let timeout = Duration::from_secs(5);
+        let udp = query(address, name, RecordType::TXT, Transport::Udp, timeout)
+            .await
+            .unwrap();
+        let tcp = query(address, name, RecordType::TXT, Transport::Tcp, timeout)
+            .await
+            .unwrap();
+        // 12 records of ~100 bytes do not fit 512 bytes.
+        assert!(udp.truncated, "{} records over UDP", udp.values.len());
+        assert!(
+            udp.values.len() < 12,
+            "{} records over UDP",
+            udp.values.len()
+        );
+        assert!(!tcp.truncated);
+        assert_eq!(tcp.code, ResponseCode::NoError);
+        let mut got: Vec<String> = tcp.values.clone();
+        got.sort();
+        let mut want: Vec<String> = table_values(&peers);
+        want.sort();
+        assert_eq!(got, want, "every healthy node over TCP");
+        // A records are short: all twelve fit a datagram.
+        let a = query(
+            address,
+            "seed.example.org",
+            RecordType::A,
+            Transport::Udp,
+            timeout,
+        )
+        .await
+        .unwrap();
+        assert!(!a.truncated);
+        assert_eq!(a.values.len(), 12);
+        let mut server = server;
+        let _ = server.shutdown_gracefully().await;
+    }
+
+    fn table_values(peers: &[PeerId]) -> Vec<String> {
+        peers
+            .iter()
+            .enumerate()
+            .map(|(k, peer)| format!("dnsaddr=/ip4/10.0.0.{}/tcp/26656/p2p/{peer}", k + 2))
+            .collect()
     }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use blyan_node::config::P2pConfig;
-use blyan_node::seeder::{self, RecordType, ResponseCode, SeederConfig};
+use blyan_node::seeder::{self, RecordType, ResponseCode, SeederConfig, Transport};
 use libp2p::PeerId;
 
 const DOMAIN: &str = "seed.devnet.test";
@@ -33,6 +33,7 @@ async fn answered(server: SocketAddr) -> Vec<String> {
         server,
         &format!("_dnsaddr.{DOMAIN}"),
         RecordType::TXT,
+        Transport::Udp,
         Duration::from_secs(2),
     )
     .await
@@ -93,17 +94,29 @@ async fn the_seeder_answers_healthy_nodes_only_and_a_node_joins_through_it() {
     );
 
     // A and the refusals.
-    let a = seeder::query(server, DOMAIN, RecordType::A, Duration::from_secs(2))
-        .await
-        .unwrap();
+    let a = seeder::query(
+        server,
+        DOMAIN,
+        RecordType::A,
+        Transport::Udp,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         a.values,
         vec!["127.0.0.1".to_string()],
         "one A record per address"
     );
-    let elsewhere = seeder::query(server, "example.org", RecordType::A, Duration::from_secs(2))
-        .await
-        .unwrap();
+    let elsewhere = seeder::query(
+        server,
+        "example.org",
+        RecordType::A,
+        Transport::Udp,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         elsewhere.code,
         ResponseCode::Refused,
@@ -113,6 +126,7 @@ async fn the_seeder_answers_healthy_nodes_only_and_a_node_joins_through_it() {
         server,
         &format!("nope.{DOMAIN}"),
         RecordType::A,
+        Transport::Udp,
         Duration::from_secs(2),
     )
     .await
