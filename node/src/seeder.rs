@@ -508,8 +508,14 @@ fn crawl(
 async fn check_health(interval: Duration, table: Arc<RwLock<SeedTable>>) {
     let key = identity::Keypair::generate_ed25519();
     let limit = Arc::new(Semaphore::new(CONCURRENT_CHECKS));
-    let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(3));
-    let mut round = tokio::time::interval(interval);
+    // A check gets `timeout`, and the next one starts `period` after this one did: a node that
+    // dies right after a passing check fails the next one at most `period + timeout` =
+    // `interval` later (a vanished host does not refuse, it times out).
+    let timeout = (interval / 2).min(Duration::from_secs(3));
+    let period = interval
+        .saturating_sub(timeout)
+        .max(Duration::from_millis(50));
+    let mut round = tokio::time::interval(period);
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         round.tick().await;
@@ -520,28 +526,46 @@ async fn check_health(interval: Duration, table: Arc<RwLock<SeedTable>>) {
             .iter()
             .map(|(peer, known)| (*peer, known.addresses.clone()))
             .collect();
-        let checks = nodes.into_iter().map(|(peer, addresses)| {
-            let key = key.clone();
-            let limit = limit.clone();
-            async move {
-                let _permit = limit.acquire().await;
-                for address in addresses {
-                    let config = probe::client_config(&key, Some(peer));
-                    let attempt = async {
-                        let (stream, seen, _) = probe::dial_tls(address, config).await.ok()?;
-                        (seen == peer).then_some(())?;
-                        probe::negotiate_yamux(stream).await.ok()
-                    };
-                    if let Ok(Some(_)) = tokio::time::timeout(timeout, attempt).await {
-                        return (peer, Some(address));
+        let mut checks: futures::stream::FuturesUnordered<_> = nodes
+            .into_iter()
+            .map(|(peer, addresses)| {
+                let key = key.clone();
+                let limit = limit.clone();
+                async move {
+                    let _permit = limit.acquire().await;
+                    // Every address at once; the first handshake to pass makes it healthy.
+                    let attempts: Vec<_> = addresses
+                        .into_iter()
+                        .map(|address| {
+                            let config = probe::client_config(&key, Some(peer));
+                            Box::pin(async move {
+                                let (stream, seen, _) =
+                                    probe::dial_tls(address, config).await.map_err(|_| ())?;
+                                if seen != peer {
+                                    return Err(());
+                                }
+                                probe::negotiate_yamux(stream).await.map_err(|_| ())?;
+                                Ok::<_, ()>(address)
+                            })
+                        })
+                        .collect();
+                    if attempts.is_empty() {
+                        return (peer, None);
                     }
+                    let healthy =
+                        tokio::time::timeout(timeout, futures::future::select_ok(attempts))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(|(address, _)| address);
+                    (peer, healthy)
                 }
-                (peer, None)
-            }
-        });
-        let results = futures::future::join_all(checks).await;
-        let mut table = table.write().expect("seed table lock poisoned");
-        for (peer, healthy) in results {
+            })
+            .collect();
+        // Each verdict is applied as it comes: a dead node leaves the answers without
+        // waiting for the slowest check of the round.
+        while let Some((peer, healthy)) = checks.next().await {
+            let mut table = table.write().expect("seed table lock poisoned");
             if let Some(known) = table.known.get_mut(&peer) {
                 known.healthy = healthy;
                 if healthy.is_some() {
@@ -552,6 +576,7 @@ async fn check_health(interval: Duration, table: Arc<RwLock<SeedTable>>) {
                 }
             }
         }
+        let mut table = table.write().expect("seed table lock poisoned");
         table
             .known
             .retain(|_, known| known.failures < FORGET_AFTER_FAILURES);
