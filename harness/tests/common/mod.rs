@@ -17,16 +17,25 @@ impl Drop for Cleanup {
     }
 }
 
-/// A base port with `count` free ports above it, for API and P2P each; `salt` keeps tests of
-/// one process apart.
+/// A base port with `count` free ports above it, for API and P2P each (and the link proxy's
+/// API and links above the P2P ports); `salt` keeps tests of one process apart. Everything
+/// stays below the kernel's ephemeral range (32768 and up on Linux): a port there can be taken
+/// at any moment by an outgoing connection, which once failed a link proxy's listen.
 pub fn free_port_bases(count: u16, salt: u16) -> (u16, u16) {
-    let start = 20000 + (std::process::id() % 200) as u16 * 100 + salt * 10;
+    let start = 10_000 + (std::process::id() % 100) as u16 * 100 + salt * 10;
+    let proxy = blyan_harness::manifest::MAX_NODES as u16;
     let mut base = start;
-    let free =
-        |base: u16| (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+    let free = |from: u16, count: u16| {
+        (from..from + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+    };
     loop {
-        // The HTTPS API ports sit at the API base + 500.
-        if free(base) && free(base + 5000) && free(base + process::HTTPS_PORT_OFFSET) {
+        // The HTTPS API ports sit at the API base + 500; the proxy's API at the P2P base +
+        // MAX_NODES, its links right above.
+        if free(base, count)
+            && free(base + 5000, count)
+            && free(base + process::HTTPS_PORT_OFFSET, count)
+            && free(base + 5000 + proxy, 1 + count * count)
+        {
             return (base, base + 5000);
         }
         base += 50;
