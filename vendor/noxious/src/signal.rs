@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 use tracing::instrument;
@@ -10,6 +12,9 @@ use tracing::instrument;
 #[derive(Debug)]
 pub struct Stop {
     stopped: bool,
+    /// Set (before the broadcast) by the stopper: a receiver subscribed after the broadcast
+    /// went out (a clone, a fork) still learns of it.
+    flag: Arc<AtomicBool>,
     receiver: broadcast::Receiver<()>,
     sender: broadcast::Sender<()>,
 }
@@ -18,25 +23,28 @@ impl Stop {
     /// Create a new Stop and Stopper
     pub fn new() -> (Stop, Stopper) {
         let (sender, receiver) = broadcast::channel::<()>(1);
-        let stopper = Stopper::new(sender.clone());
+        let flag = Arc::new(AtomicBool::new(false));
+        let stopper = Stopper::new(sender.clone(), flag.clone());
         let stop = Stop {
             stopped: false,
+            flag,
             receiver,
             sender,
         };
         (stop, stopper)
     }
 
-    /// Check if this particular instance of Stop has received a stop signal.
-    /// Note: Only use this in conjunction with `recv`, because if this instance
-    /// of Stop does not receive the signal, this will return false.
+    /// Whether the stop signal was sent
     pub fn stop_received(&self) -> bool {
-        self.stopped
+        self.stopped || self.flag.load(Ordering::SeqCst)
     }
 
     /// Wait for the stop signal to be received
     pub async fn recv(&mut self) {
-        if self.stopped {
+        // The receiver was subscribed before this check: a signal sent before it set the flag
+        // first (seen here), one sent after it reaches the receiver.
+        if self.stop_received() {
+            self.stopped = true;
             return;
         }
 
@@ -49,9 +57,17 @@ impl Stop {
     pub fn fork(&self) -> (Stop, Stopper) {
         let (forked_stop, forked_stopper) = Stop::new();
         let forked_sender = forked_stop.sender.clone();
+        let forked_flag = forked_stop.flag.clone();
         let mut original_receiver = self.sender.subscribe();
+        // Subscribed first, checked second: a stop sent before the fork (a link created while
+        // its proxy was being stopped) is passed on at once instead of being missed.
+        if self.stop_received() {
+            forked_flag.store(true, Ordering::SeqCst);
+            let _ = forked_sender.send(());
+        }
         tokio::spawn(async move {
             while original_receiver.recv().await.is_ok() {
+                forked_flag.store(true, Ordering::SeqCst);
                 if forked_sender.send(()).is_err() {
                     // Channel closed, we can no longer forward signal from original to fork
                     break;
@@ -65,7 +81,7 @@ impl Stop {
     /// Creates a new stopper for this Stop signal that can be used to stop this Stop and all
     /// its forked descendants
     pub fn get_stopper(&self) -> Stopper {
-        Stopper::new(self.sender.clone())
+        Stopper::new(self.sender.clone(), self.flag.clone())
     }
 }
 
@@ -73,6 +89,7 @@ impl Clone for Stop {
     fn clone(&self) -> Self {
         Self {
             stopped: self.stopped,
+            flag: self.flag.clone(),
             receiver: self.sender.subscribe(),
             sender: self.sender.clone(),
         }
@@ -93,16 +110,18 @@ impl std::fmt::Display for Stop {
 #[derive(Debug, Clone)]
 pub struct Stopper {
     sender: broadcast::Sender<()>,
+    flag: Arc<AtomicBool>,
 }
 
 impl Stopper {
-    pub(crate) fn new(sender: broadcast::Sender<()>) -> Self {
-        Self { sender }
+    pub(crate) fn new(sender: broadcast::Sender<()>, flag: Arc<AtomicBool>) -> Self {
+        Self { sender, flag }
     }
 
     /// Sends the stop signal
     #[instrument(level = "trace", skip(self))]
     pub fn stop(self) {
+        self.flag.store(true, Ordering::SeqCst);
         let _ = self.sender.send(());
     }
 }
