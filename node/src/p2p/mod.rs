@@ -404,7 +404,11 @@ fn behaviour(
     let identify = identify::Behaviour::new(
         identify::Config::new("/blyan/1.0.0".into(), key.public())
             .with_agent_version(format!("blyan-node/{}", crate::VERSION))
-            .with_hide_listen_addrs(config.static_mode),
+            .with_hide_listen_addrs(config.static_mode)
+            // Static mode dials only the configured addresses (a devnet routes links through
+            // its fault proxy): no cache of peers' advertised addresses for dials by peer id
+            // (a sync request to a peer not connected), which went around a partition.
+            .with_cache_size(if config.static_mode { 0 } else { 100 }),
     );
     let kad = (!config.static_mode).then(|| {
         let peer_id = key.public().to_peer_id();
