@@ -317,10 +317,20 @@ pub async fn start_home(
         // is dropped, not reset, so that a hole punch's early SYN is retried, not refused.
         format!("-A INPUT ! -s {subnet} -m conntrack --ctstate NEW -j DROP"),
     ];
-    for rule in &rules {
-        let mut command = vec!["/usr/sbin/iptables"];
+    apply(docker, &created.id, &rules).await
+}
+
+/// Runs each rule in the container: `iptables` for one that starts with `-`, else `ip`.
+async fn apply(docker: &Docker, container: &str, rules: &[String]) -> Result<(), DockerError> {
+    for rule in rules {
+        let binary = if rule.starts_with('-') {
+            "/usr/sbin/iptables"
+        } else {
+            "/usr/sbin/ip"
+        };
+        let mut command = vec![binary];
         command.extend(rule.split_whitespace());
-        exec(docker, &created.id, &command).await?;
+        exec(docker, container, &command).await?;
     }
     Ok(())
 }
@@ -379,14 +389,7 @@ pub async fn start_holder(
             None::<bollard::query_parameters::StartContainerOptions>,
         )
         .await?;
-    for rule in holder_rules(home) {
-        let mut command = vec!["/usr/sbin/ip"];
-        if rule.starts_with('-') {
-            command = vec!["/usr/sbin/iptables"];
-        }
-        command.extend(rule.split_whitespace());
-        exec(docker, &created.id, &command).await?;
-    }
+    apply(docker, &created.id, &holder_rules(home)).await?;
     Ok(created.id)
 }
 
