@@ -89,10 +89,7 @@ fn tool_or_skip(program: &str, args: &[&str]) -> bool {
                 args.join(" ")
             );
         }
-        eprintln!(
-            "\n!!! SKIPPING compose test: `{program} {}` fails !!!\n",
-            args.join(" ")
-        );
+        blyan_devnet::skipped(&format!("`{program} {}` fails", args.join(" ")));
     }
     ok
 }

@@ -1,6 +1,7 @@
 //! Docker devnets built and run by the harness's own Docker backend: a 10-node devnet reaches
 //! height 10 with identical hashes everywhere and leaves no container, network or volume behind;
-//! an `up` killed half way leaves nothing after `devnet down`.
+//! an `up` killed half way leaves nothing after `devnet down`, and neither does a 30-node `up`
+//! interrupted with SIGTERM while `down` runs.
 //!
 //! Needs a Docker daemon. On a laptop without one the tests skip with a loud message; with
 //! `CI=true` a missing daemon is a failure.
@@ -123,6 +124,78 @@ fn an_up_killed_half_way_leaves_nothing_after_down() {
         String::from_utf8_lossy(&down.stderr)
     );
     assert_eq!(rt.block_on(leftovers(&docker, &name)), (0, 0, 0));
+}
+
+/// A 30-node `up` interrupted with SIGTERM while its containers start (its output going to a
+/// file, as in CI), and a `down` run at once while the interrupted `up` is still removing what
+/// it made: `up` printed progress lines, cleaned up on the signal, and the one `down` call
+/// ends with nothing of the devnet left (it waits for removals already in progress instead of
+/// failing with "removal of container ... is already in progress").
+#[test]
+fn an_up_of_30_nodes_interrupted_mid_start_is_gone_after_one_down() {
+    let _serial = one_at_a_time();
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    let base = tempfile::tempdir().unwrap();
+    let name = format!("ci-term-{}", std::process::id());
+    let devnet = target_bin("devnet");
+    let log = base.path().join("up.log");
+    let mut child = Command::new(&devnet)
+        .args([
+            "up",
+            "--backend",
+            "docker",
+            "--nodes",
+            "30",
+            "--name",
+            &name,
+            "--base",
+        ])
+        .arg(base.path())
+        .arg("--node-bin")
+        .arg(target_bin("blyan-node"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (containers, _, _) = rt.block_on(leftovers(&docker, &name));
+        if containers >= 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "devnet up created {containers} containers: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on the pid of the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let down = Command::new(&devnet)
+        .args(["down", "--name", &name, "--base"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let up = child.wait().unwrap();
+    let up_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        down.status.success(),
+        "one down: {}\nup: {up_log}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        rt.block_on(leftovers(&docker, &name)),
+        (0, 0, 0),
+        "{up_log}"
+    );
+    assert!(!up.success(), "an interrupted up fails: {up_log}");
+    assert!(up_log.contains("interrupted"), "{up_log}");
+    assert!(
+        up_log.lines().any(|line| line.starts_with("containers: ")),
+        "progress lines while the output is a file: {up_log}"
+    );
 }
 
 /// `devnet run` on the Docker backend with every link through the proxy container: a latency

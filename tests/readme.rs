@@ -26,6 +26,37 @@ fn readme_opens_with_the_start_and_test_commands() {
     assert!(commands[1].starts_with("cargo test"), "{}", commands[1]);
 }
 
+/// `.ci/summary` counts every binary's results, names failures, and counts and names the
+/// tests that skipped for want of Docker (libtest itself counts them passed).
+#[test]
+fn ci_summary_counts_passes_failures_and_visible_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("test.log");
+    std::fs::write(
+        &log,
+        "test a ... ok\ntest broken ... FAILED\n\
+         test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n\
+         SKIPPED docker_up: no Docker daemon answers (connection refused)\n\
+         test docker_up ... ok\n\
+         test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new("bash")
+        .arg(repo_root().join(".ci/summary"))
+        .arg(&log)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"failed: broken"), "{text}");
+    assert!(lines.contains(&"skipped: docker_up"), "{text}");
+    assert_eq!(
+        lines.last(),
+        Some(&"4 passed, 1 failed, 2 skipped"),
+        "{text}"
+    );
+}
+
 #[test]
 fn ci_runs_the_readme_test_command() {
     let test_command = readme_commands().remove(1);

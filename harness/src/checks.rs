@@ -581,12 +581,91 @@ pub fn accountability(history: &History) -> Check {
     }
 }
 
-/// Inference determinism: the node serves no inference yet.
-pub fn inference_determinism(_history: &History) -> Check {
+/// Inference determinism: every honest node that answered one of the run's seeded requests
+/// gave the same output, bit for bit (the nodes' output hashes cover the generated tokens and
+/// the last step's logits). A request only some nodes answered (a fault cut the others off) is
+/// compared among those that did.
+pub fn inference_determinism(history: &History) -> Check {
+    const NAME: &str = "inference_determinism";
+    if history.inference.is_empty() {
+        return check(
+            NAME,
+            Verdict::Skipped,
+            "no inference requests in this run (the manifest has no [inference])".into(),
+        );
+    }
+    let mut answers: BTreeMap<u32, Vec<(&str, &str)>> = BTreeMap::new();
+    let mut errors = 0usize;
+    let mut first_error = None;
+    let mut honest_nodes: HashSet<&str> = HashSet::new();
+    for record in history.inference.iter().filter(|r| history.honest(&r.node)) {
+        honest_nodes.insert(&record.node);
+        match (&record.output_hash, &record.error) {
+            (Some(hash), _) => answers
+                .entry(record.request)
+                .or_default()
+                .push((&record.node, hash)),
+            (None, error) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| {
+                    format!(
+                        "{} on request {}: {}",
+                        record.node,
+                        record.request,
+                        error.as_deref().unwrap_or("no answer")
+                    )
+                });
+            }
+        }
+    }
+    let mut differing = Vec::new();
+    let mut compared = 0usize;
+    for (request, given) in &answers {
+        if given.len() < 2 {
+            continue;
+        }
+        compared += 1;
+        let (_, reference) = given[0];
+        if given.iter().any(|(_, hash)| hash != &reference) {
+            let shown: Vec<String> = given
+                .iter()
+                .map(|(node, hash)| format!("{node} {}", short(hash)))
+                .collect();
+            differing.push(format!("request {request}: {}", shown.join(", ")));
+        }
+    }
+    let answered: usize = answers.values().map(Vec::len).sum();
+    let errors_text = first_error.map_or(String::new(), |first| format!("; first: {first}"));
+    if !differing.is_empty() {
+        return check(
+            NAME,
+            Verdict::Fail,
+            format!("outputs differ: {}", differing.join("; ")),
+        );
+    }
+    if compared == 0 {
+        let verdict = if honest_nodes.len() < 2 {
+            Verdict::Skipped
+        } else {
+            Verdict::Fail
+        };
+        return check(
+            NAME,
+            verdict,
+            format!(
+                "no request was answered by two honest nodes ({answered} answers, {errors} \
+                 without one{errors_text})"
+            ),
+        );
+    }
     check(
-        "inference_determinism",
-        Verdict::Skipped,
-        "the node serves no inference yet".into(),
+        NAME,
+        Verdict::Pass,
+        format!(
+            "{compared} requests compared across {} honest nodes: outputs bit-identical \
+             ({answered} answers, {errors} without one{errors_text})",
+            honest_nodes.len()
+        ),
     )
 }
 

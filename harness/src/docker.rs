@@ -437,6 +437,8 @@ pub struct Removed {
     pub networks: usize,
     /// Networks that still had endpoints in the last pass.
     pub busy_networks: Vec<String>,
+    /// Containers whose removal the daemon was already carrying out in the last pass.
+    pub busy_containers: usize,
 }
 
 /// Removes every container and network of devnet `name` (all devnets when `None`), found by
@@ -454,12 +456,20 @@ pub async fn remove_by_label(docker: &Docker, name: Option<&str>) -> Result<Remo
         total.containers += removed.containers;
         total.networks += removed.networks;
         let done = removed.busy_networks.is_empty()
+            && removed.busy_containers == 0
             && removed.containers + removed.networks == 0
             && pass > 0;
         if done {
             return Ok(total);
         }
         if std::time::Instant::now() >= deadline {
+            if removed.busy_containers > 0 {
+                return Err(DockerError::Invalid(format!(
+                    "{} containers were still being removed by the daemon after 60 s; run \
+                     `devnet down` again",
+                    removed.busy_containers
+                )));
+            }
             if removed.busy_networks.is_empty() {
                 return Ok(total);
             }
@@ -486,10 +496,9 @@ async fn remove_pass(docker: &Docker, name: Option<&str>) -> Result<Removed, Doc
         ))
         .await?;
     let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
-    let count = ids.len();
-    futures::stream::iter(ids)
+    let outcomes: Vec<Result<(), bollard::errors::Error>> = futures::stream::iter(ids)
         .map(|id| async move {
-            let removed = docker
+            docker
                 .remove_container(
                     &id,
                     Some(
@@ -499,16 +508,33 @@ async fn remove_pass(docker: &Docker, name: Option<&str>) -> Result<Removed, Doc
                             .build(),
                     ),
                 )
-                .await;
-            // Gone already (removed concurrently): that is the goal.
-            match removed {
-                Err(error) if is_not_found(&error) => Ok(()),
-                other => other,
-            }
+                .await
         })
         .buffer_unordered(16)
-        .try_collect::<Vec<_>>()
-        .await?;
+        .collect()
+        .await;
+    // Every container is tried; the first real failure is reported after the others.
+    let mut count = 0;
+    let mut busy_containers = 0;
+    let mut failed = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(()) => count += 1,
+            // Gone already (removed concurrently): that is the goal.
+            Err(error) if is_not_found(&error) => {}
+            // "removal of container ... is already in progress" (an interrupted `up`, another
+            // `down`): the next pass finds it gone, or still there.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => busy_containers += 1,
+            Err(error) => {
+                failed.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = failed {
+        return Err(error.into());
+    }
     let networks = docker
         .list_networks(Some(
             ListNetworksOptionsBuilder::default()
@@ -536,6 +562,7 @@ async fn remove_pass(docker: &Docker, name: Option<&str>) -> Result<Removed, Doc
         containers: count,
         networks: removed_networks,
         busy_networks,
+        busy_containers,
     })
 }
 

@@ -4,7 +4,9 @@
 //! - `run.json`: the manifest, seed, chain id, versions, the nodes (name, validator key, power,
 //!   whether the manifest made it Byzantine), start and end;
 //! - `nodes/<name>.jsonl`: one JSON object per line, [`NodeRecord`]s in the order observed;
-//! - `timeline.jsonl`: the harness's [`Event`]s (faults, load, restarts).
+//! - `timeline.jsonl`: the harness's [`Event`]s (faults, load, restarts);
+//! - `inference.jsonl`: with `[inference]`, every seeded `POST /infer` sent to a node and what
+//!   it answered ([`InferenceRecord`]).
 //!
 //! JSON Lines so that a run killed half-way still leaves everything recorded up to then; the
 //! reader skips a torn last line and says so.
@@ -153,11 +155,29 @@ impl NodeRecord {
     }
 }
 
+/// One of the run's seeded inference requests sent to one node, and its answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InferenceRecord {
+    pub at_ms: u64,
+    pub node: String,
+    /// The request's index in the run (every node gets the same request under one index).
+    pub request: u32,
+    pub prompt: Vec<u32>,
+    pub max_new_tokens: u32,
+    /// The generated tokens (empty when the node did not answer).
+    #[serde(default)]
+    pub tokens: Vec<u32>,
+    /// The node's hash of its output (tokens and last logits): equal only if bit-identical.
+    pub output_hash: Option<String>,
+    /// Why there is no answer (unreachable under a fault, 503 while weights are fetched, ...).
+    pub error: Option<String>,
+}
+
 /// Something the harness did or saw.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub at_ms: u64,
-    /// `fault_start`, `fault_end`, `load_start`, `load_end`, `restart`, `note`.
+    /// `fault_start`, `fault_end`, `load_start`, `load_end`, `inference_start`, `inference_end`, `restart`, `note`.
     pub kind: String,
     /// What, for people: "partition node3 | rest", "kill node1".
     pub label: String,
@@ -172,6 +192,8 @@ pub struct History {
     /// Per node (in `run.json` order), its records in order.
     pub nodes: Vec<(String, Vec<NodeRecord>)>,
     pub timeline: Vec<Event>,
+    /// The seeded inference requests and answers (empty without `[inference]`).
+    pub inference: Vec<InferenceRecord>,
     /// Lines that could not be read (a torn last line after a crash), for the report.
     pub warnings: Vec<String>,
 }
@@ -289,6 +311,10 @@ impl History {
         if timeline.exists() {
             history.timeline = read_lines(&timeline, &mut history.warnings)?;
         }
+        let inference = dir.join("inference.jsonl");
+        if inference.exists() {
+            history.inference = read_lines(&inference, &mut history.warnings)?;
+        }
         history.run = Some(run);
         Ok(history)
     }
@@ -327,7 +353,17 @@ impl History {
                 .filter_map(|e| serde_json::to_string(e).ok())
                 .collect(),
         );
-        write(dir.join("timeline.jsonl"), text)
+        write(dir.join("timeline.jsonl"), text)?;
+        if self.inference.is_empty() {
+            return Ok(());
+        }
+        let text = lines(
+            self.inference
+                .iter()
+                .filter_map(|r| serde_json::to_string(r).ok())
+                .collect(),
+        );
+        write(dir.join("inference.jsonl"), text)
     }
 
     /// The run's node entry by name.

@@ -1,12 +1,12 @@
 //! The Blyan devnet harness: it turns a manifest into a running devnet (Docker, Docker Swarm or
 //! local processes; Kubernetes objects by rendering), drives load and faults, records histories, checks them and compares baselines.
 //!
-//! Built so far: the manifest, the Docker, process and Swarm backends (`devnet
-//! up/down/status/logs`), `devnet render k8s`,
-//! the offline node image, capacity planning, docker-compose rendering, and `devnet sim`
-//! (seeded scenarios in the deterministic consensus simulator), benchmarks with baselines,
-//! comparison and change points over past results. Scenario runner, history, checkers and
-//! reports arrive with their issues.
+//! The manifest, the Docker, process and Swarm backends (`devnet up/down/status/logs`),
+//! `devnet render k8s`, the offline node image, capacity planning, docker-compose rendering,
+//! `devnet sim` (seeded scenarios in the deterministic consensus simulator), `devnet run` (faults
+//! through Docker, signals and link proxies, with a recorded history), the checkers and reports
+//! over that history, NAT topologies, and benchmarks with baselines, comparison and change
+//! points over past results. `ARCHITECTURE.md` describes how the parts fit.
 
 pub mod bench;
 pub mod changepoint;
@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod nat;
 pub mod plan;
 pub mod process;
+pub mod progress;
 pub mod recorder;
 pub mod report;
 pub mod scenario;

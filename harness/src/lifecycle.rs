@@ -412,8 +412,7 @@ fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Dur
     };
     let reached = started.elapsed();
     if let Some(spec) = &manifest.inference {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(200));
+        let bar = blyan_harness::progress::Progress::spinner();
         let node_bin = args
             .node_bin
             .clone()
@@ -474,8 +473,7 @@ fn up_process(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<D
             )
         })
         .collect();
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = blyan_harness::progress::Progress::spinner();
     bar.set_message(format!("starting {} node processes", options.nodes));
     let wait_height = options.wait_height;
     let state = process::up(&options, |heights| {
@@ -502,8 +500,7 @@ fn up_docker(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<De
         wait_timeout: Duration::from_secs(args.wait_timeout),
         log_level: args.log_level.clone(),
     };
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = blyan_harness::progress::Progress::spinner();
     let name = manifest.name.clone();
     rt.block_on(async {
         let client = docker::connect().await?;
@@ -524,7 +521,7 @@ fn up_docker(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<De
                 bar.finish_and_clear();
                 Ok(result?)
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupted() => {
                 bar.finish_and_clear();
                 eprintln!("interrupted: removing what devnet {name:?} created");
                 let removed = docker::remove_by_label(&client, Some(&name)).await?;
@@ -532,6 +529,25 @@ fn up_docker(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<De
             }
         }
     })
+}
+
+/// Completes on SIGINT or SIGTERM (Ctrl-C, `kill`, a CI job's timeout): an interrupted `up`
+/// then removes what it created instead of dying half-way with containers still coming up.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(terminate) => {
+                terminate.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
 }
 
 fn up_swarm(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<DevnetState> {
@@ -547,8 +563,7 @@ fn up_swarm(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<Dev
         api_port_base: args.api_port_base,
         init: !args.no_swarm_init,
     };
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = blyan_harness::progress::Progress::spinner();
     let name = manifest.name.clone();
     rt.block_on(async {
         let client = docker::connect().await?;
@@ -574,7 +589,7 @@ fn up_swarm(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<Dev
                 }
                 Ok(state)
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupted() => {
                 bar.finish_and_clear();
                 eprintln!("interrupted: removing what devnet {name:?} created");
                 let removed = swarm::remove_by_label(&client, &name).await?;
@@ -1861,6 +1876,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
         } else {
             None
         };
+        let inference = start_inference(&manifest, &state, &out, total, &mut recorder)?;
         let names = |state: &DevnetState, nodes: &[usize]| -> Vec<String> {
             nodes
                 .iter()
@@ -1877,29 +1893,37 @@ pub fn run(args: RunArgs) -> Result<bool> {
         );
         let mut last_print = Instant::now();
         let mut entries: Vec<timeline::Entry> = Vec::new();
+        // Ends `faults`: each keeps the heights reached while it was in force, from one poll
+        // of every node (asked in parallel) just before they are undone.
         let finish = |state: &mut DevnetState,
                       recorder: &mut Recorder,
                       entries: &mut Vec<timeline::Entry>,
-                      fault: &Active|
+                      faults: Vec<Active>|
          -> Result<()> {
-            timeline::measure_end(state, &fault.step, &mut entries[fault.entry]);
-            injector.end(state, &fault.step)?;
-            recorder.event(
-                "fault_end",
-                &fault.step.label,
-                names(state, &fault.step.nodes),
-            )?;
-            timeline::end(
-                state,
-                &mut entries[fault.entry],
-                started.elapsed().as_secs_f64(),
-            );
-            eprintln!(
-                "t={:.1}s healed: {} ({})",
-                started.elapsed().as_secs_f64(),
-                fault.step.label,
-                entries[fault.entry].effect.summary
-            );
+            if faults.is_empty() {
+                return Ok(());
+            }
+            let polled = recorder.poll(state)?;
+            for fault in faults {
+                timeline::measure_end(state, &fault.step, &mut entries[fault.entry], &polled);
+                injector.end(state, &fault.step)?;
+                recorder.event(
+                    "fault_end",
+                    &fault.step.label,
+                    names(state, &fault.step.nodes),
+                )?;
+                timeline::end(
+                    state,
+                    &mut entries[fault.entry],
+                    started.elapsed().as_secs_f64(),
+                );
+                eprintln!(
+                    "t={:.1}s healed: {} ({})",
+                    started.elapsed().as_secs_f64(),
+                    fault.step.label,
+                    entries[fault.entry].effect.summary
+                );
+            }
             Ok(())
         };
         while started.elapsed() < total {
@@ -1909,9 +1933,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
                 .drain(..)
                 .partition(|a| a.until.is_some_and(|until| elapsed >= until));
             active = keep;
-            for fault in done {
-                finish(&mut state, &mut recorder, &mut entries, &fault)?;
-            }
+            finish(&mut state, &mut recorder, &mut entries, done)?;
             // Start the faults that are due.
             while next < schedule.len() && schedule[next].at <= elapsed {
                 let planned = &schedule[next];
@@ -1925,9 +1947,7 @@ pub fn run(args: RunArgs) -> Result<bool> {
                                         && a.step.nodes.iter().any(|n| planned.nodes.contains(n)))
                             });
                         active = keep;
-                        for fault in ended {
-                            finish(&mut state, &mut recorder, &mut entries, &fault)?;
-                        }
+                        finish(&mut state, &mut recorder, &mut entries, ended)?;
                         recorder.event("note", &planned.label, names(&state, &planned.nodes))?;
                     }
                     Action::Restart => {
@@ -1984,13 +2004,27 @@ pub fn run(args: RunArgs) -> Result<bool> {
             }
             std::thread::sleep(Duration::from_millis(args.poll_ms));
         }
-        for fault in active.drain(..) {
-            finish(&mut state, &mut recorder, &mut entries, &fault)?;
-        }
+        finish(
+            &mut state,
+            &mut recorder,
+            &mut entries,
+            std::mem::take(&mut active),
+        )?;
         timeline::write(&out, &mut entries)
             .with_context(|| format!("cannot write {}", out.join("timeline.json").display()))?;
         recorder.poll(&state)?;
         recorder.stake(&state)?;
+        if let Some(inference) = inference {
+            let label = match inference.join() {
+                Ok(Ok(report)) => format!(
+                    "{} requests sent to every honest node: {} answers, {} without one",
+                    report.requests, report.answers, report.errors
+                ),
+                Ok(Err(error)) => format!("failed: {error}"),
+                Err(_) => "the inference thread panicked".to_string(),
+            };
+            recorder.event("inference_end", &label, vec![])?;
+        }
         if let Some(load) = load {
             match load.join() {
                 Ok(Ok(report)) => {
@@ -2030,6 +2064,48 @@ pub fn run(args: RunArgs) -> Result<bool> {
     }
     outcome?;
     check_dir(&out)
+}
+
+type InferenceThread = std::thread::JoinHandle<
+    Result<blyan_harness::inference::DriveReport, blyan_harness::history::HistoryError>,
+>;
+
+/// With `[inference]`, the run's seeded requests go to every honest node, spread over the run,
+/// from a thread of their own (their answers to `inference.jsonl`).
+fn start_inference(
+    manifest: &Manifest,
+    state: &DevnetState,
+    out: &Path,
+    total: Duration,
+    recorder: &mut blyan_harness::recorder::Recorder,
+) -> Result<Option<InferenceThread>> {
+    let Some(spec) = &manifest.inference else {
+        return Ok(None);
+    };
+    let plan = blyan_harness::inference::RequestPlan::new(spec, manifest.seed);
+    if plan.prompts.is_empty() {
+        return Ok(None);
+    }
+    let nodes: Vec<(String, String)> = state
+        .nodes
+        .iter()
+        .filter(|node| manifest.byzantine_label(&node.moniker).is_none())
+        .map(|node| (node.moniker.clone(), node.api.clone()))
+        .collect();
+    recorder.event(
+        "inference_start",
+        &format!(
+            "{} seeded requests of {} prompt tokens to {} honest nodes",
+            plan.prompts.len(),
+            plan.prompts[0].len(),
+            nodes.len()
+        ),
+        nodes.iter().map(|(name, _)| name.clone()).collect(),
+    )?;
+    let out = out.to_path_buf();
+    Ok(Some(std::thread::spawn(move || {
+        blyan_harness::inference::drive(&out, &nodes, &plan, total)
+    })))
 }
 
 #[derive(Args)]

@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", blyan_node::error_line(error.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -170,13 +170,17 @@ fn node(name: &str, extra: &str) -> String {
 #[test]
 fn honest_nodes_hold_against_an_equivocator_and_twins_but_not_beyond_f() {
     let _serial = one_at_a_time();
-    // One equivocating validator of four: safety holds, evidence appears, it is slashed.
+    // One equivocating validator of four: safety holds, evidence appears, it is slashed; the
+    // three honest nodes answer the run's seeded inference requests bit for bit alike.
     let dir = tempfile::tempdir().unwrap();
     let nodes = [
         node("node0", ""),
         node("node1", ""),
         node("node2", ""),
         node("node3", "byzantine = { behaviour = \"equivocate\" }"),
+        "[inference]\nseed = 5\ndim = 64\nhidden = 96\nlayers = 2\nexperts = 4\nvocab = 128\n\
+         max_seq = 64\ntile_bytes = 49152\nrequests = 6\n"
+            .to_string(),
     ]
     .concat();
     let (passed, text, _) = devnet_run(
@@ -191,6 +195,21 @@ fn honest_nodes_hold_against_an_equivocator_and_twins_but_not_beyond_f() {
         assert!(row.contains("pass"), "{line}: {row}\n{text}");
     }
     assert!(text.contains("node3 (50 burned, tombstoned)"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("inference_determinism "))
+        .unwrap_or("");
+    assert!(
+        row.contains("pass") && row.contains("across 3 honest nodes"),
+        "{row}\n{text}"
+    );
+    let compared: u32 = row
+        .split_whitespace()
+        .skip_while(|word| *word != "pass")
+        .nth(1)
+        .and_then(|word| word.parse().ok())
+        .unwrap_or(0);
+    assert!(compared >= 4, "most of the 6 requests compared: {row}");
 
     // Twins of one validator: the same.
     let dir = tempfile::tempdir().unwrap();
@@ -236,7 +255,7 @@ fn honest_nodes_hold_against_an_equivocator_and_twins_but_not_beyond_f() {
 }
 
 #[test]
-fn a_seeded_random_schedule_replays_exactly() {
+fn a_seeded_random_schedule_replays_exactly_and_keeps_the_chain_safe() {
     let _serial = one_at_a_time();
     let manifest = r#"
 name = "nemesis"
@@ -257,6 +276,11 @@ kinds = ["kill", "pause", "latency", "partition-halves", "cut"]
     for salt in [5, 6] {
         let dir = tempfile::tempdir().unwrap();
         let (_, text, out) = devnet_run(dir.path(), manifest, salt, &["--seed", "11"]);
+        // Whatever the nemesis did, no honest node forked, disagreed or accepted a bad block.
+        for check in ["safety ", "agreement ", "validity "] {
+            let row = text.lines().find(|l| l.starts_with(check)).unwrap_or("");
+            assert!(row.contains("pass"), "{check}: {row}\n{text}");
+        }
         let entries = timeline::read(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(
             entries.len() >= 3,

@@ -1,7 +1,9 @@
 //! State sync on real node processes: a fresh node started with `--state-sync` next to a chain
 //! of more than 5,000 blocks restores a verified snapshot and reaches the tip, fetching only the
 //! blocks after the snapshot; a fresh node without it replays every block. Both end with the
-//! validator's app hash. The times of both are printed (figures in the issue's note).
+//! validator's app hash. What is asserted is the work: the state-synced node fetches less than a
+//! tenth of the blocks the replaying one executes. The times of both are printed, not asserted
+//! (speed belongs in benchmarks; shared machines are noisy).
 
 mod common;
 
@@ -51,7 +53,8 @@ fn join(
 }
 
 #[test]
-fn a_fresh_node_state_syncs_past_5000_blocks_and_reaches_the_tip_faster_than_replay() {
+fn a_fresh_node_state_syncs_past_5000_blocks_and_reaches_the_tip_fetching_a_tenth_of_what_replay_executes(
+) {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
     // One validator makes blocks fast; two full nodes are started later, fresh.
@@ -105,6 +108,10 @@ fn a_fresh_node_state_syncs_past_5000_blocks_and_reaches_the_tip_faster_than_rep
     assert!(
         replayed >= tip as f64 - 5.0,
         "node2 replayed {replayed} blocks"
+    );
+    assert!(
+        fetched * 10.0 < replayed,
+        "state sync fetched {fetched} blocks, replay executed {replayed}: not a tenth"
     );
     eprintln!(
         "state sync: snapshot at {from}, tip {tip} reached in {:.2} s ({fetched} blocks fetched); \

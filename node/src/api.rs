@@ -1119,3 +1119,40 @@ async fn checkpoint(State(state): State<Arc<ApiState>>) -> Result<Response, ApiE
     state.metrics.checkpoints_created.inc();
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
+
+#[cfg(test)]
+mod docs_tests {
+    /// Every route the router serves, as `METHOD /path`, read from this file's `router()`.
+    fn routes() -> Vec<String> {
+        let source = include_str!("api.rs");
+        let body = &source[source.find("pub fn router(").expect("router() is here")..];
+        let body = &body[..body.find("\n}\n").expect("router() ends")];
+        body.lines()
+            .filter_map(|line| {
+                let rest = line.trim().strip_prefix(".route(\"")?;
+                let (path, rest) = rest.split_once('"')?;
+                let method = rest.trim_start_matches(", ").split('(').next()?;
+                Some(format!("{} {path}", method.to_uppercase()))
+            })
+            .collect()
+    }
+
+    /// docs/P2P.md's API table names every route the router serves, with its method.
+    #[test]
+    fn every_route_of_the_router_is_in_the_api_table_of_p2p_md() {
+        let docs = include_str!("../../docs/P2P.md");
+        let table = &docs[docs
+            .find("| route | what |")
+            .expect("docs/P2P.md has the table")..];
+        let routes = routes();
+        assert!(routes.len() >= 21, "the parser found {routes:?}");
+        let missing: Vec<&String> = routes
+            .iter()
+            .filter(|route| !table.contains(&format!("`{route}")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/P2P.md's API table lacks {missing:?}"
+        );
+    }
+}

@@ -370,7 +370,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", blyan_node::error_line(error.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -752,6 +752,26 @@ fn require_home(home: &Home) -> Result<()> {
     Ok(())
 }
 
+/// The home's genesis, checked to be for the configured chain.
+fn load_genesis(home: &Home, config: &Config) -> Result<Genesis> {
+    let genesis = Genesis::load(&home.genesis()).with_context(|| {
+        format!(
+            "the node needs {} (written by `blyan-node init` or `devnet up`)",
+            home.genesis().display()
+        )
+    })?;
+    if genesis.chain_id != config.chain_id {
+        bail!(
+            "{}: chain_id {:?} differs from {}: chain_id {:?}",
+            home.config().display(),
+            config.chain_id,
+            home.genesis().display(),
+            genesis.chain_id
+        );
+    }
+    Ok(genesis)
+}
+
 fn load_config(home: &Home) -> Result<Config> {
     require_home(home)?;
     Ok(Config::load(&home.config(), std::env::vars())?)
@@ -846,21 +866,7 @@ fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration
     };
     let node_key = NodeKey::read(&home.node_key())?;
     let validator_key = ValidatorKey::read(&home.validator_key())?;
-    let genesis = Genesis::load(&home.genesis()).with_context(|| {
-        format!(
-            "the node needs {} (written by `blyan-node init` or `devnet up`)",
-            home.genesis().display()
-        )
-    })?;
-    if genesis.chain_id != config.chain_id {
-        bail!(
-            "{}: chain_id {:?} differs from {}: chain_id {:?}",
-            home.config().display(),
-            config.chain_id,
-            home.genesis().display(),
-            genesis.chain_id
-        );
-    }
+    let genesis = load_genesis(home, &config)?;
     let storage = Arc::new(Storage::open(&home.data(), &config.storage)?);
     let listen = config.api_listen();
     let metrics = Arc::new(Metrics::new(blyan_node::VERSION, blyan_node::GIT_COMMIT));
@@ -1122,8 +1128,9 @@ fn migrate(from: &Path, home: &Home) -> Result<()> {
     }
     let (count, _) = legacy::verify(from)?;
     eprintln!("verified {count} legacy blocks in {}", from.display());
+    let genesis = load_genesis(home, &config)?;
     let storage = Storage::open(&home.data(), &config.storage)?;
-    let report = legacy::import(from, &storage, &config.chain_id)?;
+    let report = blyan_node::migrate::import(from, &storage, &genesis)?;
     println!(
         "imported {} blocks ({} already present), {} expert files; latest height {}",
         report.blocks_imported,

@@ -38,7 +38,7 @@ use crate::p2p::{
 };
 use crate::p2p::{SnapshotRequest, SnapshotResponse, MAX_SYNC_SETS};
 use crate::state::store::{Store, BUCKETS};
-use crate::state::{set_hash, set_key, ChainState, StateEvent};
+use crate::state::{set_hash, set_key, ChainState, Executed, StateEvent};
 use crate::storage::{Storage, StorageError};
 use crate::wire::{self, Commit};
 
@@ -77,6 +77,25 @@ pub fn app_hash_key(height: u64) -> Vec<u8> {
 /// follows the set from genesis through them; the state prunes old sets).
 pub fn set_record_key(epoch: u64) -> Vec<u8> {
     [b"vs/".as_slice(), &epoch.to_be_bytes()].concat()
+}
+
+/// The validator-set records a block's commit writes beside it: the genesis set with block 1,
+/// and each set the block fixed for a later epoch. `app` holds the state before the block.
+pub fn set_records(height: u64, app: &App, executed: &Executed) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut records = Vec::new();
+    if height == 1 {
+        if let Some(bytes) = app.read().store().get(&set_key(0)) {
+            records.push((set_record_key(0), bytes.to_vec()));
+        }
+    }
+    for event in &executed.events {
+        if let StateEvent::NewSet { epoch, .. } = event {
+            if let Some(Some(bytes)) = executed.writes.get(&set_key(*epoch)) {
+                records.push((set_record_key(*epoch), bytes.clone()));
+            }
+        }
+    }
+    records
 }
 
 /// State snapshots are cut into this many chunks of whole buckets.
@@ -325,7 +344,12 @@ impl Node {
             let next = state
                 .validators_at(height + 1)
                 .unwrap_or_else(|| set.validators().to_vec());
-            let prev = (tip.height > 0)
+            // A tip imported from the legacy chain (`blyan-node migrate`) has no commit
+            // certificate: the next block carries no last commit, like the first block.
+            let imported_tip = tip.height > 0
+                && storage.consensus_get(&commit_key(tip.height))?.is_none()
+                && storage.legacy_origin()?.is_some();
+            let prev = (tip.height > 0 && !imported_tip)
                 .then(|| state.validators_at(tip.height))
                 .flatten();
             (set, next, prev)
@@ -832,18 +856,7 @@ impl Node {
         let events = executed.events.clone();
         let mut records = Vec::with_capacity(txs.len() + 3);
         records.push((commit_key(height), commit.encode()));
-        if height == 1 {
-            if let Some(bytes) = self.app.read().store().get(&set_key(0)) {
-                records.push((set_record_key(0), bytes.to_vec()));
-            }
-        }
-        for event in &events {
-            if let StateEvent::NewSet { epoch, .. } = event {
-                if let Some(Some(bytes)) = executed.writes.get(&set_key(*epoch)) {
-                    records.push((set_record_key(*epoch), bytes.clone()));
-                }
-            }
-        }
+        records.extend(set_records(height, &self.app, &executed));
         records.push((app_hash_key(height), app_hash.0.to_vec()));
         let mut committed = HashSet::with_capacity(txs.len());
         for (index, (tx, outcome)) in txs.iter().zip(&outcomes).enumerate() {

@@ -447,3 +447,80 @@ fn experts_generate_writes_a_seeded_model_and_refuses_bad_shapes() {
         &["does not exist"],
     );
 }
+
+/// The roadmap's migration from the file-based layout ends in a running node: the imported
+/// home starts, serves every legacy block (its record and hash) over the API and keeps
+/// committing native blocks on top of them.
+#[test]
+fn a_migrated_home_starts_serves_the_legacy_blocks_and_commits_on_top() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_home(&home);
+    let legacy_dir = dir.path().join("legacy");
+    let legacy_blocks = legacy::write_sample(&legacy_dir, 3).unwrap();
+    let home_arg = home.to_str().unwrap();
+    let from = legacy_dir.to_str().unwrap();
+    let output = node(&["migrate", "--from", from, "--home", home_arg]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let addr: SocketAddr = listen.parse().unwrap();
+    let mut child = Command::new(common::BIN)
+        .args(["start", "--home", home_arg, "--api-listen", &listen])
+        .env("BLYAN_P2P_LISTEN", "/ip4/127.0.0.1/tcp/0")
+        .env("BLYAN_CONSENSUS_TIMEOUT_COMMIT_MS", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let height = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut text = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut text).unwrap();
+            panic!("the migrated node exited ({status}): {text}");
+        }
+        let latest = common::http(addr, "GET", "/status", b"")
+            .ok()
+            .and_then(|status| serde_json::from_str::<serde_json::Value>(&status.body).ok())
+            .and_then(|status| status["latest_height"].as_u64());
+        if let Some(height) = latest.filter(|height| *height >= 6) {
+            break height;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no native block on top of the 3 imported ones: {latest:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(height >= 6);
+    for (index, legacy_block) in legacy_blocks.iter().enumerate() {
+        let path = format!("/blocks/{}", index + 1);
+        let response = common::http(addr, "GET", &path, b"").unwrap();
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        let view: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        let txs = view["txs"].as_array().unwrap();
+        assert_eq!(txs.len(), 1, "{path}: {view}");
+        let record = hex::decode(txs[0].as_str().unwrap()).unwrap();
+        let record: legacy::LegacyBlock = serde_json::from_slice(&record).unwrap();
+        assert_eq!(record.hash, legacy_block.hash, "{path}");
+        assert_eq!(&record, legacy_block, "{path}");
+    }
+    // The first native block links to the last imported one and carries a commit.
+    let imported = common::http(addr, "GET", "/blocks/3", b"").unwrap();
+    let imported: serde_json::Value = serde_json::from_str(&imported.body).unwrap();
+    let native = common::http(addr, "GET", "/blocks/4", b"").unwrap();
+    let native: serde_json::Value = serde_json::from_str(&native.body).unwrap();
+    assert_eq!(native["prev_hash"], imported["hash"], "{native}");
+    assert_eq!(
+        native["commit"]["signatures"].as_array().map(Vec::len),
+        Some(1),
+        "{native}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean shutdown: {status}");
+}

@@ -106,6 +106,7 @@ fn sigkill_during_commits_loses_no_acknowledged_block_in_50_kills() {
     let dir = tempfile::tempdir().unwrap();
     let sizes = [1024, 64 * 1024, 1 << 20];
     let mut total_acked = 0;
+    let mut previous_last = 0;
     for round in 0..50 {
         let size = sizes[round % sizes.len()];
         let acks = rng.gen_range(1..40);
@@ -117,11 +118,23 @@ fn sigkill_during_commits_loses_no_acknowledged_block_in_50_kills() {
             lost.is_empty(),
             "round {round} (seed {seed}, size {size}): acknowledged heights {lost:?} lost after SIGKILL"
         );
-        // Heights keep rising across rounds: the writer resumed from what survived.
-        if let (Some(first), Some(last)) = (result.acked.first(), result.acked.last()) {
-            assert!(first.0 <= last.0);
+        // Heights keep rising across rounds: each writer resumed on top of everything the
+        // previous one acknowledged (what survived), one height after another.
+        if let Some(first) = result.acked.first() {
+            assert!(
+                first.0 > previous_last,
+                "round {round}: first acknowledged height {} is not above the previous round's last {previous_last}",
+                first.0
+            );
+        }
+        for pair in result.acked.windows(2) {
+            assert_eq!(pair[1].0, pair[0].0 + 1, "round {round}: heights in order");
+        }
+        if let Some(last) = result.acked.last() {
+            previous_last = last.0;
         }
     }
+    assert!(previous_last >= 50, "every round committed something");
     eprintln!("50 kills, {total_acked} acknowledged commits, 0 lost (seed {seed})");
 }
 

@@ -239,12 +239,12 @@ fn transfers_commit_and_bad_transactions_are_refused_with_the_reason() {
 /// Connects a fresh attacker peer to a node started with `env`, publishes `messages(round)`
 /// every 200 ms until the node shows the attacker's gossip score below zero (and, when
 /// `rejected` is set, at least that many messages rejected by validation); then checks that the
-/// node kept committing.
+/// node kept committing. Returns the node's refusals from the P2P side by reason.
 async fn attack(
     env: &[(&str, &str)],
     rejected: u64,
     messages: impl Fn(u32) -> Vec<(Topic, Vec<u8>)>,
-) {
+) -> std::collections::BTreeMap<String, f64> {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     init_home(&home);
@@ -318,29 +318,64 @@ async fn attack(
         assert!(Instant::now() < deadline, "node stalled at {height}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let metrics = tokio::task::spawn_blocking(move || common::http(api, "GET", "/metrics", b""))
+        .await
+        .unwrap()
+        .unwrap()
+        .body;
+    let prefix = "blyan_refused_inputs_total{source=\"p2p\",reason=\"";
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(prefix)?;
+            let (reason, value) = rest.split_once("\"} ")?;
+            Some((reason.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_gossiping_malformed_or_forged_votes_is_rejected_and_penalised() {
-    attack(&[], 2, |round| {
+async fn a_peer_gossiping_malformed_votes_is_rejected_and_penalised() {
+    let refused = attack(&[], 2, |round| {
         let mut garbage = b"not a vote ".to_vec();
         garbage.extend_from_slice(&round.to_be_bytes());
-        // Well-formed, but the signature is zeros.
+        vec![(Topic::Votes, garbage)]
+    })
+    .await;
+    assert!(
+        refused.get("malformed_vote").copied().unwrap_or(0.0) >= 2.0,
+        "{refused:?}"
+    );
+    assert_eq!(refused.get("bad_signature"), None, "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gossiping_forged_votes_is_rejected_for_the_signature_and_penalised() {
+    let refused = attack(&[], 2, |round| {
+        // Well-formed (it decodes), but the signature is zeros.
         let mut forged = vec![1u8];
         forged.extend_from_slice(&u64::from(round).to_be_bytes());
         forged.extend_from_slice(&[0; 4 + 1 + 4 + 64]);
-        vec![(Topic::Votes, garbage), (Topic::Votes, forged)]
+        vec![(Topic::Votes, forged)]
     })
     .await;
+    assert!(
+        refused.get("bad_signature").copied().unwrap_or(0.0) >= 2.0,
+        "forged votes decode and fail the signature check: {refused:?}"
+    );
+    assert_eq!(refused.get("malformed_vote"), None, "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_gossiping_oversized_messages_is_penalised() {
     // Over the 64 KiB limit of the node's proposal topic (the attacker allows itself 1 MiB).
-    attack(&[("BLYAN_P2P_MAX_MESSAGE_BYTES", "65536")], 0, |round| {
+    // The score falling below zero is the penalty; gossipsub drops the messages as over the
+    // topic's limit before the node sees them, so its own validation refuses none.
+    let refused = attack(&[("BLYAN_P2P_MAX_MESSAGE_BYTES", "65536")], 0, |round| {
         let mut proposal = vec![0u8; 100 << 10];
         proposal[..4].copy_from_slice(&round.to_be_bytes());
         vec![(Topic::Proposals, proposal)]
     })
     .await;
+    assert_eq!(refused.get("malformed_proposal"), None, "{refused:?}");
 }

@@ -52,10 +52,23 @@ pub fn daemon(rt: &tokio::runtime::Runtime) -> Option<Docker> {
             panic!("CI=true but {error}: the Docker tests must run in CI")
         }
         Err(error) => {
-            eprintln!("\n!!! SKIPPING Docker test: {error} !!!\n");
+            skipped(&format!("no Docker daemon answers ({error})"));
             None
         }
     }
+}
+
+/// Says that the running test skips, on a line of its own that reaches the terminal or the
+/// CI log even while the test harness captures output (written to the stderr handle, not
+/// through `eprintln!`, which libtest captures), in the form `.ci/summary` counts:
+/// `SKIPPED <test>: <reason>`.
+pub fn skipped(reason: &str) {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
 }
 
 /// Containers, networks and volumes labelled `blyan.devnet=<devnet>`.

@@ -2,7 +2,7 @@
 //! with a message naming the height, nodes or hashes.
 
 use super::*;
-use crate::history::{Event, RunInfo, RunNode, SignatureRecord};
+use crate::history::{Event, InferenceRecord, RunInfo, RunNode, SignatureRecord};
 use blyan_node::consensus::types::{Vote, VoteKind};
 use ed25519_dalek::{Signer, SigningKey};
 
@@ -382,4 +382,108 @@ fn byzantine_power_beyond_a_third_fails_the_run() {
         "{}",
         bound.detail
     );
+}
+
+fn inference(node: usize, request: u32, output: Option<&str>) -> InferenceRecord {
+    InferenceRecord {
+        at_ms: START + u64::from(request) * 1000,
+        node: format!("node{node}"),
+        request,
+        prompt: vec![request, 1, 2],
+        max_new_tokens: 4,
+        tokens: output.map_or(Vec::new(), |_| vec![7, 8, 9, 10]),
+        output_hash: output.map(str::to_string),
+        error: output.is_none().then(|| "connection refused".to_string()),
+    }
+}
+
+/// Three seeded requests to four nodes, every answer the same (node3 unreachable for one).
+fn with_inference() -> History {
+    let mut history = clean();
+    for request in 0..3 {
+        for node in 0..4 {
+            let answered = !(node == 3 && request == 1);
+            let hash = format!("{:02x}", request + 0xa0).repeat(32);
+            history
+                .inference
+                .push(inference(node, request, answered.then_some(hash.as_str())));
+        }
+    }
+    history
+}
+
+#[test]
+fn identical_inference_outputs_pass_with_the_number_of_requests_compared() {
+    let history = with_inference();
+    let check = inference_determinism(&history);
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+    assert!(
+        check
+            .detail
+            .starts_with("3 requests compared across 4 honest nodes"),
+        "{}",
+        check.detail
+    );
+    assert!(check.detail.contains("1 without one"), "{}", check.detail);
+    assert!(
+        check.detail.contains("node3 on request 1"),
+        "{}",
+        check.detail
+    );
+}
+
+#[test]
+fn one_differing_inference_output_fails_naming_the_node_and_the_request() {
+    let mut history = with_inference();
+    let victim = history
+        .inference
+        .iter_mut()
+        .find(|r| r.node == "node2" && r.request == 2)
+        .unwrap();
+    victim.output_hash = Some("ff".repeat(32));
+    let detail = only_failure(&history, "inference_determinism");
+    assert!(detail.contains("request 2:"), "{detail}");
+    assert!(detail.contains("node2 ffffffffffff"), "{detail}");
+    assert!(detail.contains("node0 a2a2a2a2a2a2"), "{detail}");
+    assert!(!detail.contains("request 0"), "{detail}");
+}
+
+#[test]
+fn a_byzantine_node_s_inference_output_is_not_judged() {
+    let mut history = with_inference();
+    history.run.as_mut().unwrap().nodes[2].byzantine = Some("equivocate".into());
+    for record in history.inference.iter_mut().filter(|r| r.node == "node2") {
+        record.output_hash = Some("ff".repeat(32));
+    }
+    let check = inference_determinism(&history);
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+    assert!(
+        check.detail.contains("across 3 honest nodes"),
+        "{}",
+        check.detail
+    );
+}
+
+#[test]
+fn inference_that_no_two_nodes_answered_fails() {
+    let mut history = with_inference();
+    for record in history.inference.iter_mut().filter(|r| r.node != "node0") {
+        record.output_hash = None;
+        record.error = Some("503 weights unavailable".into());
+    }
+    let detail = only_failure(&history, "inference_determinism");
+    assert!(
+        detail.contains("no request was answered by two honest nodes"),
+        "{detail}"
+    );
+    assert!(detail.contains("503 weights unavailable"), "{detail}");
+}
+
+#[test]
+fn inference_records_round_trip_through_the_run_directory() {
+    let history = with_inference();
+    let dir = tempfile::tempdir().unwrap();
+    history.save(dir.path()).unwrap();
+    let loaded = History::load(dir.path()).unwrap();
+    assert_eq!(loaded.inference, history.inference);
 }

@@ -372,9 +372,28 @@ pub struct InferenceSpec {
     pub top_k: Option<i64>,
     pub max_seq: Option<i64>,
     pub tile_bytes: Option<i64>,
+    /// `devnet run`: seeded requests sent to every honest node, spread over the run (default
+    /// 8; 0 sends none), whose outputs `inference_determinism` compares.
+    pub requests: Option<i64>,
+    /// Prompt length of each request, in tokens (default 8).
+    pub prompt_tokens: Option<i64>,
+    /// Tokens each request generates (default 4).
+    pub new_tokens: Option<i64>,
 }
 
 impl InferenceSpec {
+    /// `devnet run`'s seeded requests: how many, prompt length, tokens to generate.
+    pub fn request_shape(&self) -> (u32, u32, u32) {
+        let clamp = |value: Option<i64>, fallback: u32| {
+            value.map_or(fallback, |v| v.clamp(0, i64::from(u32::MAX)) as u32)
+        };
+        (
+            clamp(self.requests, 8),
+            clamp(self.prompt_tokens, 8),
+            clamp(self.new_tokens, 4),
+        )
+    }
+
     pub fn model(&self) -> String {
         self.model.clone().unwrap_or_else(|| "moe".into())
     }
@@ -504,6 +523,7 @@ commit_delay_ms = 0       # devnet-only slowdown added to every commit (regressi
 # downtime_window = 100
 # downtime_max_missed = 50
 # downtime_jail_blocks = 100
+# evidence_max_age = 100  # at most unbonding_blocks
 
 [network]
 proxy = false             # route every directed link through a fault proxy (chaos)
@@ -556,6 +576,9 @@ memory_mb = 256           # memory limit per node container
 # seed = 42               # registers the files on chain, the other nodes fetch from peers
 # layers = 4              # default model: 4 layers x 8 experts of 4 MiB, dim 256, vocab 1024
 # experts = 8
+# requests = 8            # devnet run: seeded POST /infer to every honest node, compared
+# prompt_tokens = 8       # by the inference_determinism check
+# new_tokens = 4
 "#;
 
 impl Manifest {
@@ -1030,6 +1053,32 @@ impl Manifest {
                 let field = reason.split(' ').next().unwrap_or("inference");
                 invalid(&format!("inference.{field}"), reason)
             })?;
+            for (field, value, range) in [
+                ("inference.requests", spec.requests, 0..=1000),
+                ("inference.prompt_tokens", spec.prompt_tokens, 1..=4096),
+                ("inference.new_tokens", spec.new_tokens, 1..=64),
+            ] {
+                if let Some(value) = value.filter(|value| !range.contains(value)) {
+                    return Err(invalid(
+                        field,
+                        &format!(
+                            "{value} is not between {} and {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    ));
+                }
+            }
+            let (_, prompt, new) = spec.request_shape();
+            if (prompt + new) as usize > config.max_seq {
+                return Err(invalid(
+                    "inference.prompt_tokens",
+                    &format!(
+                        "{prompt} prompt + {new} new tokens exceed the model's max_seq ({})",
+                        config.max_seq
+                    ),
+                ));
+            }
         }
         Ok(())
     }

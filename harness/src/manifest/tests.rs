@@ -35,6 +35,45 @@ fn explicit_nodes_resolve_in_order_with_roles_and_stake() {
     assert_eq!(nodes[1].stake, 0);
 }
 
+/// The field (or position) each case of `bad_manifests_name_the_field` must name.
+const FIELDS: &[(&str, &str)] = &[
+    ("unknown field", "`surprise`"),
+    ("negative stake", "nodes[0].stake:"),
+    ("zero stake", "nodes[3].stake:"),
+    ("zero validators", "validators:"),
+    ("only full nodes", "nodes:"),
+    ("duplicate names", "nodes[1].name:"),
+    ("too many nodes", "validators:"),
+    ("counts and nodes", "nodes:"),
+    ("bad role", "`king`"),
+    ("bad fault kind", "faults[0].kind:"),
+    ("fault on unknown node", "faults[0].nodes:"),
+    ("link fault without proxy", "faults[0].kind:"),
+    ("latency without latency_ms", "faults[0].latency_ms:"),
+    ("jitter above latency", "faults[0].jitter_ms:"),
+    ("bad partition shape", "faults[0].shape:"),
+    ("halves without proxy", "faults[0].shape:"),
+    ("partition forever", "faults[0].duration_s:"),
+    ("random bad kind", "faults[0].kinds:"),
+    ("random link kind without proxy", "faults[0].kinds:"),
+    ("twin of nobody", "nodes[1].twin_of:"),
+    (
+        "heights trigger without heights",
+        "nodes[0].byzantine.heights:",
+    ),
+    ("latency zone without nodes", "network.latency[0].from:"),
+    ("bad byzantine", "nodes[0].byzantine.behaviour:"),
+    (
+        "probability without value",
+        "nodes[0].byzantine.probability:",
+    ),
+    ("zero epoch", "consensus.epoch_length:"),
+    ("memory", "resources.memory_mb:"),
+    ("bad name", "name:"),
+    ("missing name", "`name`"),
+    ("not toml", "(line 1, column 8)"),
+];
+
 #[test]
 fn bad_manifests_name_the_field() {
     let cases = [
@@ -70,7 +109,20 @@ fn bad_manifests_name_the_field() {
     ];
     let report: Vec<String> = cases
         .iter()
-        .map(|(case, text)| format!("{case}: {}", error(text)))
+        .map(|(case, text)| {
+            let message = error(text);
+            // Each message names the field (or the line) at fault, not just any error.
+            let field = FIELDS
+                .iter()
+                .find(|(name, _)| name == case)
+                .map(|(_, field)| *field)
+                .unwrap_or_else(|| panic!("{case}: no expected field"));
+            assert!(
+                message.starts_with("m.toml: ") && message.contains(field),
+                "{case}: {message:?} does not name {field:?}"
+            );
+            format!("{case}: {message}")
+        })
         .collect();
     insta::assert_snapshot!(report.join("\n"));
 }

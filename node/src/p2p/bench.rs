@@ -460,3 +460,73 @@ pub async fn link(bytes: u64, runs: usize, handshakes: u32) -> Result<LinkReport
         https_handshake: summary(&handshake_times),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn handshakes_are_tls_1_3_and_each_phase_is_timed() {
+        let report = runtime().block_on(handshake(3)).unwrap();
+        assert_eq!(report.iterations, 3);
+        assert!(
+            report.tls_version.contains("TLSv1_3"),
+            "{}",
+            report.tls_version
+        );
+        for phase in [&report.tcp_connect, &report.tls_handshake, &report.muxer] {
+            assert_eq!(phase.count, 3);
+            assert!(phase.p50_ms <= phase.max_ms);
+        }
+        // The whole connection is no faster than its TLS handshake alone.
+        assert!(report.connection.max_ms >= report.tls_handshake.p50_ms);
+    }
+
+    #[test]
+    fn every_vote_reaches_every_other_node_of_a_small_mesh() {
+        let report = runtime().block_on(gossip(3, 4)).unwrap();
+        assert_eq!((report.nodes, report.messages), (3, 4));
+        assert_eq!(report.lost_deliveries, 0, "{report:?}");
+        // Each message is received by the 2 other nodes.
+        assert_eq!(report.delivery.count, 4 * 2);
+        assert_eq!(report.all_nodes.count, 4);
+    }
+
+    #[test]
+    fn a_link_moves_every_byte_in_plaintext_and_over_tls() {
+        let report = runtime().block_on(link(1 << 20, 2, 2)).unwrap();
+        assert_eq!(
+            (
+                report.runs,
+                report.plaintext_mib_s.len(),
+                report.tls_mib_s.len()
+            ),
+            (2, 2, 2)
+        );
+        assert!(report.plaintext_median_mib_s > 0.0 && report.tls_median_mib_s > 0.0);
+        assert!(
+            report.cipher_suite.contains("TLS13"),
+            "{}",
+            report.cipher_suite
+        );
+        assert_eq!(report.https_handshake.count, 2);
+        let ratio = report.tls_median_mib_s / report.plaintext_median_mib_s;
+        assert!((report.tls_over_plaintext - ratio).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_socket_address_comes_from_an_ip4_tcp_multiaddr_only() {
+        let address: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        assert_eq!(socket_of(&address), Some("127.0.0.1:4001".parse().unwrap()));
+        let no_port: Multiaddr = "/ip4/127.0.0.1".parse().unwrap();
+        assert_eq!(socket_of(&no_port), None);
+    }
+}

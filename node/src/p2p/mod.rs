@@ -1786,3 +1786,6 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

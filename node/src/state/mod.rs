@@ -83,7 +83,7 @@ impl StakingParams {
             downtime_window: 100,
             downtime_max_missed: 50,
             downtime_jail_blocks: 100,
-            evidence_max_age: 1_000,
+            evidence_max_age: 100,
         }
     }
 
@@ -138,6 +138,16 @@ impl StakingParams {
         }
         if self.evidence_max_age == 0 {
             return Err(("staking.evidence_max_age", "must be > 0".into()));
+        }
+        if self.evidence_max_age > self.unbonding_blocks {
+            return Err((
+                "staking.evidence_max_age",
+                format!(
+                    "{} is longer than unbonding_blocks ({}): stake could finish unbonding \
+                     before the evidence of an equivocation it was bonded for is judged",
+                    self.evidence_max_age, self.unbonding_blocks
+                ),
+            ));
         }
         Ok(())
     }
@@ -780,6 +790,35 @@ impl Exec<'_> {
         burned
     }
 
+    /// Burns `bps` of every unbonding from validator `key` that began at or after height
+    /// `since`: that stake was bonded at the infraction. Returns what was burned.
+    fn slash_unbonding(&mut self, key: &[u8; 32], since: u64, bps: u64) -> u64 {
+        let mut burned = 0u64;
+        for (entry, value) in self.overlay.scan(b"u/") {
+            if entry[42..74] != key[..] {
+                continue;
+            }
+            let began = number(&entry[2..10]).saturating_sub(self.params.unbonding_blocks);
+            if began < since {
+                continue;
+            }
+            let amount = number(&value);
+            let cut = (u128::from(amount) * u128::from(bps) / u128::from(BPS)) as u64;
+            if cut == 0 {
+                continue;
+            }
+            if amount == cut {
+                self.overlay.delete(entry);
+            } else {
+                self.overlay
+                    .put(entry, (amount - cut).to_be_bytes().to_vec());
+            }
+            burned += cut;
+        }
+        self.supply.burned += burned;
+        burned
+    }
+
     fn punished(&mut self, validator: [u8; 32], reason: &'static str, burned: u64, until: u64) {
         self.events.push(StateEvent::Slashed {
             validator,
@@ -834,7 +873,10 @@ impl Exec<'_> {
         if record.tombstoned {
             return Err("the validator is already tombstoned".into());
         }
-        let burned = self.slash(&member.key, &mut record, self.params.double_sign_slash_bps);
+        let bps = self.params.double_sign_slash_bps;
+        let unbonding = self.slash_unbonding(&member.key, vote.height, bps);
+        record.slashed += unbonding;
+        let burned = self.slash(&member.key, &mut record, bps) + unbonding;
         record.tombstoned = true;
         record.jailed = true;
         record.jailed_until = u64::MAX;

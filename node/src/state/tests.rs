@@ -20,7 +20,7 @@ fn params() -> StakingParams {
         downtime_window: 4,
         downtime_max_missed: 2,
         downtime_jail_blocks: 3,
-        evidence_max_age: 20,
+        evidence_max_age: 3,
         ..StakingParams::devnet()
     }
 }
@@ -235,6 +235,74 @@ fn delegation_changes_power_only_at_the_next_epoch_and_unbonding_returns_tokens_
     conserved(&state);
 }
 
+/// The nothing-at-stake escape: a validator unbonds everything, then its equivocation of a
+/// height at which the stake was still bonded is judged. The unbonding stake is slashed as the
+/// bonded stake would have been (CometBFT/Cosmos); an unbonding that began before the
+/// infraction is not.
+#[test]
+fn unbonding_stake_is_slashed_for_an_equivocation_committed_while_it_was_bonded() {
+    // No rewards, so that the balance shows exactly what the unbonding returns.
+    let quiet = StakingParams {
+        block_reward: 0,
+        ..params()
+    };
+    let mut state = genesis(quiet.clone());
+    let all = [0, 1, 2, 3];
+    block(&mut state, &all, &[], vec![]);
+    let unbond = |amount| {
+        Tx::signed(
+            CHAIN,
+            &key(3),
+            TxBody::Undelegate {
+                validator: address(3),
+                amount,
+            },
+            0,
+            0,
+        )
+    };
+    // Height 2: validator seed 3 (index 2) unbonds all its 100; it matures at height 5.
+    block(&mut state, &all, &[unbond(100)], vec![]);
+    assert_eq!(state.validator(&address(3)).unwrap().tokens, 0);
+    // Height 3 carries the evidence of its equivocation at height 2, while it was bonded.
+    let executed = block(&mut state, &all, &[], vec![equivocation(3, 2, 2)]);
+    let burned: u64 = executed
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            StateEvent::Slashed { burned, .. } => Some(*burned),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(burned, 5, "5% of the 100 unbonding");
+    assert_eq!(state.unbondings()[0].3, 95);
+    conserved(&state);
+    while state.height < 5 {
+        block(&mut state, &all, &[], vec![]);
+    }
+    assert_eq!(state.account(&address(3)).balance, 95, "only 95 come back");
+
+    // An unbonding that began before the infraction was not at stake in it.
+    let mut state = genesis(quiet);
+    block(&mut state, &all, &[], vec![]);
+    block(&mut state, &all, &[unbond(100)], vec![]);
+    block(&mut state, &all, &[], vec![]);
+    block(&mut state, &all, &[], vec![equivocation(3, 2, 3)]);
+    assert_eq!(state.unbondings()[0].3, 100);
+}
+
+#[test]
+fn genesis_refuses_evidence_older_than_the_unbonding_period() {
+    let mut params = StakingParams::devnet();
+    params.evidence_max_age = params.unbonding_blocks + 1;
+    let (field, reason) = params.validate().unwrap_err();
+    assert_eq!(field, "staking.evidence_max_age");
+    assert!(reason.contains("unbonding_blocks"), "{reason}");
+    params.evidence_max_age = params.unbonding_blocks;
+    assert!(params.validate().is_ok());
+    assert!(StakingParams::mainnet().validate().is_ok());
+}
+
 #[test]
 fn rewards_and_fees_are_paid_exactly_with_commission_and_delegators() {
     let mut p = params();
@@ -337,6 +405,83 @@ fn build_tx(state: &ChainState, (kind, from, to, amount, fee): (u8, u8, u8, u64,
     Tx::signed(CHAIN, &key(from), body, fee, nonce)
 }
 
+/// Validator seed 3's stake: 100 of its own; delegator seed 10 adds `delegated` at height 1.
+/// Blocks 2.. each may unbond (delegator, amount) from it; it equivocates at height
+/// `infraction` and the evidence rides in the block `delay` later. Amounts are multiples of
+/// 20, so 5% of each entry is exact. (Infractions stay in epoch 0, where index 2 is seed 3.)
+fn equivocation_run(
+    delegated: u64,
+    unbonds: &[(bool, u64)],
+    infraction: u64,
+    delay: u64,
+) -> (u64, u64, ChainState) {
+    let mut p = params();
+    p.unbonding_blocks = 6;
+    p.evidence_max_age = 6;
+    let mut state = genesis(p);
+    let all = [0, 1, 2, 3];
+    let delegate = Tx::signed(
+        CHAIN,
+        &key(10),
+        TxBody::Delegate {
+            validator: address(3),
+            amount: delegated,
+        },
+        0,
+        0,
+    );
+    block(&mut state, &all, &[delegate], vec![]);
+    let evidence_at = infraction + delay;
+    let mut at_stake = 0;
+    let mut burned = 0;
+    let mut next = unbonds.iter();
+    while state.height < evidence_at {
+        let height = state.height + 1;
+        if height == infraction {
+            at_stake = state.validator(&address(3)).unwrap().tokens;
+        }
+        let mut txs = Vec::new();
+        if let Some((own, amount)) = next.next() {
+            let delegator = if *own { 3 } else { 10 };
+            let bonded = state
+                .delegations(&address(3))
+                .iter()
+                .find(|(key, _)| *key == address(delegator))
+                .map_or(0, |(_, amount)| *amount);
+            let amount = (*amount).min(bonded);
+            if amount > 0 {
+                let nonce = state.account(&address(delegator)).nonce;
+                txs.push(Tx::signed(
+                    CHAIN,
+                    &key(delegator),
+                    TxBody::Undelegate {
+                        validator: address(3),
+                        amount,
+                    },
+                    0,
+                    nonce,
+                ));
+            }
+        }
+        let evidence = if height == evidence_at {
+            vec![equivocation(3, 2, infraction)]
+        } else {
+            vec![]
+        };
+        let executed = block(&mut state, &all, &txs, evidence);
+        burned += executed
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                StateEvent::Slashed { burned, .. } => Some(*burned),
+                _ => None,
+            })
+            .sum::<u64>();
+        conserved(&state);
+    }
+    (at_stake, burned, state)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -388,5 +533,19 @@ proptest! {
         let supply = state.supply();
         prop_assert_eq!(supply.minted, state.height * state.params.block_reward);
         prop_assert_eq!(supply.burned, burned_by_events, "every burn is a slashing");
+    }
+
+    /// No equivocation within the unbonding window goes unpunished: whatever the validator and
+    /// its delegator unbond before or after it, exactly the stake bonded at the infraction's
+    /// height (5%) is burned, from delegations and unbonding entries alike.
+    #[test]
+    fn no_equivocation_within_the_unbonding_window_goes_unpunished(
+        delegated in (0u64..=50).prop_map(|k| k * 20),
+        unbonds in proptest::collection::vec((any::<bool>(), (0u64..=60).prop_map(|k| k * 20)), 0..12),
+        infraction in 2u64..=5,
+        delay in 1u64..=6,
+    ) {
+        let (at_stake, burned, _) = equivocation_run(delegated, &unbonds, infraction, delay);
+        prop_assert_eq!(burned, at_stake / 20, "5% of the {} bonded at height {}", at_stake, infraction);
     }
 }

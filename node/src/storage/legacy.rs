@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{meta_key, Storage, StorageError};
+use super::{meta_key, StateChange, Storage, StorageError};
 use crate::block::{Block, Hash};
 
 /// Largest legacy block file we read, in bytes.
@@ -63,6 +63,8 @@ pub enum LegacyError {
     },
     #[error("home database {home} already holds another chain ({detail}); use a fresh home")]
     ForeignChain { home: PathBuf, detail: String },
+    #[error("replaying legacy block {height} over the chain state: {detail}")]
+    Replay { height: u64, detail: String },
     #[error("{0}")]
     Storage(#[from] StorageError),
 }
@@ -205,10 +207,45 @@ pub fn verify(dir: &Path) -> Result<(u64, String), LegacyError> {
     Ok((files.len() as u64, genesis))
 }
 
-/// Imports `dir` into `storage` as chain `chain_id`. Verifies everything first; idempotent.
-pub fn import(dir: &Path, storage: &Storage, chain_id: &str) -> Result<ImportReport, LegacyError> {
+/// One native block built from a legacy record: what [`import`] commits in one atomic batch.
+pub struct Replayed {
+    pub block: Block,
+    /// The state changes the block makes (the whole genesis state with the first block).
+    pub changes: Vec<StateChange>,
+    /// Consensus records written with it (the app hash after the block, validator sets).
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Builds each imported block over the chain state, so that the imported home holds the state
+/// of its tip and a node can start on it (the state rules live above storage, in the app).
+pub trait Replay {
+    /// The native block at `height` (on `prev_hash`) whose one transaction is `record`.
+    fn block(
+        &mut self,
+        height: u64,
+        time_ms: u64,
+        prev_hash: Hash,
+        record: Vec<u8>,
+    ) -> Result<Replayed, String>;
+    /// The block last built was committed to storage.
+    fn committed(&mut self);
+}
+
+/// Imports `dir` into `storage` as chain `chain_id`, building each block and its state with
+/// `replay`. Verifies everything first; idempotent; an interrupted import can be run again.
+pub fn import(
+    dir: &Path,
+    storage: &Storage,
+    chain_id: &str,
+    replay: &mut dyn Replay,
+) -> Result<ImportReport, LegacyError> {
     let (count, genesis) = verify(dir)?;
     check_same_chain(storage, chain_id, &genesis)?;
+    // Recorded before the first block, so that a home interrupted mid-import is still known
+    // as an import (the node starts on an imported tip without a commit certificate).
+    if storage.meta_get(meta_key::LEGACY_ORIGIN)?.is_none() && count > 0 {
+        storage.meta_put(meta_key::LEGACY_ORIGIN, genesis.as_bytes())?;
+    }
     let mut report = ImportReport {
         blocks_verified: count,
         ..ImportReport::default()
@@ -229,19 +266,13 @@ pub fn import(dir: &Path, storage: &Storage, chain_id: &str) -> Result<ImportRep
             continue;
         }
         let tip = storage.tip();
-        let block = Block::new(
-            chain_id,
-            height,
-            legacy.timestamp.saturating_mul(1000),
-            tip.hash,
-            Hash::ZERO,
-            vec![legacy.record()],
-        );
-        storage.commit_block(&block, &[])?;
+        let time_ms = legacy.timestamp.saturating_mul(1000);
+        let replayed = replay
+            .block(height, time_ms, tip.hash, legacy.record())
+            .map_err(|detail| LegacyError::Replay { height, detail })?;
+        storage.commit_block_with(&replayed.block, &replayed.changes, &replayed.records)?;
+        replay.committed();
         report.blocks_imported += 1;
-    }
-    if storage.meta_get(meta_key::LEGACY_ORIGIN)?.is_none() && count > 0 {
-        storage.meta_put(meta_key::LEGACY_ORIGIN, genesis.as_bytes())?;
     }
     report.experts_imported = import_experts(dir, storage)?;
     report.latest_height = storage.tip().height;

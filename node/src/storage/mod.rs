@@ -138,6 +138,8 @@ pub enum StorageError {
         expected: String,
         got: String,
     },
+    #[error("block {height}: its body does not match the data hash in its header; not stored")]
+    DataHashMismatch { height: u64 },
     #[error("checkpoint {path} already exists")]
     CheckpointExists { path: PathBuf },
     #[error("{path}: {source}")]
@@ -314,6 +316,13 @@ impl Storage {
         }
     }
 
+    /// The legacy genesis hash this chain was imported from (`blyan-node migrate`), if any.
+    pub fn legacy_origin(&self) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .meta_get(meta_key::LEGACY_ORIGIN)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     pub(crate) fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.db.get_cf(self.handle(cf::METADATA), key)?)
     }
@@ -435,13 +444,15 @@ impl Storage {
         records: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), StorageError> {
         let header = &block.header;
-        // Callers validate blocks at the boundary (consensus, import); re-hashing a 1 MiB body
-        // here would cost about 1 ms per commit, so it is an invariant checked in debug builds.
-        debug_assert!(
-            block.data_hash_matches(),
-            "block {} data hash does not match its transactions",
-            header.height
-        );
+        // Callers validate blocks at the boundary (consensus, import); the last line of
+        // defence is checked in release builds too: hashing a 1 MiB body costs about 1 ms,
+        // next to the synced write's fsync, and a body that does not match its header must
+        // never become part of the chain on disk.
+        if !block.data_hash_matches() {
+            return Err(StorageError::DataHashMismatch {
+                height: header.height,
+            });
+        }
         let hash = block.hash();
         let blocks = self.handle(cf::BLOCKS);
         let state = self.handle(cf::STATE);
