@@ -280,9 +280,6 @@ pub struct Node {
     own_messages: Vec<(Topic, Vec<u8>)>,
     /// When to re-send our messages because a peer connected (see [`REBROADCAST_ON_CONNECT`]).
     rebroadcast_at: Option<Instant>,
-    /// When we last published a proposal or vote of our own (gossipsub refuses the same bytes
-    /// again until its duplicate cache forgets them, [`GOSSIP_FORGETS`] later).
-    last_publish: Instant,
     /// (height, round, step) and when it last changed.
     progress: ((u64, u32, Step), Instant),
     last_rebroadcast: Instant,
@@ -295,9 +292,6 @@ const REBROADCAST_AFTER: Duration = Duration::from_secs(4);
 /// After a peer connects to a node that has been stuck this long, it re-sends its messages
 /// about a second later (once the peer's subscriptions are known), not at the next period.
 const REBROADCAST_ON_CONNECT: Duration = Duration::from_secs(1);
-/// A little over gossipsub's duplicate cache time (`p2p::DUPLICATE_CACHE`): the same bytes
-/// published again sooner are refused as already published.
-const GOSSIP_FORGETS: Duration = Duration::from_millis(3200);
 
 impl Node {
     /// Opens the node over its storage; checks that the stored chain is this genesis's.
@@ -429,7 +423,6 @@ impl Node {
             evidence: 0,
             own_messages: Vec::new(),
             rebroadcast_at: None,
-            last_publish: Instant::now(),
             progress: ((0, 0, Step::Commit), Instant::now()),
             last_rebroadcast: Instant::now(),
         })
@@ -660,7 +653,6 @@ impl Node {
                             wire::encode_proposal(&signed, &other)
                         });
                         self.own_messages.push((Topic::Proposals, bytes.clone()));
-                        self.last_publish = Instant::now();
                         self.send(P2pCommand::Publish(Topic::Proposals, bytes));
                         if let Some(second) = second {
                             self.send(P2pCommand::Publish(Topic::Proposals, second));
@@ -706,7 +698,6 @@ impl Node {
                         let bytes = wire::encode_vote(&signed);
                         if !withhold {
                             self.own_messages.push((Topic::Votes, bytes.clone()));
-                            self.last_publish = Instant::now();
                             self.send(P2pCommand::Publish(Topic::Votes, bytes));
                         }
                         if let Some(conflicting) = conflicting {
@@ -1016,13 +1007,6 @@ impl Node {
             } => match topic {
                 Topic::Votes => self.on_vote_message(&data, source, id)?,
                 Topic::Proposals => self.on_proposal_message(&data, source, id)?,
-                Topic::Ticks => {
-                    if data.len() == crate::p2p::TICK_BYTES {
-                        self.accept(id, source, MessageAcceptance::Accept);
-                    } else {
-                        self.reject(id, source, "malformed_tick");
-                    }
-                }
                 Topic::Txs => match self.submit(&data, Some(source)) {
                     Ok(_) => self.accept(id, source, MessageAcceptance::Accept),
                     Err(TxError::Malformed(_)) => self.reject(id, source, "malformed_tx"),
@@ -1052,12 +1036,7 @@ impl Node {
                 }
                 // A link back (a healed partition, a restarted peer): if we are stuck, our
                 // messages of this height may be what it lacks.
-                // Not before gossipsub forgets what we last sent, or it refuses the re-send.
-                self.rebroadcast_at = Some(
-                    (Instant::now() + REBROADCAST_ON_CONNECT)
-                        .max(self.last_rebroadcast + GOSSIP_FORGETS)
-                        .max(self.last_publish + GOSSIP_FORGETS),
-                );
+                self.rebroadcast_at = Some(Instant::now() + REBROADCAST_ON_CONNECT);
                 if self.sync_in_flight.is_none() {
                     self.request_sync(peer);
                 }
@@ -1400,9 +1379,8 @@ impl Node {
         let after_connect = self
             .rebroadcast_at
             .is_some_and(|at| Instant::now() >= at && stalled >= REBROADCAST_ON_CONNECT);
-        let periodic = stalled >= REBROADCAST_AFTER
-            && self.last_rebroadcast.elapsed() >= REBROADCAST_AFTER
-            && self.last_publish.elapsed() >= GOSSIP_FORGETS;
+        let periodic =
+            stalled >= REBROADCAST_AFTER && self.last_rebroadcast.elapsed() >= REBROADCAST_AFTER;
         if !(after_connect || periodic) || self.own_messages.is_empty() {
             return;
         }
@@ -1414,14 +1392,9 @@ impl Node {
             messages = self.own_messages.len(),
             "no progress: sending our messages of this height again"
         );
-        // A unique tick first: its insertion purges gossipsub's expired duplicate ids, without
-        // which the re-sends below are refused as already published (see `Topic::Ticks`).
-        let mut tick = Vec::with_capacity(crate::p2p::TICK_BYTES);
-        tick.extend_from_slice(&self.tip_height.to_le_bytes());
-        tick.extend_from_slice(&(now_ms() ^ rand::random::<u64>()).to_le_bytes());
-        self.send(P2pCommand::Publish(Topic::Ticks, tick));
+        // New copies (new message ids): peers that took the first copies take these too.
         for (topic, bytes) in self.own_messages.clone() {
-            self.send(P2pCommand::Publish(topic, bytes));
+            self.send(P2pCommand::Republish(topic, bytes));
         }
     }
 

@@ -41,30 +41,51 @@ pub enum Topic {
     Txs,
     Proposals,
     Votes,
-    /// A 16-byte unique tick a stalled node publishes before re-sending its own messages.
-    /// gossipsub drops expired ids from its duplicate cache only when it inserts a new one, so
-    /// on a chain stalled by a partition (nothing new published anywhere) every re-send was
-    /// refused as "already published" for ever; the tick's insertion purges them first.
-    Ticks,
 }
 
-/// How long gossipsub remembers a message id (and refuses to publish the same bytes again).
-pub const DUPLICATE_CACHE: Duration = Duration::from_secs(3);
+/// How long gossipsub remembers a message id: a copy that comes back later than this is taken
+/// for a new message, validated and forwarded again. It must be far longer than a message can
+/// take to cross a loaded devnet: at 3 s (when re-sends needed the same bytes to be forgotten),
+/// copies queued for more than 3 s on a busy host came back as new and were sent round again,
+/// which loaded the host more: 20 debug-build nodes on 2 cores stalled at height 2 for 45 s.
+/// A re-send is a new copy with its own id instead ([`P2pCommand::Republish`]).
+pub const DUPLICATE_CACHE: Duration = Duration::from_secs(30);
 
-/// The size of a [`Topic::Ticks`] message.
-pub const TICK_BYTES: usize = 16;
+/// How long gossipsub keeps a message for forwarding while the node validates it: a verdict
+/// that comes later finds it gone ("Message not in cache. Ignoring forwarding") and the valid
+/// message is never forwarded. gossipsub's default is 5 heartbeats (2.5 s at 500 ms).
+pub const FORWARD_WINDOW: Duration = Duration::from_secs(8);
+
+/// Every gossip payload ends with this many bytes: a copy tag, 0 for a message's first copy
+/// (so the same payload published by two nodes is one message) and random for a re-send, so
+/// that a re-send has a new message id (ids hash the whole payload).
+pub const COPY_TAG_BYTES: usize = 8;
+
+/// `data` as published: the payload, then its copy tag.
+pub fn tagged(mut data: Vec<u8>, copy: u64) -> Vec<u8> {
+    data.extend_from_slice(&copy.to_le_bytes());
+    data
+}
+
+/// The payload of a gossip message, without its copy tag; `None` when it is too short to
+/// carry one.
+pub fn untagged(mut data: Vec<u8>) -> Option<Vec<u8>> {
+    let len = data.len().checked_sub(COPY_TAG_BYTES)?;
+    data.truncate(len);
+    Some(data)
+}
 
 impl Topic {
-    pub const ALL: [Topic; 4] = [Topic::Txs, Topic::Proposals, Topic::Votes, Topic::Ticks];
+    pub const ALL: [Topic; 3] = [Topic::Txs, Topic::Proposals, Topic::Votes];
 
+    /// Version 2: payloads end with a copy tag ([`COPY_TAG_BYTES`]).
     fn name(self, chain_id: &str) -> String {
         let suffix = match self {
             Topic::Txs => "txs",
             Topic::Proposals => "proposals",
             Topic::Votes => "votes",
-            Topic::Ticks => "ticks",
         };
-        format!("/blyan/{chain_id}/{suffix}/1")
+        format!("/blyan/{chain_id}/{suffix}/2")
     }
 }
 
@@ -130,7 +151,11 @@ pub enum P2pCommand {
         timeout: Duration,
         reply: tokio::sync::oneshot::Sender<ProbeOutcome>,
     },
+    /// A message's first copy (copy tag 0).
     Publish(Topic, Vec<u8>),
+    /// A new copy of a message already published (a random copy tag): a stalled validator's
+    /// re-send, which peers that saw the first copy must still take.
+    Republish(Topic, Vec<u8>),
     Validate {
         id: MessageId,
         source: PeerId,
@@ -326,6 +351,10 @@ fn behaviour(
     let max = config.max_message_bytes as usize;
     let topic_hash = |topic: Topic| IdentTopic::new(topic.name(chain_id)).hash();
     let mesh_n = config.gossip_mesh_n as usize;
+    let heartbeat = Duration::from_millis(config.gossip_heartbeat_ms);
+    // At least gossipsub's default of 5, and never under history_gossip (3).
+    let forward_heartbeats =
+        (FORWARD_WINDOW.as_millis() / heartbeat.as_millis().max(1)).clamp(5, 1000) as usize;
     let gossip_config = gossipsub::ConfigBuilder::default()
         // Votes, proposals and transactions carry their own signatures (validator or account
         // keys), checked by the node before a message is forwarded; a second libp2p signature
@@ -336,14 +365,18 @@ fn behaviour(
         // Frames up to twice the limit are decoded so that a message over its topic's limit is
         // an invalid message (scored against the sender), not just a dropped frame.
         .max_transmit_size(max * 2)
-        .max_transmit_size_for_topic(max, topic_hash(Topic::Proposals))
-        .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Votes))
-        .max_transmit_size_for_topic(MAX_VOTE_OR_TX_BYTES, topic_hash(Topic::Txs))
-        .max_transmit_size_for_topic(1024, topic_hash(Topic::Ticks))
-        .heartbeat_interval(Duration::from_millis(config.gossip_heartbeat_ms))
-        // Shorter than the node's rebroadcast interval, so a message sent again is not
-        // dropped as a duplicate.
+        .max_transmit_size_for_topic(max + COPY_TAG_BYTES, topic_hash(Topic::Proposals))
+        .max_transmit_size_for_topic(
+            MAX_VOTE_OR_TX_BYTES + COPY_TAG_BYTES,
+            topic_hash(Topic::Votes),
+        )
+        .max_transmit_size_for_topic(
+            MAX_VOTE_OR_TX_BYTES + COPY_TAG_BYTES,
+            topic_hash(Topic::Txs),
+        )
+        .heartbeat_interval(heartbeat)
         .duplicate_cache_time(DUPLICATE_CACHE)
+        .history_length(forward_heartbeats)
         .mesh_n_low((mesh_n * 2 / 3).max(1))
         .mesh_n(mesh_n)
         .mesh_n_high(mesh_n * 2)
@@ -1338,6 +1371,17 @@ impl Runner {
         nat.relay_circuits = relay_circuits;
     }
 
+    fn publish(&mut self, topic: Topic, data: Vec<u8>) {
+        let topic = IdentTopic::new(topic.name(&self.chain_id));
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+            Ok(_) | Err(gossipsub::PublishError::Duplicate) => {}
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                tracing::trace!("published with no peers")
+            }
+            Err(error) => tracing::debug!(%error, "publish failed"),
+        }
+    }
+
     fn on_command(&mut self, command: P2pCommand) {
         if let P2pCommand::ReloadAccess = command {
             self.reload_access(true);
@@ -1399,15 +1443,9 @@ impl Runner {
         let behaviour = self.swarm.behaviour_mut();
         match command {
             P2pCommand::ReloadAccess | P2pCommand::Probe { .. } => {}
-            P2pCommand::Publish(topic, data) => {
-                let topic = IdentTopic::new(topic.name(&self.chain_id));
-                match behaviour.gossipsub.publish(topic, data) {
-                    Ok(_) | Err(gossipsub::PublishError::Duplicate) => {}
-                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                        tracing::trace!("published with no peers")
-                    }
-                    Err(error) => tracing::debug!(%error, "publish failed"),
-                }
+            P2pCommand::Publish(topic, data) => self.publish(topic, tagged(data, 0)),
+            P2pCommand::Republish(topic, data) => {
+                self.publish(topic, tagged(data, rand::random::<u64>().max(1)))
             }
             P2pCommand::Validate {
                 id,
@@ -1549,17 +1587,18 @@ impl Runner {
                 propagation_source,
                 message_id,
                 message,
-            })) => match self.topics.get(&message.topic) {
-                Some(topic) => {
+            })) => match (self.topics.get(&message.topic), untagged(message.data)) {
+                (Some(topic), Some(data)) => {
                     self.emit(P2pEvent::Gossip {
                         topic: *topic,
                         source: propagation_source,
                         id: message_id,
-                        data: message.data,
+                        data,
                     })
                     .await
                 }
-                None => {
+                // Not one of our topics, or too short to carry a copy tag.
+                _ => {
                     self.swarm
                         .behaviour_mut()
                         .gossipsub

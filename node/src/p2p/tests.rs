@@ -57,7 +57,7 @@ fn a_bad_address_is_refused_naming_its_field_and_index() {
 fn every_topic_has_its_own_name_on_its_chain() {
     let names: HashSet<String> = Topic::ALL.iter().map(|t| t.name("c1")).collect();
     assert_eq!(names.len(), Topic::ALL.len());
-    assert_eq!(Topic::Votes.name("c1"), "/blyan/c1/votes/1");
+    assert_eq!(Topic::Votes.name("c1"), "/blyan/c1/votes/2");
     assert_ne!(
         Topic::Votes.name("c1"),
         Topic::Votes.name("c2"),
