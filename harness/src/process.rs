@@ -327,7 +327,7 @@ pub fn save_state(base: &Path, state: &DevnetState) -> Result<(), ProcessError> 
     std::fs::rename(&temporary, &path).map_err(io(&path))
 }
 
-/// Whether `pid` is a live `blyan-node` process (not a recycled pid of something else).
+/// Whether `pid` is a live node process (not a recycled pid of something else).
 pub fn is_node_process(pid: u32) -> bool {
     let Ok(command) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
@@ -337,11 +337,18 @@ pub fn is_node_process(pid: u32) -> bool {
     let zombie = stat
         .rsplit_once(')')
         .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    !zombie
-        && command
-            .split(|byte| *byte == 0)
-            .next()
-            .is_some_and(|program| String::from_utf8_lossy(program).ends_with("blyan-node"))
+    !zombie && is_node_command(&command)
+}
+
+/// Whether a NUL-separated command line is a node's: a program named `blyan-node`, or one of
+/// another name (`--node-bin`, an older release in an upgrade test) started the way the
+/// harness starts nodes, `PROGRAM start --home HOME`.
+fn is_node_command(command: &[u8]) -> bool {
+    let args: Vec<&[u8]> = command.split(|byte| *byte == 0).collect();
+    let named = args
+        .first()
+        .is_some_and(|program| String::from_utf8_lossy(program).ends_with("blyan-node"));
+    named || args.get(1..3) == Some(&[b"start".as_slice(), b"--home".as_slice()][..])
 }
 
 /// Resident memory of a process, in bytes.

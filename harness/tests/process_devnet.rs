@@ -217,3 +217,34 @@ fn block_height_of(state: &DevnetState, index: usize) -> u64 {
         .and_then(|status| status["latest_height"].as_u64())
         .expect("a survivor answers")
 }
+
+/// `down` stops the nodes of a devnet started from a node binary of another name (`--node-bin`,
+/// e.g. an older release kept for an upgrade test): it used to know a node by its program's
+/// name ending in `blyan-node`, took these for "not running" and left them running.
+#[test]
+fn down_stops_nodes_started_from_a_binary_of_another_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let base: &Path = dir.path();
+    let mut options = loopback_options("renamed", base, 1, 7);
+    let renamed = base.join("node-v1");
+    std::os::unix::fs::symlink(&options.node_bin, &renamed).unwrap();
+    options.node_bin = renamed;
+    options.wait_height = 1;
+    options.wait_timeout = Duration::from_secs(60);
+    let state = process::up(&options, |_| {}).expect("devnet up");
+    let _cleanup = Cleanup(base.to_path_buf(), "renamed".into());
+    let pid = state.nodes[0].pid.expect("started");
+    assert!(process::is_node_process(pid), "node0 (pid {pid}) is a node");
+    let report = process::down(base, "renamed", Duration::from_secs(10)).unwrap();
+    assert_eq!((report.stopped, report.not_running), (1, 0), "{report:?}");
+    // SAFETY: kill(2) with signal 0 only asks whether the pid exists.
+    let exists = unsafe { libc::kill(pid as i32, 0) == 0 } && !is_zombie(pid);
+    assert!(!exists, "node0 (pid {pid}) still runs after down");
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
