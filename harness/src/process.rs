@@ -340,15 +340,12 @@ pub fn is_node_process(pid: u32) -> bool {
     !zombie && is_node_command(&command)
 }
 
-/// Whether a NUL-separated command line is a node's: a program named `blyan-node`, or one of
-/// another name (`--node-bin`, an older release in an upgrade test) started the way the
-/// harness starts nodes, `PROGRAM start --home HOME`.
+/// Whether a NUL-separated command line is a node's: the harness starts every node as
+/// `PROGRAM start --home HOME` ([`start_node_with`]), whatever the program is called (`--node-bin`,
+/// an older release in an upgrade test).
 fn is_node_command(command: &[u8]) -> bool {
-    let args: Vec<&[u8]> = command.split(|byte| *byte == 0).collect();
-    let named = args
-        .first()
-        .is_some_and(|program| String::from_utf8_lossy(program).ends_with("blyan-node"));
-    named || args.get(1..3) == Some(&[b"start".as_slice(), b"--home".as_slice()][..])
+    let mut args = command.split(|byte| *byte == 0).skip(1);
+    args.next() == Some(b"start".as_slice()) && args.next() == Some(b"--home".as_slice())
 }
 
 /// Resident memory of a process, in bytes.
