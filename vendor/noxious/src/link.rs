@@ -13,6 +13,7 @@ use futures::StreamExt;
 use futures::{Sink, Stream};
 use rand::{distributions::Standard, rngs::StdRng, Rng, SeedableRng};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::{io, sync::Arc};
 use tokio::pin;
 use tokio::sync::{oneshot, Mutex as AsyncMutex};
@@ -30,6 +31,10 @@ pub(crate) struct Link {
 }
 
 type Ends = (Read, Write);
+
+/// How long a link whose read side ended by itself waits for its write side to deliver what
+/// its toxics already passed on (BLYAN patch 5).
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Link {
     pub(crate) fn new(
@@ -187,14 +192,30 @@ impl Link {
             self.prepare_manual_close_signals(&mut toxic_runners, override_stop_toxics);
         let wait_for_manual_close_clone = wait_for_manual_close.clone();
 
+        // BLYAN patch 5: when the read side ends by itself (end of stream, or a toxic such as
+        // limit_data closed the pipe), the write side first delivers what the toxics already
+        // passed on, for at most DRAIN_LIMIT; an outside stop (disable, delete, a cut) still
+        // closes both sides at once.
+        let mut external_stop = stop.clone();
+        let (write_done_tx, write_done_rx) = oneshot::channel::<()>();
         let close_read_join = tokio::spawn(async move {
-            pin!(left_end_tx);
-            let res = forward_read(reader, left_end_tx, &mut stop_read).await;
+            let res = {
+                let mut left_end_tx = left_end_tx;
+                forward_read(reader, Pin::new(&mut left_end_tx), &mut stop_read).await
+                // The pipe's sender is dropped here, so the toxics see its end and finish.
+            };
             // Speed up closing the underlying connection by closing the other end,
             // unless we should wait for a toxic to yield explicitly.
             if let Some(close) = wait_for_manual_close {
                 toxic_override_stopper.stop();
                 let _ = close.recv().await;
+            }
+            if !stop_read.stop_received() {
+                tokio::select! {
+                    _ = write_done_rx => {}
+                    _ = external_stop.recv() => {}
+                    _ = tokio::time::sleep(DRAIN_LIMIT) => {}
+                }
             }
             write_stopper.stop();
             res
@@ -203,6 +224,7 @@ impl Link {
         let close_write_join = tokio::spawn(async move {
             pin!(right_end_rx);
             let res = forward_write(right_end_rx, writer, &mut stop_write).await;
+            let _ = write_done_tx.send(());
             // Speed up closing the underlying connection by closing the other end,
             // unless we should wait for a toxic to yield explicitly.
             if let Some(close) = wait_for_manual_close_clone {
