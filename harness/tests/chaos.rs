@@ -304,3 +304,64 @@ kinds = ["kill", "pause", "latency", "partition-halves", "cut"]
         "the same seed gives the same kinds, targets and times"
     );
 }
+
+#[test]
+fn an_amnesiac_validator_breaks_no_safety_across_rounds_forced_by_partitions() {
+    let _serial = one_at_a_time();
+    // node3 forgets its lock at every height (`ignore-locks`); halves partitions push heights
+    // into later rounds, where a lock decides what an honest validator may prevote. One
+    // amnesiac of four is within f: no honest node may fork or disagree.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"
+name = "amnesia"
+duration_s = 40
+[network]
+proxy = true
+[[nodes]]
+name = "node0"
+[[nodes]]
+name = "node1"
+[[nodes]]
+name = "node2"
+[[nodes]]
+name = "node3"
+byzantine = { behaviour = "ignore-locks" }
+[[faults]]
+at_s = 3
+kind = "partition"
+shape = "halves"
+duration_s = 4
+[[faults]]
+at_s = 12
+kind = "partition"
+shape = "halves"
+duration_s = 4
+[[faults]]
+at_s = 21
+kind = "latency"
+link = ["node0", "node3"]
+latency_ms = 300
+jitter_ms = 10
+duration_s = 6
+"#;
+    let (passed, text, out) = devnet_run(dir.path(), manifest, 7, &[]);
+    assert!(passed, "{text}");
+    for check in ["safety ", "agreement ", "validity ", "fault_bound "] {
+        let row = text.lines().find(|l| l.starts_with(check)).unwrap_or("");
+        assert!(row.contains("pass"), "{check}: {row}\n{text}");
+    }
+    // The partitions did force later rounds: the amnesia had locks to ignore.
+    let history = blyan_harness::history::History::load(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let later_rounds = history
+        .nodes
+        .iter()
+        .flat_map(|(_, records)| records)
+        .filter(|record| {
+            matches!(record, blyan_harness::history::NodeRecord::Block { round, .. } if *round >= 1)
+        })
+        .count();
+    assert!(
+        later_rounds >= 1,
+        "no block was decided after round 0: the faults forced no second round\n{text}"
+    );
+}

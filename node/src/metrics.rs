@@ -54,6 +54,7 @@ pub struct Metrics {
     pub gossip_rejected: Counter,
     pub txs_rejected: Counter,
     pub evidence: Counter,
+    pub conflicting_proposals: Counter,
     pub inference: InferenceMetrics,
 }
 
@@ -206,6 +207,12 @@ impl Metrics {
             "Equivocations observed (two different votes of one validator for one step)",
             evidence.clone(),
         );
+        let conflicting_proposals = Counter::default();
+        registry.register(
+            "conflicting_proposals",
+            "Second, different proposals one proposer signed for one height and round (an equivocating proposer; seen, not slashed)",
+            conflicting_proposals.clone(),
+        );
         registry.register(
             "build",
             "Version and git commit of this binary",
@@ -231,6 +238,7 @@ impl Metrics {
             gossip_rejected,
             txs_rejected,
             evidence,
+            conflicting_proposals,
         }
     }
 

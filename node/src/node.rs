@@ -269,6 +269,9 @@ pub struct Node {
     timers: Vec<(Instant, Timeout)>,
     next_height_at: Option<Instant>,
     proposal_seen: HashMap<u32, Instant>,
+    /// The value each round's first signed proposal of this height named: a second, different
+    /// one is the proposer equivocating (counted; Tendermint does not slash it).
+    proposed_values: HashMap<u32, Hash>,
     last_decided_at: Option<Instant>,
     best_known: u64,
     best_peer: Option<PeerId>,
@@ -414,6 +417,7 @@ impl Node {
             timers: Vec::new(),
             next_height_at: None,
             proposal_seen: HashMap::new(),
+            proposed_values: HashMap::new(),
             last_decided_at: None,
             best_known: tip.height,
             best_peer: None,
@@ -543,6 +547,7 @@ impl Node {
         self.timers.clear();
         self.candidates.clear();
         self.proposal_seen.clear();
+        self.proposed_values.clear();
         let resume = self
             .signer
             .as_ref()
@@ -1175,6 +1180,7 @@ impl Node {
 
     /// A signature-checked proposal of the current height; returns the block's validity.
     fn on_proposal(&mut self, proposal: SignedProposal, block: Block) -> Result<bool, NodeError> {
+        self.note_proposed_value(&proposal);
         // Transactions in our mempool were verified when they entered it.
         let mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
         let verdict = check_block(&block, &self.expected(self.max_block_txs), &|hash| {
@@ -1209,6 +1215,21 @@ impl Node {
         self.drive(Input::Proposal { proposal, valid })?;
         self.update_view();
         Ok(valid)
+    }
+
+    /// Counts a second, different value signed by one proposer for this height and round.
+    fn note_proposed_value(&mut self, proposal: &SignedProposal) {
+        let (round, value) = (proposal.proposal.round, proposal.proposal.value);
+        let first = *self.proposed_values.entry(round).or_insert(value);
+        if first != value {
+            self.shared.metrics.conflicting_proposals.inc();
+            tracing::warn!(
+                height = proposal.proposal.height,
+                round,
+                proposer = proposal.proposal.proposer,
+                "conflicting proposals: the proposer signed two different blocks for one round"
+            );
+        }
     }
 
     /// Checks a transaction (from the API, or gossip when `from` is set) and adds it to the
