@@ -273,6 +273,16 @@ duration_s = 4
     let halves = find("partition-halves");
     assert!(halves.effect.committed_during.unwrap() <= 1, "{halves:#?}");
     assert!(halves.effect.resumed_after_s.is_some(), "{halves:#?}");
+    // While it held, no container held a connection across it (their /net_info just before
+    // the heal) and no block was proposed and decided inside it.
+    let row = text
+        .lines()
+        .find(|line| line.starts_with("partitions_hold "))
+        .unwrap_or("");
+    assert!(
+        row.contains("pass") && row.contains("1 cut(s)") && row.contains("1 left no side a quorum"),
+        "{row}\n{text}"
+    );
     let pause = find("pause");
     assert!(pause.effect.caught_up_after_s.is_some(), "{pause:#?}");
 }

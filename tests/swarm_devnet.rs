@@ -111,7 +111,15 @@ duration_s = 6
     let max_height = results["figures"]["max_height"].as_u64().unwrap();
     assert!(max_height >= 10, "height {max_height}:\n{text}");
     for (check, verdict) in verdicts(&out) {
-        if ["safety", "agreement", "validity", "liveness"].contains(&check.as_str()) {
+        if [
+            "safety",
+            "agreement",
+            "validity",
+            "liveness",
+            "partitions_hold",
+        ]
+        .contains(&check.as_str())
+        {
             assert_eq!(verdict, "pass", "{check}: {results:#}");
         }
     }
@@ -124,6 +132,16 @@ duration_s = 6
     let halves = find("partition-halves");
     assert!(halves.effect.committed_during.unwrap() <= 1, "{halves:#?}");
     assert!(halves.effect.resumed_after_s.is_some(), "{halves:#?}");
+    // While it held, no task held a connection across it (every node's /net_info just before
+    // the heal) and no block was proposed and decided inside it.
+    let row = text
+        .lines()
+        .find(|line| line.starts_with("partitions_hold "))
+        .unwrap_or("");
+    assert!(
+        row.contains("pass") && row.contains("1 cut(s)") && row.contains("1 left no side a quorum"),
+        "{row}\n{text}"
+    );
     // The killed node's task is gone while the others commit; its new task (same volume,
     // same keys) catches up.
     let kill = find("kill");

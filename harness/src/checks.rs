@@ -48,6 +48,7 @@ pub fn run_all(history: &History) -> Vec<Check> {
         liveness(history),
         accountability(history),
         fault_bound(history),
+        partitions::partitions_hold(history),
         inference_determinism(history),
     ]
 }
@@ -736,6 +737,9 @@ pub fn block_intervals(history: &History) -> Vec<(f64, f64)> {
         })
         .collect()
 }
+
+mod partitions;
+pub use partitions::partitions_hold;
 
 #[cfg(test)]
 mod tests;

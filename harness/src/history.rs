@@ -177,12 +177,18 @@ pub struct InferenceRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub at_ms: u64,
-    /// `fault_start`, `fault_end`, `load_start`, `load_end`, `inference_start`, `inference_end`, `restart`, `note`.
+    /// `fault_start`, `fault_end`, `load_start`, `load_end`, `inference_start`, `inference_end`,
+    /// `restart`, `note`; for a partition, cut or isolation: `cut_in_force` (every link cut),
+    /// `cut_crossing` (`nodes[0]` still held a connection to `nodes[1]`, seen in its
+    /// `/net_info` just before the undo) and `cut_undo` (just before the links come back).
     pub kind: String,
     /// What, for people: "partition node3 | rest", "kill node1".
     pub label: String,
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// `cut_in_force`: the directed links cut, `[from, to]` by node name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<[String; 2]>,
 }
 
 /// A whole recorded run, in memory.

@@ -1906,6 +1906,15 @@ pub fn run(args: RunArgs) -> Result<bool> {
             let polled = recorder.poll(state)?;
             for fault in faults {
                 timeline::measure_end(state, &fault.step, &mut entries[fault.entry], &polled);
+                if let Some(links) = fault.step.cut_links(state.nodes.len()) {
+                    let crossing = recorder.cut_undo(state, &fault.step.label, &links)?;
+                    for (from, to) in crossing {
+                        eprintln!(
+                            "warning: {} still holds a connection to {} across the cut ({})",
+                            state.nodes[from].moniker, state.nodes[to].moniker, fault.step.label
+                        );
+                    }
+                }
                 injector.end(state, &fault.step)?;
                 recorder.event(
                     "fault_end",
@@ -1978,6 +1987,9 @@ pub fn run(args: RunArgs) -> Result<bool> {
                         // loaded proxy can take seconds, and the fault then lasts its whole
                         // duration (a slow cut once left a 5 s partition in force for ~0 s).
                         let in_force = started.elapsed();
+                        if let Some(links) = planned.cut_links(state.nodes.len()) {
+                            recorder.cut_in_force(&state, &planned.label, &links)?;
+                        }
                         entries.push(timeline::begin(&state, planned, in_force.as_secs_f64()));
                         active.push(Active {
                             step: planned.clone(),

@@ -2,6 +2,7 @@
 //! blocks (with their commit signatures), and a poll of its height, peers and evidence; the
 //! harness's events go to the timeline.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,27 @@ pub struct Recorder {
     recorded: Vec<u64>,
     /// Highest decision recorded per node.
     decided: Vec<u64>,
+}
+
+/// The peer ids a node's `/net_info` lists as connected (empty when it does not answer).
+fn connected_peers(client: &reqwest::blocking::Client, api: &str) -> Vec<String> {
+    let Some(info) = client
+        .get(format!("{api}/net_info"))
+        .send()
+        .ok()
+        .and_then(|response| response.json::<serde_json::Value>().ok())
+    else {
+        return Vec::new();
+    };
+    info["peers"]
+        .as_array()
+        .map(|peers| {
+            peers
+                .iter()
+                .filter_map(|peer| peer["peer_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A block as the node's API serves it, in the history's form (None when malformed).
@@ -104,7 +126,66 @@ impl Recorder {
             kind: kind.into(),
             label: label.into(),
             nodes,
+            links: Vec::new(),
         })
+    }
+
+    /// Records that the directed `links` of a partition, cut or isolation are all cut now.
+    pub fn cut_in_force(
+        &mut self,
+        state: &DevnetState,
+        label: &str,
+        links: &[(usize, usize)],
+    ) -> Result<(), HistoryError> {
+        let name = |i: usize| state.nodes[i].moniker.clone();
+        self.timeline.append(&Event {
+            at_ms: now_ms(),
+            kind: "cut_in_force".into(),
+            label: label.into(),
+            nodes: Vec::new(),
+            links: links.iter().map(|&(a, b)| [name(a), name(b)]).collect(),
+        })
+    }
+
+    /// Just before a cut is undone: asks every node (at once) for its connections and records
+    /// each one that spans the cut (both directions of the pair cut: a connection over either
+    /// link carries traffic both ways), then `cut_undo`. Returns the pairs found.
+    pub fn cut_undo(
+        &mut self,
+        state: &DevnetState,
+        label: &str,
+        links: &[(usize, usize)],
+    ) -> Result<Vec<(usize, usize)>, HistoryError> {
+        let cut: HashSet<(usize, usize)> = links.iter().copied().collect();
+        let client = &self.client;
+        let connected: Vec<Vec<String>> = std::thread::scope(|scope| {
+            let asks: Vec<_> = state
+                .nodes
+                .iter()
+                .map(|node| scope.spawn(move || connected_peers(client, &node.api)))
+                .collect();
+            asks.into_iter()
+                .map(|ask| ask.join().unwrap_or_default())
+                .collect()
+        });
+        let mut crossing = Vec::new();
+        for (from, peers) in connected.iter().enumerate() {
+            for (to, node) in state.nodes.iter().enumerate() {
+                let spans = cut.contains(&(from, to)) && cut.contains(&(to, from));
+                if spans && peers.contains(&node.peer_id) {
+                    crossing.push((from, to));
+                }
+            }
+        }
+        for &(from, to) in &crossing {
+            let names = vec![
+                state.nodes[from].moniker.clone(),
+                state.nodes[to].moniker.clone(),
+            ];
+            self.event("cut_crossing", label, names)?;
+        }
+        self.event("cut_undo", label, Vec::new())?;
+        Ok(crossing)
     }
 
     /// Records every answering node's view of the validators (`/validators`).

@@ -81,6 +81,25 @@ pub struct Planned {
     pub tag: String,
 }
 
+impl Planned {
+    /// The directed links a partition, cut or isolation takes away (an isolated node loses
+    /// every link to and from the others); `None` for other faults.
+    pub fn cut_links(&self, nodes: usize) -> Option<Vec<(usize, usize)>> {
+        match self.action {
+            Action::Cut => Some(self.links.clone()),
+            Action::Isolate => Some(
+                (0..nodes)
+                    .flat_map(|a| (0..nodes).map(move |b| (a, b)))
+                    .filter(|&(a, b)| {
+                        a != b && (self.nodes.contains(&a) != self.nodes.contains(&b))
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// A fault in force, to be ended at `until` (or by a heal).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Active {

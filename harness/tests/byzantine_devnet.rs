@@ -305,8 +305,8 @@ fn spammed_junk_never_enters_a_mempool_or_a_block_while_real_transfers_commit() 
     // node validated only a few of the thousands sent (gossipsub ignores a graylisted peer).
     let sent = 2_000.0 * started.elapsed().as_secs_f64();
     for index in 0..3 {
-        let refused =
-            refused_p2p(&state, index, "malformed_tx") + refused_p2p(&state, index, "bad_signature");
+        let refused = refused_p2p(&state, index, "malformed_tx")
+            + refused_p2p(&state, index, "bad_signature");
         assert!(
             refused >= 1.0 && refused * 10.0 < sent,
             "node{index} refused {refused} junk transactions of about {sent:.0} node3 sent"
@@ -318,7 +318,10 @@ fn spammed_junk_never_enters_a_mempool_or_a_block_while_real_transfers_commit() 
         for tx in block["txs"].as_array().unwrap() {
             let bytes = hex::decode(tx.as_str().unwrap()).unwrap();
             Tx::decode(&bytes).unwrap_or_else(|error| {
-                panic!("a junk transaction was committed at {}: {error}", block["height"])
+                panic!(
+                    "a junk transaction was committed at {}: {error}",
+                    block["height"]
+                )
             });
             committed += 1;
         }

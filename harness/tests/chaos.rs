@@ -101,6 +101,16 @@ duration_s = 4
 "#;
     let (passed, text, out) = devnet_run(dir.path(), manifest, 1, &[]);
     assert!(passed, "the run's checks pass:\n{text}");
+    // Both partitions held: no node held a connection across either (their /net_info just
+    // before each heal), and none was decided inside the halves, which left no quorum.
+    let row = text
+        .lines()
+        .find(|line| line.starts_with("partitions_hold "))
+        .unwrap_or("");
+    assert!(
+        row.contains("pass") && row.contains("2 cut(s)") && row.contains("1 left no side a quorum"),
+        "{row}\n{text}"
+    );
     let entries = timeline::read(&out).expect("timeline.json");
     assert_eq!(entries.len(), 5, "{entries:#?}");
 
@@ -351,7 +361,8 @@ duration_s = 6
         assert!(row.contains("pass"), "{check}: {row}\n{text}");
     }
     // The partitions did force later rounds: the amnesia had locks to ignore.
-    let history = blyan_harness::history::History::load(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let history =
+        blyan_harness::history::History::load(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let later_rounds = history
         .nodes
         .iter()

@@ -126,8 +126,13 @@ fn only_failure(history: &History, name: &str) -> String {
 fn a_clean_history_passes_every_check() {
     let history = clean();
     for (name, verdict) in verdicts(&history) {
-        let expected = if ["accountability", "inference_determinism", "fault_bound"]
-            .contains(&name.as_str())
+        let expected = if [
+            "accountability",
+            "inference_determinism",
+            "fault_bound",
+            "partitions_hold",
+        ]
+        .contains(&name.as_str())
         {
             Verdict::Skipped
         } else {
@@ -265,12 +270,14 @@ fn a_node_stalled_after_the_heal_fails_liveness() {
             kind: "fault_start".into(),
             label: "isolate node1".into(),
             nodes: vec!["node1".into()],
+            links: vec![],
         },
         Event {
             at_ms: START + 4_000,
             kind: "fault_end".into(),
             label: "heal".into(),
             nodes: vec![],
+            links: vec![],
         },
     ];
     // node1 stays at height 4 after the heal.
@@ -486,4 +493,81 @@ fn inference_records_round_trip_through_the_run_directory() {
     history.save(dir.path()).unwrap();
     let loaded = History::load(dir.path()).unwrap();
     assert_eq!(loaded.inference, history.inference);
+}
+
+fn event(at_s: f64, kind: &str, nodes: &[&str], links: &[(usize, usize)]) -> Event {
+    Event {
+        at_ms: START + (at_s * 1000.0) as u64,
+        kind: kind.into(),
+        label: "partition".into(),
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        links: links
+            .iter()
+            .map(|(a, b)| [format!("node{a}"), format!("node{b}")])
+            .collect(),
+    }
+}
+
+/// Every directed link between `left` and the other nodes of four.
+fn apart(left: &[usize]) -> Vec<(usize, usize)> {
+    (0..4)
+        .flat_map(|a| (0..4).map(move |b| (a, b)))
+        .filter(|(a, b)| left.contains(a) != left.contains(b))
+        .collect()
+}
+
+#[test]
+fn a_partition_without_a_quorum_side_fails_when_a_block_is_proposed_and_decided_inside_it() {
+    // Blocks come every second (time and first seen at START + h s).
+    let mut history = clean();
+    history.timeline = vec![
+        event(4.5, "cut_in_force", &[], &apart(&[0, 1])),
+        event(7.5, "cut_undo", &[], &[]),
+    ];
+    let detail = only_failure(&history, "partitions_hold");
+    assert!(
+        detail.contains("height(s) {5, 6, 7}") && detail.contains("t=4.5-7.5 s"),
+        "{detail}"
+    );
+    // The same cut after the last block held.
+    history.timeline = vec![
+        event(10.5, "cut_in_force", &[], &apart(&[0, 1])),
+        event(14.0, "cut_undo", &[], &[]),
+    ];
+    let check = partitions_hold(&history);
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+    assert!(
+        check.detail.contains("1 left no side a quorum"),
+        "{check:?}"
+    );
+}
+
+#[test]
+fn a_side_with_a_quorum_may_commit_inside_its_cut() {
+    let mut history = clean();
+    history.timeline = vec![
+        event(4.5, "cut_in_force", &[], &apart(&[3])),
+        event(7.5, "cut_undo", &[], &[]),
+    ];
+    let check = partitions_hold(&history);
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+    assert!(
+        check.detail.contains("0 left no side a quorum"),
+        "{check:?}"
+    );
+}
+
+#[test]
+fn a_connection_across_a_cut_fails_naming_both_nodes() {
+    let mut history = clean();
+    history.timeline = vec![
+        event(10.5, "cut_in_force", &[], &apart(&[0, 1])),
+        event(13.9, "cut_crossing", &["node0", "node2"], &[]),
+        event(14.0, "cut_undo", &[], &[]),
+    ];
+    let detail = only_failure(&history, "partitions_hold");
+    assert!(
+        detail.contains("node0 held a connection to node2 across 'partition'"),
+        "{detail}"
+    );
 }
