@@ -867,6 +867,16 @@ fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration
     let node_key = NodeKey::read(&home.node_key())?;
     let validator_key = ValidatorKey::read(&home.validator_key())?;
     let genesis = load_genesis(home, &config)?;
+    // A database of the first block encoding is upgraded in place first (migrate/v1.rs).
+    if let Some(report) = blyan_node::migrate::v1::upgrade(&home.data(), &config.storage, &genesis)?
+    {
+        tracing::info!(
+            blocks = report.blocks,
+            written = report.imported,
+            kept = %report.kept.display(),
+            "upgraded a database of the first block encoding: its blocks are imported blocks now"
+        );
+    }
     let storage = Arc::new(Storage::open(&home.data(), &config.storage)?);
     let listen = config.api_listen();
     let metrics = Arc::new(Metrics::new(blyan_node::VERSION, blyan_node::GIT_COMMIT));

@@ -114,5 +114,7 @@ pub fn import(
     legacy::import(from, storage, &genesis.chain_id, &mut replay)
 }
 
+pub mod v1;
+
 #[cfg(test)]
 mod tests;

@@ -524,3 +524,120 @@ fn a_migrated_home_starts_serves_the_legacy_blocks_and_commits_on_top() {
     let status = child.wait().unwrap();
     assert!(status.success(), "clean shutdown: {status}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A database written by the node of the first block encoding (fixture written by commit
+/// d90a7e7; see its README) was refused ("unknown block encoding version 1"). It is upgraded
+/// in place: the node starts, serves each of the 88 v1 blocks (its stored bytes as the one
+/// transaction, whose v1 hashes are the old node's and link up), commits on top, and keeps the
+/// v1 database beside the new one.
+#[test]
+fn a_database_of_the_first_block_encoding_is_upgraded_in_place_and_commits_on_top() {
+    use blyan_node::block::V1Block;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let output = node(&[
+        "init",
+        "--home",
+        home.to_str().unwrap(),
+        "--chain-id",
+        "blyan-v1",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-database/data");
+    copy_dir(&fixture, &home.join("data"));
+
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let addr: SocketAddr = listen.parse().unwrap();
+    let mut child = Command::new(common::BIN)
+        .args([
+            "start",
+            "--home",
+            home.to_str().unwrap(),
+            "--api-listen",
+            &listen,
+        ])
+        .env("BLYAN_P2P_LISTEN", "/ip4/127.0.0.1/tcp/0")
+        .env("BLYAN_CONSENSUS_TIMEOUT_COMMIT_MS", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut text = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut text).unwrap();
+            panic!("the upgraded node exited ({status}): {text}");
+        }
+        let latest = common::http(addr, "GET", "/status", b"")
+            .ok()
+            .and_then(|status| serde_json::from_str::<serde_json::Value>(&status.body).ok())
+            .and_then(|status| status["latest_height"].as_u64());
+        if latest.is_some_and(|height| height >= 91) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no native block on top of the 88 upgraded ones: {latest:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let block = |height: u64| -> serde_json::Value {
+        let response = common::http(addr, "GET", &format!("/blocks/{height}"), b"").unwrap();
+        assert_eq!(response.status, 200, "/blocks/{height}: {}", response.body);
+        serde_json::from_str(&response.body).unwrap()
+    };
+    let mut previous = Hash::ZERO;
+    for height in 1..=88 {
+        let view = block(height);
+        let txs = view["txs"].as_array().unwrap();
+        assert_eq!(txs.len(), 1, "/blocks/{height}: {view}");
+        let v1 = V1Block::decode(&hex::decode(txs[0].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(
+            (v1.height, v1.prev_hash),
+            (height, previous),
+            "v1 block {height}"
+        );
+        previous = v1.hash;
+        match height {
+            1 => assert_eq!(
+                v1.hash.to_hex(),
+                "9175b242f9143a3bb71ce56bc63cf9dca74b65500cc7867f06b4ac052b862b61"
+            ),
+            88 => assert_eq!(
+                v1.hash.to_hex(),
+                "9761bb777c543efbe7cb6880ae6a780202f462ea23e5aca05630debbd4fdae13"
+            ),
+            _ => {}
+        }
+    }
+    // Native blocks follow, the first linked to the last upgraded one.
+    let native = block(89);
+    assert_eq!(native["prev_hash"], block(88)["hash"], "{native}");
+    assert_eq!(
+        native["commit"]["signatures"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean shutdown: {status}");
+    // The v1 database is kept, untouched but renamed.
+    assert!(home.join("data.v1-imported/CURRENT").is_file());
+    assert!(!home.join("data.v1").exists());
+}

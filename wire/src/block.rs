@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// First byte of every encoded block; bump when the layout changes. (Version 1 had no
-/// proposer, validator set hashes, last commit or evidence; its chains are not read.)
+/// proposer, validator set hashes, last commit or evidence: [`V1Block`] reads it, so that a
+/// node can upgrade a database written before.)
 const ENCODING_VERSION: u8 = 2;
+/// The first byte of a block in the first encoding ([`V1Block`]).
+pub const V1_ENCODING_VERSION: u8 = 1;
 /// Most evidence items in one block.
 pub const MAX_EVIDENCE_PER_BLOCK: u32 = 64;
 /// Largest last-commit or evidence item, in bytes.
@@ -355,6 +358,86 @@ impl Block {
             last_commit,
             evidence,
         })
+    }
+}
+
+/// A block in the first encoding (blyan-node before staking): a header of chain id, height,
+/// time, previous hash, data hash (of the transactions) and app hash, then the transactions.
+/// Its hash is SHA-256 of those header bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct V1Block {
+    pub chain_id: String,
+    pub height: u64,
+    pub time_ms: u64,
+    pub prev_hash: Hash,
+    pub data_hash: Hash,
+    pub app_hash: Hash,
+    pub txs: Vec<Vec<u8>>,
+    /// The block hash (of the header bytes as stored).
+    pub hash: Hash,
+}
+
+impl V1Block {
+    /// Decodes untrusted bytes of the first encoding; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<V1Block, DecodeError> {
+        let mut reader = Reader { bytes, offset: 0 };
+        let version = reader.u8()?;
+        if version != V1_ENCODING_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let chain_id_len = reader.u8()? as usize;
+        if chain_id_len > MAX_CHAIN_ID_BYTES {
+            return Err(DecodeError::TooLarge {
+                field: "chain_id",
+                size: chain_id_len as u64,
+                limit: MAX_CHAIN_ID_BYTES as u64,
+            });
+        }
+        let chain_id = std::str::from_utf8(reader.take(chain_id_len)?)
+            .map_err(|_| DecodeError::ChainIdNotUtf8)?
+            .to_string();
+        let (height, time_ms) = (reader.u64()?, reader.u64()?);
+        let (prev_hash, data_hash, app_hash) = (reader.hash()?, reader.hash()?, reader.hash()?);
+        let hash = Hash::digest(&bytes[..reader.offset]);
+        let count = reader.u32()?;
+        if count > MAX_TXS_PER_BLOCK {
+            return Err(DecodeError::TooLarge {
+                field: "transaction count",
+                size: count.into(),
+                limit: MAX_TXS_PER_BLOCK.into(),
+            });
+        }
+        let mut txs = Vec::with_capacity((count as usize).min(1024));
+        for _ in 0..count {
+            let len = reader.u32()?;
+            if len > MAX_TX_BYTES {
+                return Err(DecodeError::TooLarge {
+                    field: "transaction",
+                    size: len.into(),
+                    limit: MAX_TX_BYTES.into(),
+                });
+            }
+            txs.push(reader.take(len as usize)?.to_vec());
+        }
+        let trailing = bytes.len() - reader.offset;
+        if trailing != 0 {
+            return Err(DecodeError::TrailingBytes(trailing));
+        }
+        Ok(V1Block {
+            chain_id,
+            height,
+            time_ms,
+            prev_hash,
+            data_hash,
+            app_hash,
+            txs,
+            hash,
+        })
+    }
+
+    /// Whether the data hash in the header matches the transactions.
+    pub fn data_hash_matches(&self) -> bool {
+        self.data_hash == txs_hash(&self.txs)
     }
 }
 

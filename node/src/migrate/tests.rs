@@ -121,3 +121,87 @@ fn legacy_import_refuses_a_home_with_another_chain() {
     assert!(matches!(error, LegacyError::ForeignChain { .. }), "{error}");
     assert_eq!(storage.tip().height, 1);
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The fixture of the first block encoding (tests/fixtures/v1-database), copied to `data`.
+fn v1_home(dir: &Path) -> std::path::PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-database/data");
+    let data = dir.join("data");
+    copy_dir(&fixture, &data);
+    data
+}
+
+fn v1_genesis(chain_id: &str) -> Genesis {
+    Genesis {
+        chain_id: chain_id.into(),
+        ..genesis(100)
+    }
+}
+
+#[test]
+fn a_v1_upgrade_interrupted_after_the_rename_or_before_the_last_rename_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = v1_home(dir.path());
+    let config = StorageConfig::default();
+    // A crash right after the v1 database was moved aside: the next start imports it all.
+    std::fs::rename(&data, dir.path().join("data.v1")).unwrap();
+    let report = v1::upgrade(&data, &config, &v1_genesis("blyan-v1"))
+        .unwrap()
+        .expect("an upgrade");
+    assert_eq!((report.blocks, report.imported), (88, 88));
+    assert_eq!(report.kept, dir.path().join("data.v1-imported"));
+    // A crash after the last block but before the backup's rename: nothing is written twice.
+    std::fs::rename(&report.kept, dir.path().join("data.v1")).unwrap();
+    let again = v1::upgrade(&data, &config, &v1_genesis("blyan-v1"))
+        .unwrap()
+        .expect("the upgrade finishes");
+    assert_eq!((again.blocks, again.imported), (88, 0));
+    // Done: later starts find nothing to do, and the state is there.
+    assert_eq!(
+        v1::upgrade(&data, &config, &v1_genesis("blyan-v1")).unwrap(),
+        None
+    );
+    let storage = open(&data);
+    assert_eq!(storage.tip().height, 88);
+    App::open(&storage, &v1_genesis("blyan-v1")).expect("the upgraded home holds its state");
+}
+
+#[test]
+fn a_v1_database_of_another_chain_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = v1_home(dir.path());
+    let error = v1::upgrade(&data, &StorageConfig::default(), &v1_genesis("other"))
+        .expect_err("another chain");
+    assert!(
+        error.to_string().contains("holds chain \"blyan-v1\"")
+            && error.to_string().contains("\"other\""),
+        "{error}"
+    );
+    assert!(data.join("CURRENT").is_file());
+    assert!(!dir.path().join("data.v1").exists(), "nothing moved");
+    // A database of today's encoding is not touched either.
+    let fresh = tempfile::tempdir().unwrap();
+    let storage = open(&fresh.path().join("data"));
+    drop(storage);
+    assert_eq!(
+        v1::upgrade(
+            &fresh.path().join("data"),
+            &StorageConfig::default(),
+            &genesis(100)
+        )
+        .unwrap(),
+        None
+    );
+}

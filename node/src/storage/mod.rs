@@ -507,17 +507,26 @@ impl Storage {
         Ok(())
     }
 
-    /// The block at `height`, if committed. Verifies that the stored bytes decode.
-    pub fn block(&self, height: u64) -> Result<Option<Block>, StorageError> {
-        let Some(mut bytes) = self.db.get_cf(self.handle(cf::BLOCKS), block_key(height))? else {
+    /// The stored bytes of the block at `height` (read from its segment when it lives in
+    /// one), not decoded: a database of an earlier encoding is read through this.
+    pub fn raw_block(&self, height: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(bytes) = self.db.get_cf(self.handle(cf::BLOCKS), block_key(height))? else {
             return Ok(None);
         };
         if bytes.first() == Some(&segments::REFERENCE_TAG) {
             let location = segments::Location::decode(&bytes).ok_or_else(|| {
                 self.corrupt(format!("block {height} has a malformed segment reference"))
             })?;
-            bytes = self.segments.read(location)?;
+            return Ok(Some(self.segments.read(location)?));
         }
+        Ok(Some(bytes))
+    }
+
+    /// The block at `height`, if committed. Verifies that the stored bytes decode.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StorageError> {
+        let Some(bytes) = self.raw_block(height)? else {
+            return Ok(None);
+        };
         Block::decode(&bytes)
             .map(Some)
             .map_err(|source| StorageError::BadBlock {
