@@ -463,38 +463,8 @@ fn a_migrated_home_starts_serves_the_legacy_blocks_and_commits_on_top() {
     let output = node(&["migrate", "--from", from, "--home", home_arg]);
     assert!(output.status.success(), "{}", stderr(&output));
 
-    let port = common::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let addr: SocketAddr = listen.parse().unwrap();
-    let mut child = Command::new(common::BIN)
-        .args(["start", "--home", home_arg, "--api-listen", &listen])
-        .env("BLYAN_P2P_LISTEN", "/ip4/127.0.0.1/tcp/0")
-        .env("BLYAN_CONSENSUS_TIMEOUT_COMMIT_MS", "50")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let height = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut text = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut text).unwrap();
-            panic!("the migrated node exited ({status}): {text}");
-        }
-        let latest = common::http(addr, "GET", "/status", b"")
-            .ok()
-            .and_then(|status| serde_json::from_str::<serde_json::Value>(&status.body).ok())
-            .and_then(|status| status["latest_height"].as_u64());
-        if let Some(height) = latest.filter(|height| *height >= 6) {
-            break height;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no native block on top of the 3 imported ones: {latest:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(height >= 6);
+    // 3 imported blocks, then native ones on top.
+    let (mut child, addr) = start_until(&home, 6, Duration::from_secs(30));
     for (index, legacy_block) in legacy_blocks.iter().enumerate() {
         let path = format!("/blocks/{}", index + 1);
         let response = common::http(addr, "GET", &path, b"").unwrap();
@@ -523,6 +493,47 @@ fn a_migrated_home_starts_serves_the_legacy_blocks_and_commits_on_top() {
         .status();
     let status = child.wait().unwrap();
     assert!(status.success(), "clean shutdown: {status}");
+}
+
+/// Starts a single-validator node on `home` (fast blocks, loopback) and waits until it has
+/// committed `height`; panics with its log if it exits or takes longer than `timeout`.
+fn start_until(home: &Path, height: u64, timeout: Duration) -> (std::process::Child, SocketAddr) {
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let addr: SocketAddr = listen.parse().unwrap();
+    let mut child = Command::new(common::BIN)
+        .args([
+            "start",
+            "--home",
+            home.to_str().unwrap(),
+            "--api-listen",
+            &listen,
+        ])
+        .env("BLYAN_P2P_LISTEN", "/ip4/127.0.0.1/tcp/0")
+        .env("BLYAN_CONSENSUS_TIMEOUT_COMMIT_MS", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut text = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut text).unwrap();
+            panic!("the node exited ({status}): {text}");
+        }
+        let latest = common::http(addr, "GET", "/status", b"")
+            .ok()
+            .and_then(|status| serde_json::from_str::<serde_json::Value>(&status.body).ok())
+            .and_then(|status| status["latest_height"].as_u64());
+        if latest.is_some_and(|latest| latest >= height) {
+            return (child, addr);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "height {height} not reached within {timeout:?}: {latest:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -559,43 +570,8 @@ fn a_database_of_the_first_block_encoding_is_upgraded_in_place_and_commits_on_to
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-database/data");
     copy_dir(&fixture, &home.join("data"));
 
-    let port = common::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let addr: SocketAddr = listen.parse().unwrap();
-    let mut child = Command::new(common::BIN)
-        .args([
-            "start",
-            "--home",
-            home.to_str().unwrap(),
-            "--api-listen",
-            &listen,
-        ])
-        .env("BLYAN_P2P_LISTEN", "/ip4/127.0.0.1/tcp/0")
-        .env("BLYAN_CONSENSUS_TIMEOUT_COMMIT_MS", "50")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut text = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut text).unwrap();
-            panic!("the upgraded node exited ({status}): {text}");
-        }
-        let latest = common::http(addr, "GET", "/status", b"")
-            .ok()
-            .and_then(|status| serde_json::from_str::<serde_json::Value>(&status.body).ok())
-            .and_then(|status| status["latest_height"].as_u64());
-        if latest.is_some_and(|height| height >= 91) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no native block on top of the 88 upgraded ones: {latest:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // 88 upgraded blocks, then native ones on top.
+    let (mut child, addr) = start_until(&home, 91, Duration::from_secs(60));
     let block = |height: u64| -> serde_json::Value {
         let response = common::http(addr, "GET", &format!("/blocks/{height}"), b"").unwrap();
         assert_eq!(response.status, 200, "/blocks/{height}: {}", response.body);

@@ -274,17 +274,7 @@ impl Block {
         if version != ENCODING_VERSION {
             return Err(DecodeError::UnknownVersion(version));
         }
-        let chain_id_len = reader.u8()? as usize;
-        if chain_id_len > MAX_CHAIN_ID_BYTES {
-            return Err(DecodeError::TooLarge {
-                field: "chain_id",
-                size: chain_id_len as u64,
-                limit: MAX_CHAIN_ID_BYTES as u64,
-            });
-        }
-        let chain_id = std::str::from_utf8(reader.take(chain_id_len)?)
-            .map_err(|_| DecodeError::ChainIdNotUtf8)?
-            .to_string();
+        let chain_id = reader.chain_id()?;
         let header = Header {
             chain_id,
             height: reader.u64()?,
@@ -296,26 +286,7 @@ impl Block {
             validators_hash: reader.hash()?,
             next_validators_hash: reader.hash()?,
         };
-        let count = reader.u32()?;
-        if count > MAX_TXS_PER_BLOCK {
-            return Err(DecodeError::TooLarge {
-                field: "transaction count",
-                size: count.into(),
-                limit: MAX_TXS_PER_BLOCK.into(),
-            });
-        }
-        let mut txs = Vec::with_capacity((count as usize).min(1024));
-        for _ in 0..count {
-            let len = reader.u32()?;
-            if len > MAX_TX_BYTES {
-                return Err(DecodeError::TooLarge {
-                    field: "transaction",
-                    size: len.into(),
-                    limit: MAX_TX_BYTES.into(),
-                });
-            }
-            txs.push(reader.take(len as usize)?.to_vec());
-        }
+        let txs = reader.txs()?;
         let last_commit;
         let mut evidence = Vec::new();
         {
@@ -385,40 +356,11 @@ impl V1Block {
         if version != V1_ENCODING_VERSION {
             return Err(DecodeError::UnknownVersion(version));
         }
-        let chain_id_len = reader.u8()? as usize;
-        if chain_id_len > MAX_CHAIN_ID_BYTES {
-            return Err(DecodeError::TooLarge {
-                field: "chain_id",
-                size: chain_id_len as u64,
-                limit: MAX_CHAIN_ID_BYTES as u64,
-            });
-        }
-        let chain_id = std::str::from_utf8(reader.take(chain_id_len)?)
-            .map_err(|_| DecodeError::ChainIdNotUtf8)?
-            .to_string();
+        let chain_id = reader.chain_id()?;
         let (height, time_ms) = (reader.u64()?, reader.u64()?);
         let (prev_hash, data_hash, app_hash) = (reader.hash()?, reader.hash()?, reader.hash()?);
         let hash = Hash::digest(&bytes[..reader.offset]);
-        let count = reader.u32()?;
-        if count > MAX_TXS_PER_BLOCK {
-            return Err(DecodeError::TooLarge {
-                field: "transaction count",
-                size: count.into(),
-                limit: MAX_TXS_PER_BLOCK.into(),
-            });
-        }
-        let mut txs = Vec::with_capacity((count as usize).min(1024));
-        for _ in 0..count {
-            let len = reader.u32()?;
-            if len > MAX_TX_BYTES {
-                return Err(DecodeError::TooLarge {
-                    field: "transaction",
-                    size: len.into(),
-                    limit: MAX_TX_BYTES.into(),
-                });
-            }
-            txs.push(reader.take(len as usize)?.to_vec());
-        }
+        let txs = reader.txs()?;
         let trailing = bytes.len() - reader.offset;
         if trailing != 0 {
             return Err(DecodeError::TrailingBytes(trailing));
@@ -447,6 +389,46 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A chain id: its length (u8, at most [`MAX_CHAIN_ID_BYTES`]) and UTF-8 bytes.
+    fn chain_id(&mut self) -> Result<String, DecodeError> {
+        let len = self.u8()? as usize;
+        if len > MAX_CHAIN_ID_BYTES {
+            return Err(DecodeError::TooLarge {
+                field: "chain_id",
+                size: len as u64,
+                limit: MAX_CHAIN_ID_BYTES as u64,
+            });
+        }
+        std::str::from_utf8(self.take(len)?)
+            .map(str::to_string)
+            .map_err(|_| DecodeError::ChainIdNotUtf8)
+    }
+
+    /// A u32 transaction count, then each transaction length-prefixed (u32).
+    fn txs(&mut self) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let count = self.u32()?;
+        if count > MAX_TXS_PER_BLOCK {
+            return Err(DecodeError::TooLarge {
+                field: "transaction count",
+                size: count.into(),
+                limit: MAX_TXS_PER_BLOCK.into(),
+            });
+        }
+        let mut txs = Vec::with_capacity((count as usize).min(1024));
+        for _ in 0..count {
+            let len = self.u32()?;
+            if len > MAX_TX_BYTES {
+                return Err(DecodeError::TooLarge {
+                    field: "transaction",
+                    size: len.into(),
+                    limit: MAX_TX_BYTES.into(),
+                });
+            }
+            txs.push(self.take(len as usize)?.to_vec());
+        }
+        Ok(txs)
+    }
+
     fn take(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
         let remaining = self.bytes.len() - self.offset;
         if count > remaining {
@@ -537,10 +519,51 @@ mod tests {
         assert!(Hash::from_hex(&"zz".repeat(32)).is_err());
     }
 
+    /// The first encoding, written as blyan-node d90a7e7 wrote it: version 1, chain id,
+    /// height, time, previous/data/app hashes (the header, whose SHA-256 is the hash), then
+    /// the transactions.
+    fn v1_bytes(txs: &[&[u8]]) -> (Vec<u8>, usize) {
+        let mut out = vec![V1_ENCODING_VERSION, 1, b'c'];
+        out.extend_from_slice(&7u64.to_be_bytes());
+        out.extend_from_slice(&9u64.to_be_bytes());
+        out.extend_from_slice(&[3; 32]);
+        let owned: Vec<Vec<u8>> = txs.iter().map(|tx| tx.to_vec()).collect();
+        out.extend_from_slice(&txs_hash(&owned).0);
+        out.extend_from_slice(&[5; 32]);
+        let header = out.len();
+        out.extend_from_slice(&(txs.len() as u32).to_be_bytes());
+        for tx in txs {
+            out.extend_from_slice(&(tx.len() as u32).to_be_bytes());
+            out.extend_from_slice(tx);
+        }
+        (out, header)
+    }
+
+    #[test]
+    fn a_v1_block_decodes_with_the_hash_of_its_header_and_is_not_a_v2_block() {
+        let (bytes, header) = v1_bytes(&[b"ab", b"c"]);
+        let block = V1Block::decode(&bytes).unwrap();
+        assert_eq!((block.height, block.time_ms), (7, 9));
+        assert_eq!(block.prev_hash, Hash([3; 32]));
+        assert_eq!(block.txs, vec![b"ab".to_vec(), b"c".to_vec()]);
+        assert_eq!(block.hash, Hash::digest(&bytes[..header]));
+        assert!(block.data_hash_matches());
+        assert_eq!(Block::decode(&bytes), Err(DecodeError::UnknownVersion(1)));
+        assert!(matches!(
+            V1Block::decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated { .. })
+        ));
+        assert_eq!(
+            V1Block::decode(&sample().encode()),
+            Err(DecodeError::UnknownVersion(2))
+        );
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Block::decode(&bytes);
+            let _ = V1Block::decode(&bytes);
         }
 
         #[test]
