@@ -50,3 +50,21 @@ async fn a_forks_own_stopper_stops_only_the_fork() {
         .expect("the fork stops");
     assert!(!stop.stop_received(), "the original runs on");
 }
+
+/// What create_links does when a disable meets a link that just ended: the proxy's stop and
+/// the client's own stopper both fire before the link's fork has read either. Each stop is a
+/// message on a broadcast channel of capacity 1, so the second overwrote the first and the
+/// fork's forwarder saw `Lagged`, which it took for the end of the channel: that link never
+/// stopped and kept carrying a "cut" connection (patch 6).
+#[tokio::test]
+async fn a_fork_stops_even_when_two_stops_reach_its_parent_before_it_reads_one() {
+    let (proxy, proxy_stopper) = Stop::new();
+    let (links, links_stopper) = proxy.fork();
+    let (mut link, _link_stopper) = links.fork();
+    proxy_stopper.stop();
+    links_stopper.stop();
+    tokio::time::timeout(WAIT, link.recv())
+        .await
+        .expect("the link stops although its parent got two stops at once");
+    assert!(link.stop_received());
+}

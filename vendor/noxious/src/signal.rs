@@ -66,12 +66,17 @@ impl Stop {
             let _ = forked_sender.send(());
         }
         tokio::spawn(async move {
-            while original_receiver.recv().await.is_ok() {
-                forked_flag.store(true, Ordering::SeqCst);
-                if forked_sender.send(()).is_err() {
-                    // Channel closed, we can no longer forward signal from original to fork
-                    break;
+            // A stop is sent once and never undone, so the first signal is the only one to
+            // pass on. `Lagged` is a signal too: two stops reaching the original before this
+            // task read one (a proxy's disable and a link's own end) overwrite each other in
+            // the channel of capacity 1; taking that for the channel's end left the fork, and
+            // every link under it, running through a cut (BLYAN.md, patch 6).
+            match original_receiver.recv().await {
+                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    forked_flag.store(true, Ordering::SeqCst);
+                    let _ = forked_sender.send(());
                 }
+                Err(broadcast::error::RecvError::Closed) => {}
             }
             drop(forked_sender);
         });
