@@ -203,17 +203,60 @@ fn exercise(
     assert!(report.attempts >= 100, "{} attempts", report.attempts);
     let failed: Vec<_> = report.samples.iter().filter(|a| !a.connected).collect();
     assert!(failed.is_empty(), "attempts failed: {failed:#?}");
-    // Hole punching between the port-preserving NATs: in the probe, or on the nodes' own links
-    // since the start (a pair punched again within a couple of minutes fails: the previous
-    // connection's 4-tuple is still in TIME_WAIT).
-    let punched_by_nodes: u64 = [2usize, 3, 4, 5]
+    // Hole punching between the port-preserving NATs, measured over five runs of this test
+    // (each node's own DCUtR successes, which count the probe's too, were 1 to 10; the probe
+    // upgraded 2 to 6 of its links between two of these nodes): every one of the four nodes
+    // tries, at least three of them succeed at least once, and the probe upgrades at least one
+    // link between two of them (not only through the firewall or inside the shared router's
+    // LAN). Not every pair or node every time: a pair punched again within a couple of minutes
+    // fails while the previous connection's 4-tuple is in TIME_WAIT, and a loaded host misses
+    // DCUtR's synchronised dial (fresh CI once left one node without a success).
+    let preserving = [2usize, 3, 4, 5];
+    let preserving_names: Vec<&str> = preserving
         .iter()
-        .filter_map(|&i| net_info(&client, &state.nodes[i].api))
-        .map(|info| info["nat"]["hole_punch_successes"].as_u64().unwrap_or(0))
-        .sum();
+        .map(|&i| state.nodes[i].moniker.as_str())
+        .collect();
+    let mut punched_by_nodes = 0u64;
+    let mut per_node = Vec::new();
+    let mut never_tried = Vec::new();
+    let mut never_punched = Vec::new();
+    for &index in &preserving {
+        let name = state.nodes[index].moniker.as_str();
+        let info = net_info(&client, &state.nodes[index].api).unwrap_or_default();
+        let own = info["nat"]["hole_punch_successes"].as_u64().unwrap_or(0);
+        let own_failed = info["nat"]["hole_punch_failures"].as_u64().unwrap_or(0);
+        punched_by_nodes += own;
+        per_node.push(format!("{name}: {own} punched, {own_failed} failed"));
+        if own + own_failed == 0 {
+            never_tried.push(name);
+        }
+        if own == 0 {
+            never_punched.push(name);
+        }
+    }
+    let mut punched_pairs: Vec<String> = report
+        .samples
+        .iter()
+        .filter(|a| a.direct_ms.is_some() && a.relayed == Some(true))
+        .filter(|a| {
+            preserving_names.contains(&a.from.as_str()) && preserving_names.contains(&a.to.as_str())
+        })
+        .map(|a| format!("{}-{}", a.from, a.to))
+        .collect();
+    punched_pairs.sort();
+    eprintln!("hole punching: {per_node:?}; probe links upgraded between them: {punched_pairs:?}");
     assert!(
-        report.hole_punched + punched_by_nodes as usize >= 1,
-        "no relayed link between port-preserving NATs was upgraded to direct"
+        never_tried.is_empty(),
+        "behind a port-preserving NAT, {never_tried:?} never tried a hole punch: {per_node:?}"
+    );
+    assert!(
+        never_punched.len() <= 1,
+        "behind port-preserving NATs, {never_punched:?} never had a relayed link upgraded to direct: {per_node:?}"
+    );
+    assert!(
+        !punched_pairs.is_empty(),
+        "the probe upgraded no relayed link between two port-preserving NATs to direct ({} upgrades in all)",
+        report.hole_punched
     );
     let random_port_home = ["node6", "node7"];
     let punched_through_random: Vec<_> = report
