@@ -4,9 +4,10 @@
 //! port of one `blyan-chaos-proxy` (a process on loopback, or a container on the devnet
 //! network) and forwards to node `j`'s P2P port. Nodes run in the P2P static mode and dial only
 //! these proxy addresses, so no consensus traffic bypasses the faults. The harness drives the
-//! proxy through its Toxiproxy API with the `toxiproxy_rust` client (proxies: populate,
-//! enable, disable) and named toxics over plain HTTP (the client names toxics by type only, so
-//! two faults on one link would collide).
+//! proxy through its Toxiproxy API over plain HTTP: proxies (populate, enable, disable, reset)
+//! and named toxics, `TAG_STREAM`, so that two faults on one link do not collide. (The
+//! `toxiproxy_rust` client names toxics by type only and brings a second HTTP stack, reqwest
+//! 0.11 with OpenSSL, into the build; `blyan-chaos`'s tests keep it to prove the API compatible.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use toxiproxy_rust::client::Client;
-use toxiproxy_rust::proxy::ProxyPack;
 
 use crate::scenario::LinkToxic;
 
@@ -108,10 +107,78 @@ pub fn existing_proxy_bin(node_bin: &Path) -> Result<PathBuf, String> {
     }
 }
 
-fn wait_api(api: &str, limit: Duration) -> Result<Client, String> {
-    let client = Client::new(api);
+/// A proxy as Toxiproxy's API describes it (`POST /populate`, `GET /proxies/NAME`).
+#[derive(Debug, Serialize, Deserialize)]
+struct ProxyRecord {
+    name: String,
+    listen: String,
+    upstream: String,
+    enabled: bool,
+}
+
+/// The few calls of Toxiproxy's API the harness makes, with the error naming what failed.
+struct ToxiproxyApi {
+    api: String,
+    http: reqwest::blocking::Client,
+}
+
+impl ToxiproxyApi {
+    fn new(api: &str) -> ToxiproxyApi {
+        ToxiproxyApi {
+            api: api.to_string(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client builds"),
+        }
+    }
+
+    /// Sends a request and reads its JSON answer (`None` for an empty body).
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Option<serde_json::Value>, String> {
+        let url = format!("http://{}/{path}", self.api);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .map_err(|error| format!("{method} {url}: {error}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .map_err(|error| format!("{method} {url}: {error}"))?;
+        if !status.is_success() {
+            return Err(format!("{method} {url}: {status}: {text}"));
+        }
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|error| format!("{method} {url}: not JSON ({error}): {text}"))
+    }
+
+    fn proxy(&self, name: &str) -> Result<ProxyRecord, String> {
+        let answer = self.call(reqwest::Method::GET, &format!("proxies/{name}"), None)?;
+        serde_json::from_value(answer.unwrap_or_default())
+            .map_err(|error| format!("proxy {name}: {error}"))
+    }
+}
+
+fn wait_api(api: &str, limit: Duration) -> Result<ToxiproxyApi, String> {
     let deadline = Instant::now() + limit;
-    while !client.is_running() {
+    loop {
+        let client = ToxiproxyApi::new(api);
+        // `GET /version` answers plain text.
+        let version = client.http.get(format!("http://{api}/version")).send();
+        if version.is_ok_and(|answer| answer.status().is_success()) {
+            return Ok(client);
+        }
         if Instant::now() > deadline {
             return Err(format!(
                 "the proxy API at {api} did not answer in {limit:?}"
@@ -119,30 +186,32 @@ fn wait_api(api: &str, limit: Duration) -> Result<Client, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(client)
 }
 
 /// Creates every link's proxy through the API (Toxiproxy's `POST /populate`).
 pub fn populate(info: &ProxyInfo) -> Result<(), String> {
     let client = wait_api(&info.api, Duration::from_secs(20))?;
-    let packs: Vec<ProxyPack> = info
+    let records: Vec<ProxyRecord> = info
         .links
         .iter()
-        .map(|link| {
-            ProxyPack::new(
-                link.name.clone(),
-                link.listen.clone(),
-                link.upstream.clone(),
-            )
+        .map(|link| ProxyRecord {
+            name: link.name.clone(),
+            listen: link.listen.clone(),
+            upstream: link.upstream.clone(),
+            enabled: true,
         })
         .collect();
-    let made = client
-        .populate(packs)
+    let body = serde_json::to_value(&records).map_err(|error| error.to_string())?;
+    let answer = client
+        .call(reqwest::Method::POST, "populate", Some(body))
         .map_err(|error| format!("populate: {error}"))?;
-    if made.len() != info.links.len() {
+    let made = answer
+        .as_ref()
+        .and_then(|answer| answer["proxies"].as_array())
+        .map_or(0, Vec::len);
+    if made != info.links.len() {
         return Err(format!(
-            "populate made {} proxies of {} (see the proxy's log)",
-            made.len(),
+            "populate made {made} proxies of {} (see the proxy's log)",
             info.links.len()
         ));
     }
@@ -211,21 +280,14 @@ pub fn stop_process(pid: u32) {
 
 /// Faults on links, through the proxy's API.
 pub struct LinkControl {
-    api: String,
-    client: Client,
-    http: reqwest::blocking::Client,
+    client: ToxiproxyApi,
     names: HashMap<(usize, usize), String>,
 }
 
 impl LinkControl {
     pub fn new(info: &ProxyInfo) -> LinkControl {
         LinkControl {
-            api: info.api.clone(),
-            client: Client::new(info.api.as_str()),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client builds"),
+            client: ToxiproxyApi::new(&info.api),
             names: info
                 .links
                 .iter()
@@ -241,18 +303,12 @@ impl LinkControl {
 
     fn set_enabled(&self, links: &[(usize, usize)], enabled: bool) -> Result<(), String> {
         for name in self.proxies(links) {
-            let proxy = self.client.find_proxy(name)?;
-            if enabled {
-                proxy.enable()?;
-            } else {
-                proxy.disable()?;
-            }
-            let now = self.client.find_proxy(name)?;
-            if now.proxy_pack.enabled != enabled {
-                return Err(format!(
-                    "{name}: still enabled = {}",
-                    now.proxy_pack.enabled
-                ));
+            let path = format!("proxies/{name}");
+            let body = serde_json::json!({ "enabled": enabled });
+            self.client.call(reqwest::Method::POST, &path, Some(body))?;
+            let now = self.client.proxy(name)?;
+            if now.enabled != enabled {
+                return Err(format!("{name}: still enabled = {}", now.enabled));
             }
         }
         Ok(())
@@ -288,19 +344,11 @@ impl LinkControl {
                     "toxicity": 1.0,
                     "attributes": attributes,
                 });
-                let response = self
-                    .http
-                    .post(format!("http://{}/proxies/{name}/toxics", self.api))
-                    .json(&body)
-                    .send()
-                    .map_err(|error| format!("{name}: {error}"))?;
-                if !response.status().is_success() {
-                    let status = response.status();
-                    return Err(format!(
-                        "{name}: {status}: {}",
-                        response.text().unwrap_or_default()
-                    ));
-                }
+                self.client.call(
+                    reqwest::Method::POST,
+                    &format!("proxies/{name}/toxics"),
+                    Some(body),
+                )?;
             }
         }
         Ok(())
@@ -316,10 +364,11 @@ impl LinkControl {
         for name in self.proxies(links) {
             for stream in &toxic.streams {
                 let response = self
+                    .client
                     .http
                     .delete(format!(
                         "http://{}/proxies/{name}/toxics/{tag}_{stream}",
-                        self.api
+                        self.client.api
                     ))
                     .send()
                     .map_err(|error| format!("{name}: {error}"))?;
@@ -334,7 +383,9 @@ impl LinkControl {
 
     /// Every proxy enabled and every toxic removed (Toxiproxy's `POST /reset`).
     pub fn reset(&self) -> Result<(), String> {
-        self.client.reset()
+        self.client
+            .call(reqwest::Method::POST, "reset", None)
+            .map(|_| ())
     }
 }
 
@@ -364,5 +415,86 @@ mod tests {
         };
         assert_eq!(plan.port(0, 1, 4), 30001);
         assert_eq!(plan.port(3, 2, 4), 30014);
+    }
+
+    /// The harness's own Toxiproxy calls against `blyan-chaos-proxy` in this process: populate
+    /// makes every proxy, a cut disables exactly the links named (and stops their traffic), a
+    /// named toxic is added and removed, and reset enables every proxy again.
+    #[test]
+    fn the_api_client_populates_cuts_restores_and_names_toxics() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let api = listener.local_addr().unwrap().to_string();
+        let store = blyan_chaos::Store::default();
+        runtime.spawn(blyan_chaos::serve(
+            listener,
+            store.clone(),
+            std::future::pending(),
+        ));
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream_at = upstream.local_addr().unwrap().to_string();
+        let free_port = || {
+            let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            socket.local_addr().unwrap().to_string()
+        };
+        let links: Vec<ProxiedLink> = [(0, 1), (1, 0)]
+            .iter()
+            .map(|&(from, to)| ProxiedLink {
+                from,
+                to,
+                name: link_name(&format!("node{from}"), &format!("node{to}")),
+                listen: free_port(),
+                upstream: upstream_at.clone(),
+            })
+            .collect();
+        let info = ProxyInfo {
+            api,
+            pid: None,
+            container: None,
+            links: links.clone(),
+        };
+        populate(&info).unwrap();
+        let control = LinkControl::new(&info);
+        let enabled = |name: &str| runtime.block_on(store.get(name)).unwrap().enabled;
+        assert!(enabled("node0_to_node1") && enabled("node1_to_node0"));
+
+        control.cut(&[(0, 1), (5, 6)]).unwrap();
+        assert!(!enabled("node0_to_node1"), "the cut link is disabled");
+        assert!(enabled("node1_to_node0"), "the other direction is not");
+        let refused = std::net::TcpStream::connect(&links[0].listen);
+        assert!(refused.is_err(), "a disabled proxy refuses connections");
+        control.restore(&[(0, 1)]).unwrap();
+        assert!(enabled("node0_to_node1"));
+        assert!(std::net::TcpStream::connect(&links[0].listen).is_ok());
+
+        let toxic = LinkToxic {
+            kind: "latency".into(),
+            streams: vec!["downstream"],
+            attributes: vec![("latency", 50)],
+        };
+        control.add_toxic(&[(1, 0)], "slow", &toxic).unwrap();
+        let toxics = runtime.block_on(store.toxics("node1_to_node0")).unwrap();
+        let names: Vec<String> = toxics.iter().map(|t| t.name.clone()).collect();
+        assert_eq!(names, ["slow_downstream"]);
+        let again = control.add_toxic(&[(1, 0)], "slow", &toxic);
+        assert!(again.is_err(), "a second toxic of the same name is refused");
+        control.remove_toxic(&[(1, 0)], "slow", &toxic).unwrap();
+        control.remove_toxic(&[(1, 0)], "slow", &toxic).unwrap();
+        assert!(runtime
+            .block_on(store.toxics("node1_to_node0"))
+            .unwrap()
+            .is_empty());
+
+        control.cut(&[(0, 1), (1, 0)]).unwrap();
+        control.reset().unwrap();
+        assert!(enabled("node0_to_node1") && enabled("node1_to_node0"));
+        let unknown = ProxyInfo {
+            api: "127.0.0.1:1".into(),
+            ..info
+        };
+        let error = LinkControl::new(&unknown).cut(&[(0, 1)]).unwrap_err();
+        assert!(error.contains("127.0.0.1:1"), "{error}");
     }
 }

@@ -98,8 +98,10 @@ pub struct ValidatorKey {
 
 impl ValidatorKey {
     pub fn generate() -> ValidatorKey {
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
         ValidatorKey {
-            signing: SigningKey::generate(&mut rand::rngs::OsRng),
+            signing: SigningKey::from_bytes(&secret),
         }
     }
 

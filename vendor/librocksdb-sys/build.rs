@@ -44,6 +44,19 @@ fn build_rocksdb() {
     let target = env::var("TARGET").unwrap();
 
     let mut config = cc::Build::new();
+    // -O2, the level of RocksDB's own Makefile for release builds, where Cargo's release
+    // profile asks for -O3: the same code paths, a shorter compile (BLYAN.md, patch 4).
+    // ROCKSDB_OPT_LEVEL sets another level.
+    println!("cargo:rerun-if-env-changed=ROCKSDB_OPT_LEVEL");
+    match env::var("ROCKSDB_OPT_LEVEL") {
+        Ok(level) => {
+            config.opt_level_str(&level);
+        }
+        Err(_) if env::var("OPT_LEVEL").is_ok_and(|level| level == "3") => {
+            config.opt_level(2);
+        }
+        Err(_) => {}
+    }
     config.include("rocksdb/include/");
     config.include("rocksdb/");
     config.include("rocksdb/third-party/gtest-1.8.1/fused-src/");
