@@ -50,7 +50,7 @@ pub struct ApiState {
     /// HTTPS material, for the admin check and `/admin/reload` (`None`: plain HTTP).
     pub tls: Option<Arc<crate::api_tls::ApiTls>>,
     /// The swarm's commands (`/admin/reload` re-reads the peer lists).
-    pub p2p_commands: Option<mpsc::UnboundedSender<crate::p2p::P2pCommand>>,
+    pub p2p_commands: Option<crate::p2p::P2pCommands>,
     /// The devnet switches when the node runs in devnet mode (`devnet.enabled`).
     pub devnet: Option<crate::config::DevnetConfig>,
     /// Requests per second per client IP (`None`: no limit).

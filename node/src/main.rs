@@ -1086,9 +1086,7 @@ fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration
 
 /// SIGHUP: re-read the allowlist and revocation files now (they are also re-read within a
 /// second of changing).
-async fn reload_on_sighup(
-    commands: tokio::sync::mpsc::UnboundedSender<blyan_node::p2p::P2pCommand>,
-) {
+async fn reload_on_sighup(commands: blyan_node::p2p::P2pCommands) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("no SIGHUP handler: lists reload only when their files change");

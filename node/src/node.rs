@@ -505,7 +505,9 @@ impl Node {
     }
 
     fn send(&self, command: P2pCommand) {
-        // The swarm task ends only after the node loop; a failed send means shutdown.
+        // Refused only at shutdown (the swarm task ends after the node loop) or when the swarm
+        // task's queue is full (counted in /net_info; our own votes and proposals are sent
+        // again when a height makes no progress, `maybe_rebroadcast`, and block sync asks again).
         let _ = self.p2p.commands.send(command);
     }
 

@@ -572,7 +572,7 @@ impl Inference {
     pub async fn serve_peers(
         self: Arc<Self>,
         mut requests: tokio::sync::mpsc::Receiver<TileInbound>,
-        commands: tokio::sync::mpsc::UnboundedSender<P2pCommand>,
+        commands: crate::p2p::P2pCommands,
     ) {
         while let Some(inbound) = requests.recv().await {
             let service = self.clone();

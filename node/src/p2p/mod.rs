@@ -101,6 +101,65 @@ pub struct TileInbound {
 /// Largest vote or transaction gossip message (a vote is 114 bytes, a transfer 154).
 pub const MAX_VOTE_OR_TX_BYTES: usize = 1024;
 
+/// Commands queued for the swarm task at most (votes, transactions and validation verdicts
+/// come several per peer per height; at 100 validators a height's votes are a few hundred).
+pub const COMMAND_QUEUE: usize = 8192;
+
+/// The bounded queue of commands to the swarm task. A full queue refuses a command at once
+/// instead of waiting: the node's event loop sends from synchronous code, and the swarm task
+/// waits on the node's (bounded) event queue, so a sender that waited could deadlock the two.
+/// What a refusal loses is re-sent by its owner (a vote on the next timeout, a sync request on
+/// the next tick, a tile request by the requester's retry); refusals are counted in
+/// `/net_info`'s `commands_refused`.
+#[derive(Clone, Debug)]
+pub struct P2pCommands {
+    queue: mpsc::Sender<P2pCommand>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Why [`P2pCommands::send`] did not queue a command.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandRefused {
+    #[error("the P2P command queue is full ({0} commands waiting)")]
+    Full(usize),
+    #[error("the P2P task has stopped")]
+    Stopped,
+}
+
+impl P2pCommands {
+    /// A queue of `capacity` commands and the receiving end for the swarm task.
+    pub fn bounded(capacity: usize) -> (P2pCommands, mpsc::Receiver<P2pCommand>) {
+        let (queue, receiver) = mpsc::channel(capacity);
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        (P2pCommands { queue, refused }, receiver)
+    }
+
+    /// Queues `command` now, or refuses it (and counts the refusal) when the queue is full.
+    pub fn send(&self, command: P2pCommand) -> Result<(), CommandRefused> {
+        match self.queue.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let before = self
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if before.is_power_of_two() || before == 0 {
+                    tracing::warn!(
+                        refused = before + 1,
+                        "P2P command queue full: command dropped"
+                    );
+                }
+                Err(CommandRefused::Full(self.queue.max_capacity()))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CommandRefused::Stopped),
+        }
+    }
+
+    /// Commands refused because the queue was full, since the start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
     #[error("p2p transport: {0}")]
@@ -284,13 +343,15 @@ pub struct NetInfo {
     pub revoked: usize,
     /// Connections refused because the peer is not on the allowlist or is revoked.
     pub refused_connections: u64,
+    /// Commands to the swarm task dropped because its queue was full ([`COMMAND_QUEUE`]).
+    pub commands_refused: u64,
     pub nat: NatInfo,
 }
 
 /// The node's side of the swarm.
 #[derive(Clone)]
 pub struct P2pHandle {
-    pub commands: mpsc::UnboundedSender<P2pCommand>,
+    pub commands: P2pCommands,
     pub info: Arc<Mutex<NetInfo>>,
     pub local_peer_id: PeerId,
     /// Tile requests from peers; taken once by the inference service (requests arriving while
@@ -754,7 +815,7 @@ pub async fn spawn_counted(
         },
         ..Default::default()
     }));
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (command_tx, command_rx) = P2pCommands::bounded(COMMAND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(4096);
     let (tile_tx, tile_rx) = mpsc::channel(256);
     let runner = Runner {
@@ -794,6 +855,7 @@ pub async fn spawn_counted(
         observed: Vec::new(),
         relay_circuits: 0,
         probes: Vec::new(),
+        commands_refused: command_tx.refused.clone(),
     };
     tokio::spawn(runner.run(command_rx));
     Ok((
@@ -839,6 +901,9 @@ struct Runner {
     /// Circuits this node relays now (as a relay server).
     relay_circuits: u64,
     probes: Vec<Probe>,
+    /// [`P2pCommands`]' refusals (the runner holds no sender: the queue closes when the node's
+    /// senders are gone, which ends the task).
+    commands_refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How long a bootstrap address that failed is passed over for the peer's other addresses.
@@ -955,7 +1020,7 @@ impl Relays {
 }
 
 impl Runner {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<P2pCommand>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<P2pCommand>) {
         self.dial_missing();
         let mut redial = tokio::time::interval(Duration::from_secs(1));
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
@@ -1344,6 +1409,9 @@ impl Runner {
         let mut info = self.info.lock().expect("net info lock poisoned");
         info.peers = peers;
         info.external_addresses = external;
+        info.commands_refused = self
+            .commands_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
         let nat = &mut info.nat;
         nat.reachability = self.autonat.reachability;
         nat.autonat_tests = self.autonat.successes + self.autonat.failures;

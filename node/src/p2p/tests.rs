@@ -158,3 +158,27 @@ fn relay_candidates_are_the_configured_ones_then_new_discoveries() {
     );
     assert_eq!(candidates[1].0, discovered);
 }
+
+#[test]
+fn a_full_command_queue_refuses_at_once_and_counts_what_it_refused() {
+    let (commands, mut receiver) = P2pCommands::bounded(4);
+    for _ in 0..4 {
+        commands.send(P2pCommand::ReloadAccess).unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            commands.send(P2pCommand::ReloadAccess),
+            Err(CommandRefused::Full(4))
+        );
+    }
+    assert_eq!(commands.refused(), 3);
+    // Room again once the swarm task takes one.
+    assert!(receiver.try_recv().is_ok());
+    commands.send(P2pCommand::ReloadAccess).unwrap();
+    drop(receiver);
+    assert_eq!(
+        commands.send(P2pCommand::ReloadAccess),
+        Err(CommandRefused::Stopped)
+    );
+    assert_eq!(commands.refused(), 3, "a stopped task is not a full queue");
+}
