@@ -1160,13 +1160,23 @@ fn bench_storage(dir: Option<PathBuf>, blocks: u64, sizes: &[String], json: bool
     let dir = dir.unwrap_or_else(std::env::temp_dir);
     let config = StorageConfig::default();
     let mut reports = Vec::new();
+    // On a terminal the progress line is rewritten in place; elsewhere (a log, CI) each
+    // update is a line of its own.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for size in sizes {
         let report = bench::run_size(&dir, &config, size, blocks, |done| {
             if done % 50 == 0 || done == blocks {
-                eprint!("\r{size:>8} B blocks: {done}/{blocks} committed");
+                let line = format!("{size:>8} B blocks: {done}/{blocks} committed");
+                if terminal {
+                    eprint!("\r{line}");
+                } else {
+                    eprintln!("{line}");
+                }
             }
         })?;
-        eprintln!();
+        if terminal {
+            eprintln!();
+        }
         reports.push(report);
     }
     if json {
