@@ -55,7 +55,8 @@ impl App {
                 ));
             }
             (
-                ChainState::from_entries(&genesis.chain_id, params, tip, entries),
+                ChainState::from_entries(&genesis.chain_id, params, tip, entries)
+                    .map_err(|error| storage_corrupt(storage, error.to_string()))?,
                 false,
             )
         };

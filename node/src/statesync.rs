@@ -400,7 +400,8 @@ pub async fn run(
 
     // 4. Write it all in one batch: state, block `height`, its commit and the set records.
     let state =
-        ChainState::from_entries(&genesis.chain_id, params.clone(), height, entries.clone());
+        ChainState::from_entries(&genesis.chain_id, params.clone(), height, entries.clone())
+            .map_err(|error| peer_error(peer, error.to_string()))?;
     if state.app_hash() != app_hash {
         return Err(peer_error(
             peer,

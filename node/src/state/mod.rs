@@ -317,6 +317,58 @@ fn expert_key(hash: &Hash) -> Vec<u8> {
 }
 const SUPPLY_KEY: &[u8] = b"m/supply";
 
+/// A state that cannot be loaded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    #[error("state record {key} is malformed: {why}")]
+    Record { key: String, why: String },
+}
+
+/// A key as text: its prefix, then hex.
+fn printable_key(key: &[u8]) -> String {
+    match key {
+        [prefix, b'/', rest @ ..] if prefix.is_ascii_lowercase() => {
+            format!("{}/{}", *prefix as char, hex::encode(rest))
+        }
+        _ => hex::encode(key),
+    }
+}
+
+/// Whether a record has the shape its key's prefix promises (records of other prefixes are
+/// never decoded, so they are let through).
+fn check_record(key: &[u8], value: &[u8]) -> Result<(), String> {
+    fn json<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<(), String> {
+        serde_json::from_slice::<T>(value)
+            .map(|_| ())
+            .map_err(|error| format!("not the JSON record expected: {error}"))
+    }
+    fn sized(what: &str, got: usize, want: usize) -> Result<(), String> {
+        (got == want)
+            .then_some(())
+            .ok_or_else(|| format!("{what} of {got} bytes, not {want}"))
+    }
+    if key == SUPPLY_KEY {
+        return json::<Supply>(value);
+    }
+    let Some((prefix, rest)) = key.split_at_checked(2) else {
+        return Ok(());
+    };
+    match prefix {
+        b"a/" => sized("a key", rest.len(), 32).and(sized("a value", value.len(), 16)),
+        b"v/" => sized("a key", rest.len(), 32).and_then(|()| json::<ValidatorRecord>(value)),
+        b"d/" => sized("a key", rest.len(), 64).and(sized("a value", value.len(), 8)),
+        b"u/" => sized("a key", rest.len(), 72).and(sized("a value", value.len(), 8)),
+        b"s/" => sized("a key", rest.len(), 8).and_then(|()| {
+            try_decode_members(value)
+                .map(|_| ())
+                .ok_or_else(|| format!("a set record of {} bytes", value.len()))
+        }),
+        b"e/" => sized("a key", rest.len(), 32).and_then(|()| json::<ExpertRecord>(value)),
+        b"x/" => json::<EvidenceRecord>(value),
+        _ => Ok(()),
+    }
+}
+
 fn number(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes.try_into().expect("amount records are 8 bytes"))
 }
@@ -474,19 +526,27 @@ impl ChainState {
         }
     }
 
-    /// A state loaded from storage at `height`.
+    /// A state loaded from storage (or a verified snapshot) at `height`. Every record is
+    /// decoded once here, so a malformed one is an error naming its key, and the accessors
+    /// below may take the records' shape as given.
     pub fn from_entries(
         chain_id: &str,
         params: StakingParams,
         height: u64,
         entries: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> ChainState {
-        ChainState {
+    ) -> Result<ChainState, StateError> {
+        for (key, value) in &entries {
+            check_record(key, value).map_err(|why| StateError::Record {
+                key: printable_key(key),
+                why,
+            })?;
+        }
+        Ok(ChainState {
             chain_id: chain_id.to_string(),
             params,
             store: Store::from_entries(entries),
             height,
-        }
+        })
     }
 
     pub fn store(&self) -> &Store {

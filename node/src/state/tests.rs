@@ -355,7 +355,8 @@ fn app_hash_depends_on_the_state_not_on_the_order_it_was_built() {
             .collect();
         entries.reverse();
         entries
-    });
+    })
+    .unwrap();
     assert_eq!(loaded.app_hash(), one.app_hash());
     let other = ChainState::genesis(CHAIN, params(), &accounts[1..], &validators);
     assert_ne!(other.app_hash(), one.app_hash());
@@ -548,4 +549,50 @@ proptest! {
         let (at_stake, burned, _) = equivocation_run(delegated, &unbonds, infraction, delay);
         prop_assert_eq!(burned, at_stake / 20, "5% of the {} bonded at height {}", at_stake, infraction);
     }
+}
+
+/// Records read back from storage are decoded once at load: a malformed one is an error that
+/// names its key, not a panic on the first read of it.
+#[test]
+fn a_state_with_a_malformed_record_is_refused_at_load_naming_the_record() {
+    let good: Vec<(Vec<u8>, Vec<u8>)> = genesis(params())
+        .store()
+        .entries()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    let spoil = |prefix: &[u8], value: &[u8]| {
+        let mut entries = good.clone();
+        let entry = entries
+            .iter_mut()
+            .find(|(key, _)| key.starts_with(prefix))
+            .expect("genesis writes a record of this prefix");
+        entry.1 = value.to_vec();
+        let key = entry.0.clone();
+        (key, ChainState::from_entries(CHAIN, params(), 1, entries))
+    };
+    for (prefix, value, why) in [
+        (
+            b"v/".as_slice(),
+            b"{not json".as_slice(),
+            "not the JSON record expected",
+        ),
+        (b"a/", &[0u8; 15][..], "a value of 15 bytes, not 16"),
+        (b"s/", &[1u8; 41][..], "a set record of 41 bytes"),
+        (b"m/supply", b"[]", "not the JSON record expected"),
+    ] {
+        let (key, loaded) = spoil(prefix, value);
+        let Err(StateError::Record {
+            key: named,
+            why: said,
+        }) = loaded
+        else {
+            panic!("a malformed {prefix:?} record was loaded");
+        };
+        assert!(said.contains(why), "{said}");
+        assert!(
+            named.ends_with(&hex::encode(&key[2..])),
+            "{named} names the record"
+        );
+    }
+    assert!(ChainState::from_entries(CHAIN, params(), 1, good).is_ok());
 }
