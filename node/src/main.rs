@@ -894,6 +894,7 @@ fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration
             metrics.refused_inputs.clone(),
         )
         .await?;
+        metrics.attach_p2p(p2p.gossip_metrics.clone());
         tokio::spawn(reload_on_sighup(p2p.commands.clone()));
         let mut synced_at = None;
         match state_sync {

@@ -40,6 +40,8 @@ pub fn refuse(family: &RefusedInputs, source: &'static str, reason: &'static str
 
 pub struct Metrics {
     registry: Registry,
+    /// gossipsub's registry, set once the swarm is built.
+    p2p: std::sync::OnceLock<std::sync::Arc<Registry>>,
     pub http_requests: Family<HttpLabels, Counter>,
     /// Inputs refused at the boundary (never a panic): by source and reason.
     pub refused_inputs: RefusedInputs,
@@ -225,6 +227,7 @@ impl Metrics {
         Metrics {
             inference,
             registry,
+            p2p: std::sync::OnceLock::new(),
             http_requests,
             refused_inputs,
             latest_height,
@@ -242,11 +245,22 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition, with the P2P layer's registry after ours when the
+    /// swarm runs.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
+        use prometheus_client::encoding::text;
+        let mut out = String::new();
+        text::encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
+        if let Some(p2p) = self.p2p.get() {
+            text::encode_registry(&mut out, p2p).expect("writing to a String cannot fail");
+        }
+        text::encode_eof(&mut out).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Adds the P2P layer's registry (gossipsub's counters) to what [`Metrics::encode`]
+    /// writes; a second call changes nothing.
+    pub fn attach_p2p(&self, registry: std::sync::Arc<Registry>) {
+        let _ = self.p2p.set(registry);
     }
 }

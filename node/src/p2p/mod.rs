@@ -357,6 +357,8 @@ pub struct P2pHandle {
     /// Tile requests from peers; taken once by the inference service (requests arriving while
     /// nobody took it are answered "unavailable").
     pub tile_requests: Arc<Mutex<Option<mpsc::Receiver<TileInbound>>>>,
+    /// gossipsub's metrics (`blyan_gossipsub_*`), for the node's /metrics.
+    pub gossip_metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 impl P2pHandle {
@@ -408,6 +410,7 @@ fn behaviour(
     relay_client: relay::client::Behaviour,
     config: &P2pConfig,
     chain_id: &str,
+    gossip_metrics: &mut prometheus_client::registry::Registry,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let max = config.max_message_bytes as usize;
     let topic_hash = |topic: Topic| IdentTopic::new(topic.name(chain_id)).hash();
@@ -446,8 +449,11 @@ fn behaviour(
         .flood_publish(true)
         .build()
         .map_err(|error| format!("gossipsub config: {error}"))?;
+    // gossipsub's own counters (messages received per topic with and without duplicates, mesh
+    // sizes, IWANT/IDONTWANT, queues) go into the node's /metrics as `blyan_gossipsub_*`.
     let mut gossipsub =
-        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)?;
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)?
+            .with_metrics(gossip_metrics, Default::default());
     // No penalty for many peers behind one IP: devnets run tens of nodes on one address, and
     // the default (-5 per peer beyond 10, squared) drives every peer negative, which keeps them
     // all out of the mesh and stops forwarding.
@@ -597,10 +603,11 @@ fn build_swarm(
     keypair: identity::Keypair,
     config: &P2pConfig,
     chain_id: &str,
+    gossip_metrics: &mut prometheus_client::registry::Registry,
 ) -> Result<Swarm<Behaviour>, P2pError> {
     let tcp_config = || tcp::Config::default().nodelay(true);
     let make = |key: &identity::Keypair, relay_client: relay::client::Behaviour| {
-        behaviour(key, relay_client, config, chain_id)
+        behaviour(key, relay_client, config, chain_id, gossip_metrics)
     };
     let swarm_config =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
@@ -707,7 +714,8 @@ pub async fn spawn_counted(
     refused: RefusedInputs,
 ) -> Result<(P2pHandle, mpsc::Receiver<P2pEvent>, Vec<Multiaddr>), P2pError> {
     let local_peer_id = keypair.public().to_peer_id();
-    let mut swarm = build_swarm(keypair, config, chain_id)?;
+    let mut gossip_metrics = prometheus_client::registry::Registry::with_prefix("blyan_gossipsub");
+    let mut swarm = build_swarm(keypair, config, chain_id, &mut gossip_metrics)?;
     // The lists are in force before the first listener or dial: a file that does not load
     // stops the start.
     let mut allowlist = (!config.allowlist_file.is_empty())
@@ -864,6 +872,7 @@ pub async fn spawn_counted(
             info,
             local_peer_id,
             tile_requests: Arc::new(Mutex::new(Some(tile_rx))),
+            gossip_metrics: Arc::new(gossip_metrics),
         },
         event_rx,
         bound,
