@@ -826,6 +826,7 @@ pub async fn spawn_counted(
     let (command_tx, command_rx) = P2pCommands::bounded(COMMAND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(4096);
     let (tile_tx, tile_rx) = mpsc::channel(256);
+    let tile_queue = Arc::new(Mutex::new(Some(tile_rx)));
     let runner = Runner {
         swarm,
         chain_id: chain_id.to_string(),
@@ -838,6 +839,7 @@ pub async fn spawn_counted(
         rtt: HashMap::new(),
         dialing: HashSet::new(),
         tile_requests: tile_tx,
+        tile_queue: tile_queue.clone(),
         tile_replies: HashMap::new(),
         allowlist,
         revoked,
@@ -871,7 +873,7 @@ pub async fn spawn_counted(
             commands: command_tx,
             info,
             local_peer_id,
-            tile_requests: Arc::new(Mutex::new(Some(tile_rx))),
+            tile_requests: tile_queue,
             gossip_metrics: Arc::new(gossip_metrics),
         },
         event_rx,
@@ -891,6 +893,8 @@ struct Runner {
     rtt: HashMap<PeerId, Duration>,
     dialing: HashSet<PeerId>,
     tile_requests: mpsc::Sender<TileInbound>,
+    /// The receiving end of `tile_requests` until the inference service takes it.
+    tile_queue: Arc<Mutex<Option<mpsc::Receiver<TileInbound>>>>,
     tile_replies: HashMap<
         request_response::OutboundRequestId,
         tokio::sync::oneshot::Sender<Result<TileResponse, String>>,
@@ -1563,6 +1567,36 @@ impl Runner {
         }
     }
 
+    /// Hands a peer's tile request to the inference service, or answers "unavailable" at once
+    /// when no service took the queue (a node without inference), the service is gone, or too
+    /// many requests wait.
+    fn on_tile_request(&mut self, inbound: TileInbound) {
+        let served = self
+            .tile_queue
+            .lock()
+            .map(|queue| queue.is_none())
+            .unwrap_or(false);
+        let refused = if served {
+            match self.tile_requests.try_send(inbound) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(inbound))
+                | Err(mpsc::error::TrySendError::Closed(inbound)) => Some(inbound),
+            }
+        } else {
+            Some(inbound)
+        };
+        if let Some(inbound) = refused {
+            let response = TileResponse::Unavailable {
+                reason: "this node serves no tiles now".into(),
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .tiles
+                .send_response(inbound.channel, response);
+        }
+    }
+
     async fn emit(&mut self, event: P2pEvent) {
         // The node went away: nothing left to tell.
         let _ = self.events.send(event).await;
@@ -1721,27 +1755,11 @@ impl Runner {
             })) => match message {
                 request_response::Message::Request {
                     request, channel, ..
-                } => {
-                    if let Err(error) = self.tile_requests.try_send(TileInbound {
-                        peer,
-                        request,
-                        channel,
-                    }) {
-                        // Nobody serves tiles here, or too many requests queued: say so.
-                        let inbound = match error {
-                            mpsc::error::TrySendError::Full(inbound)
-                            | mpsc::error::TrySendError::Closed(inbound) => inbound,
-                        };
-                        let response = TileResponse::Unavailable {
-                            reason: "this node serves no tiles now".into(),
-                        };
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .tiles
-                            .send_response(inbound.channel, response);
-                    }
-                }
+                } => self.on_tile_request(TileInbound {
+                    peer,
+                    request,
+                    channel,
+                }),
                 request_response::Message::Response {
                     request_id,
                     response,
