@@ -1227,7 +1227,8 @@ pub fn compose(args: ComposeArgs) -> Result<bool> {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// A suite under bench/suites/ (throughput-4, latency-10, startup-100) or a manifest file.
+    /// A suite under bench/suites/ (throughput-4, latency-10, startup-50, startup-100,
+    /// validators-100) or a manifest file.
     #[arg(long, default_value = "throughput-4")]
     suite: String,
     /// Directory for results.json (default: bench-results/<suite>-<unix time>).

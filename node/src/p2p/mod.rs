@@ -919,6 +919,9 @@ struct Runner {
     commands_refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// How long a probe waits for the old connections to its peer to close before it dials beside
+/// them (a peer that redials at once would otherwise keep the probe from ever dialling).
+const PROBE_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long a bootstrap address that failed is passed over for the peer's other addresses.
 const DIAL_BACKOFF: Duration = Duration::from_secs(10);
 /// AutoNAT dial-back failures (with no address confirmed) before a node counts as private.
@@ -933,6 +936,8 @@ struct Link {
     address: Multiaddr,
     direction: &'static str,
     relayed: bool,
+    /// When it was established (a probe counts only the links made after its dial).
+    since: Instant,
 }
 
 /// A connected peer's connections (a relayed one and, after hole punching, a direct one).
@@ -1111,20 +1116,37 @@ impl Runner {
         }
     }
 
-    /// Moves every probe on: dial once the old connections are gone, record the connection and
-    /// its upgrade, answer when done or out of time.
+    /// Moves every probe on: dial once the old connections are gone (or, when the peer keeps
+    /// a connection up, e.g. by redialling us at once, after [`PROBE_CLOSE_WAIT`]), record the
+    /// first connection made after the dial and its upgrade, answer when done or out of time.
     fn advance_probes(&mut self) {
         let now = Instant::now();
         let mut index = 0;
         while index < self.probes.len() {
             let probe = &mut self.probes[index];
             let connections = self.connected.get(&probe.peer);
+            // The links made since our dial, earliest first: old ones (or ones left from before
+            // the probe) say nothing about a fresh connection.
+            let mut fresh: Vec<&Link> = match (probe.dialled, connections) {
+                (Some(dialled), Some(c)) => c
+                    .connections
+                    .values()
+                    .filter(|link| link.since >= dialled)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            fresh.sort_by_key(|link| link.since);
             // Dial once the old connections are gone, and again after a failed try (a
             // connection still closing, a relay's circuit refused) until the timeout.
             let spaced = probe
                 .last_dial
                 .is_none_or(|at| now.duration_since(at) >= Duration::from_millis(250));
-            if connections.is_none() && !probe.pending && spaced {
+            let closed = connections.is_none() || now >= probe.started + PROBE_CLOSE_WAIT;
+            if fresh.is_empty() && closed && !probe.pending && spaced {
+                if connections.is_some() {
+                    // Still (or again) connected: close those links, dial beside them.
+                    let _ = self.swarm.disconnect_peer_id(probe.peer);
+                }
                 probe.dialled.get_or_insert(now);
                 probe.last_dial = Some(now);
                 probe.pending = true;
@@ -1136,15 +1158,17 @@ impl Runner {
                     probe.pending = false;
                     tracing::debug!(peer = %probe.peer, %error, "probe dial refused");
                 }
-            } else if let (Some(dialled), Some(connections)) = (probe.dialled, connections) {
+            } else if let (Some(dialled), Some(first)) = (probe.dialled, fresh.first()) {
                 let since = |at: Instant| (at - dialled).as_secs_f64() * 1000.0;
                 if !probe.outcome.connected {
                     probe.outcome.connected = true;
-                    probe.outcome.connect_ms = Some(since(now));
-                    probe.outcome.relayed = Some(connections.first_relayed);
+                    probe.outcome.connect_ms = Some(since(first.since));
+                    probe.outcome.relayed = Some(first.relayed);
                 }
-                if connections.is_direct() && probe.outcome.direct_ms.is_none() {
-                    probe.outcome.direct_ms = Some(since(now));
+                if probe.outcome.direct_ms.is_none() {
+                    if let Some(direct) = fresh.iter().find(|link| !link.relayed) {
+                        probe.outcome.direct_ms = Some(since(direct.since));
+                    }
                 }
             }
             let connected_at = probe
@@ -1639,6 +1663,7 @@ impl Runner {
                         address,
                         direction,
                         relayed,
+                        since: Instant::now(),
                     },
                 );
                 if first {

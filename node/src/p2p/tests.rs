@@ -107,6 +107,7 @@ fn a_peer_reports_its_direct_connection_once_hole_punched() {
         address: addr("/p2p-circuit"),
         direction: "outbound",
         relayed: true,
+        since: Instant::now(),
     };
     let mut peer = PeerConnections {
         since: Instant::now(),
@@ -124,6 +125,7 @@ fn a_peer_reports_its_direct_connection_once_hole_punched() {
             address: addr("/ip4/10.0.0.3/tcp/26656"),
             direction: "inbound",
             relayed: false,
+            since: Instant::now(),
         },
     );
     assert!(peer.is_direct());
