@@ -215,7 +215,8 @@ fn a_ramp_must_ascend_with_positive_rates() {
             "startup-100",
             "startup-50",
             "throughput-4",
-            "twins"
+            "twins",
+            "validators-100"
         ]
     );
 }
