@@ -78,6 +78,34 @@ fn send(node: &Node, command: P2pCommand) {
     node.handle.commands.send(command).expect("command queued");
 }
 
+/// Asks `peer` through `node` for `request`; the receiver gets the answer.
+fn fetch_tile(
+    node: &Node,
+    peer: PeerId,
+    request: TileRequest,
+) -> oneshot::Receiver<Result<TileResponse, String>> {
+    let (reply, answer) = oneshot::channel();
+    send(
+        node,
+        P2pCommand::FetchTile {
+            peer,
+            request,
+            reply,
+        },
+    );
+    answer
+}
+
+/// The answer to a tile request, within 10 s.
+async fn tile_answer(
+    answer: oneshot::Receiver<Result<TileResponse, String>>,
+) -> Result<TileResponse, String> {
+    tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("a tile request is answered within 10 s")
+        .expect("the swarm answers")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_request_reaches_the_peer_and_its_answer_comes_back() {
     let (mut a, mut b) = pair().await;
@@ -146,21 +174,10 @@ async fn a_request_to_a_peer_that_is_not_there_fails_with_a_reason() {
     .expect("a sync request to an unknown peer fails, not hangs");
     assert_eq!(peer, nobody);
     assert!(!reason.is_empty());
-    let (reply, answer) = oneshot::channel();
-    send(
-        &a,
-        P2pCommand::FetchTile {
-            peer: nobody,
-            request: TileRequest::Manifest {
-                content_hash: vec![1; 32],
-            },
-            reply,
-        },
-    );
-    let answer = tokio::time::timeout(Duration::from_secs(10), answer)
-        .await
-        .expect("a tile request to an unknown peer is answered within 10 s")
-        .expect("the swarm answers");
+    let manifest = TileRequest::Manifest {
+        content_hash: vec![1; 32],
+    };
+    let answer = tile_answer(fetch_tile(&a, nobody, manifest)).await;
     assert!(
         answer.as_ref().is_err_and(|reason| !reason.is_empty()),
         "{answer:?}"
@@ -177,19 +194,11 @@ async fn a_tile_request_is_answered_by_the_service_that_took_the_queue() {
         .expect("tile queue lock")
         .take()
         .expect("nobody took the tile queue yet");
-    let (reply, answer) = oneshot::channel();
     let request = TileRequest::Tile {
         content_hash: vec![2; 32],
         index: 3,
     };
-    send(
-        &a,
-        P2pCommand::FetchTile {
-            peer: b.id,
-            request: request.clone(),
-            reply,
-        },
-    );
+    let answer = fetch_tile(&a, b.id, request.clone());
     let inbound = tokio::time::timeout(Duration::from_secs(10), requests.recv())
         .await
         .expect("the service gets the request within 10 s")
@@ -206,10 +215,7 @@ async fn a_tile_request_is_answered_by_the_service_that_took_the_queue() {
             },
         },
     );
-    let answer = tokio::time::timeout(Duration::from_secs(10), answer)
-        .await
-        .expect("the answer comes back within 10 s")
-        .expect("the swarm answers");
+    let answer = tile_answer(answer).await;
     assert_eq!(
         answer,
         Ok(TileResponse::Tile {
@@ -224,21 +230,10 @@ async fn a_node_that_serves_no_tiles_answers_unavailable_at_once() {
     // Nobody takes b's tile queue (a node without the inference service): a request must not
     // wait there until the requester's 30 s timeout.
     let (a, b) = pair().await;
-    let (reply, answer) = oneshot::channel();
-    send(
-        &a,
-        P2pCommand::FetchTile {
-            peer: b.id,
-            request: TileRequest::Manifest {
-                content_hash: vec![1; 32],
-            },
-            reply,
-        },
-    );
-    let answer = tokio::time::timeout(Duration::from_secs(10), answer)
-        .await
-        .expect("answered within 10 s")
-        .expect("the swarm answers");
+    let manifest = TileRequest::Manifest {
+        content_hash: vec![1; 32],
+    };
+    let answer = tile_answer(fetch_tile(&a, b.id, manifest)).await;
     assert!(
         matches!(answer, Ok(TileResponse::Unavailable { .. })),
         "{answer:?}"
