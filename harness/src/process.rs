@@ -44,6 +44,9 @@ pub enum ProcessError {
     NodeBinary(PathBuf),
     #[error("{0}")]
     Timeout(String),
+    /// Node processes exited while the harness waited for them.
+    #[error("{0}")]
+    Exited(String),
     #[error("key: {0}")]
     Key(String),
 }
@@ -325,6 +328,17 @@ pub fn save_state(base: &Path, state: &DevnetState) -> Result<(), ProcessError> 
     let text = serde_json::to_string_pretty(state).expect("state serialises");
     std::fs::write(&temporary, text).map_err(io(&temporary))?;
     std::fs::rename(&temporary, &path).map_err(io(&path))
+}
+
+/// Whether process `pid` is gone or a zombie (whatever its command line: a node binary may be
+/// a wrapper script).
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
 }
 
 /// Whether `pid` is a live node process (not a recycled pid of something else).
@@ -980,8 +994,22 @@ pub fn node_statuses(
     })
 }
 
+/// The nodes among `indices` started as local processes whose process has exited and which
+/// do not answer: nothing will bring them to a height.
+fn exited(state: &DevnetState, indices: &[usize], heights: &[Option<u64>]) -> Vec<usize> {
+    indices
+        .iter()
+        .zip(heights)
+        .filter(|(index, height)| {
+            height.is_none() && state.nodes[**index].pid.is_some_and(has_exited)
+        })
+        .map(|(index, _)| *index)
+        .collect()
+}
+
 /// Waits until each node in `indices` reports `latest_height >= height`; the error names the
-/// nodes that did not get there and their last heights.
+/// nodes that did not get there and their last heights. A node process that has exited (a bad
+/// setting, a crash at start) ends the wait at once, naming the node and its log.
 pub fn wait_for_height(
     state: &DevnetState,
     indices: &[usize],
@@ -1001,6 +1029,25 @@ pub fn wait_for_height(
         progress(&heights);
         if heights.iter().all(|h| h.is_some_and(|h| h >= height)) {
             return Ok(heights.into_iter().map(|h| h.unwrap_or(0)).collect());
+        }
+        let gone = exited(state, indices, &heights);
+        if let Some(first) = gone.first() {
+            let node = &state.nodes[*first];
+            return Err(ProcessError::Exited(format!(
+                "{} of {} node processes exited before reaching height {height} ({}{}); \
+                 {} ({}) last log lines:\n{}",
+                gone.len(),
+                indices.len(),
+                gone.iter()
+                    .take(10)
+                    .map(|index| format!("node{index}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if gone.len() > 10 { ", ..." } else { "" },
+                node.moniker,
+                node.log.display(),
+                log_tail(node, 5)
+            )));
         }
         if Instant::now() >= deadline {
             let behind: Vec<String> = indices
@@ -1133,6 +1180,11 @@ pub fn up(
         progress,
     ) {
         let mut report = error.to_string();
+        if let ProcessError::Exited(_) = error {
+            // The report names the exited nodes and the first one's log.
+            let _ = down(&options.base, &options.name, Duration::from_secs(5));
+            return Err(ProcessError::Exited(report));
+        }
         for node in state.nodes.iter().take(3) {
             report.push_str(&format!(
                 "\n--- {} ({}) last log lines:\n{}",

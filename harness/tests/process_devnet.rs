@@ -242,6 +242,42 @@ fn down_stops_nodes_started_from_a_binary_of_another_name() {
     assert!(!exists, "node0 (pid {pid}) still runs after down");
 }
 
+#[test]
+fn up_fails_at_once_naming_the_nodes_whose_process_exited_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let base: &Path = dir.path();
+    let mut options = loopback_options("exits", base, 2, 8);
+    // The real binary for everything but `start`, which fails as a bad setting would.
+    let broken = base.join("node-broken");
+    std::fs::write(
+        &broken,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = start ]; then echo 'error: bad setting p2p.example' >&2; exit 1; fi\nexec {} \"$@\"\n",
+            options.node_bin.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    options.node_bin = broken;
+    options.wait_height = 1;
+    options.wait_timeout = Duration::from_secs(120);
+    let _cleanup = Cleanup(base.to_path_buf(), "exits".into());
+    let started = Instant::now();
+    let error = process::up(&options, |_| {}).expect_err("no node can start");
+    let text = error.to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "up waited {:?} for processes that had exited: {text}",
+        started.elapsed()
+    );
+    assert!(text.contains("2 of 2 node processes exited"), "{text}");
+    assert!(text.contains("node0, node1"), "{text}");
+    assert!(
+        text.contains("bad setting p2p.example"),
+        "the log tail: {text}"
+    );
+}
+
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
