@@ -143,6 +143,10 @@ pub struct ManifestArgs {
     /// Check a manifest file and show what it resolves to.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
+    /// Check it for this backend (auto, docker, process, swarm) instead of the manifest's:
+    /// faults the backend cannot do are refused, naming the field.
+    #[arg(long, requires = "check")]
+    backend: Option<String>,
 }
 
 #[derive(Args)]
@@ -350,6 +354,21 @@ impl UpArgs {
     }
 }
 
+/// The backend that runs a manifest's devnet: `auto` is Docker when a daemon answers, local
+/// processes otherwise (said on stderr).
+fn resolve_backend(kind: BackendKind) -> Result<BackendKind> {
+    if kind != BackendKind::Auto {
+        return Ok(kind);
+    }
+    Ok(match runtime()?.block_on(docker::connect()) {
+        Ok(_) => BackendKind::Docker,
+        Err(error) => {
+            eprintln!("note: {error}; using the process backend");
+            BackendKind::Process
+        }
+    })
+}
+
 fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Duration)> {
     let nodes = manifest.resolve();
     let estimate = plan::estimate(nodes.len(), manifest.resources.memory_mb as u64);
@@ -365,21 +384,7 @@ fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Dur
         .node_bin
         .clone()
         .unwrap_or_else(process::default_node_bin);
-    let backend = match manifest.backend {
-        BackendKind::Process => BackendKind::Process,
-        BackendKind::Docker => BackendKind::Docker,
-        BackendKind::Swarm => BackendKind::Swarm,
-        BackendKind::Auto => {
-            let rt = runtime()?;
-            match rt.block_on(docker::connect()) {
-                Ok(_) => BackendKind::Docker,
-                Err(error) => {
-                    eprintln!("note: {error}; using the process backend");
-                    BackendKind::Process
-                }
-            }
-        }
-    };
+    let backend = resolve_backend(manifest.backend)?;
     if backend == BackendKind::Docker && !args.force {
         if let Err(reason) = plan::check_neighbours(nodes.len(), plan::neighbour_limit()) {
             bail!("{reason} (or use --force to start anyway)");
@@ -1034,7 +1039,11 @@ pub fn manifest(args: ManifestArgs) -> Result<bool> {
     let Some(path) = args.check else {
         bail!("manifest: use --example or --check FILE");
     };
-    let manifest = Manifest::load(&path)?;
+    let mut manifest = Manifest::load(&path)?;
+    if let Some(backend) = &args.backend {
+        manifest.backend = parse_backend(backend)?;
+        manifest.validate(&path.display().to_string())?;
+    }
     let nodes = manifest.resolve();
     let validators = nodes.iter().filter(|n| n.role == Role::Validator).count();
     println!(
@@ -1752,6 +1761,9 @@ pub fn run(args: RunArgs) -> Result<bool> {
     if let Some(backend) = &args.backend {
         manifest.backend = parse_backend(backend)?;
     }
+    // The backend is known before anything starts, so that a fault it cannot do is refused
+    // with its field before a file, process or container is made.
+    manifest.backend = resolve_backend(manifest.backend)?;
     manifest.validate(&manifest_path.display().to_string())?;
     let duration = args.duration.unwrap_or(manifest.duration_s.max(0) as u64);
     anyhow::ensure!(
@@ -1790,14 +1802,6 @@ pub fn run(args: RunArgs) -> Result<bool> {
         state.backend,
         first_block.as_secs_f64()
     );
-    if state.backend == "swarm" && schedule.iter().any(|step| step.action == Action::Isolate) {
-        stop_devnet(&state, &args.base)?;
-        bail!("faults: isolate disconnects a container from its network, which Swarm task containers cannot do; use a partition (network.proxy = true) on the Swarm backend");
-    }
-    if state.backend == "process" && schedule.iter().any(|step| step.action == Action::Isolate) {
-        stop_devnet(&state, &args.base)?;
-        bail!("isolating a node without network.proxy needs the Docker backend (processes share loopback); set network.proxy = true");
-    }
     let info = RunInfo {
         name: manifest.name.clone(),
         chain_id: state.chain_id.clone(),

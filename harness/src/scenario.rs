@@ -115,7 +115,8 @@ pub struct Target<'a> {
     pub validators: usize,
     /// Every directed P2P link runs through its own proxy.
     pub proxy: bool,
-    /// "docker" or "process"; `None` when not known yet (validation before the start).
+    /// "docker", "process" or "swarm"; `None` while not known (`backend = "auto"` before
+    /// `devnet run` asks whether a Docker daemon answers).
     pub backend: Option<&'a str>,
 }
 
@@ -301,7 +302,14 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
                     return Err(field(
                         index,
                         "kind",
-                        "isolating a node without network.proxy needs the Docker backend (processes share loopback)",
+                        "isolating a node without network.proxy needs the Docker backend (processes share loopback); set network.proxy = true",
+                    ));
+                }
+                if target.backend == Some("swarm") {
+                    return Err(field(
+                        index,
+                        "kind",
+                        "isolate disconnects a container from its network, which Swarm task containers cannot do; use a partition (network.proxy = true) on the Swarm backend",
                     ));
                 }
                 Action::Isolate

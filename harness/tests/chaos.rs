@@ -376,3 +376,52 @@ duration_s = 6
         "no block was decided after round 0: the faults forced no second round\n{text}"
     );
 }
+
+#[test]
+fn a_fault_the_backend_cannot_do_is_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    // Isolating a node without link proxies disconnects its container: Docker only.
+    let manifest = r#"
+name = "cannot"
+validators = 4
+duration_s = 20
+[[faults]]
+at_s = 2
+kind = "isolate"
+nodes = ["node1"]
+duration_s = 5
+"#;
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let check = |backend: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_devnet"))
+            .arg("manifest")
+            .arg("--check")
+            .arg(&path)
+            .args(["--backend", backend])
+            .output()
+            .expect("devnet runs");
+        let text = String::from_utf8_lossy(&output.stderr).to_string();
+        (output.status.success(), text)
+    };
+    let (ok, text) = check("docker");
+    assert!(ok, "isolate is a Docker fault: {text}");
+    for backend in ["process", "swarm"] {
+        let (ok, text) = check(backend);
+        assert!(!ok, "manifest --check --backend {backend} passed");
+        assert!(
+            text.contains("faults[0].kind") && text.contains("network.proxy = true"),
+            "{backend}: the refusal names the field and the way out: {text}"
+        );
+    }
+
+    let (passed, text, out) = devnet_run(dir.path(), manifest, 40, &[]);
+    assert!(!passed, "devnet run --backend process passed: {text}");
+    assert!(text.contains("faults[0].kind"), "{text}");
+    assert!(!out.exists(), "the run directory was made: {text}");
+    assert!(
+        !dir.path().join("devnets").exists(),
+        "a devnet was made before the refusal: {text}"
+    );
+    assert!(!text.contains("starting"), "nodes were started: {text}");
+}

@@ -686,7 +686,12 @@ impl Manifest {
                 names: &names,
                 validators,
                 proxy: self.network.proxy,
-                backend: None,
+                backend: match self.backend {
+                    BackendKind::Auto => None,
+                    BackendKind::Docker => Some("docker"),
+                    BackendKind::Process => Some("process"),
+                    BackendKind::Swarm => Some("swarm"),
+                },
             },
             seed,
         )
