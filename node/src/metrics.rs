@@ -28,6 +28,19 @@ pub struct RefusedLabels {
     pub reason: &'static str,
 }
 
+/// The consensus step a height reached: `prevote`, `precommit` or `commit`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: &'static str,
+}
+
+/// Seconds from a height's start to each step; one histogram per step.
+pub type StepSeconds = Family<StepLabels, Histogram, fn() -> Histogram>;
+
+fn step_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
 /// Refused inputs by source and reason; cheap to clone (one shared family).
 pub type RefusedInputs = Family<RefusedLabels, Counter>;
 
@@ -50,6 +63,9 @@ pub struct Metrics {
     pub blocks_committed: Counter,
     pub blocks_synced: Counter,
     pub commit_latency_seconds: Histogram,
+    /// From the start of a height (this node's, after its commit pause) to its first entry of
+    /// each step in any round: where a height's time goes.
+    pub consensus_step_seconds: StepSeconds,
     pub consensus_round: Gauge,
     pub peers: Gauge,
     pub mempool_txs: Gauge,
@@ -181,6 +197,14 @@ impl Metrics {
             "From the deciding round's proposal (received or made) to the decision",
             commit_latency_seconds.clone(),
         );
+        let consensus_step_seconds: StepSeconds = Family::new_with_constructor(step_histogram);
+        registry.register(
+            "consensus_step_seconds",
+            "From the start of a height to this node's first entry of each step (prevote: \
+             the proposal came or its timeout fired; precommit: two thirds prevoted; commit: \
+             decided)",
+            consensus_step_seconds.clone(),
+        );
         let consensus_round = Gauge::default();
         registry.register(
             "consensus_round",
@@ -235,6 +259,7 @@ impl Metrics {
             blocks_committed,
             blocks_synced,
             commit_latency_seconds,
+            consensus_step_seconds,
             consensus_round,
             peers,
             mempool_txs,

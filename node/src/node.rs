@@ -285,6 +285,10 @@ pub struct Node {
     rebroadcast_at: Option<Instant>,
     /// (height, round, step) and when it last changed.
     progress: ((u64, u32, Step), Instant),
+    /// When the current height started, and the steps it has reached (recorded once each in
+    /// `consensus_step_seconds`).
+    height_started: Instant,
+    steps_reached: Vec<Step>,
     last_rebroadcast: Instant,
 }
 
@@ -428,6 +432,8 @@ impl Node {
             own_messages: Vec::new(),
             rebroadcast_at: None,
             progress: ((0, 0, Step::Commit), Instant::now()),
+            height_started: Instant::now(),
+            steps_reached: Vec::new(),
             last_rebroadcast: Instant::now(),
         })
     }
@@ -554,6 +560,8 @@ impl Node {
             .signer
             .as_ref()
             .and_then(|signer| signer.resume(height));
+        self.height_started = Instant::now();
+        self.steps_reached.clear();
         if self.devnet.ignore_locks {
             // Devnet Byzantine "amnesia": forget our lock for the heights the trigger picks.
             self.consensus
@@ -600,6 +608,38 @@ impl Node {
 
     /// Feeds one input to the core and carries out the effects, feeding our own messages back.
     fn drive(&mut self, input: Input) -> Result<(), NodeError> {
+        self.drive_effects(input)?;
+        self.record_step();
+        Ok(())
+    }
+
+    /// The first time this height reaches a step (in any round), its time since the height
+    /// started goes into `consensus_step_seconds`; so do the steps before it that one input
+    /// went through at once (a lone validator proposes, prevotes, precommits and decides in
+    /// one go).
+    fn record_step(&mut self) {
+        const ORDER: [Step; 3] = [Step::Prevote, Step::Precommit, Step::Commit];
+        let now = self.consensus.step();
+        let Some(reached) = ORDER.iter().position(|step| *step == now) else {
+            return;
+        };
+        let elapsed = self.height_started.elapsed().as_secs_f64();
+        for step in &ORDER[..=reached] {
+            if self.steps_reached.contains(step) {
+                continue;
+            }
+            self.steps_reached.push(*step);
+            self.shared
+                .metrics
+                .consensus_step_seconds
+                .get_or_create(&crate::metrics::StepLabels {
+                    step: step_name(*step),
+                })
+                .observe(elapsed);
+        }
+    }
+
+    fn drive_effects(&mut self, input: Input) -> Result<(), NodeError> {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
             for effect in self.consensus.handle(input) {

@@ -353,6 +353,18 @@ fn node_serves_the_api_and_stops_cleanly_on_sigterm() {
         "{}",
         metrics.body
     );
+    // Where a height's time goes: every decided height reached prevote and precommit first.
+    let step_count = |step: &str| -> u64 {
+        let prefix = format!("blyan_consensus_step_seconds_count{{step=\"{step}\"}} ");
+        metrics
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in {}", metrics.body))
+    };
+    let decided = step_count("commit");
+    assert!(decided >= 1, "no decided height counted");
+    assert!(step_count("precommit") >= decided && step_count("prevote") >= decided);
 
     // A second node on the same home is refused with a clear message.
     let second = node(&[
