@@ -346,12 +346,7 @@ pub fn is_node_process(pid: u32) -> bool {
     let Ok(command) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // A zombie (state Z) has exited.
-    let zombie = stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    !zombie && is_node_command(&command)
+    !has_exited(pid) && is_node_command(&command)
 }
 
 /// Whether a NUL-separated command line is a node's: the harness starts every node as
@@ -1179,12 +1174,12 @@ pub fn up(
         options.wait_timeout,
         progress,
     ) {
-        let mut report = error.to_string();
         if let ProcessError::Exited(_) = error {
-            // The report names the exited nodes and the first one's log.
+            // It names the exited nodes and the first one's log already.
             let _ = down(&options.base, &options.name, Duration::from_secs(5));
-            return Err(ProcessError::Exited(report));
+            return Err(error);
         }
+        let mut report = error.to_string();
         for node in state.nodes.iter().take(3) {
             report.push_str(&format!(
                 "\n--- {} ({}) last log lines:\n{}",

@@ -21,7 +21,7 @@ use blyan_chaos::{RandomSpec, Shape, RANDOM_KINDS};
 use bollard::Docker;
 
 use crate::links::LinkControl;
-use crate::manifest::Fault;
+use crate::manifest::{BackendKind, Fault};
 use crate::process::{self, DevnetState};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,9 +115,9 @@ pub struct Target<'a> {
     pub validators: usize,
     /// Every directed P2P link runs through its own proxy.
     pub proxy: bool,
-    /// "docker", "process" or "swarm"; `None` while not known (`backend = "auto"` before
-    /// `devnet run` asks whether a Docker daemon answers).
-    pub backend: Option<&'a str>,
+    /// The backend; `Auto` while not known (before `devnet run` asks whether a Docker daemon
+    /// answers).
+    pub backend: BackendKind,
 }
 
 fn field(index: usize, name: &str, reason: impl Into<String>) -> ScenarioError {
@@ -298,14 +298,14 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
                         format!("a {shape_name} partition cuts single links and needs network.proxy = true"),
                     ));
                 }
-                if target.backend == Some("process") {
+                if target.backend == BackendKind::Process {
                     return Err(field(
                         index,
                         "kind",
                         "isolating a node without network.proxy needs the Docker backend (processes share loopback); set network.proxy = true",
                     ));
                 }
-                if target.backend == Some("swarm") {
+                if target.backend == BackendKind::Swarm {
                     return Err(field(
                         index,
                         "kind",

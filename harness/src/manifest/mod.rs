@@ -686,12 +686,7 @@ impl Manifest {
                 names: &names,
                 validators,
                 proxy: self.network.proxy,
-                backend: match self.backend {
-                    BackendKind::Auto => None,
-                    BackendKind::Docker => Some("docker"),
-                    BackendKind::Process => Some("process"),
-                    BackendKind::Swarm => Some("swarm"),
-                },
+                backend: self.backend,
             },
             seed,
         )
