@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use blyan_devnet::{daemon, leftovers, one_at_a_time, repo_root, runtime, target_bin};
 use blyan_harness::docker::{self, DockerUp};
 use blyan_harness::manifest::Manifest;
-use blyan_harness::process::{self, DevnetState};
+use blyan_harness::process;
+use blyan_harness::testnet::record::DevnetState;
 
 fn net_info(client: &reqwest::blocking::Client, api: &str) -> Option<serde_json::Value> {
     client
@@ -189,8 +190,8 @@ fn exercise(
     }
 
     // Over 100 fresh connections between every pair behind NAT or the firewall.
-    let pki = process::devnet_dir(base, &state.name).join("pki");
-    let report = blyan_harness::nat::probe_pairs(
+    let pki = blyan_harness::testnet::record::devnet_dir(base, &state.name).join("pki");
+    let report = blyan_harness::docker::nat::probe_pairs(
         state,
         &pki,
         &nat.behind,
@@ -312,7 +313,7 @@ fn exercise(
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    let after = blyan_harness::nat::probe_pairs(
+    let after = blyan_harness::docker::nat::probe_pairs(
         state,
         &pki,
         &nat.behind,

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::docker::{self, API_PORT, HOME_INSIDE, IMAGE, LABEL_DEVNET, LABEL_NODE, LABEL_ROLE};
 use crate::manifest::{Manifest, ManifestError};
-use crate::process::{self, DevnetPlan, DevnetState, ProcessError};
+use crate::process::ProcessError;
+use crate::testnet::record::DevnetState;
+use crate::testnet::DevnetPlan;
 
 /// 2026-01-01T00:00:00Z: the genesis time of every rendering, so that renderings repeat.
 pub const GENESIS_TIME_MS: u64 = 1_767_225_600_000;
@@ -24,6 +26,8 @@ pub const DEFAULT_API_PORT_BASE: u16 = 27100;
 pub enum ComposeError {
     #[error(transparent)]
     Devnet(#[from] ProcessError),
+    #[error(transparent)]
+    Testnet(#[from] crate::testnet::TestnetError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("{path}: {source}")]
@@ -107,7 +111,8 @@ pub fn plan(manifest: &Manifest, options: &ComposeOptions) -> Result<DevnetPlan,
     }
     let mut plan = docker::devnet_plan(
         manifest,
-        "compose",
+        // Rendered nodes are containers of the node image, as on the Docker backend.
+        crate::backend::kind::BackendKind::Docker,
         |index| node_ip(options.subnet, index),
         "info",
         Path::new("/bin/blyan-node"),
@@ -151,7 +156,7 @@ pub fn write(
         path: dir.to_path_buf(),
         source,
     })?;
-    let mut state = process::write_homes(&dir.join("homes"), &plan)?;
+    let mut state = crate::testnet::homes::write_homes(&dir.join("homes"), &plan)?;
     for node in &mut state.nodes {
         node.api = format!(
             "http://127.0.0.1:{}",

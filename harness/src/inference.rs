@@ -12,7 +12,8 @@ use blyan_node::inference::InferResponse;
 
 use crate::history::{HistoryError, InferenceRecord, JsonLines};
 use crate::manifest::InferenceSpec;
-use crate::process::{http_client, DevnetState, ProcessError};
+use crate::process::{http_client, ProcessError};
+use crate::testnet::record::DevnetState;
 
 /// Generates the model and waits (at most `timeout`) until every node sees all its files
 /// registered on chain; returns how long that took. `progress` hears what is happening.

@@ -35,7 +35,7 @@ use crate::compose::GENESIS_TIME_MS;
 use crate::docker::{self, API_PORT, HOME_INSIDE, LABEL_DEVNET, LABEL_NODE, LABEL_ROLE, P2P_PORT};
 use crate::manifest::{Manifest, ManifestError};
 use crate::plan;
-use crate::process::{self, ProcessError};
+use crate::process::ProcessError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
@@ -43,6 +43,8 @@ pub enum K8sError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Devnet(#[from] ProcessError),
+    #[error(transparent)]
+    Testnet(#[from] crate::testnet::TestnetError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -168,7 +170,8 @@ pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, 
     };
     let mut plan = docker::devnet_plan(
         manifest,
-        "k8s",
+        // Rendered nodes are containers of the node image, as on the Docker backend.
+        crate::backend::kind::BackendKind::Docker,
         |_| std::net::Ipv4Addr::UNSPECIFIED,
         "info",
         Path::new("/bin/blyan-node"),
@@ -184,7 +187,7 @@ pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, 
         path: std::env::temp_dir(),
         source,
     })?;
-    let state = process::write_homes(homes.path(), &plan)?;
+    let state = crate::testnet::homes::write_homes(homes.path(), &plan)?;
     let mut objects = vec![Object::Namespace(Namespace {
         metadata: ObjectMeta {
             name: Some(ns.clone()),

@@ -8,6 +8,7 @@
 //! over that history, NAT topologies, and benchmarks with baselines, comparison and change
 //! points over past results. `ARCHITECTURE.md` describes how the parts fit.
 
+pub mod backend;
 pub mod bench;
 pub mod changepoint;
 pub mod checks;
@@ -18,14 +19,15 @@ pub mod inference;
 pub mod k8s;
 pub mod links;
 pub mod manifest;
-pub mod nat;
 pub mod plan;
 pub mod process;
 pub mod progress;
 pub mod recorder;
 pub mod report;
+pub mod run;
 pub mod scenario;
 pub mod sim;
 pub mod swarm;
+pub mod testnet;
 pub mod timeline;
 pub mod trend;

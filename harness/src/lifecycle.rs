@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use blyan_harness::docker::{self, DockerUp, Stage};
-use blyan_harness::manifest::{BackendKind, Manifest, Role, EXAMPLE, MAX_NODES};
+use blyan_harness::backend::{self, Backend, BackendKind, UpSettings};
+use blyan_harness::docker;
+use blyan_harness::manifest::{Manifest, Role, EXAMPLE};
 use blyan_harness::plan;
-use blyan_harness::process::{self, DevnetState, UpOptions};
+use blyan_harness::process;
+use blyan_harness::testnet::record::DevnetState;
 use clap::Args;
 use futures::StreamExt;
 
@@ -257,13 +259,7 @@ fn load_manifest(path: Option<&Path>, name: Option<&str>) -> Result<Manifest> {
 }
 
 fn parse_backend(text: &str) -> Result<BackendKind> {
-    match text {
-        "auto" => Ok(BackendKind::Auto),
-        "docker" => Ok(BackendKind::Docker),
-        "process" => Ok(BackendKind::Process),
-        "swarm" => Ok(BackendKind::Swarm),
-        other => bail!("--backend: {other:?} is not auto, docker, process or swarm"),
-    }
+    BackendKind::parse(text).map_err(|reason| anyhow::anyhow!("--backend: {reason}"))
 }
 
 pub fn up(args: UpArgs) -> Result<bool> {
@@ -297,7 +293,7 @@ pub fn up(args: UpArgs) -> Result<bool> {
         manifest.inference = Some(Default::default());
     }
     manifest.validate(&format!("{origin} with the command-line flags"))?;
-    let (state, reached) = start_checked(&args, &manifest)?;
+    let (_, state, reached) = start_checked(&args, &manifest)?;
     let all: Vec<usize> = (0..state.nodes.len()).collect();
     process::check_agreement(&state, &all, args.wait_height)?;
     println!(
@@ -311,11 +307,11 @@ pub fn up(args: UpArgs) -> Result<bool> {
         reached.as_secs_f64(),
         args.wait_height
     );
-    print_nodes(&state)?;
+    print_nodes(&state, &args.target.base)?;
     println!(
         "\nlogs:    devnet logs node0 --name {}   ({}/<node>.log for processes)",
         state.name,
-        process::devnet_dir(&args.target.base, &state.name).display()
+        blyan_harness::testnet::record::devnet_dir(&args.target.base, &state.name).display()
     );
     println!("status:  devnet status --name {}", state.name);
     println!("stop:    devnet down --name {}", state.name);
@@ -354,83 +350,62 @@ impl UpArgs {
     }
 }
 
-/// The backend that runs a manifest's devnet: `auto` is Docker when a daemon answers, local
-/// processes otherwise (said on stderr).
-fn resolve_backend(kind: BackendKind) -> Result<BackendKind> {
-    if kind != BackendKind::Auto {
-        return Ok(kind);
-    }
-    Ok(match runtime()?.block_on(docker::connect()) {
-        Ok(_) => BackendKind::Docker,
-        Err(error) => {
-            eprintln!("note: {error}; using the process backend");
-            BackendKind::Process
+impl UpArgs {
+    /// What the backend needs from the command line.
+    fn settings(&self, node_bin: PathBuf) -> UpSettings {
+        UpSettings {
+            base: self.target.base.clone(),
+            node_bin,
+            api_port_base: self.api_port_base,
+            p2p_port_base: self.p2p_port_base,
+            wait_height: self.wait_height,
+            wait_timeout: Duration::from_secs(self.wait_timeout),
+            log_level: self.log_level.clone(),
+            force: self.force,
+            registry: self.registry.clone(),
+            swarm_init: !self.no_swarm_init,
         }
-    })
+    }
 }
 
-fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Duration)> {
-    let nodes = manifest.resolve();
-    let estimate = plan::estimate(nodes.len(), manifest.resources.memory_mb as u64);
-    // The Swarm backend plans against the swarm's members instead (in `swarm::up`).
-    if !estimate.fits && !args.force && manifest.backend != BackendKind::Swarm {
-        bail!(
-            "{} nodes do not fit this host: {} (use --force to start anyway)",
-            nodes.len(),
-            estimate.reason
-        );
+/// The backend for `kind` (auto: Docker when a daemon answers, said on stderr otherwise).
+fn open_backend(kind: BackendKind, base: &Path) -> Result<Box<dyn Backend>> {
+    let (backend, note) = backend::open(kind, base)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
     }
+    Ok(backend)
+}
+
+/// Checks the manifest against the backend and this host, starts the devnet and installs its
+/// model, with a spinner; returns the backend, the devnet and the time to `wait_height`.
+fn start_checked(
+    args: &UpArgs,
+    manifest: &Manifest,
+) -> Result<(Box<dyn Backend>, DevnetState, Duration)> {
     let node_bin = args
         .node_bin
         .clone()
         .unwrap_or_else(process::default_node_bin);
-    let backend = resolve_backend(manifest.backend)?;
-    if backend == BackendKind::Docker && !args.force {
-        if let Err(reason) = plan::check_neighbours(nodes.len(), plan::neighbour_limit()) {
-            bail!("{reason} (or use --force to start anyway)");
-        }
+    let backend = open_backend(manifest.backend, &args.target.base)?;
+    let bar = blyan_harness::progress::Progress::spinner();
+    let started = backend::start(
+        backend.as_ref(),
+        manifest,
+        &args.settings(node_bin),
+        &|line| bar.set_message(line),
+    );
+    bar.finish_and_clear();
+    let started = started?;
+    if started
+        .state
+        .swarm
+        .as_ref()
+        .is_some_and(|swarm| swarm.created)
+    {
+        println!("note: created a single-node swarm; `devnet down` leaves it again");
     }
-    if manifest.network.topology.is_some() && backend != BackendKind::Docker {
-        bail!(
-            "network.topology: NAT routers and home networks are Docker networks; use the docker backend \
-             (this run would use the {} backend)",
-            match backend {
-                BackendKind::Swarm => "swarm",
-                _ => "process",
-            }
-        );
-    }
-    let started = Instant::now();
-    let state = match backend {
-        BackendKind::Docker => up_docker(args, manifest, node_bin)?,
-        BackendKind::Swarm => {
-            if manifest.inference.is_some() {
-                bail!(
-                    "inference: the Swarm backend keeps node homes in volumes on the members; \
-                     generate models with `blyan-node experts generate` inside a node instead \
-                     (or use the docker or process backend)"
-                );
-            }
-            up_swarm(args, manifest, node_bin)?
-        }
-        _ => up_process(args, manifest, node_bin)?,
-    };
-    let reached = started.elapsed();
-    if let Some(spec) = &manifest.inference {
-        let bar = blyan_harness::progress::Progress::spinner();
-        let node_bin = args
-            .node_bin
-            .clone()
-            .unwrap_or_else(process::default_node_bin);
-        let took = blyan_harness::inference::install_model(
-            &state,
-            spec,
-            &node_bin,
-            Duration::from_secs(120),
-            &mut |line| bar.set_message(line),
-        );
-        bar.finish_and_clear();
-        let took = took?;
+    if let (Some(spec), Some(took)) = (&manifest.inference, started.model_installed) {
         println!(
             "model {:?} ({} files) generated on {} and registered on every node in {:.1} s: POST /infer is ready",
             spec.model(),
@@ -439,241 +414,34 @@ fn start_checked(args: &UpArgs, manifest: &Manifest) -> Result<(DevnetState, Dur
             took.as_secs_f64()
         );
     }
-    Ok((state, reached))
+    Ok((backend, started.state, started.reached))
 }
 
-fn up_process(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<DevnetState> {
-    let nodes = manifest.resolve();
-    let mut options = UpOptions::new(&manifest.name, &args.target.base, nodes.len(), node_bin);
-    options.chain_id = manifest.chain_id.clone();
-    options.api_port_base = args.api_port_base;
-    options.p2p_port_base = args.p2p_port_base;
-    options.seed = manifest.seed;
-    options.accounts = manifest.load.accounts as usize;
-    options.timeout_commit_ms = manifest.consensus.timeout_commit_ms as u64;
-    options.timeout_propose_ms = manifest.consensus.timeout_propose_ms as u64;
-    options.timeout_prevote_ms = manifest.consensus.timeout_prevote_ms as u64;
-    options.timeout_precommit_ms = manifest.consensus.timeout_precommit_ms as u64;
-    options.commit_delay_ms = manifest.consensus.commit_delay_ms as u64;
-    options.staking = manifest.staking_params();
-    options.equivocators = manifest.equivocators();
-    options.byzantine = manifest.byzantine_settings();
-    options.twins = manifest.twins();
-    if manifest.network.proxy {
-        options.proxy_port = Some(args.p2p_port_base.saturating_add(MAX_NODES as u16));
-    }
-    options.wait_height = args.wait_height;
-    options.wait_timeout = Duration::from_secs(args.wait_timeout);
-    options.log_level = args.log_level.clone();
-    options.stakes = nodes
-        .iter()
-        .map(|node| {
-            (
-                node.name.clone(),
-                if node.role == Role::Validator {
-                    node.stake
-                } else {
-                    0
-                },
-            )
-        })
-        .collect();
-    let bar = blyan_harness::progress::Progress::spinner();
-    bar.set_message(format!("starting {} node processes", options.nodes));
-    let wait_height = options.wait_height;
-    let state = process::up(&options, |heights| {
-        let ready = heights
-            .iter()
-            .filter(|h| h.is_some_and(|h| h >= wait_height))
-            .count();
-        let answering = heights.iter().filter(|h| h.is_some()).count();
-        bar.set_message(format!(
-            "{answering}/{} nodes answering, {ready} at height >= {wait_height}",
-            heights.len()
-        ));
-    })?;
-    bar.finish_and_clear();
-    Ok(state)
-}
-
-fn up_docker(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<DevnetState> {
-    let rt = runtime()?;
-    let options = DockerUp {
-        base: args.target.base.clone(),
-        node_bin,
-        wait_height: args.wait_height,
-        wait_timeout: Duration::from_secs(args.wait_timeout),
-        log_level: args.log_level.clone(),
-    };
-    let bar = blyan_harness::progress::Progress::spinner();
-    let name = manifest.name.clone();
-    rt.block_on(async {
-        let client = docker::connect().await?;
-        let progress = |stage: Stage| {
-            bar.set_message(match stage {
-                Stage::Image => "image: checking blyan-node:dev".to_string(),
-                Stage::Genesis => "keys, configs and genesis".to_string(),
-                Stage::Network => "network".to_string(),
-                Stage::Containers { started, of } => format!("containers: {started}/{of} started"),
-                Stage::Heights { ready, of } => {
-                    format!("{ready}/{of} nodes at height >= {}", args.wait_height)
-                }
-            })
-        };
-        let run = docker::up(&client, manifest, &options, progress);
-        tokio::select! {
-            result = run => {
-                bar.finish_and_clear();
-                Ok(result?)
-            }
-            _ = interrupted() => {
-                bar.finish_and_clear();
-                eprintln!("interrupted: removing what devnet {name:?} created");
-                let removed = docker::remove_by_label(&client, Some(&name)).await?;
-                bail!("interrupted; removed {} containers and {} networks", removed.containers, removed.networks)
-            }
-        }
-    })
-}
-
-/// Completes on SIGINT or SIGTERM (Ctrl-C, `kill`, a CI job's timeout): an interrupted `up`
-/// then removes what it created instead of dying half-way with containers still coming up.
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).ok();
-    let terminated = async {
-        match terminate.as_mut() {
-            Some(terminate) => {
-                terminate.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
-    }
-}
-
-fn up_swarm(args: &UpArgs, manifest: &Manifest, node_bin: PathBuf) -> Result<DevnetState> {
-    use blyan_harness::swarm::{self, Stage, SwarmUp};
-    let rt = runtime()?;
-    let options = SwarmUp {
-        base: args.target.base.clone(),
-        node_bin,
-        wait_height: args.wait_height,
-        wait_timeout: Duration::from_secs(args.wait_timeout),
-        log_level: args.log_level.clone(),
-        registry: args.registry.clone(),
-        api_port_base: args.api_port_base,
-        init: !args.no_swarm_init,
-    };
-    let bar = blyan_harness::progress::Progress::spinner();
-    let name = manifest.name.clone();
-    rt.block_on(async {
-        let client = docker::connect().await?;
-        let progress = |stage: Stage| {
-            bar.set_message(match stage {
-                Stage::Swarm => "swarm: checking this daemon's swarm".to_string(),
-                Stage::Image => "image: checking blyan-node:dev on every member".to_string(),
-                Stage::Genesis => "keys, configs and genesis".to_string(),
-                Stage::Network => "overlay network".to_string(),
-                Stage::Services { created, of } => format!("services: {created}/{of} created"),
-                Stage::Heights { ready, of } => {
-                    format!("{ready}/{of} nodes at height >= {}", args.wait_height)
-                }
-            })
-        };
-        let run = swarm::up(&client, manifest, &options, progress);
-        tokio::select! {
-            result = run => {
-                bar.finish_and_clear();
-                let state = result?;
-                if state.swarm.as_ref().is_some_and(|swarm| swarm.created) {
-                    println!("note: created a single-node swarm; `devnet down` leaves it again");
-                }
-                Ok(state)
-            }
-            _ = interrupted() => {
-                bar.finish_and_clear();
-                eprintln!("interrupted: removing what devnet {name:?} created");
-                let removed = swarm::remove_by_label(&client, &name).await?;
-                swarm::leave_if_created(&client).await?;
-                bail!("interrupted; removed {} services", removed.services)
-            }
-        }
-    })
-}
-
-/// `devnet down` of a Swarm devnet: services, secrets, configs, network, volumes, and the swarm
-/// when the harness created it.
-fn down_swarm(name: &str) -> Result<()> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let client = docker::connect().await?;
-        let removed = blyan_harness::swarm::remove_by_label(&client, name).await?;
-        let left = blyan_harness::swarm::leave_if_created(&client).await?;
-        println!(
-            "devnet {name:?}: removed {} services, {} secrets, {} configs, {} networks and {} volumes{}",
-            removed.services,
-            removed.secrets,
-            removed.configs,
-            removed.networks,
-            removed.volumes,
-            if left { "; left the swarm the harness had created" } else { "" }
-        );
-        Ok(())
-    })
-}
-
-fn print_nodes(state: &DevnetState) -> Result<()> {
+fn print_nodes(state: &DevnetState, base: &Path) -> Result<()> {
     let client = process::http_client();
-    let containers = state.backend == "docker" || state.backend == "swarm";
-    let docker_memory: std::collections::HashMap<String, u64> = if containers {
-        let rt = runtime()?;
-        rt.block_on(async {
-            match docker::connect().await {
-                Ok(client) => docker::memory_usage(&client, &state.name)
-                    .await
-                    .unwrap_or_default(),
-                Err(_) => Vec::new(),
-            }
-        })
-        .into_iter()
-        .collect()
-    } else {
-        Default::default()
-    };
+    // Without the backend's daemon the table still shows what the nodes answer.
+    let memory = backend::open(state.backend, base)
+        .map(|(backend, _)| backend.memory(state))
+        .unwrap_or_else(|_| vec![None; state.nodes.len()]);
     println!(
         "{:<8} {:>9} {:<26} {:>8} {:>6} {:>10}  P2P",
         "NODE", "RUNNING", "API", "HEIGHT", "PEERS", "MEMORY"
     );
     let all: Vec<usize> = (0..state.nodes.len()).collect();
     let statuses = process::node_statuses(&client, state, &all);
-    for (node, status) in state.nodes.iter().zip(statuses) {
+    for ((node, status), memory) in state.nodes.iter().zip(statuses).zip(memory) {
         let field = |name: &str| {
             status
                 .as_ref()
                 .and_then(|s| s[name].as_u64())
                 .map_or("-".to_string(), |v| v.to_string())
         };
-        let (running, memory) = if containers {
-            let memory = docker_memory.get(&node.moniker).copied();
-            let kind = if state.backend == "swarm" {
-                "task"
-            } else {
-                "container"
-            };
-            (
-                if status.is_some() { kind } else { "-" }.to_string(),
-                memory,
-            )
-        } else {
-            let pid = node.pid.filter(|pid| process::is_node_process(*pid));
-            (
-                pid.map_or("stopped".to_string(), |pid| pid.to_string()),
-                pid.and_then(process::rss_bytes),
-            )
+        // A process node shows its pid; a container or task, that it answers.
+        let running = match node.pid {
+            Some(pid) if process::is_node_process(pid) => pid.to_string(),
+            Some(_) => "stopped".to_string(),
+            None if status.is_some() => "yes".to_string(),
+            None => "-".to_string(),
         };
         println!(
             "{:<8} {:>9} {:<26} {:>8} {:>6} {:>10}  {}",
@@ -708,87 +476,75 @@ pub fn down(args: DownArgs) -> Result<bool> {
     let base = &args.target.base;
     let grace = Duration::from_secs(args.grace);
     if args.all {
-        let rt = runtime()?;
-        match rt.block_on(docker::connect()) {
-            Ok(client) => {
-                let removed = rt.block_on(docker::remove_by_label(&client, None))?;
-                println!(
-                    "docker: removed {} containers and {} networks labelled {}",
-                    removed.containers,
-                    removed.networks,
-                    docker::LABEL_DEVNET
-                );
-            }
-            Err(error) => println!("docker: {error}; nothing to remove there"),
-        }
-        if let Ok(entries) = std::fs::read_dir(base) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if let Ok(state) = process::load_state(base, &name) {
-                    if state.backend == "swarm" {
-                        down_swarm(&name)?;
-                    }
-                    if state.backend == "process" {
-                        let report = process::down(base, &name, grace)?;
-                        println!(
-                            "devnet {name:?}: {} stopped, {} killed, {} not running",
-                            report.stopped, report.killed, report.not_running
-                        );
-                    }
-                }
-                if args.purge {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        return Ok(true);
+        return down_all(base, grace, args.purge);
     }
     let name = args.target.name();
-    let state = process::load_state(base, name);
-    if state.as_ref().is_ok_and(|state| state.backend == "swarm") {
-        down_swarm(name)?;
-        if args.purge {
-            let dir = process::devnet_dir(base, name);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|error| anyhow::anyhow!("cannot delete {}: {error}", dir.display()))?;
-                println!("deleted {}", dir.display());
-            }
+    match blyan_harness::testnet::record::load_state(base, name) {
+        Ok(state) => {
+            let backend = open_backend(state.backend, base).with_context(|| {
+                format!("devnet {name:?} runs on the {} backend", state.backend)
+            })?;
+            println!("{}", backend.down(base, name, grace)?);
         }
-        return Ok(true);
-    }
-    let docker_backend = state
-        .as_ref()
-        .map_or(true, |state| state.backend == "docker");
-    if docker_backend {
-        let rt = runtime()?;
-        let removed = match rt.block_on(docker::connect()) {
-            Ok(client) => rt.block_on(docker::remove_by_label(&client, Some(name)))?,
-            Err(error) if state.is_ok() => bail!("devnet {name:?} runs in Docker, but {error}"),
-            Err(_) => Default::default(),
-        };
-        if let Err(error) = &state {
+        // No record: what Docker holds under the devnet's label (a `devnet up` that died).
+        Err(error) => {
+            let rt = runtime()?;
+            let removed = match rt.block_on(docker::connect()) {
+                Ok(client) => rt.block_on(docker::remove_by_label(&client, Some(name)))?,
+                Err(_) => Default::default(),
+            };
             if removed.containers + removed.networks == 0 && !args.purge {
                 bail!("{error}");
             }
+            println!(
+                "devnet {name:?}: removed {} containers and {} networks",
+                removed.containers, removed.networks
+            );
         }
-        println!(
-            "devnet {name:?}: removed {} containers and {} networks",
-            removed.containers, removed.networks
-        );
-    } else {
-        let report = process::down(base, name, grace)?;
-        println!(
-            "devnet {name:?}: {} stopped cleanly, {} killed after {} s, {} were not running",
-            report.stopped, report.killed, args.grace, report.not_running
-        );
     }
     if args.purge {
-        let dir = process::devnet_dir(base, name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|error| anyhow::anyhow!("cannot delete {}: {error}", dir.display()))?;
-            println!("deleted {}", dir.display());
+        purge(&blyan_harness::testnet::record::devnet_dir(base, name))?;
+    }
+    Ok(true)
+}
+
+fn purge(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|error| anyhow::anyhow!("cannot delete {}: {error}", dir.display()))?;
+        println!("deleted {}", dir.display());
+    }
+    Ok(())
+}
+
+/// `devnet down --all`: everything labelled as a devnet's in Docker, then every recorded
+/// devnet under `base` through its backend.
+fn down_all(base: &Path, grace: Duration, purge_dirs: bool) -> Result<bool> {
+    let rt = runtime()?;
+    match rt.block_on(docker::connect()) {
+        Ok(client) => {
+            let removed = rt.block_on(docker::remove_by_label(&client, None))?;
+            println!(
+                "docker: removed {} containers and {} networks labelled {}",
+                removed.containers,
+                removed.networks,
+                docker::LABEL_DEVNET
+            );
+        }
+        Err(error) => println!("docker: {error}; nothing to remove there"),
+    }
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Ok(state) = blyan_harness::testnet::record::load_state(base, &name) {
+                match backend::open(state.backend, base) {
+                    Ok((backend, _)) => println!("{}", backend.down(base, &name, grace)?),
+                    Err(error) => println!("devnet {name:?}: {error}; skipped"),
+                }
+            }
+            if purge_dirs {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
     }
     Ok(true)
@@ -813,20 +569,21 @@ pub fn nat_probe(args: NatProbeArgs) -> Result<bool> {
     if args.rounds == 0 || args.rounds > 100 {
         bail!("--rounds must be between 1 and 100");
     }
-    let state = process::load_state(&args.target.base, args.target.name())?;
+    let state = blyan_harness::testnet::record::load_state(&args.target.base, args.target.name())?;
     let Some(nat) = state.nat.clone() else {
         bail!(
             "devnet {:?} has no [network.topology]: nothing sits behind NAT (scenarios/nat.toml has one)",
             state.name
         );
     };
-    let pki = process::devnet_dir(&args.target.base, &state.name).join("pki");
+    let pki =
+        blyan_harness::testnet::record::devnet_dir(&args.target.base, &state.name).join("pki");
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} connection attempts")
             .expect("a valid template"),
     );
-    let report = blyan_harness::nat::probe_pairs(
+    let report = blyan_harness::docker::nat::probe_pairs(
         &state,
         &pki,
         &nat.behind,
@@ -875,7 +632,7 @@ pub fn nat_probe(args: NatProbeArgs) -> Result<bool> {
 }
 
 pub fn status(args: NameArgs) -> Result<bool> {
-    let state = process::load_state(&args.base, args.name())?;
+    let state = blyan_harness::testnet::record::load_state(&args.base, args.name())?;
     if args.json {
         let client = process::http_client();
         let nodes: Vec<serde_json::Value> = state
@@ -903,12 +660,12 @@ pub fn status(args: NameArgs) -> Result<bool> {
         "devnet {:?} ({} backend, chain {})",
         state.name, state.backend, state.chain_id
     );
-    print_nodes(&state)?;
+    print_nodes(&state, &args.base)?;
     Ok(true)
 }
 
 pub fn logs(args: LogsArgs) -> Result<bool> {
-    let state = process::load_state(&args.target.base, args.target.name())?;
+    let state = blyan_harness::testnet::record::load_state(&args.target.base, args.target.name())?;
     let node = state
         .nodes
         .iter()
@@ -928,7 +685,8 @@ pub fn logs(args: LogsArgs) -> Result<bool> {
         })?;
     if let Some(container) = &node.container {
         let rt = runtime()?;
-        let swarm = state.backend == "swarm";
+        // A Swarm node's `container` is its service.
+        let swarm = state.swarm.is_some();
         return rt.block_on(async {
             let client = docker::connect().await?;
             let options = bollard::query_parameters::LogsOptionsBuilder::default()
@@ -1043,6 +801,9 @@ pub fn manifest(args: ManifestArgs) -> Result<bool> {
     if let Some(backend) = &args.backend {
         manifest.backend = parse_backend(backend)?;
         manifest.validate(&path.display().to_string())?;
+        // What the backend cannot do (NAT, inference, isolate); the host's fit is `devnet plan`.
+        backend::check(manifest.backend, &manifest, true)
+            .with_context(|| format!("{}: backend {}", path.display(), manifest.backend))?;
     }
     let nodes = manifest.resolve();
     let validators = nodes.iter().filter(|n| n.role == Role::Validator).count();
@@ -1301,15 +1062,14 @@ fn suite_path(suite: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Resident memory (MiB) and CPU ticks of every node process of a process devnet.
-fn process_usage(state: &DevnetState) -> Vec<(f64, u64)> {
+/// CPU ticks of every node process of a process devnet (none for containers).
+fn process_ticks(state: &DevnetState) -> Vec<u64> {
     state
         .nodes
         .iter()
         .filter_map(|node| node.pid)
         .map(|pid| {
-            let rss = process::rss_bytes(pid).unwrap_or(0) as f64 / 1048576.0;
-            let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
                 .and_then(|stat| {
                     // Fields after the command name (which may hold spaces): utime is the 12th.
@@ -1320,8 +1080,7 @@ fn process_usage(state: &DevnetState) -> Vec<(f64, u64)> {
                             + fields.get(12)?.parse::<u64>().ok()?,
                     )
                 })
-                .unwrap_or(0);
-            (rss, ticks)
+                .unwrap_or(0)
         })
         .collect()
 }
@@ -1343,21 +1102,6 @@ fn wait_for_empty_mempools(state: &DevnetState, limit: Duration) {
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!("note: mempools still hold transactions after {limit:?}; starting the step anyway");
-}
-
-fn stop_devnet(state: &DevnetState, base: &Path) -> Result<()> {
-    if state.backend == "swarm" {
-        down_swarm(&state.name)?;
-    } else if state.backend == "docker" {
-        let rt = runtime()?;
-        rt.block_on(async {
-            let client = docker::connect().await?;
-            docker::remove_by_label(&client, Some(&state.name)).await
-        })?;
-    } else {
-        process::down(base, &state.name, Duration::from_secs(10))?;
-    }
-    Ok(())
 }
 
 pub fn bench(args: BenchArgs) -> Result<bool> {
@@ -1410,11 +1154,12 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
             args.runs,
             manifest.resolve().len()
         );
-        let (state, first_block) = start_checked(&up_args, &manifest)?;
-        backend = state.backend.clone();
+        let (devnet_backend, state, first_block) = start_checked(&up_args, &manifest)?;
+        backend = state.backend.to_string();
         let result = (|| -> Result<Vec<Step>> {
             let accounts = blyan_loadgen::read_accounts(
-                &process::devnet_dir(&args.base, &state.name).join("accounts.json"),
+                &blyan_harness::testnet::record::devnet_dir(&args.base, &state.name)
+                    .join("accounts.json"),
             )?;
             let targets: Vec<String> = state.nodes.iter().map(|node| node.api.clone()).collect();
             let rt = runtime()?;
@@ -1434,7 +1179,7 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
                 // latency (from the due time), so never more than 50 ms.
                 let tick_ms = (5.0 * targets.len() as f64 * 1000.0 / rate).clamp(10.0, 50.0);
                 config.tick = Duration::from_millis(tick_ms as u64);
-                let before = process_usage(&state);
+                let before = process_ticks(&state);
                 let started = Instant::now();
                 let report = rt.block_on(blyan_loadgen::run(
                     &config,
@@ -1442,25 +1187,18 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
                     std::sync::Arc::new(blyan_loadgen::Progress::default()),
                 ))?;
                 let seconds = started.elapsed().as_secs_f64();
-                let after = process_usage(&state);
+                let after = process_ticks(&state);
                 let ticks_per_second = 100.0;
-                let memory_mib: Vec<f64> = if state.backend == "docker" {
-                    rt.block_on(async {
-                        let client = docker::connect().await?;
-                        docker::memory_usage(&client, &state.name).await
-                    })?
+                let memory_mib: Vec<f64> = devnet_backend
+                    .memory(&state)
                     .into_iter()
-                    .map(|(_, bytes)| bytes as f64 / 1048576.0)
-                    .collect()
-                } else {
-                    after.iter().map(|(rss, _)| *rss).collect()
-                };
+                    .flatten()
+                    .map(|bytes| bytes as f64 / 1048576.0)
+                    .collect();
                 let cpu_cores: Vec<f64> = before
                     .iter()
                     .zip(&after)
-                    .map(|((_, a), (_, b))| {
-                        (b.saturating_sub(*a)) as f64 / ticks_per_second / seconds
-                    })
+                    .map(|(a, b)| (b.saturating_sub(*a)) as f64 / ticks_per_second / seconds)
                     .collect();
                 eprintln!(
                     "run {run}: {rate:.0} tx/s -> committed {:.0} tx/s, commit p50 {:.1} ms, p99 {:.1} ms",
@@ -1475,7 +1213,7 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
             }
             Ok(steps)
         })();
-        stop_devnet(&state, &args.base)?;
+        devnet_backend.down(&args.base, &state.name, Duration::from_secs(10))?;
         runs.push(Run {
             time_to_first_block_s: first_block.as_secs_f64(),
             steps: result?,
@@ -1746,383 +1484,34 @@ pub struct RunArgs {
 }
 
 /// Starts the manifest's devnet, records it while the faults and the load run, stops it, and
-/// checks and reports the recorded history.
+/// checks and reports the recorded history (`blyan_harness::run`).
 pub fn run(args: RunArgs) -> Result<bool> {
-    use blyan_harness::history::{RunInfo, RunNode};
-    use blyan_harness::recorder::{now_ms, Recorder};
-    use blyan_harness::scenario::{Action, Active, Injector};
-    use blyan_harness::timeline;
+    use blyan_harness::run::{self, RunOptions};
     let manifest_path = args
         .manifest_path
         .clone()
         .or(args.manifest.clone())
         .context("give the manifest: devnet run MANIFEST")?;
-    let mut manifest = Manifest::load(&manifest_path)?;
-    if let Some(backend) = &args.backend {
-        manifest.backend = parse_backend(backend)?;
-    }
-    // The backend is known before anything starts, so that a fault it cannot do is refused
-    // with its field before a file, process or container is made.
-    manifest.backend = resolve_backend(manifest.backend)?;
-    manifest.validate(&manifest_path.display().to_string())?;
-    let duration = args.duration.unwrap_or(manifest.duration_s.max(0) as u64);
-    anyhow::ensure!(
-        (1..=3600).contains(&duration),
-        "duration: {duration} s; must be between 1 and 3600 (the manifest's duration_s or --duration)"
-    );
-    anyhow::ensure!(
-        (50..=10_000).contains(&args.poll_ms),
-        "--poll-ms: {}; must be between 50 and 10000",
-        args.poll_ms
-    );
-    let manifest_text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    // The schedule, from the manifest and the seed only, before anything starts.
-    let schedule = manifest.fault_schedule(args.seed)?;
-    let resolved = manifest.resolve();
-    let mut up_args =
-        UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "info");
-    up_args.api_port_base = args.api_port_base;
-    up_args.p2p_port_base = args.p2p_port_base;
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("{}-{}", manifest.name, now_ms() / 1000))
-    });
-    if out.join("run.json").exists() {
-        bail!(
-            "{} already holds a run; choose another --out",
-            out.display()
-        );
-    }
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    eprintln!("starting {} nodes", manifest.resolve().len());
-    let (mut state, first_block) = start_checked(&up_args, &manifest)?;
-    eprintln!(
-        "{} nodes up ({} backend): every node at height 1 after {:.1} s",
-        state.nodes.len(),
-        state.backend,
-        first_block.as_secs_f64()
-    );
-    let info = RunInfo {
-        name: manifest.name.clone(),
-        chain_id: state.chain_id.clone(),
-        seed: manifest.seed,
-        backend: state.backend.clone(),
-        git_commit: blyan_harness::bench::Fingerprint::here(
-            &state.backend,
-            repository_root().as_deref(),
-        )
-        .git_commit,
-        manifest: manifest_text,
-        nodes: state
-            .nodes
-            .iter()
-            .map(|node| RunNode {
-                name: node.moniker.clone(),
-                validator_key: if node.validator {
-                    node.validator_key.clone()
-                } else {
-                    String::new()
-                },
-                power: resolved
-                    .iter()
-                    .find(|r| r.name == node.moniker)
-                    .map_or(0, |r| if node.validator { r.stake } else { 0 }),
-                byzantine: manifest.byzantine_label(&node.moniker),
-            })
-            .collect(),
-        started_ms: now_ms(),
-        ended_ms: None,
-        liveness_heights: manifest.checks.liveness_heights.max(1) as u64,
-        liveness_within_s: manifest.checks.liveness_within_s.max(1) as u64,
-        time_to_first_block_s: Some(first_block.as_secs_f64()),
+    let node_bin = args
+        .node_bin
+        .clone()
+        .unwrap_or_else(process::default_node_bin);
+    let mut settings = UpSettings::new(&args.base, node_bin);
+    settings.api_port_base = args.api_port_base;
+    settings.p2p_port_base = args.p2p_port_base;
+    let options = RunOptions {
+        manifest_path,
+        seed: args.seed,
+        out: args.out.clone(),
+        duration_s: args.duration,
+        poll_ms: args.poll_ms,
+        backend: args.backend.as_deref().map(parse_backend).transpose()?,
+        keep: args.keep,
+        settings,
     };
-    let write_info = |info: &RunInfo| -> Result<()> {
-        std::fs::write(
-            out.join("run.json"),
-            serde_json::to_string_pretty(info)? + "\n",
-        )
-        .with_context(|| format!("cannot write {}", out.join("run.json").display()))
-    };
-    write_info(&info)?;
-    let mut info = info;
-    let outcome = (|| -> Result<()> {
-        let mut recorder = Recorder::create(&out, &state)?;
-        let injector = Injector::new(&args.base, &state)?;
-        let prepared = Instant::now();
-        let total = Duration::from_secs(duration);
-        let mut next = 0;
-        let mut active: Vec<Active> = Vec::new();
-        // Load, when the manifest asks for it: one bounded loadgen run beside the recording.
-        let load = if manifest.load.rate > 0 {
-            let accounts = blyan_loadgen::read_accounts(
-                &process::devnet_dir(&args.base, &state.name).join("accounts.json"),
-            )?;
-            let config = blyan_loadgen::LoadConfig::new(
-                &state.chain_id,
-                state.nodes.iter().map(|n| n.api.clone()).collect(),
-                manifest.load.rate as f64,
-                total,
-            );
-            recorder.event(
-                "load_start",
-                &format!("{} tx/s", manifest.load.rate),
-                vec![],
-            )?;
-            Some(std::thread::spawn(
-                move || -> Result<blyan_loadgen::Report> {
-                    let rt = runtime()?;
-                    Ok(rt.block_on(blyan_loadgen::run(
-                        &config,
-                        &accounts,
-                        std::sync::Arc::new(blyan_loadgen::Progress::default()),
-                    ))?)
-                },
-            ))
-        } else {
-            None
-        };
-        let inference = start_inference(&manifest, &state, &out, total, &mut recorder)?;
-        let names = |state: &DevnetState, nodes: &[usize]| -> Vec<String> {
-            nodes
-                .iter()
-                .map(|&i| state.nodes[i].moniker.clone())
-                .collect()
-        };
-        // The run's clock starts here: fault times and the report's axes count from now.
-        let started = Instant::now();
-        info.started_ms = now_ms();
-        write_info(&info)?;
-        eprintln!(
-            "recording (set up in {:.1} s)",
-            prepared.elapsed().as_secs_f64()
-        );
-        let mut last_print = Instant::now();
-        let mut entries: Vec<timeline::Entry> = Vec::new();
-        // Ends `faults`: each keeps the heights reached while it was in force, from one poll
-        // of every node (asked in parallel) just before they are undone.
-        let finish = |state: &mut DevnetState,
-                      recorder: &mut Recorder,
-                      entries: &mut Vec<timeline::Entry>,
-                      faults: Vec<Active>|
-         -> Result<()> {
-            if faults.is_empty() {
-                return Ok(());
-            }
-            let polled = recorder.poll(state)?;
-            for fault in faults {
-                timeline::measure_end(state, &fault.step, &mut entries[fault.entry], &polled);
-                if let Some(links) = fault.step.cut_links(state.nodes.len()) {
-                    let crossing = recorder.cut_undo(state, &fault.step.label, &links)?;
-                    for (from, to) in crossing {
-                        eprintln!(
-                            "warning: {} still holds a connection to {} across the cut ({})",
-                            state.nodes[from].moniker, state.nodes[to].moniker, fault.step.label
-                        );
-                    }
-                }
-                injector.end(state, &fault.step)?;
-                recorder.event(
-                    "fault_end",
-                    &fault.step.label,
-                    names(state, &fault.step.nodes),
-                )?;
-                timeline::end(
-                    state,
-                    &mut entries[fault.entry],
-                    started.elapsed().as_secs_f64(),
-                );
-                eprintln!(
-                    "t={:.1}s healed: {} ({})",
-                    started.elapsed().as_secs_f64(),
-                    fault.step.label,
-                    entries[fault.entry].effect.summary
-                );
-            }
-            Ok(())
-        };
-        while started.elapsed() < total {
-            let elapsed = started.elapsed();
-            // End faults whose time is up.
-            let (done, keep): (Vec<Active>, Vec<Active>) = active
-                .drain(..)
-                .partition(|a| a.until.is_some_and(|until| elapsed >= until));
-            active = keep;
-            finish(&mut state, &mut recorder, &mut entries, done)?;
-            // Start the faults that are due.
-            while next < schedule.len() && schedule[next].at <= elapsed {
-                let planned = &schedule[next];
-                next += 1;
-                match planned.action {
-                    Action::Heal | Action::Resume => {
-                        let (ended, keep): (Vec<Active>, Vec<Active>) =
-                            active.drain(..).partition(|a| {
-                                planned.action == Action::Heal
-                                    || (a.step.action == Action::Pause
-                                        && a.step.nodes.iter().any(|n| planned.nodes.contains(n)))
-                            });
-                        active = keep;
-                        finish(&mut state, &mut recorder, &mut entries, ended)?;
-                        recorder.event("note", &planned.label, names(&state, &planned.nodes))?;
-                    }
-                    Action::Restart => {
-                        recorder.event(
-                            "fault_start",
-                            &planned.label,
-                            names(&state, &planned.nodes),
-                        )?;
-                        let mut entry =
-                            timeline::begin(&state, planned, started.elapsed().as_secs_f64());
-                        injector.begin(&mut state, planned)?;
-                        recorder.event(
-                            "fault_end",
-                            &planned.label,
-                            names(&state, &planned.nodes),
-                        )?;
-                        timeline::end(&state, &mut entry, started.elapsed().as_secs_f64());
-                        entries.push(entry);
-                    }
-                    _ => {
-                        recorder.event(
-                            "fault_start",
-                            &planned.label,
-                            names(&state, &planned.nodes),
-                        )?;
-                        injector.begin(&mut state, planned)?;
-                        // Measured from when the fault is in force: cutting many links of a
-                        // loaded proxy can take seconds, and the fault then lasts its whole
-                        // duration (a slow cut once left a 5 s partition in force for ~0 s).
-                        let in_force = started.elapsed();
-                        if let Some(links) = planned.cut_links(state.nodes.len()) {
-                            recorder.cut_in_force(&state, &planned.label, &links)?;
-                        }
-                        entries.push(timeline::begin(&state, planned, in_force.as_secs_f64()));
-                        active.push(Active {
-                            step: planned.clone(),
-                            until: planned.duration.map(|d| in_force.max(planned.at) + d),
-                            entry: entries.len() - 1,
-                        });
-                    }
-                }
-                eprintln!("t={:.1}s fault: {}", elapsed.as_secs_f64(), planned.label);
-            }
-            let heights = recorder.poll(&state)?;
-            timeline::watch_resume(&mut entries, &heights, started.elapsed().as_secs_f64());
-            if last_print.elapsed() >= Duration::from_secs(5) {
-                last_print = Instant::now();
-                let shown: Vec<String> = heights
-                    .iter()
-                    .map(|h| h.map_or("-".into(), |h| h.to_string()))
-                    .collect();
-                eprintln!(
-                    "t={:.0}s heights {}",
-                    elapsed.as_secs_f64(),
-                    shown.join(" ")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(args.poll_ms));
-        }
-        finish(
-            &mut state,
-            &mut recorder,
-            &mut entries,
-            std::mem::take(&mut active),
-        )?;
-        timeline::write(&out, &mut entries)
-            .with_context(|| format!("cannot write {}", out.join("timeline.json").display()))?;
-        recorder.poll(&state)?;
-        recorder.stake(&state)?;
-        if let Some(inference) = inference {
-            let label = match inference.join() {
-                Ok(Ok(report)) => format!(
-                    "{} requests sent to every honest node: {} answers, {} without one",
-                    report.requests, report.answers, report.errors
-                ),
-                Ok(Err(error)) => format!("failed: {error}"),
-                Err(_) => "the inference thread panicked".to_string(),
-            };
-            recorder.event("inference_end", &label, vec![])?;
-        }
-        if let Some(load) = load {
-            match load.join() {
-                Ok(Ok(report)) => {
-                    recorder.event(
-                        "load_end",
-                        &format!(
-                            "sent {}, committed {}, commit p50 {:.1} ms, p99 {:.1} ms",
-                            report.sent,
-                            report.committed,
-                            report.commit.p50_ms,
-                            report.commit.p99_ms
-                        ),
-                        vec![],
-                    )?;
-                    std::fs::write(
-                        out.join("load.json"),
-                        serde_json::to_string_pretty(&report)?,
-                    )?;
-                }
-                Ok(Err(error)) => {
-                    recorder.event("load_end", &format!("failed: {error:#}"), vec![])?
-                }
-                Err(_) => recorder.event("load_end", "the load thread panicked", vec![])?,
-            }
-        }
-        Ok(())
-    })();
-    info.ended_ms = Some(now_ms());
-    write_info(&info)?;
-    if args.keep {
-        eprintln!(
-            "devnet {} left running (devnet down --name {})",
-            state.name, state.name
-        );
-    } else {
-        stop_devnet(&state, &args.base)?;
-    }
-    outcome?;
-    check_dir(&out)
-}
-
-type InferenceThread = std::thread::JoinHandle<
-    Result<blyan_harness::inference::DriveReport, blyan_harness::history::HistoryError>,
->;
-
-/// With `[inference]`, the run's seeded requests go to every honest node, spread over the run,
-/// from a thread of their own (their answers to `inference.jsonl`).
-fn start_inference(
-    manifest: &Manifest,
-    state: &DevnetState,
-    out: &Path,
-    total: Duration,
-    recorder: &mut blyan_harness::recorder::Recorder,
-) -> Result<Option<InferenceThread>> {
-    let Some(spec) = &manifest.inference else {
-        return Ok(None);
-    };
-    let plan = blyan_harness::inference::RequestPlan::new(spec, manifest.seed);
-    if plan.prompts.is_empty() {
-        return Ok(None);
-    }
-    let nodes: Vec<(String, String)> = state
-        .nodes
-        .iter()
-        .filter(|node| manifest.byzantine_label(&node.moniker).is_none())
-        .map(|node| (node.moniker.clone(), node.api.clone()))
-        .collect();
-    recorder.event(
-        "inference_start",
-        &format!(
-            "{} seeded requests of {} prompt tokens to {} honest nodes",
-            plan.prompts.len(),
-            plan.prompts[0].len(),
-            nodes.len()
-        ),
-        nodes.iter().map(|(name, _)| name.clone()).collect(),
-    )?;
-    let out = out.to_path_buf();
-    Ok(Some(std::thread::spawn(move || {
-        blyan_harness::inference::drive(&out, &nodes, &plan, total)
-    })))
+    let outcome = run::run(&options, &|line| eprintln!("{line}"))?;
+    print_results(&outcome.dir, &outcome.results);
+    Ok(outcome.results.passed)
 }
 
 #[derive(Args)]
@@ -2133,13 +1522,14 @@ pub struct CheckArgs {
 
 /// Checks a recorded run again, offline, and rewrites its report.
 pub fn check(args: CheckArgs) -> Result<bool> {
-    check_dir(&args.dir)
+    let history = blyan_harness::history::History::load(&args.dir)?;
+    let results = blyan_harness::report::write(&args.dir, &history)?;
+    print_results(&args.dir, &results);
+    Ok(results.passed)
 }
 
-fn check_dir(dir: &Path) -> Result<bool> {
+fn print_results(dir: &Path, results: &blyan_harness::report::RunResults) {
     use blyan_harness::checks::Verdict;
-    let history = blyan_harness::history::History::load(dir)?;
-    let results = blyan_harness::report::write(dir, &history)?;
     println!("{:<22} {:<8} DETAIL", "CHECK", "VERDICT");
     for check in &results.checks {
         let verdict = match check.verdict {
@@ -2159,5 +1549,4 @@ fn check_dir(dir: &Path) -> Result<bool> {
         results.figures.block_interval_p50_ms
     );
     println!("report: {}", dir.join("report.html").display());
-    Ok(results.passed)
 }

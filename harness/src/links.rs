@@ -16,7 +16,16 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::LinkToxic;
+/// A toxic a link fault puts on each of its proxies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkToxic {
+    /// The Toxiproxy toxic type: latency, bandwidth, timeout, reset_peer.
+    pub kind: String,
+    /// Streams it goes on: latency goes downstream only (each round trip crosses it once),
+    /// the others both ways.
+    pub streams: Vec<&'static str>,
+    pub attributes: Vec<(&'static str, u64)>,
+}
 
 /// One proxied link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -114,10 +114,10 @@ pub fn neighbour_limit() -> Option<usize> {
 pub fn neighbour_entries(nodes: usize) -> usize {
     let mut linked = vec![std::collections::HashSet::new(); nodes];
     for (index, peers) in linked.iter_mut().enumerate() {
-        peers.extend(crate::process::bootstrap_peers(index, nodes));
+        peers.extend(crate::testnet::homes::bootstrap_peers(index, nodes));
     }
     for index in 0..nodes {
-        for peer in crate::process::bootstrap_peers(index, nodes) {
+        for peer in crate::testnet::homes::bootstrap_peers(index, nodes) {
             linked[peer].insert(index);
         }
     }

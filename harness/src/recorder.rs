@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::history::{Event, HistoryError, JsonLines, NodeRecord, SignatureRecord, StakeRecord};
-use crate::process::{self, DevnetState};
+use crate::process;
+use crate::testnet::record::DevnetState;
 
 /// Most blocks fetched from one node per poll, so one poll stays short after a stall.
 pub const MAX_BLOCKS_PER_POLL: u64 = 50;

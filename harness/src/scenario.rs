@@ -14,15 +14,65 @@
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use blyan_chaos::{RandomSpec, Shape, RANDOM_KINDS};
-use bollard::Docker;
+use serde::{Deserialize, Serialize};
 
-use crate::links::LinkControl;
-use crate::manifest::{BackendKind, Fault};
-use crate::process::{self, DevnetState};
+use crate::backend::kind::BackendKind;
+use crate::links::LinkToxic;
+
+/// One entry of `[[faults]]` (`docs/CHAOS.md` lists every kind and its fields).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Seconds after the devnet is up.
+    pub at_s: f64,
+    /// Process: kill, stop, pause, restart, resume. Links (need `network.proxy`): latency,
+    /// bandwidth, timeout, reset, cut. Partitions: partition (with `shape`), isolate, heal.
+    /// A seeded random nemesis: random.
+    pub kind: String,
+    /// The nodes it acts on (for link faults: every link of these nodes).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// Partition shape: isolate, halves, majority, ring, bridge, groups.
+    #[serde(default)]
+    pub shape: Option<String>,
+    /// Explicit groups (partition shape `groups`; link faults: the links between groups).
+    #[serde(default)]
+    pub groups: Vec<Vec<String>>,
+    /// One link, as its two nodes (both directions).
+    #[serde(default)]
+    pub link: Vec<String>,
+    #[serde(default)]
+    pub latency_ms: Option<i64>,
+    #[serde(default)]
+    pub jitter_ms: Option<i64>,
+    /// Bandwidth limit, KB/s.
+    #[serde(default)]
+    pub rate_kbps: Option<i64>,
+    /// timeout / reset: milliseconds before the connection is closed (0: data stops, never
+    /// closed, for timeout).
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
+    /// random: the nemesis' seed (`devnet run --seed` overrides it).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// random: mean seconds between faults.
+    #[serde(default)]
+    pub mean_interval_s: Option<f64>,
+    /// random: mean seconds a fault lasts.
+    #[serde(default)]
+    pub mean_duration_s: Option<f64>,
+    /// random: the kinds it may draw (default: all that the devnet supports).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// random: most nodes a crash fault hits at once (default f = (validators - 1) / 3).
+    #[serde(default)]
+    pub max_faulty: Option<i64>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -51,17 +101,6 @@ pub enum Action {
     Cut,
     /// Put `toxic` on the proxies of `links`.
     Toxic,
-}
-
-/// A toxic a link fault puts on each of its proxies.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LinkToxic {
-    /// The Toxiproxy toxic type: latency, bandwidth, timeout, reset_peer.
-    pub kind: String,
-    /// Streams it goes on: latency goes downstream only (each round trip crosses it once),
-    /// the others both ways.
-    pub streams: Vec<&'static str>,
-    pub attributes: Vec<(&'static str, u64)>,
 }
 
 /// One step of the schedule: when, what, to which nodes and links, for how long.
@@ -298,18 +337,17 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
                         format!("a {shape_name} partition cuts single links and needs network.proxy = true"),
                     ));
                 }
-                if target.backend == BackendKind::Process {
+                let isolates = target.backend.capabilities().is_none_or(|can| can.isolate);
+                if !isolates {
                     return Err(field(
                         index,
                         "kind",
-                        "isolating a node without network.proxy needs the Docker backend (processes share loopback); set network.proxy = true",
-                    ));
-                }
-                if target.backend == BackendKind::Swarm {
-                    return Err(field(
-                        index,
-                        "kind",
-                        "isolate disconnects a container from its network, which Swarm task containers cannot do; use a partition (network.proxy = true) on the Swarm backend",
+                        format!(
+                            "isolate without network.proxy takes a node off the devnet's network, which \
+                             the {} backend cannot do; set network.proxy = true (link proxies cut its \
+                             links) or use the docker backend",
+                            target.backend
+                        ),
                     ));
                 }
                 Action::Isolate
@@ -576,342 +614,4 @@ pub fn plan(
     }
     out.sort_by_key(|planned| planned.at);
     Ok(out)
-}
-
-/// Carries faults out on one devnet.
-pub struct Injector {
-    base: PathBuf,
-    docker: Option<Docker>,
-    /// Swarm backend: node `container` fields are service ids; process faults act on the
-    /// service's current task container, and a killed or stopped node comes back as a new task.
-    swarm: bool,
-    links: Option<LinkControl>,
-    runtime: tokio::runtime::Runtime,
-}
-
-/// The Docker container of node `index`.
-fn container_of(state: &DevnetState, index: usize) -> Result<String, String> {
-    state.nodes[index]
-        .container
-        .clone()
-        .ok_or_else(|| "no container".to_string())
-}
-
-fn ip_of(api: &str) -> Option<String> {
-    let rest = api.strip_prefix("http://")?;
-    Some(rest.split(':').next()?.to_string())
-}
-
-impl Injector {
-    pub fn new(base: &Path, state: &DevnetState) -> Result<Injector, ScenarioError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| ScenarioError::Action {
-                action: "start".into(),
-                node: "runtime".into(),
-                reason: error.to_string(),
-            })?;
-        let swarm = state.backend == "swarm";
-        let docker = if state.backend == "docker" || swarm {
-            Some(
-                runtime
-                    .block_on(crate::docker::connect())
-                    .map_err(|error| ScenarioError::Action {
-                        action: "connect".into(),
-                        node: "docker".into(),
-                        reason: error.to_string(),
-                    })?,
-            )
-        } else {
-            None
-        };
-        Ok(Injector {
-            base: base.to_path_buf(),
-            docker,
-            swarm,
-            links: state.proxy.as_ref().map(LinkControl::new),
-            runtime,
-        })
-    }
-
-    /// The container a process fault acts on: node `index`'s own (Docker) or its service's
-    /// running task's (Swarm).
-    fn container(&self, state: &DevnetState, index: usize) -> Result<String, String> {
-        let id = container_of(state, index)?;
-        match (&self.docker, self.swarm) {
-            (Some(docker), true) => self
-                .runtime
-                .block_on(crate::swarm::task_container(
-                    docker,
-                    &id,
-                    Duration::from_secs(30),
-                ))
-                .map_err(|error| error.to_string()),
-            _ => Ok(id),
-        }
-    }
-
-    /// Swarm: a new task of node `index`'s service (its task was killed or stopped).
-    fn restart_task(&self, state: &DevnetState, index: usize) -> Result<(), String> {
-        let service = container_of(state, index)?;
-        let docker = self.docker.as_ref().ok_or("no Docker client")?;
-        self.runtime
-            .block_on(crate::swarm::restart_service(docker, &service))
-            .map_err(|error| error.to_string())
-    }
-
-    fn each(
-        &self,
-        state: &mut DevnetState,
-        nodes: &[usize],
-        name: &str,
-        mut act: impl FnMut(&Self, &mut DevnetState, usize) -> Result<(), String>,
-    ) -> Result<(), ScenarioError> {
-        for &index in nodes {
-            act(self, state, index).map_err(|reason| ScenarioError::Action {
-                action: name.into(),
-                node: state.nodes[index].moniker.clone(),
-                reason,
-            })?;
-        }
-        Ok(())
-    }
-
-    fn signal(state: &DevnetState, index: usize, signal: i32) -> Result<(), String> {
-        let pid = state.nodes[index].pid.ok_or("not running")?;
-        // SAFETY: kill(2) on a pid this devnet started; no memory is touched.
-        if unsafe { libc::kill(pid as i32, signal) } != 0 {
-            return Err(std::io::Error::last_os_error().to_string());
-        }
-        Ok(())
-    }
-
-    fn link_control(&self) -> Result<&LinkControl, ScenarioError> {
-        self.links.as_ref().ok_or_else(|| ScenarioError::Action {
-            action: "link fault".into(),
-            node: "-".into(),
-            reason: "this devnet has no link proxy (network.proxy = false)".into(),
-        })
-    }
-
-    fn link_error(action: &str) -> impl FnOnce(String) -> ScenarioError + '_ {
-        move |reason| ScenarioError::Action {
-            action: action.into(),
-            node: "proxy".into(),
-            reason,
-        }
-    }
-
-    /// Starts `step` on its nodes or links.
-    pub fn begin(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError> {
-        use bollard::models::NetworkDisconnectRequest;
-        let nodes = step.nodes.as_slice();
-        match step.action {
-            Action::Cut => {
-                return self
-                    .link_control()?
-                    .cut(&step.links)
-                    .map_err(Self::link_error("cut"))
-            }
-            Action::Toxic => {
-                let toxic = step.toxic.as_ref().expect("a toxic step carries its toxic");
-                return self
-                    .link_control()?
-                    .add_toxic(&step.links, &step.tag, toxic)
-                    .map_err(Self::link_error("toxic"));
-            }
-            _ => {}
-        }
-        if self.swarm && step.action == Action::Isolate {
-            return Err(ScenarioError::Action {
-                action: "isolate".into(),
-                node: "-".into(),
-                reason: "Swarm task containers cannot leave the overlay network; use a \
-                         partition (network.proxy = true) on the Swarm backend"
-                    .into(),
-            });
-        }
-        match (step.action, &self.docker) {
-            (Action::Isolate, Some(docker)) => {
-                let network = state.network.clone().unwrap_or_default();
-                self.each(state, nodes, "isolate", |this, state, index| {
-                    let container = container_of(state, index)?;
-                    this.runtime
-                        .block_on(docker.disconnect_network(
-                            &network,
-                            NetworkDisconnectRequest {
-                                container,
-                                force: Some(true),
-                            },
-                        ))
-                        .map_err(|e| e.to_string())
-                })
-            }
-            (Action::Kill, Some(docker)) => self.each(state, nodes, "kill", |this, state, i| {
-                let container = this.container(state, i)?;
-                let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
-                    .signal("SIGKILL")
-                    .build();
-                this.runtime
-                    .block_on(docker.kill_container(&container, Some(options)))
-                    .map_err(|e| e.to_string())
-            }),
-            (Action::Stop, Some(docker)) => self.each(state, nodes, "stop", |this, state, i| {
-                let container = this.container(state, i)?;
-                let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
-                    .t(5)
-                    .build();
-                this.runtime
-                    .block_on(docker.stop_container(&container, Some(options)))
-                    .map_err(|e| e.to_string())
-            }),
-            (Action::Pause, Some(docker)) => self.each(state, nodes, "pause", |this, state, i| {
-                let container = this.container(state, i)?;
-                this.runtime
-                    .block_on(docker.pause_container(&container))
-                    .map_err(|e| e.to_string())
-            }),
-            (Action::Restart, Some(_)) if self.swarm => {
-                self.each(state, nodes, "restart", |this, state, i| {
-                    let container = this.container(state, i)?;
-                    let docker = this.docker.as_ref().ok_or("no Docker client")?;
-                    let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
-                        .signal("SIGKILL")
-                        .build();
-                    this.runtime
-                        .block_on(docker.kill_container(&container, Some(options)))
-                        .map_err(|e| e.to_string())?;
-                    this.restart_task(state, i)
-                })
-            }
-            (Action::Restart, Some(docker)) => {
-                self.each(state, nodes, "restart", |this, state, i| {
-                    let container = container_of(state, i)?;
-                    this.runtime
-                        .block_on(docker.restart_container(
-                            &container,
-                            None::<bollard::query_parameters::RestartContainerOptions>,
-                        ))
-                        .map_err(|e| e.to_string())
-                })
-            }
-            (Action::Kill, None) => self.each(state, nodes, "kill", |_, state, i| {
-                Self::signal(state, i, libc::SIGKILL)
-            }),
-            (Action::Pause, None) => self.each(state, nodes, "pause", |_, state, i| {
-                Self::signal(state, i, libc::SIGSTOP)
-            }),
-            (Action::Stop, None) => self.each(state, nodes, "stop", |_, state, i| {
-                Self::signal(state, i, libc::SIGTERM)?;
-                let pid = state.nodes[i].pid.unwrap_or(0);
-                let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                while process::is_node_process(pid) && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if process::is_node_process(pid) {
-                    Self::signal(state, i, libc::SIGKILL)?;
-                }
-                Ok(())
-            }),
-            (Action::Restart, None) => self.each(state, nodes, "restart", |this, state, i| {
-                Self::signal(state, i, libc::SIGKILL)?;
-                std::thread::sleep(Duration::from_millis(200));
-                process::start_node(&this.base, state, i)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }),
-            (Action::Isolate, None) => Err(ScenarioError::Action {
-                action: "isolate".into(),
-                node: "-".into(),
-                reason: "needs the Docker backend".into(),
-            }),
-            (Action::Heal | Action::Resume | Action::Cut | Action::Toxic, _) => Ok(()),
-        }
-    }
-
-    /// Undoes `step` (reconnect, start, unpause, re-enable links, remove toxics).
-    pub fn end(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError> {
-        use bollard::models::{EndpointIpamConfig, EndpointSettings, NetworkConnectRequest};
-        let nodes = step.nodes.as_slice();
-        match step.action {
-            Action::Cut => {
-                return self
-                    .link_control()?
-                    .restore(&step.links)
-                    .map_err(Self::link_error("restore"))
-            }
-            Action::Toxic => {
-                return self
-                    .link_control()?
-                    .remove_toxic(
-                        &step.links,
-                        &step.tag,
-                        step.toxic.as_ref().expect("a toxic step carries its toxic"),
-                    )
-                    .map_err(Self::link_error("remove toxic"))
-            }
-            _ => {}
-        }
-        match (step.action, &self.docker) {
-            (Action::Isolate, Some(docker)) => {
-                let network = state.network.clone().unwrap_or_default();
-                self.each(state, nodes, "reconnect", |this, state, index| {
-                    let node = &state.nodes[index];
-                    let container = container_of(state, index)?;
-                    let ip = ip_of(&node.api).ok_or("no address")?;
-                    this.runtime
-                        .block_on(docker.connect_network(
-                            &network,
-                            NetworkConnectRequest {
-                                container,
-                                endpoint_config: Some(EndpointSettings {
-                                    ipam_config: Some(EndpointIpamConfig {
-                                        ipv4_address: Some(ip),
-                                        ..Default::default()
-                                    }),
-                                    ..Default::default()
-                                }),
-                            },
-                        ))
-                        .map_err(|e| e.to_string())
-                })
-            }
-            (Action::Kill | Action::Stop, Some(_)) if self.swarm => {
-                self.each(state, nodes, "start", |this, state, i| {
-                    this.restart_task(state, i)
-                })
-            }
-            (Action::Kill | Action::Stop, Some(docker)) => {
-                self.each(state, nodes, "start", |this, state, i| {
-                    let container = container_of(state, i)?;
-                    this.runtime
-                        .block_on(docker.start_container(
-                            &container,
-                            None::<bollard::query_parameters::StartContainerOptions>,
-                        ))
-                        .map_err(|e| e.to_string())
-                })
-            }
-            (Action::Pause, Some(docker)) => {
-                self.each(state, nodes, "unpause", |this, state, i| {
-                    let container = this.container(state, i)?;
-                    this.runtime
-                        .block_on(docker.unpause_container(&container))
-                        .map_err(|e| e.to_string())
-                })
-            }
-            (Action::Kill | Action::Stop, None) => {
-                self.each(state, nodes, "start", |this, state, i| {
-                    process::start_node(&this.base, state, i)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                })
-            }
-            (Action::Pause, None) => self.each(state, nodes, "continue", |_, state, i| {
-                Self::signal(state, i, libc::SIGCONT)
-            }),
-            _ => Ok(()),
-        }
-    }
 }

@@ -49,7 +49,8 @@ use crate::docker::{
 };
 use crate::manifest::Manifest;
 use crate::plan::{self, Member};
-use crate::process::{self, DevnetPlan, DevnetState};
+use crate::testnet::record::DevnetState;
+use crate::testnet::DevnetPlan;
 
 /// Label on the swarm's spec when the harness created the swarm (so `down` may leave it).
 pub const LABEL_CREATED: &str = "blyan.created-by";
@@ -210,7 +211,7 @@ pub fn swarm_plan(
 ) -> DevnetPlan {
     let mut plan = docker::devnet_plan(
         manifest,
-        "swarm",
+        crate::backend::kind::BackendKind::Swarm,
         |_| std::net::Ipv4Addr::UNSPECIFIED,
         log_level,
         node_bin,
@@ -456,8 +457,8 @@ async fn up_inner(
         &options.log_level,
         &options.node_bin,
     );
-    let mut state = process::write_devnet(&base, &plan)?;
-    state.swarm = Some(process::SwarmInfo {
+    let mut state = crate::testnet::homes::write_devnet(&base, &plan)?;
+    state.swarm = Some(crate::testnet::record::SwarmInfo {
         created,
         members: members.iter().map(|m| m.hostname.clone()).collect(),
     });
@@ -515,7 +516,7 @@ async fn up_inner(
             of: total,
         });
     }
-    process::save_state(&base, &state)?;
+    crate::testnet::record::save_state(&base, &state)?;
     let wait = docker::wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
         progress(Stage::Heights { ready, of: total })
     });
@@ -566,7 +567,7 @@ async fn node_service(
     devnet: &str,
     network: &str,
     image: &str,
-    node: &process::NodeEntry,
+    node: &crate::testnet::record::NodeEntry,
     member: &Member,
     api_port: u16,
     memory: i64,

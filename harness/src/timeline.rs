@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::process::{self, DevnetState};
+use crate::process;
 use crate::scenario::{Action, Planned};
+use crate::testnet::record::DevnetState;
 
 /// One applied fault.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use blyan_harness::process::{self, DevnetState};
+use blyan_harness::process;
+use blyan_harness::testnet::record::DevnetState;
 use common::{loopback_options, Cleanup};
 
 const VALIDATORS: usize = 16;

@@ -7,7 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use blyan_harness::process::{self, DevnetState};
+use blyan_harness::process;
+use blyan_harness::testnet::record::DevnetState;
 use common::{log_tails, loopback_options, wait_down, Cleanup};
 
 fn status(

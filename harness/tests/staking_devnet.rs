@@ -8,7 +8,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use blyan_harness::process::{self, DevnetState, UpOptions};
+use blyan_harness::process::{self, UpOptions};
+use blyan_harness::testnet::record::DevnetState;
 use blyan_node::app::{Tx, TxBody};
 use blyan_node::state::StakingParams;
 use common::{get_json, log_lines, log_tails, loopback_options, wait_down, Cleanup};

@@ -9,7 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use blyan_harness::process::{self, DevnetState};
+use blyan_harness::process;
+use blyan_harness::testnet::record::DevnetState;
 use common::{get_json, log_tails, loopback_options, wait_down, Cleanup};
 
 const CHAIN_BLOCKS: u64 = 5_100;

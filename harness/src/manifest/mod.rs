@@ -10,6 +10,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::backend::kind::BackendKind;
+use crate::scenario::Fault;
+
 /// Why a manifest is not acceptable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
@@ -23,18 +26,6 @@ pub enum ManifestError {
         field: String,
         reason: String,
     },
-}
-
-/// Which backend runs the devnet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// Docker when a daemon answers, local processes otherwise.
-    Auto,
-    Docker,
-    Process,
-    /// Docker Swarm services (`docs/SCALING.md`).
-    Swarm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,58 +213,6 @@ impl Default for Load {
             ramp: Vec::new(),
         }
     }
-}
-
-/// One entry of `[[faults]]` (`docs/CHAOS.md` lists every kind and its fields).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fault {
-    /// Seconds after the devnet is up.
-    pub at_s: f64,
-    /// Process: kill, stop, pause, restart, resume. Links (need `network.proxy`): latency,
-    /// bandwidth, timeout, reset, cut. Partitions: partition (with `shape`), isolate, heal.
-    /// A seeded random nemesis: random.
-    pub kind: String,
-    /// The nodes it acts on (for link faults: every link of these nodes).
-    #[serde(default)]
-    pub nodes: Vec<String>,
-    #[serde(default)]
-    pub duration_s: Option<f64>,
-    /// Partition shape: isolate, halves, majority, ring, bridge, groups.
-    #[serde(default)]
-    pub shape: Option<String>,
-    /// Explicit groups (partition shape `groups`; link faults: the links between groups).
-    #[serde(default)]
-    pub groups: Vec<Vec<String>>,
-    /// One link, as its two nodes (both directions).
-    #[serde(default)]
-    pub link: Vec<String>,
-    #[serde(default)]
-    pub latency_ms: Option<i64>,
-    #[serde(default)]
-    pub jitter_ms: Option<i64>,
-    /// Bandwidth limit, KB/s.
-    #[serde(default)]
-    pub rate_kbps: Option<i64>,
-    /// timeout / reset: milliseconds before the connection is closed (0: data stops, never
-    /// closed, for timeout).
-    #[serde(default)]
-    pub timeout_ms: Option<i64>,
-    /// random: the nemesis' seed (`devnet run --seed` overrides it).
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// random: mean seconds between faults.
-    #[serde(default)]
-    pub mean_interval_s: Option<f64>,
-    /// random: mean seconds a fault lasts.
-    #[serde(default)]
-    pub mean_duration_s: Option<f64>,
-    /// random: the kinds it may draw (default: all that the devnet supports).
-    #[serde(default)]
-    pub kinds: Vec<String>,
-    /// random: most nodes a crash fault hits at once (default f = (validators - 1) / 3).
-    #[serde(default)]
-    pub max_faulty: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use blyan_harness::process::{self, DevnetState};
+use blyan_harness::process;
+use blyan_harness::testnet::record::DevnetState;
 
 /// Stops the devnet when the test ends, pass or fail.
 pub struct Cleanup(pub PathBuf, pub String);

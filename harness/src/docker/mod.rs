@@ -11,71 +11,27 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Ipam,
-    IpamConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, HealthConfig, HostConfig, Ipam, IpamConfig, NetworkCreateRequest,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder, TagImageOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
+pub mod engine;
+pub mod nat;
+
+pub use engine::*;
+
+use crate::backend::kind::BackendKind;
+
 use crate::manifest::{Manifest, Role};
-use crate::process::{self, DevnetPlan, DevnetState, NodePlan, ProcessError};
-
-pub const LABEL_DEVNET: &str = "blyan.devnet";
-pub const LABEL_NODE: &str = "blyan.node";
-pub const LABEL_ROLE: &str = "blyan.role";
-pub const LABEL_BINARY: &str = "blyan.binary-sha256";
-pub const IMAGE: &str = "blyan-node";
-pub const HOME_INSIDE: &str = "/home/blyan";
-pub const API_PORT: u16 = 26657;
-/// The HTTPS API port inside node containers (certificates from the devnet's `pki/`).
-pub const HTTPS_PORT: u16 = 26658;
-pub const P2P_PORT: u16 = 26656;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    #[error("no Docker daemon answers: {0}")]
-    NoDaemon(String),
-    #[error("docker: {0}")]
-    Api(#[from] bollard::errors::Error),
-    #[error("image build: {0}")]
-    Build(String),
-    #[error(transparent)]
-    Devnet(#[from] ProcessError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DockerError + '_ {
-    move |source| DockerError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Connects to the local daemon and checks that it answers within 3 s.
-pub async fn connect() -> Result<Docker, DockerError> {
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|error| DockerError::NoDaemon(error.to_string()))?;
-    let docker = tokio::time::timeout(Duration::from_secs(3), docker.negotiate_version())
-        .await
-        .map_err(|_| DockerError::NoDaemon("no answer within 3 s".into()))?
-        .map_err(|error| DockerError::NoDaemon(error.to_string()))?;
-    tokio::time::timeout(Duration::from_secs(3), docker.ping())
-        .await
-        .map_err(|_| DockerError::NoDaemon("ping: no answer within 3 s".into()))?
-        .map_err(|error| DockerError::NoDaemon(error.to_string()))?;
-    Ok(docker)
-}
+use crate::process::{self, ProcessError};
+use crate::testnet::record::DevnetState;
+use crate::testnet::{DevnetPlan, NodePlan};
 
 /// The image that `devnet image build` made.
 #[derive(Clone, Debug)]
@@ -85,36 +41,6 @@ pub struct ImageInfo {
     pub binary_sha256: String,
     pub libraries: Vec<PathBuf>,
     pub rebuilt: bool,
-}
-
-/// The shared libraries `binary` loads, from `ldd` (empty for a static binary).
-pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, DockerError> {
-    let output = std::process::Command::new("ldd")
-        .arg(binary)
-        .output()
-        .map_err(io(Path::new("ldd")))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if text.contains("not a dynamic executable") || text.contains("statically linked") {
-        return Ok(Vec::new());
-    }
-    let mut libraries = Vec::new();
-    for line in text.lines() {
-        // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line
-                .split_whitespace()
-                .next()
-                .filter(|p| p.starts_with('/')),
-        };
-        if let Some(path) = path.filter(|p| p.starts_with('/')) {
-            libraries.push(PathBuf::from(path));
-        }
-        if line.contains("not found") {
-            return Err(DockerError::Build(format!("{}: {line}", binary.display())));
-        }
-    }
-    Ok(libraries)
 }
 
 fn file_sha256(path: &Path) -> Result<String, DockerError> {
@@ -301,64 +227,6 @@ async fn build_scratch_image(
     })
 }
 
-/// Adds one file to an image's build context.
-pub(crate) fn tar_file(
-    archive: &mut tar::Builder<Vec<u8>>,
-    path_in_tar: &str,
-    bytes: &[u8],
-    mode: u32,
-) -> Result<(), DockerError> {
-    let mut header = tar::Header::new_gnu();
-    header.set_size(bytes.len() as u64);
-    header.set_mode(mode);
-    header.set_cksum();
-    archive
-        .append_data(&mut header, path_in_tar, bytes)
-        .map_err(|error| DockerError::Build(error.to_string()))
-}
-
-/// Builds image `tag` from a tar build context (a Dockerfile and what it copies).
-pub(crate) async fn build_context(
-    docker: &Docker,
-    tag: &str,
-    context: Vec<u8>,
-) -> Result<(), DockerError> {
-    let options = BuildImageOptionsBuilder::default()
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = stream.next().await {
-        let info = item?;
-        if let Some(detail) = info.error_detail {
-            return Err(DockerError::Build(format!(
-                "{tag}: {}",
-                detail.message.unwrap_or_default()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// A container's one network endpoint, at a fixed address.
-pub(crate) fn at_address(network: &str, ip: Ipv4Addr) -> NetworkingConfig {
-    NetworkingConfig {
-        endpoints_config: Some(HashMap::from([(network.to_string(), endpoint(ip))])),
-    }
-}
-
-/// An endpoint at a fixed address (for a container's network, or one connected later).
-pub(crate) fn endpoint(ip: Ipv4Addr) -> EndpointSettings {
-    EndpointSettings {
-        ipam_config: Some(EndpointIpamConfig {
-            ipv4_address: Some(ip.to_string()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Starts the devnet's link proxy container (`blyan-chaos-proxy`) at its fixed address.
 async fn start_proxy(
     docker: &Docker,
@@ -419,15 +287,6 @@ async fn start_proxy(
         )
         .await?;
     Ok(response.id)
-}
-
-/// The `label` filter that finds devnet `name`'s objects (every devnet's when `None`).
-pub fn label_filter(name: Option<&str>) -> HashMap<String, Vec<String>> {
-    let value = match name {
-        Some(name) => format!("{LABEL_DEVNET}={name}"),
-        None => LABEL_DEVNET.to_string(),
-    };
-    HashMap::from([("label".to_string(), vec![value])])
 }
 
 /// What `down` removed.
@@ -566,16 +425,6 @@ async fn remove_pass(docker: &Docker, name: Option<&str>) -> Result<Removed, Doc
     })
 }
 
-pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
-    matches!(
-        error,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
 /// A /24 subnet in 10.210.0.0/16 that no existing Docker network uses, picked from the name.
 async fn free_subnet(docker: &Docker, name: &str, taken: &[u8]) -> Result<u8, DockerError> {
     let networks = docker
@@ -610,7 +459,7 @@ fn node_ip(third: u8, index: usize) -> Ipv4Addr {
 /// [`API_PORT`] and P2P on [`P2P_PORT`] (used by the Docker backend and `devnet compose`).
 pub fn devnet_plan(
     manifest: &Manifest,
-    backend: &str,
+    backend: BackendKind,
     ip: impl Fn(usize) -> Ipv4Addr,
     log_level: &str,
     node_bin: &Path,
@@ -637,7 +486,7 @@ pub fn devnet_plan(
         .collect();
     DevnetPlan {
         name: manifest.name.clone(),
-        backend: backend.into(),
+        backend,
         chain_id: manifest.chain_id.clone(),
         seed: manifest.seed,
         accounts: manifest.load.accounts as usize,
@@ -672,7 +521,7 @@ pub fn devnet_plan(
                     .position(|node| &node.name == name)
                     .expect("validated: topology names are nodes")
             };
-            process::NatPlan {
+            crate::testnet::NatPlan {
                 relays: topology.relays.iter().map(index_of).collect(),
                 behind: topology
                     .homes
@@ -738,7 +587,7 @@ async fn up_inner(
     progress(Stage::Genesis);
     let third = free_subnet(docker, name, &[]).await?;
     // NAT topology: a /24 per home behind a router, its nodes at .10 + k there.
-    let mut homes: Vec<crate::nat::HomeNet> = Vec::new();
+    let mut homes: Vec<nat::HomeNet> = Vec::new();
     if let Some(topology) = &manifest.network.topology {
         let resolved = manifest.resolve();
         let mut taken = vec![third];
@@ -752,7 +601,7 @@ async fn up_inner(
                 taken.push(home_third);
                 home_third
             };
-            homes.push(crate::nat::HomeNet {
+            homes.push(nat::HomeNet {
                 index,
                 third: home_third,
                 mapping: home.mapping,
@@ -778,7 +627,7 @@ async fn up_inner(
         .map_err(io(&options.base))?;
     let mut plan = devnet_plan(
         manifest,
-        "docker",
+        BackendKind::Docker,
         ip_of,
         &options.log_level,
         &options.node_bin,
@@ -789,7 +638,7 @@ async fn up_inner(
             format!("https://{}:{HTTPS_PORT}", ip_of(index)),
         ));
     }
-    let mut state = process::write_devnet(&base, &plan)?;
+    let mut state = crate::testnet::homes::write_devnet(&base, &plan)?;
     progress(Stage::Network);
     let network = format!("blyan-{name}");
     let labels = HashMap::from([(LABEL_DEVNET.to_string(), name.clone())]);
@@ -825,12 +674,11 @@ async fn up_inner(
     // with inbound connections dropped.
     let mut holders: HashMap<usize, String> = HashMap::new();
     if !homes.is_empty() {
-        let router_image = crate::nat::build_router_image(docker).await?;
+        let router_image = nat::build_router_image(docker).await?;
         for home in &homes {
-            crate::nat::start_home(docker, name, &network, third, home, &router_image, &labels)
-                .await?;
+            nat::start_home(docker, name, &network, third, home, &router_image, &labels).await?;
             for &node in &home.nodes {
-                let id = crate::nat::start_holder(
+                let id = nat::start_holder(
                     docker,
                     name,
                     &state.nodes[node].moniker,
@@ -935,7 +783,7 @@ async fn up_inner(
     for (index, id) in created {
         state.nodes[index].container = Some(id);
     }
-    process::save_state(&base, &state)?;
+    crate::testnet::record::save_state(&base, &state)?;
     wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
         progress(Stage::Heights { ready, of: total })
     })

@@ -31,7 +31,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::docker::{
+use super::engine::{
     at_address, endpoint, DockerError, API_PORT, HTTPS_PORT, LABEL_BINARY, LABEL_NODE, LABEL_ROLE,
 };
 use crate::manifest::Mapping;
@@ -91,7 +91,7 @@ pub async fn build_router_image(docker: &Docker) -> Result<String, DockerError> 
         ("/bin/sleep".into(), tools.sleep.clone()),
     ];
     for binary in [&tools.iptables, &tools.ip, &tools.sleep] {
-        for library in crate::docker::shared_libraries(binary)? {
+        for library in super::engine::shared_libraries(binary)? {
             let inside = library.display().to_string();
             if !files.iter().any(|(path, _)| *path == inside) {
                 files.push((inside, library));
@@ -130,7 +130,7 @@ pub async fn build_router_image(docker: &Docker) -> Result<String, DockerError> 
     }
     let mut archive = tar::Builder::new(Vec::new());
     let mut add = |path_in_tar: &str, bytes: &[u8], mode: u32| {
-        crate::docker::tar_file(&mut archive, path_in_tar, bytes, mode)
+        super::engine::tar_file(&mut archive, path_in_tar, bytes, mode)
     };
     let dockerfile = format!(
         "FROM scratch\nCOPY rootfs/ /\nLABEL {LABEL_BINARY}=\"{sha}\"\nCMD [\"/bin/sleep\", \"infinity\"]\n"
@@ -146,7 +146,7 @@ pub async fn build_router_image(docker: &Docker) -> Result<String, DockerError> 
     let context = archive
         .into_inner()
         .map_err(|error| DockerError::Build(error.to_string()))?;
-    crate::docker::build_context(docker, &tag, context).await?;
+    super::engine::build_context(docker, &tag, context).await?;
     Ok(tag)
 }
 
@@ -484,7 +484,7 @@ impl ProbeReport {
 /// in turn), `rounds` times, the pairs of a round in parallel; each node answers over HTTPS with
 /// the devnet's admin certificate (`POST /admin/dial`).
 pub fn probe_pairs(
-    state: &crate::process::DevnetState,
+    state: &crate::testnet::record::DevnetState,
     pki: &std::path::Path,
     behind: &[usize],
     relays: &[usize],

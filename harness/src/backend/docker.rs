@@ -1,0 +1,251 @@
+//! The Docker backend behind the [`Backend`] trait: one container per node on the devnet's
+//! bridge network (`crate::docker` builds the image and starts them); node faults are
+//! container operations, `isolate` disconnects the container from the network.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bollard::models::{
+    EndpointIpamConfig, EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest,
+};
+use bollard::query_parameters::{
+    KillContainerOptionsBuilder, RestartContainerOptions, StartContainerOptions,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+
+use super::{
+    each, interrupted, runtime, Backend, BackendError, BackendKind, DownSummary, UpSettings,
+};
+use crate::docker::{self as engine, DockerUp, Stage};
+use crate::manifest::Manifest;
+use crate::scenario::{Action, Planned, ScenarioError};
+use crate::testnet::record::DevnetState;
+
+/// Containers on this host's Docker daemon.
+pub struct Containers {
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) docker: Docker,
+}
+
+/// Node `index`'s container (a Swarm node's: its service).
+pub(super) fn container_of(state: &DevnetState, index: usize) -> Result<String, String> {
+    state.nodes[index]
+        .container
+        .clone()
+        .ok_or_else(|| "no container".to_string())
+}
+
+fn ip_of(api: &str) -> Option<String> {
+    let rest = api.strip_prefix("http://")?;
+    Some(rest.split(':').next()?.to_string())
+}
+
+impl Containers {
+    /// Connects to the local daemon (it must answer within 3 s).
+    pub fn connect() -> Result<Containers, BackendError> {
+        let runtime = runtime()?;
+        let docker = runtime.block_on(engine::connect())?;
+        Ok(Containers { runtime, docker })
+    }
+
+    pub(super) fn kill(&self, container: &str) -> Result<(), String> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        self.runtime
+            .block_on(self.docker.kill_container(container, Some(options)))
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) fn stop(&self, container: &str) -> Result<(), String> {
+        let options = StopContainerOptionsBuilder::default().t(5).build();
+        self.runtime
+            .block_on(self.docker.stop_container(container, Some(options)))
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) fn pause(&self, container: &str) -> Result<(), String> {
+        self.runtime
+            .block_on(self.docker.pause_container(container))
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) fn unpause(&self, container: &str) -> Result<(), String> {
+        self.runtime
+            .block_on(self.docker.unpause_container(container))
+            .map_err(|e| e.to_string())
+    }
+
+    fn start(&self, container: &str) -> Result<(), String> {
+        self.runtime
+            .block_on(
+                self.docker
+                    .start_container(container, None::<StartContainerOptions>),
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    fn restart(&self, container: &str) -> Result<(), String> {
+        self.runtime
+            .block_on(
+                self.docker
+                    .restart_container(container, None::<RestartContainerOptions>),
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    fn disconnect(&self, network: &str, container: String) -> Result<(), String> {
+        let request = NetworkDisconnectRequest {
+            container,
+            force: Some(true),
+        };
+        self.runtime
+            .block_on(self.docker.disconnect_network(network, request))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Connects the container again at the address it had.
+    fn reconnect(&self, network: &str, container: String, ip: String) -> Result<(), String> {
+        let request = NetworkConnectRequest {
+            container,
+            endpoint_config: Some(EndpointSettings {
+                ipam_config: Some(EndpointIpamConfig {
+                    ipv4_address: Some(ip),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        self.runtime
+            .block_on(self.docker.connect_network(network, request))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Each node's container memory, by node name.
+    pub(super) fn memory_by_name(&self, state: &DevnetState) -> Vec<Option<u64>> {
+        let usage: std::collections::HashMap<String, u64> = self
+            .runtime
+            .block_on(engine::memory_usage(&self.docker, &state.name))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        state
+            .nodes
+            .iter()
+            .map(|node| usage.get(&node.moniker).copied())
+            .collect()
+    }
+}
+
+fn stage_line(stage: Stage, wait_height: u64) -> String {
+    match stage {
+        Stage::Image => "image: checking blyan-node:dev".to_string(),
+        Stage::Genesis => "keys, configs and genesis".to_string(),
+        Stage::Network => "network".to_string(),
+        Stage::Containers { started, of } => format!("containers: {started}/{of} started"),
+        Stage::Heights { ready, of } => format!("{ready}/{of} nodes at height >= {wait_height}"),
+    }
+}
+
+impl Backend for Containers {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
+    }
+
+    fn up(
+        &self,
+        manifest: &Manifest,
+        settings: &UpSettings,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<DevnetState, BackendError> {
+        let options = DockerUp {
+            base: settings.base.clone(),
+            node_bin: settings.node_bin.clone(),
+            wait_height: settings.wait_height,
+            wait_timeout: settings.wait_timeout,
+            log_level: settings.log_level.clone(),
+        };
+        let name = &manifest.name;
+        let wait_height = settings.wait_height;
+        self.runtime.block_on(async {
+            let stages = |stage: Stage| progress(stage_line(stage, wait_height));
+            let run = engine::up(&self.docker, manifest, &options, stages);
+            tokio::select! {
+                result = run => Ok(result?),
+                _ = interrupted() => {
+                    progress(format!("interrupted: removing what devnet {name:?} created"));
+                    let removed = engine::remove_by_label(&self.docker, Some(name)).await?;
+                    Err(BackendError::Interrupted(format!(
+                        "removed {} containers and {} networks",
+                        removed.containers, removed.networks
+                    )))
+                }
+            }
+        })
+    }
+
+    fn down(
+        &self,
+        _base: &Path,
+        name: &str,
+        _grace: Duration,
+    ) -> Result<DownSummary, BackendError> {
+        let removed = self
+            .runtime
+            .block_on(engine::remove_by_label(&self.docker, Some(name)))?;
+        Ok(format!(
+            "devnet {name:?}: removed {} containers and {} networks",
+            removed.containers, removed.networks
+        ))
+    }
+
+    fn begin(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError> {
+        let nodes = step.nodes.as_slice();
+        match step.action {
+            Action::Isolate => {
+                let network = state.network.clone().unwrap_or_default();
+                each(self, state, nodes, "isolate", |this, state, i| {
+                    this.disconnect(&network, container_of(state, i)?)
+                })
+            }
+            Action::Kill => each(self, state, nodes, "kill", |this, state, i| {
+                this.kill(&container_of(state, i)?)
+            }),
+            Action::Stop => each(self, state, nodes, "stop", |this, state, i| {
+                this.stop(&container_of(state, i)?)
+            }),
+            Action::Pause => each(self, state, nodes, "pause", |this, state, i| {
+                this.pause(&container_of(state, i)?)
+            }),
+            Action::Restart => each(self, state, nodes, "restart", |this, state, i| {
+                this.restart(&container_of(state, i)?)
+            }),
+            Action::Heal | Action::Resume | Action::Cut | Action::Toxic => Ok(()),
+        }
+    }
+
+    fn end(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError> {
+        let nodes = step.nodes.as_slice();
+        match step.action {
+            Action::Isolate => {
+                let network = state.network.clone().unwrap_or_default();
+                each(self, state, nodes, "reconnect", |this, state, i| {
+                    let ip = ip_of(&state.nodes[i].api).ok_or("no address")?;
+                    this.reconnect(&network, container_of(state, i)?, ip)
+                })
+            }
+            Action::Kill | Action::Stop => each(self, state, nodes, "start", |this, state, i| {
+                this.start(&container_of(state, i)?)
+            }),
+            Action::Pause => each(self, state, nodes, "unpause", |this, state, i| {
+                this.unpause(&container_of(state, i)?)
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn memory(&self, state: &DevnetState) -> Vec<Option<u64>> {
+        self.memory_by_name(state)
+    }
+}

@@ -1,0 +1,274 @@
+//! The backends that run a devnet, behind one trait: local processes, Docker containers and
+//! Docker Swarm services. [`open`] is the one place that picks an implementation by its
+//! [`BackendKind`]; everything else asks a backend what it can do ([`Capabilities`]) and tells it
+//! what to do (`up`, `down`, `begin` and `end` of a node fault, the nodes' memory).
+//!
+//! [`start`] is `devnet up` as a library call: the manifest checked against the backend's
+//! capabilities and this host, the devnet started, the inference model installed; `devnet run`
+//! and `devnet bench` start their devnets through it too.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::docker::DockerError;
+use crate::manifest::Manifest;
+use crate::process::ProcessError;
+use crate::scenario::{Planned, ScenarioError};
+use crate::testnet::record::DevnetState;
+
+pub mod docker;
+pub mod kind;
+pub mod process;
+pub mod swarm;
+
+pub use kind::{BackendKind, Capabilities};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// The manifest asks for something this backend or host cannot do; nothing was started.
+    #[error("{field}: {reason}")]
+    Refused { field: String, reason: String },
+    #[error("interrupted; {0}")]
+    Interrupted(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
+}
+
+/// How to start a devnet, beyond its manifest: the command line's choices.
+#[derive(Clone, Debug)]
+pub struct UpSettings {
+    /// Directory holding devnets (`BASE/NAME/devnet.json`).
+    pub base: PathBuf,
+    pub node_bin: PathBuf,
+    /// Process backend: API and P2P port of node 0 (node i on base + i). Swarm: the host port
+    /// of node 0's API.
+    pub api_port_base: u16,
+    pub p2p_port_base: u16,
+    pub wait_height: u64,
+    pub wait_timeout: Duration,
+    pub log_level: String,
+    /// Start although the plan says the nodes do not fit this host.
+    pub force: bool,
+    /// Swarm: push the node image to this registry instead of loading it on every member.
+    pub registry: Option<String>,
+    /// Swarm: create a single-node swarm when the daemon is in none.
+    pub swarm_init: bool,
+}
+
+impl UpSettings {
+    /// The settings the harness's own commands use: height 1 on every node within 300 s,
+    /// default ports.
+    pub fn new(base: &Path, node_bin: PathBuf) -> UpSettings {
+        UpSettings {
+            base: base.to_path_buf(),
+            node_bin,
+            api_port_base: 27000,
+            p2p_port_base: 28000,
+            wait_height: 1,
+            wait_timeout: Duration::from_secs(300),
+            log_level: "info".into(),
+            force: false,
+            registry: None,
+            swarm_init: true,
+        }
+    }
+}
+
+/// One line of what `down` did, for the user.
+pub type DownSummary = String;
+
+/// A way of running devnet nodes.
+pub trait Backend {
+    fn kind(&self) -> BackendKind;
+    /// What it can do: its kind's [`BackendKind::capabilities`], which are known without a
+    /// daemon so that `devnet manifest --check --backend B` works anywhere.
+    fn capabilities(&self) -> Capabilities {
+        self.kind()
+            .capabilities()
+            .expect("an opened backend has a concrete kind, not auto")
+    }
+    /// Starts the manifest's devnet and waits for `wait_height` on every node; on failure
+    /// removes what it made. `progress` gets one line per stage.
+    fn up(
+        &self,
+        manifest: &Manifest,
+        settings: &UpSettings,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<DevnetState, BackendError>;
+    /// Stops devnet `name` and removes what it made (its directory stays).
+    fn down(&self, base: &Path, name: &str, grace: Duration) -> Result<DownSummary, BackendError>;
+    /// Starts a node fault (kill, stop, pause, restart, isolate) on `step.nodes`.
+    fn begin(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError>;
+    /// Undoes it (start, unpause, reconnect).
+    fn end(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError>;
+    /// Each node's resident memory, when it can be read.
+    fn memory(&self, state: &DevnetState) -> Vec<Option<u64>>;
+}
+
+/// The backend that runs `kind` for the devnets under `base`, with its daemon connection where
+/// it needs one. `Auto` is Docker when a daemon answers and processes otherwise; the second
+/// value then says why processes.
+pub fn open(
+    kind: BackendKind,
+    base: &Path,
+) -> Result<(Box<dyn Backend>, Option<String>), BackendError> {
+    let processes = || process::Processes {
+        base: base.to_path_buf(),
+    };
+    Ok(match kind {
+        BackendKind::Process => (Box::new(processes()), None),
+        BackendKind::Docker => (Box::new(docker::Containers::connect()?), None),
+        BackendKind::Swarm => (Box::new(swarm::Services::connect()?), None),
+        BackendKind::Auto => match docker::Containers::connect() {
+            Ok(docker) => (Box::new(docker), None),
+            Err(error) => (
+                Box::new(processes()),
+                Some(format!("{error}; using the process backend")),
+            ),
+        },
+    })
+}
+
+/// The runtime a backend drives its daemon calls from.
+fn runtime() -> Result<tokio::runtime::Runtime, BackendError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| BackendError::Runtime(error.to_string()))
+}
+
+/// Checks the manifest against what backend `kind` can do and (unless `force`) against this
+/// host; nothing starts. `Auto` is checked against this host only.
+pub fn check(kind: BackendKind, manifest: &Manifest, force: bool) -> Result<(), BackendError> {
+    let Some(can) = kind.capabilities() else {
+        return Ok(());
+    };
+    let refused = |field: &str, reason: String| BackendError::Refused {
+        field: field.into(),
+        reason,
+    };
+    let nodes = manifest.resolve().len();
+    if can.on_this_host && !force {
+        let estimate = crate::plan::estimate(nodes, manifest.resources.memory_mb as u64);
+        if !estimate.fits {
+            return Err(refused(
+                "nodes",
+                format!(
+                    "{nodes} nodes do not fit this host: {} (use --force to start anyway)",
+                    estimate.reason
+                ),
+            ));
+        }
+    }
+    if can.shared_bridge && !force {
+        if let Err(reason) = crate::plan::check_neighbours(nodes, crate::plan::neighbour_limit()) {
+            return Err(refused(
+                "nodes",
+                format!("{reason} (or use --force to start anyway)"),
+            ));
+        }
+    }
+    if manifest.network.topology.is_some() && !can.nat {
+        return Err(refused(
+            "network.topology",
+            format!(
+                "NAT routers and home networks are Docker networks; use the docker backend \
+                 (this run would use the {} backend)",
+                kind
+            ),
+        ));
+    }
+    if manifest.inference.is_some() && !can.inference {
+        return Err(refused(
+            "inference",
+            format!(
+                "the {} backend keeps node homes in volumes on the members; generate models \
+                 with `blyan-node experts generate` inside a node instead (or use the docker or \
+                 process backend)",
+                kind
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A devnet [`start`] started.
+#[derive(Debug)]
+pub struct Started {
+    pub state: DevnetState,
+    /// From the start to `wait_height` on every node.
+    pub reached: Duration,
+    /// How long generating and registering the manifest's inference model took, if it has one.
+    pub model_installed: Option<Duration>,
+}
+
+/// `devnet up` as a library call: checks the manifest against the backend and this host,
+/// starts the devnet, and installs the manifest's inference model.
+pub fn start(
+    backend: &dyn Backend,
+    manifest: &Manifest,
+    settings: &UpSettings,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<Started, BackendError> {
+    check(backend.kind(), manifest, settings.force)?;
+    let started = Instant::now();
+    let state = backend.up(manifest, settings, progress)?;
+    let reached = started.elapsed();
+    let model_installed = match &manifest.inference {
+        Some(spec) => Some(crate::inference::install_model(
+            &state,
+            spec,
+            &settings.node_bin,
+            Duration::from_secs(120),
+            &mut |line| progress(line.to_string()),
+        )?),
+        None => None,
+    };
+    Ok(Started {
+        state,
+        reached,
+        model_installed,
+    })
+}
+
+/// Runs `act` on each of `nodes`, naming the node and the action in the first error.
+fn each<B: ?Sized>(
+    backend: &B,
+    state: &mut DevnetState,
+    nodes: &[usize],
+    name: &str,
+    mut act: impl FnMut(&B, &mut DevnetState, usize) -> Result<(), String>,
+) -> Result<(), ScenarioError> {
+    for &index in nodes {
+        act(backend, state, index).map_err(|reason| ScenarioError::Action {
+            action: name.into(),
+            node: state.nodes[index].moniker.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM (Ctrl-C, `kill`, a CI job's timeout): an interrupted `up`
+/// then removes what it created instead of dying half-way with containers still coming up.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(terminate) => {
+                terminate.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+}

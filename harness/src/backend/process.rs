@@ -1,0 +1,174 @@
+//! The process backend behind the [`Backend`] trait: `blyan-node` processes on 127.0.0.1
+//! (`crate::process` writes, starts and stops them); node faults are signals.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{each, Backend, BackendError, BackendKind, DownSummary, UpSettings};
+use crate::manifest::{Manifest, Role, MAX_NODES};
+use crate::process::{self, UpOptions};
+use crate::scenario::{Action, Planned, ScenarioError};
+use crate::testnet::record::DevnetState;
+
+/// Local `blyan-node` processes of the devnets under `base`.
+pub struct Processes {
+    pub base: PathBuf,
+}
+
+fn signal(state: &DevnetState, index: usize, signal: i32) -> Result<(), String> {
+    let pid = state.nodes[index].pid.ok_or("not running")?;
+    // SAFETY: kill(2) on a pid this devnet started; no memory is touched.
+    if unsafe { libc::kill(pid as i32, signal) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}
+
+/// SIGTERM, then SIGKILL when the node has not exited within 5 s.
+fn stop(state: &DevnetState, index: usize) -> Result<(), String> {
+    signal(state, index, libc::SIGTERM)?;
+    let pid = state.nodes[index].pid.unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while process::is_node_process(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if process::is_node_process(pid) {
+        signal(state, index, libc::SIGKILL)?;
+    }
+    Ok(())
+}
+
+/// What `process::up` needs, from the manifest and the settings.
+fn up_options(manifest: &Manifest, settings: &UpSettings) -> UpOptions {
+    let nodes = manifest.resolve();
+    let mut options = UpOptions::new(
+        &manifest.name,
+        &settings.base,
+        nodes.len(),
+        settings.node_bin.clone(),
+    );
+    options.chain_id = manifest.chain_id.clone();
+    options.api_port_base = settings.api_port_base;
+    options.p2p_port_base = settings.p2p_port_base;
+    options.seed = manifest.seed;
+    options.accounts = manifest.load.accounts as usize;
+    options.timeout_commit_ms = manifest.consensus.timeout_commit_ms as u64;
+    options.timeout_propose_ms = manifest.consensus.timeout_propose_ms as u64;
+    options.timeout_prevote_ms = manifest.consensus.timeout_prevote_ms as u64;
+    options.timeout_precommit_ms = manifest.consensus.timeout_precommit_ms as u64;
+    options.commit_delay_ms = manifest.consensus.commit_delay_ms as u64;
+    options.staking = manifest.staking_params();
+    options.equivocators = manifest.equivocators();
+    options.byzantine = manifest.byzantine_settings();
+    options.twins = manifest.twins();
+    if manifest.network.proxy {
+        options.proxy_port = Some(settings.p2p_port_base.saturating_add(MAX_NODES as u16));
+    }
+    options.wait_height = settings.wait_height;
+    options.wait_timeout = settings.wait_timeout;
+    options.log_level = settings.log_level.clone();
+    options.stakes = nodes
+        .iter()
+        .map(|node| {
+            let stake = if node.role == Role::Validator {
+                node.stake
+            } else {
+                0
+            };
+            (node.name.clone(), stake)
+        })
+        .collect();
+    options
+}
+
+impl Backend for Processes {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Process
+    }
+
+    fn up(
+        &self,
+        manifest: &Manifest,
+        settings: &UpSettings,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<DevnetState, BackendError> {
+        let options = up_options(manifest, settings);
+        progress(format!("starting {} node processes", options.nodes));
+        let wait_height = options.wait_height;
+        Ok(process::up(&options, |heights| {
+            let ready = heights
+                .iter()
+                .filter(|h| h.is_some_and(|h| h >= wait_height))
+                .count();
+            let answering = heights.iter().filter(|h| h.is_some()).count();
+            progress(format!(
+                "{answering}/{} nodes answering, {ready} at height >= {wait_height}",
+                heights.len()
+            ));
+        })?)
+    }
+
+    fn down(&self, base: &Path, name: &str, grace: Duration) -> Result<DownSummary, BackendError> {
+        let report = process::down(base, name, grace)?;
+        Ok(format!(
+            "devnet {name:?}: {} stopped cleanly, {} killed after {} s, {} were not running",
+            report.stopped,
+            report.killed,
+            grace.as_secs(),
+            report.not_running
+        ))
+    }
+
+    fn begin(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError> {
+        let nodes = step.nodes.as_slice();
+        match step.action {
+            Action::Kill => each(self, state, nodes, "kill", |_, state, i| {
+                signal(state, i, libc::SIGKILL)
+            }),
+            Action::Pause => each(self, state, nodes, "pause", |_, state, i| {
+                signal(state, i, libc::SIGSTOP)
+            }),
+            Action::Stop => each(self, state, nodes, "stop", |_, state, i| stop(state, i)),
+            Action::Restart => each(self, state, nodes, "restart", |this, state, i| {
+                signal(state, i, libc::SIGKILL)?;
+                std::thread::sleep(Duration::from_millis(200));
+                process::start_node(&this.base, state, i)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            Action::Isolate => Err(ScenarioError::Action {
+                action: "isolate".into(),
+                node: "-".into(),
+                reason: "needs the Docker backend".into(),
+            }),
+            Action::Heal | Action::Resume | Action::Cut | Action::Toxic => Ok(()),
+        }
+    }
+
+    fn end(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError> {
+        let nodes = step.nodes.as_slice();
+        match step.action {
+            Action::Kill | Action::Stop => each(self, state, nodes, "start", |this, state, i| {
+                process::start_node(&this.base, state, i)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            Action::Pause => each(self, state, nodes, "continue", |_, state, i| {
+                signal(state, i, libc::SIGCONT)
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn memory(&self, state: &DevnetState) -> Vec<Option<u64>> {
+        state
+            .nodes
+            .iter()
+            .map(|node| {
+                node.pid
+                    .filter(|pid| process::is_node_process(*pid))
+                    .and_then(process::rss_bytes)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,138 @@
+//! The run engine as a library: `blyan_harness::run::run` drives a process devnet in this
+//! test's own process (no `devnet` binary spawned), and refuses a fault its backend cannot do
+//! before anything exists.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use blyan_harness::backend::{BackendKind, UpSettings};
+use blyan_harness::checks::Verdict;
+use blyan_harness::process;
+use blyan_harness::run::{self, RunError, RunOptions};
+
+fn options(dir: &Path, manifest: &str, salt: u16) -> RunOptions {
+    let path = dir.join("manifest.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let (api, p2p) = common::free_port_bases(4, salt);
+    let mut settings = UpSettings::new(&dir.join("devnets"), process::default_node_bin());
+    settings.api_port_base = api;
+    settings.p2p_port_base = p2p;
+    RunOptions {
+        manifest_path: path,
+        seed: None,
+        out: Some(dir.join("run")),
+        duration_s: None,
+        poll_ms: 200,
+        backend: Some(BackendKind::Process),
+        keep: false,
+        settings,
+    }
+}
+
+#[test]
+fn run_drives_a_process_devnet_in_process_through_a_kill_and_its_checks_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"
+name = "engine"
+validators = 4
+duration_s = 14
+[[faults]]
+at_s = 3
+kind = "kill"
+nodes = ["node1"]
+duration_s = 3
+"#;
+    let options = options(dir.path(), manifest, 7);
+    let said = Mutex::new(Vec::<String>::new());
+    let outcome = run::run(&options, &|line| said.lock().unwrap().push(line)).unwrap();
+    let said = said.into_inner().unwrap().join("\n");
+    let verdicts: Vec<(String, Verdict)> = outcome
+        .results
+        .checks
+        .iter()
+        .map(|check| (check.name.clone(), check.verdict))
+        .collect();
+    assert!(outcome.results.passed, "{verdicts:?}\n{said}");
+    for name in ["safety", "liveness"] {
+        assert!(
+            verdicts.contains(&(name.to_string(), Verdict::Pass)),
+            "{name} passes: {verdicts:?}"
+        );
+    }
+    assert!(outcome.results.figures.max_height >= 3, "{said}");
+    assert!(said.contains("fault: kill node1"), "{said}");
+    // The kill is in the timeline with its end, and the report was written.
+    let timeline = std::fs::read_to_string(outcome.dir.join("timeline.json")).unwrap();
+    assert!(timeline.contains("\"kill\""), "{timeline}");
+    assert!(outcome.dir.join("report.html").is_file());
+    // The devnet was stopped: no node process of it is left.
+    let state =
+        blyan_harness::testnet::record::load_state(&options.settings.base, "engine").unwrap();
+    for node in &state.nodes {
+        let alive = node.pid.is_some_and(process::is_node_process);
+        assert!(!alive, "{} still runs", node.moniker);
+    }
+}
+
+#[test]
+fn run_refuses_isolate_on_processes_before_a_file_or_process_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"
+name = "refused"
+validators = 4
+duration_s = 20
+[[faults]]
+at_s = 2
+kind = "isolate"
+nodes = ["node1"]
+duration_s = 5
+"#;
+    let options = options(dir.path(), manifest, 8);
+    let error = run::run(&options, &|_| {}).unwrap_err();
+    assert!(matches!(error, RunError::Manifest(_)), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("faults[0].kind") && text.contains("process backend"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("run").exists(),
+        "the run directory was made"
+    );
+    assert!(
+        !dir.path().join("devnets").exists(),
+        "a devnet home was made"
+    );
+}
+
+#[test]
+fn nat_is_refused_on_processes_and_swarm_before_anything_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let nat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/nat.toml");
+    let manifest = std::fs::read_to_string(nat).unwrap();
+    // `devnet manifest --check --backend B`: Docker takes it, processes and Swarm refuse it.
+    let parsed = blyan_harness::manifest::Manifest::parse(&manifest, "nat.toml").unwrap();
+    blyan_harness::backend::check(BackendKind::Docker, &parsed, true).unwrap();
+    for kind in [BackendKind::Process, BackendKind::Swarm] {
+        let error = blyan_harness::backend::check(kind, &parsed, true).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("network.topology: ") && text.contains(&format!("{kind} backend")),
+            "{text}"
+        );
+    }
+    // `devnet run --backend process`: the same refusal, and nothing made.
+    let options = options(dir.path(), &manifest, 9);
+    let error = run::run(&options, &|_| {}).unwrap_err();
+    assert!(error.to_string().contains("network.topology"), "{error}");
+    assert!(
+        !dir.path().join("run").exists(),
+        "the run directory was made"
+    );
+    assert!(
+        !dir.path().join("devnets").exists(),
+        "a devnet home was made"
+    );
+}
