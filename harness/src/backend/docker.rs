@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 
 use super::{
-    each, interrupted, runtime, Backend, BackendError, BackendKind, DownSummary, UpSettings,
+    each, runtime, unless_interrupted, Backend, BackendError, BackendKind, DownSummary, UpSettings,
 };
 use crate::docker::{self as engine, DockerUp, Stage};
 use crate::manifest::Manifest;
@@ -166,23 +166,16 @@ impl Backend for Containers {
             wait_timeout: settings.wait_timeout,
             log_level: settings.log_level.clone(),
         };
-        let name = &manifest.name;
-        let wait_height = settings.wait_height;
-        self.runtime.block_on(async {
-            let stages = |stage: Stage| progress(stage_line(stage, wait_height));
-            let run = engine::up(&self.docker, manifest, &options, stages);
-            tokio::select! {
-                result = run => Ok(result?),
-                _ = interrupted() => {
-                    progress(format!("interrupted: removing what devnet {name:?} created"));
-                    let removed = engine::remove_by_label(&self.docker, Some(name)).await?;
-                    Err(BackendError::Interrupted(format!(
-                        "removed {} containers and {} networks",
-                        removed.containers, removed.networks
-                    )))
-                }
-            }
-        })
+        let stages = |stage: Stage| progress(stage_line(stage, settings.wait_height));
+        let up = engine::up(&self.docker, manifest, &options, stages);
+        let clean = async {
+            let removed = engine::remove_by_label(&self.docker, Some(&manifest.name)).await?;
+            Ok(format!(
+                "removed {} containers and {} networks",
+                removed.containers, removed.networks
+            ))
+        };
+        self.runtime.block_on(unless_interrupted(up, clean))
     }
 
     fn down(

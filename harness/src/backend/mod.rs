@@ -254,6 +254,18 @@ fn each<B: ?Sized>(
     Ok(())
 }
 
+/// Runs `up` to its end, unless SIGINT or SIGTERM comes first: then `clean` removes what the
+/// devnet made so far and says what it removed.
+async fn unless_interrupted<T>(
+    up: impl std::future::Future<Output = Result<T, DockerError>>,
+    clean: impl std::future::Future<Output = Result<String, DockerError>>,
+) -> Result<T, BackendError> {
+    tokio::select! {
+        result = up => Ok(result?),
+        _ = interrupted() => Err(BackendError::Interrupted(clean.await?)),
+    }
+}
+
 /// Completes on SIGINT or SIGTERM (Ctrl-C, `kill`, a CI job's timeout): an interrupted `up`
 /// then removes what it created instead of dying half-way with containers still coming up.
 async fn interrupted() {

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::docker::{container_of, Containers};
-use super::{each, interrupted, Backend, BackendError, BackendKind, DownSummary, UpSettings};
+use super::{
+    each, unless_interrupted, Backend, BackendError, BackendKind, DownSummary, UpSettings,
+};
 use crate::manifest::Manifest;
 use crate::scenario::{Action, Planned, ScenarioError};
 use crate::swarm::{self, Stage, SwarmUp};
@@ -79,22 +81,15 @@ impl Backend for Services {
             api_port_base: settings.api_port_base,
             init: settings.swarm_init,
         };
-        let name = &manifest.name;
-        let wait_height = settings.wait_height;
         let c = &self.containers;
-        c.runtime.block_on(async {
-            let stages = |stage: Stage| progress(stage_line(stage, wait_height));
-            let run = swarm::up(&c.docker, manifest, &options, stages);
-            tokio::select! {
-                result = run => Ok(result?),
-                _ = interrupted() => {
-                    progress(format!("interrupted: removing what devnet {name:?} created"));
-                    let removed = swarm::remove_by_label(&c.docker, name).await?;
-                    swarm::leave_if_created(&c.docker).await?;
-                    Err(BackendError::Interrupted(format!("removed {} services", removed.services)))
-                }
-            }
-        })
+        let stages = |stage: Stage| progress(stage_line(stage, settings.wait_height));
+        let up = swarm::up(&c.docker, manifest, &options, stages);
+        let clean = async {
+            let removed = swarm::remove_by_label(&c.docker, &manifest.name).await?;
+            swarm::leave_if_created(&c.docker).await?;
+            Ok(format!("removed {} services", removed.services))
+        };
+        c.runtime.block_on(unless_interrupted(up, clean))
     }
 
     fn down(
