@@ -1,6 +1,6 @@
 //! `devnet`: the harness's command line.
 
-mod lifecycle;
+mod cli;
 
 use std::process::ExitCode;
 
@@ -9,10 +9,11 @@ use blyan_harness::sim::{run_batch, Summary};
 use blyan_node::consensus::sim::{ByzantineKind, SimConfig};
 use clap::{Args, Parser, Subcommand};
 
-use lifecycle::{
-    BenchArgs, CheckArgs, CompareArgs, ComposeArgs, DownArgs, ImageArgs, LogsArgs, ManifestArgs,
-    NameArgs, PlanArgs, RenderArgs, RunArgs, TrendArgs, UpArgs,
-};
+use cli::bench::{BenchArgs, CompareArgs, TrendArgs};
+use cli::devnet::{DownArgs, ImageArgs, LogsArgs, NatProbeArgs, UpArgs};
+use cli::files::{ComposeArgs, ManifestArgs, PlanArgs, RenderArgs};
+use cli::run::{CheckArgs, RunArgs};
+use cli::NameArgs;
 
 /// Start, perturb and check Blyan devnets.
 #[derive(Parser)]
@@ -41,7 +42,7 @@ enum Command {
     /// NAT or a firewall connects afresh through a relay ROUNDS times (POST /admin/dial with the devnet's
     /// admin certificate); prints the success rate, the share upgraded to direct by hole
     /// punching, and the time to connect and to go direct (p50/p99).
-    NatProbe(lifecycle::NatProbeArgs),
+    NatProbe(NatProbeArgs),
     /// Build the node image `blyan-node:dev` FROM scratch (no registry needed).
     Image(ImageArgs),
     /// Print the commented example manifest, or check a manifest file.
@@ -135,21 +136,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(args) => sim(args),
-        Command::Up(args) => lifecycle::up(args),
-        Command::Down(args) => lifecycle::down(args),
-        Command::Status(args) => lifecycle::status(args),
-        Command::NatProbe(args) => lifecycle::nat_probe(args),
-        Command::Logs(args) => lifecycle::logs(args),
-        Command::Image(args) => lifecycle::image(args),
-        Command::Manifest(args) => lifecycle::manifest(args),
-        Command::Plan(args) => lifecycle::plan(args),
-        Command::Compose(args) => lifecycle::compose(args),
-        Command::Render(args) => lifecycle::render(args),
-        Command::Bench(args) => lifecycle::bench(args),
-        Command::Compare(args) => lifecycle::compare(args),
-        Command::Trend(args) => lifecycle::trend(args),
-        Command::Run(args) => lifecycle::run(args),
-        Command::Check(args) => lifecycle::check(args),
+        Command::Up(args) => cli::devnet::up(args),
+        Command::Down(args) => cli::devnet::down(args),
+        Command::Status(args) => cli::devnet::status(args),
+        Command::NatProbe(args) => cli::devnet::nat_probe(args),
+        Command::Logs(args) => cli::devnet::logs(args),
+        Command::Image(args) => cli::devnet::image(args),
+        Command::Manifest(args) => cli::files::manifest(args),
+        Command::Plan(args) => cli::files::plan(args),
+        Command::Compose(args) => cli::files::compose(args),
+        Command::Render(args) => cli::files::render(args),
+        Command::Bench(args) => cli::bench::bench(args),
+        Command::Compare(args) => cli::bench::compare(args),
+        Command::Trend(args) => cli::bench::trend(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Check(args) => cli::run::check(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,118 @@
+//! `devnet run | check`.
+
+use std::path::{Path, PathBuf};
+
+use super::parse_backend;
+use anyhow::{Context, Result};
+use blyan_harness::backend::UpSettings;
+use blyan_harness::process;
+use clap::Args;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The scenario: a manifest with nodes, [[faults]], optional [load] and [checks].
+    #[arg(value_name = "MANIFEST", required_unless_present = "manifest")]
+    manifest_path: Option<PathBuf>,
+    /// The manifest, as an option (same as the positional MANIFEST).
+    #[arg(long, value_name = "FILE", conflicts_with = "manifest_path")]
+    manifest: Option<PathBuf>,
+    /// Seed of every `kind = "random"` fault (replaces the manifest's): the same seed replays
+    /// the same schedule (kinds, targets and times in timeline.json).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Process backend: first API port (node i on BASE + i).
+    #[arg(long, default_value_t = 27000)]
+    api_port_base: u16,
+    /// Process backend: first P2P port (node i on BASE + i; link proxies from BASE + 200).
+    #[arg(long, default_value_t = 28000)]
+    p2p_port_base: u16,
+    /// The run directory (default: runs/<name>-<unix time>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Seconds to record (overrides the manifest's duration_s; at most 3600).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Milliseconds between polls of every node.
+    #[arg(long, default_value_t = 250)]
+    poll_ms: u64,
+    /// auto, docker, process or swarm; overrides the manifest.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Leave the devnet running afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Directory holding devnets.
+    #[arg(long, default_value = ".devnet", value_name = "DIR")]
+    base: PathBuf,
+    /// The blyan-node binary (default: next to this executable, or $BLYAN_NODE_BIN).
+    #[arg(long, value_name = "PATH")]
+    node_bin: Option<PathBuf>,
+}
+
+/// Starts the manifest's devnet, records it while the faults and the load run, stops it, and
+/// checks and reports the recorded history (`blyan_harness::run`).
+pub fn run(args: RunArgs) -> Result<bool> {
+    use blyan_harness::run::{self, RunOptions};
+    let manifest_path = args
+        .manifest_path
+        .clone()
+        .or(args.manifest.clone())
+        .context("give the manifest: devnet run MANIFEST")?;
+    let node_bin = args
+        .node_bin
+        .clone()
+        .unwrap_or_else(process::default_node_bin);
+    let mut settings = UpSettings::new(&args.base, node_bin);
+    settings.api_port_base = args.api_port_base;
+    settings.p2p_port_base = args.p2p_port_base;
+    let options = RunOptions {
+        manifest_path,
+        seed: args.seed,
+        out: args.out.clone(),
+        duration_s: args.duration,
+        poll_ms: args.poll_ms,
+        backend: args.backend.as_deref().map(parse_backend).transpose()?,
+        keep: args.keep,
+        settings,
+    };
+    let outcome = run::run(&options, &|line| eprintln!("{line}"))?;
+    print_results(&outcome.dir, &outcome.results);
+    Ok(outcome.results.passed)
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// A run directory recorded by `devnet run` (run.json, nodes/*.jsonl, timeline.jsonl).
+    dir: PathBuf,
+}
+
+/// Checks a recorded run again, offline, and rewrites its report.
+pub fn check(args: CheckArgs) -> Result<bool> {
+    let history = blyan_harness::history::History::load(&args.dir)?;
+    let results = blyan_harness::report::write(&args.dir, &history)?;
+    print_results(&args.dir, &results);
+    Ok(results.passed)
+}
+
+fn print_results(dir: &Path, results: &blyan_harness::report::RunResults) {
+    use blyan_harness::checks::Verdict;
+    println!("{:<22} {:<8} DETAIL", "CHECK", "VERDICT");
+    for check in &results.checks {
+        let verdict = match check.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Skipped => "skipped",
+        };
+        println!("{:<22} {:<8} {}", check.name, verdict, check.detail);
+    }
+    for warning in &results.warnings {
+        println!("warning: {warning}");
+    }
+    println!(
+        "{}: highest height {}, block interval p50 {:.1} ms",
+        if results.passed { "passed" } else { "FAILED" },
+        results.figures.max_height,
+        results.figures.block_interval_p50_ms
+    );
+    println!("report: {}", dir.join("report.html").display());
+}
