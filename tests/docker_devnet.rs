@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use blyan_devnet::{daemon, leftovers, one_at_a_time, runtime, target_bin};
-use blyan_harness::docker::{self, DockerUp};
+use blyan_harness::backend::UpSettings;
+use blyan_harness::docker;
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
 
@@ -24,13 +25,9 @@ fn ten_node_docker_devnet_agrees_and_leaves_nothing_behind() {
     let mut manifest = Manifest::default_named(&name);
     manifest.validators = Some(10);
     manifest.validate("test").unwrap();
-    let options = DockerUp {
-        base: base.path().to_path_buf(),
-        node_bin: target_bin("blyan-node"),
-        wait_height: 10,
-        wait_timeout: Duration::from_secs(240),
-        log_level: "info".into(),
-    };
+    let mut options = UpSettings::new(base.path(), target_bin("blyan-node"));
+    options.wait_height = 10;
+    options.wait_timeout = Duration::from_secs(240);
     let started = Instant::now();
     let state = rt
         .block_on(docker::up(&docker, &manifest, &options, |_| {}))

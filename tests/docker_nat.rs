@@ -19,7 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blyan_devnet::{daemon, leftovers, one_at_a_time, repo_root, runtime, target_bin};
-use blyan_harness::docker::{self, DockerUp};
+use blyan_harness::backend::UpSettings;
+use blyan_harness::docker;
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
 use blyan_harness::testnet::record::DevnetState;
@@ -85,13 +86,9 @@ fn nodes_behind_nat_connect_through_relays_hole_punch_and_survive_a_relay_loss()
     let mut manifest = Manifest::load(&repo_root().join("scenarios/nat.toml")).unwrap();
     manifest.name = name.clone();
     manifest.validate("test").unwrap();
-    let options = DockerUp {
-        base: base.path().to_path_buf(),
-        node_bin: target_bin("blyan-node"),
-        wait_height: 3,
-        wait_timeout: Duration::from_secs(180),
-        log_level: "info".into(),
-    };
+    let mut options = UpSettings::new(base.path(), target_bin("blyan-node"));
+    options.wait_height = 3;
+    options.wait_timeout = Duration::from_secs(180);
     let state = rt
         .block_on(docker::up(&docker, &manifest, &options, |_| {}))
         .unwrap_or_else(|error| panic!("NAT devnet: {error}"));

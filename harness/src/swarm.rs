@@ -22,7 +22,7 @@
 //! when) the harness created it and no other devnet's service is left on it.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -43,6 +43,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
+use crate::backend::settings::UpSettings;
 use crate::docker::{
     self, DockerError, ImageInfo, API_PORT, HOME_INSIDE, LABEL_DEVNET, LABEL_NODE, LABEL_ROLE,
     P2P_PORT, PROXY_API_PORT,
@@ -63,22 +64,6 @@ pub const LABEL_DOCKER: &str = "blyan.docker";
 pub const DEFAULT_API_PORT_BASE: u16 = 28100;
 /// The proxy's API is published on `api_port_base - PROXY_API_OFFSET` of this host.
 pub const PROXY_API_OFFSET: u16 = 10;
-
-/// Options of a Swarm devnet beyond the manifest.
-#[derive(Clone, Debug)]
-pub struct SwarmUp {
-    pub base: PathBuf,
-    pub node_bin: PathBuf,
-    pub wait_height: u64,
-    pub wait_timeout: Duration,
-    pub log_level: String,
-    /// A registry (`HOST:PORT/REPO` prefix) to push the node image to; without one the image
-    /// is loaded into every member's daemon.
-    pub registry: Option<String>,
-    pub api_port_base: u16,
-    /// Initialise a single-node swarm when this daemon is in none (left again by `down`).
-    pub init: bool,
-}
 
 /// Progress of `up`, for a progress bar.
 #[derive(Clone, Debug)]
@@ -400,11 +385,11 @@ pub fn member_client(endpoint: &str) -> Result<Docker, DockerError> {
 pub async fn up(
     docker: &Docker,
     manifest: &Manifest,
-    options: &SwarmUp,
+    options: &UpSettings,
     progress: impl Fn(Stage) + Send + Sync,
 ) -> Result<DevnetState, DockerError> {
     progress(Stage::Swarm);
-    let created = ensure_swarm(docker, options.init).await?;
+    let created = ensure_swarm(docker, options.swarm_init).await?;
     let result = up_inner(docker, manifest, options, created, &progress).await;
     if result.is_err() {
         let _ = remove_by_label(docker, &manifest.name).await;
@@ -418,7 +403,7 @@ pub async fn up(
 async fn up_inner(
     docker: &Docker,
     manifest: &Manifest,
-    options: &SwarmUp,
+    options: &UpSettings,
     created: bool,
     progress: &(impl Fn(Stage) + Send + Sync),
 ) -> Result<DevnetState, DockerError> {

@@ -17,7 +17,7 @@ use bollard::Docker;
 use super::{
     each, runtime, unless_interrupted, Backend, BackendError, BackendKind, DownSummary, UpSettings,
 };
-use crate::docker::{self as engine, DockerUp, Stage};
+use crate::docker::{self as engine, Stage};
 use crate::manifest::Manifest;
 use crate::scenario::{Action, Planned, ScenarioError};
 use crate::testnet::record::DevnetState;
@@ -159,15 +159,8 @@ impl Backend for Containers {
         settings: &UpSettings,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<DevnetState, BackendError> {
-        let options = DockerUp {
-            base: settings.base.clone(),
-            node_bin: settings.node_bin.clone(),
-            wait_height: settings.wait_height,
-            wait_timeout: settings.wait_timeout,
-            log_level: settings.log_level.clone(),
-        };
         let stages = |stage: Stage| progress(stage_line(stage, settings.wait_height));
-        let up = engine::up(&self.docker, manifest, &options, stages);
+        let up = engine::up(&self.docker, manifest, settings, stages);
         let clean = async {
             let removed = engine::remove_by_label(&self.docker, Some(&manifest.name)).await?;
             Ok(format!(

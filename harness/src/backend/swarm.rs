@@ -11,7 +11,7 @@ use super::{
 };
 use crate::manifest::Manifest;
 use crate::scenario::{Action, Planned, ScenarioError};
-use crate::swarm::{self, Stage, SwarmUp};
+use crate::swarm::{self, Stage};
 use crate::testnet::record::DevnetState;
 
 /// Services of the swarm this host's Docker daemon manages.
@@ -71,19 +71,9 @@ impl Backend for Services {
         settings: &UpSettings,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<DevnetState, BackendError> {
-        let options = SwarmUp {
-            base: settings.base.clone(),
-            node_bin: settings.node_bin.clone(),
-            wait_height: settings.wait_height,
-            wait_timeout: settings.wait_timeout,
-            log_level: settings.log_level.clone(),
-            registry: settings.registry.clone(),
-            api_port_base: settings.api_port_base,
-            init: settings.swarm_init,
-        };
         let c = &self.containers;
         let stages = |stage: Stage| progress(stage_line(stage, settings.wait_height));
-        let up = swarm::up(&c.docker, manifest, &options, stages);
+        let up = swarm::up(&c.docker, manifest, settings, stages);
         let clean = async {
             let removed = swarm::remove_by_label(&c.docker, &manifest.name).await?;
             swarm::leave_if_created(&c.docker).await?;

@@ -27,6 +27,7 @@ pub mod nat;
 pub use engine::*;
 
 use crate::backend::kind::BackendKind;
+use crate::backend::settings::UpSettings;
 
 use crate::manifest::{Manifest, Role};
 use crate::process::{self, ProcessError};
@@ -533,16 +534,6 @@ pub fn devnet_plan(
     }
 }
 
-/// Options of a Docker devnet beyond the manifest.
-#[derive(Clone, Debug)]
-pub struct DockerUp {
-    pub base: PathBuf,
-    pub node_bin: PathBuf,
-    pub wait_height: u64,
-    pub wait_timeout: Duration,
-    pub log_level: String,
-}
-
 /// Progress of `up`, for a progress bar.
 #[derive(Clone, Debug)]
 pub enum Stage {
@@ -558,7 +549,7 @@ pub enum Stage {
 pub async fn up(
     docker: &Docker,
     manifest: &Manifest,
-    options: &DockerUp,
+    options: &UpSettings,
     progress: impl Fn(Stage) + Send + Sync,
 ) -> Result<DevnetState, DockerError> {
     let result = up_inner(docker, manifest, options, &progress).await;
@@ -571,7 +562,7 @@ pub async fn up(
 async fn up_inner(
     docker: &Docker,
     manifest: &Manifest,
-    options: &DockerUp,
+    options: &UpSettings,
     progress: &(impl Fn(Stage) + Send + Sync),
 ) -> Result<DevnetState, DockerError> {
     let name = &manifest.name;
