@@ -274,11 +274,159 @@ fn bounded(
 }
 
 /// One manifest fault (or one the random nemesis drew) as a step.
+/// Directed links `(from, to)`.
+type Links = Vec<(usize, usize)>;
+
+/// `isolate` and `partition`: the shape, and either the links it cuts (with link proxies) or
+/// the nodes taken off the network (without). Returns the kind label, the action and the links.
+fn partition(
+    fault: &Fault,
+    index: usize,
+    target: &Target,
+    nodes: &[usize],
+) -> Result<(String, Action, Links), ScenarioError> {
+    let shape_name = match (&fault.shape, fault.kind.as_str()) {
+        (Some(shape), "partition") => shape.clone(),
+        (Some(_), _) => return Err(field(index, "shape", "only partition takes a shape")),
+        (None, "isolate") => "isolate".into(),
+        (None, _) if !fault.groups.is_empty() => "groups".into(),
+        (None, _) if !nodes.is_empty() => "isolate".into(),
+        (None, _) => {
+            return Err(field(
+                index,
+                "shape",
+                "partition needs a shape: isolate, halves, majority, ring, bridge or groups",
+            ))
+        }
+    };
+    let shape = match shape_name.as_str() {
+        "isolate" if nodes.is_empty() => {
+            return Err(field(index, "nodes", "isolate names the nodes to isolate"))
+        }
+        "isolate" => Shape::Isolate(nodes.to_vec()),
+        "halves" => Shape::Halves,
+        "majority" => Shape::Majority,
+        "ring" => Shape::Ring,
+        "bridge" => Shape::Bridge,
+        "groups" => Shape::Groups(
+            fault
+                .groups
+                .iter()
+                .map(|group| indices(index, "groups", group, target))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => {
+            return Err(field(
+                index,
+                "shape",
+                format!("{other:?} is not one of isolate, halves, majority, ring, bridge, groups"),
+            ))
+        }
+    };
+    let kind = format!("partition-{shape_name}");
+    if target.proxy {
+        let links = shape
+            .cut_links(target.names.len())
+            .map_err(|error| field(index, "shape", error.to_string()))?;
+        return Ok((kind, Action::Cut, links.into_iter().collect()));
+    }
+    if shape_name != "isolate" {
+        return Err(field(
+            index,
+            "shape",
+            format!("a {shape_name} partition cuts single links and needs network.proxy = true"),
+        ));
+    }
+    let isolates = target.backend.capabilities().is_none_or(|can| can.isolate);
+    if !isolates {
+        return Err(field(
+            index,
+            "kind",
+            format!(
+                "isolate without network.proxy takes a node off the devnet's network, which \
+                 the {} backend cannot do; set network.proxy = true (link proxies cut its \
+                 links) or use the docker backend",
+                target.backend
+            ),
+        ));
+    }
+    Ok((kind, Action::Isolate, Vec::new()))
+}
+
+/// The toxic a link fault puts on its proxies (`None` for `cut`).
+fn toxic(fault: &Fault, index: usize) -> Result<Option<LinkToxic>, ScenarioError> {
+    let both = vec!["upstream", "downstream"];
+    let timeout = || bounded(index, "timeout_ms", fault.timeout_ms, 0..=3_600_000);
+    let (kind, streams, attributes) = match fault.kind.as_str() {
+        "cut" => return Ok(None),
+        "latency" => {
+            let latency = bounded(index, "latency_ms", fault.latency_ms, 1..=60_000)?
+                .ok_or_else(|| field(index, "latency_ms", "latency needs latency_ms"))?;
+            let jitter =
+                bounded(index, "jitter_ms", fault.jitter_ms, 0..=latency as i64)?.unwrap_or(0);
+            let attributes = vec![("latency", latency), ("jitter", jitter)];
+            ("latency", vec!["downstream"], attributes)
+        }
+        "bandwidth" => {
+            let rate = bounded(index, "rate_kbps", fault.rate_kbps, 1..=10_000_000)?
+                .ok_or_else(|| field(index, "rate_kbps", "bandwidth needs rate_kbps"))?;
+            ("bandwidth", both, vec![("rate", rate)])
+        }
+        "timeout" => ("timeout", both, vec![("timeout", timeout()?.unwrap_or(0))]),
+        _ => (
+            "reset_peer",
+            vec!["upstream"],
+            vec![("timeout", timeout()?.unwrap_or(0))],
+        ),
+    };
+    Ok(Some(LinkToxic {
+        kind: kind.into(),
+        streams,
+        attributes,
+    }))
+}
+
+/// How the timeline and the report name a step: its kind, its targets, its toxic's settings
+/// and how many links it touches.
+fn label(
+    fault: &Fault,
+    kind: &str,
+    nodes: &[usize],
+    target: &Target,
+    toxic: Option<&LinkToxic>,
+    links: usize,
+) -> String {
+    let mut label = kind.to_string();
+    if !fault.link.is_empty() {
+        label.push_str(&format!(" {}", fault.link.join("<->")));
+    } else if !fault.groups.is_empty() {
+        let groups: Vec<String> = fault.groups.iter().map(|g| g.join(",")).collect();
+        label.push_str(&format!(" {}", groups.join(" | ")));
+    } else if !nodes.is_empty() {
+        let shown: Vec<&str> = nodes.iter().map(|&i| target.names[i].as_str()).collect();
+        label.push_str(&format!(" {}", shown.join(",")));
+    }
+    if let Some(toxic) = toxic {
+        let attributes: Vec<String> = toxic
+            .attributes
+            .iter()
+            .filter(|(_, value)| *value > 0)
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        if !attributes.is_empty() {
+            label.push_str(&format!(" ({})", attributes.join(" ")));
+        }
+    }
+    if links > 0 {
+        label.push_str(&format!(" [{links} links]"));
+    }
+    label
+}
+
 fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, ScenarioError> {
-    let n = target.names.len();
     let nodes = indices(index, "nodes", &fault.nodes, target)?;
     let mut links = Vec::new();
-    let mut toxic = None;
+    let mut toxic_of = None;
     let mut kind = fault.kind.clone();
     let action = match fault.kind.as_str() {
         "kill" => Action::Kill,
@@ -288,122 +436,15 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
         "heal" => Action::Heal,
         "resume" => Action::Resume,
         "isolate" | "partition" => {
-            let shape_name = match (&fault.shape, fault.kind.as_str()) {
-                (Some(shape), "partition") => shape.clone(),
-                (Some(_), _) => return Err(field(index, "shape", "only partition takes a shape")),
-                (None, "isolate") => "isolate".into(),
-                (None, _) if !fault.groups.is_empty() => "groups".into(),
-                (None, _) if !nodes.is_empty() => "isolate".into(),
-                (None, _) => return Err(field(
-                    index,
-                    "shape",
-                    "partition needs a shape: isolate, halves, majority, ring, bridge or groups",
-                )),
-            };
-            let shape = match shape_name.as_str() {
-                "isolate" => {
-                    if nodes.is_empty() {
-                        return Err(field(index, "nodes", "isolate names the nodes to isolate"));
-                    }
-                    Shape::Isolate(nodes.clone())
-                }
-                "halves" => Shape::Halves,
-                "majority" => Shape::Majority,
-                "ring" => Shape::Ring,
-                "bridge" => Shape::Bridge,
-                "groups" => Shape::Groups(
-                    fault
-                        .groups
-                        .iter()
-                        .map(|group| indices(index, "groups", group, target))
-                        .collect::<Result<_, _>>()?,
-                ),
-                other => {
-                    return Err(field(
-                        index,
-                        "shape",
-                        format!(
-                        "{other:?} is not one of isolate, halves, majority, ring, bridge, groups"
-                    ),
-                    ))
-                }
-            };
-            kind = format!("partition-{shape_name}");
-            if !target.proxy {
-                if shape_name != "isolate" {
-                    return Err(field(
-                        index,
-                        "shape",
-                        format!("a {shape_name} partition cuts single links and needs network.proxy = true"),
-                    ));
-                }
-                let isolates = target.backend.capabilities().is_none_or(|can| can.isolate);
-                if !isolates {
-                    return Err(field(
-                        index,
-                        "kind",
-                        format!(
-                            "isolate without network.proxy takes a node off the devnet's network, which \
-                             the {} backend cannot do; set network.proxy = true (link proxies cut its \
-                             links) or use the docker backend",
-                            target.backend
-                        ),
-                    ));
-                }
-                Action::Isolate
-            } else {
-                links = shape
-                    .cut_links(n)
-                    .map_err(|error| field(index, "shape", error.to_string()))?
-                    .into_iter()
-                    .collect();
-                Action::Cut
-            }
+            let action;
+            (kind, action, links) = partition(fault, index, target, &nodes)?;
+            action
         }
         "cut" | "latency" | "bandwidth" | "timeout" | "reset" => {
             needs_proxy(index, &fault.kind, target)?;
             links = link_targets(fault, index, target)?;
-            let both = vec!["upstream", "downstream"];
-            toxic = match fault.kind.as_str() {
-                "cut" => None,
-                "latency" => {
-                    let latency = bounded(index, "latency_ms", fault.latency_ms, 1..=60_000)?
-                        .ok_or_else(|| field(index, "latency_ms", "latency needs latency_ms"))?;
-                    let jitter = bounded(index, "jitter_ms", fault.jitter_ms, 0..=latency as i64)?
-                        .unwrap_or(0);
-                    Some(LinkToxic {
-                        kind: "latency".into(),
-                        streams: vec!["downstream"],
-                        attributes: vec![("latency", latency), ("jitter", jitter)],
-                    })
-                }
-                "bandwidth" => {
-                    let rate = bounded(index, "rate_kbps", fault.rate_kbps, 1..=10_000_000)?
-                        .ok_or_else(|| field(index, "rate_kbps", "bandwidth needs rate_kbps"))?;
-                    Some(LinkToxic {
-                        kind: "bandwidth".into(),
-                        streams: both,
-                        attributes: vec![("rate", rate)],
-                    })
-                }
-                "timeout" => Some(LinkToxic {
-                    kind: "timeout".into(),
-                    streams: both,
-                    attributes: vec![(
-                        "timeout",
-                        bounded(index, "timeout_ms", fault.timeout_ms, 0..=3_600_000)?.unwrap_or(0),
-                    )],
-                }),
-                _ => Some(LinkToxic {
-                    kind: "reset_peer".into(),
-                    streams: vec!["upstream"],
-                    attributes: vec![(
-                        "timeout",
-                        bounded(index, "timeout_ms", fault.timeout_ms, 0..=3_600_000)?.unwrap_or(0),
-                    )],
-                }),
-            };
-            if toxic.is_some() {
+            toxic_of = toxic(fault, index)?;
+            if toxic_of.is_some() {
                 Action::Toxic
             } else {
                 Action::Cut
@@ -421,12 +462,11 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
             ))
         }
     };
-    if nodes.is_empty()
-        && matches!(
-            action,
-            Action::Kill | Action::Stop | Action::Pause | Action::Restart | Action::Resume
-        )
-    {
+    let on_nodes = matches!(
+        action,
+        Action::Kill | Action::Stop | Action::Pause | Action::Restart | Action::Resume
+    );
+    if nodes.is_empty() && on_nodes {
         return Err(field(
             index,
             "nodes",
@@ -441,37 +481,14 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
     if !(fault.at_s >= 0.0 && fault.at_s.is_finite()) {
         return Err(field(index, "at_s", "must be >= 0"));
     }
-    let mut label = kind.clone();
-    if !fault.link.is_empty() {
-        label.push_str(&format!(" {}", fault.link.join("<->")));
-    } else if !fault.groups.is_empty() {
-        let groups: Vec<String> = fault.groups.iter().map(|g| g.join(",")).collect();
-        label.push_str(&format!(" {}", groups.join(" | ")));
-    } else if !nodes.is_empty() {
-        let shown: Vec<&str> = nodes.iter().map(|&i| target.names[i].as_str()).collect();
-        label.push_str(&format!(" {}", shown.join(",")));
-    }
-    if let Some(toxic) = &toxic {
-        let attributes: Vec<String> = toxic
-            .attributes
-            .iter()
-            .filter(|(_, value)| *value > 0)
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect();
-        if !attributes.is_empty() {
-            label.push_str(&format!(" ({})", attributes.join(" ")));
-        }
-    }
-    if !links.is_empty() {
-        label.push_str(&format!(" [{} links]", links.len()));
-    }
+    let label = label(fault, &kind, &nodes, target, toxic_of.as_ref(), links.len());
     Ok(Planned {
         at: Duration::from_secs_f64(fault.at_s),
         action,
         kind,
         nodes,
         links,
-        toxic,
+        toxic: toxic_of,
         duration: fault.duration_s.map(Duration::from_secs_f64),
         label,
         tag: format!("fault{index}"),
