@@ -175,13 +175,9 @@ fn nat_config(
         .collect();
 }
 
-/// Writes `DIR/accounts.json` and one home per node (`DIR/<moniker>/`: keys, config, genesis),
-/// wiping DIR first; returns the devnet's description without recording it.
-pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, TestnetError> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(io(dir))?;
-    }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+/// Every node's libp2p key and validator key, derived from the seed (a twin runs the
+/// validator key of the node it copies).
+fn keys(plan: &DevnetPlan) -> Result<(Vec<NodeKey>, Vec<ValidatorKey>), TestnetError> {
     let count = plan.nodes.len();
     let node_keys: Vec<NodeKey> = (0..count)
         .map(|index| {
@@ -190,7 +186,6 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Testnet
                 .map_err(|error| TestnetError::Key(error.to_string()))
         })
         .collect::<Result<_, _>>()?;
-    // A twin runs the validator key of the node it copies.
     let key_index = |index: usize| {
         plan.twins
             .iter()
@@ -198,21 +193,20 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Testnet
             .and_then(|(_, of)| plan.nodes.iter().position(|node| &node.moniker == of))
             .unwrap_or(index)
     };
-    let validator_keys: Vec<ValidatorKey> = (0..count)
+    let validator_keys = (0..count)
         .map(|index| ValidatorKey {
             signing: SigningKey::from_bytes(&derive(plan.seed, "validator", key_index(index))),
         })
         .collect();
-    let accounts: Vec<AccountEntry> = (0..plan.accounts)
-        .map(|index| {
-            let key = SigningKey::from_bytes(&derive(plan.seed, "account", index));
-            AccountEntry {
-                address: hex::encode(key.verifying_key().to_bytes()),
-                secret_key: hex::encode(key.to_bytes()),
-                balance: plan.account_balance,
-            }
-        })
-        .collect();
+    Ok((node_keys, validator_keys))
+}
+
+/// The shared genesis: the validators with stake, the funded accounts, the staking rules.
+fn genesis(
+    plan: &DevnetPlan,
+    validator_keys: &[ValidatorKey],
+    accounts: &[AccountEntry],
+) -> Result<Genesis, TestnetError> {
     let genesis = Genesis {
         chain_id: plan.chain_id.clone(),
         genesis_time_ms: plan.genesis_time_ms.unwrap_or_else(|| {
@@ -224,7 +218,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Testnet
         validators: plan
             .nodes
             .iter()
-            .zip(&validator_keys)
+            .zip(validator_keys)
             .filter(|(node, _)| node.stake > 0)
             .map(|(node, key)| GenesisValidator {
                 name: node.moniker.clone(),
@@ -244,84 +238,158 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Testnet
     genesis
         .validate("generated genesis")
         .map_err(|error| TestnetError::Invalid(error.to_string()))?;
+    Ok(genesis)
+}
+
+/// Whom node `index` dials: its bootstrap peers, directly or through their links' proxies.
+fn bootstrap(plan: &DevnetPlan, index: usize, node_keys: &[NodeKey]) -> Vec<String> {
+    let count = plan.nodes.len();
+    bootstrap_peers(index, count)
+        .into_iter()
+        .map(|other| {
+            let address = match &plan.proxy {
+                Some(proxy) => {
+                    crate::links::tcp_multiaddr(&proxy.dial_host, proxy.port(index, other, count))
+                }
+                None => plan.nodes[other].p2p_address.clone(),
+            };
+            format!("{address}/p2p/{}", node_keys[other].peer_id())
+        })
+        .collect()
+}
+
+/// Node `index`'s `config.toml`: addresses, peers, timeouts and its devnet switches.
+fn node_config(
+    plan: &DevnetPlan,
+    index: usize,
+    node_keys: &[NodeKey],
+    tls: Option<blyan_node::config::ApiTlsConfig>,
+) -> Result<Config, TestnetError> {
+    let node = &plan.nodes[index];
+    let mut config = Config::new(&node.moniker, &plan.chain_id);
+    config.api.listen = node.api_listen.clone();
+    // Devnets are driven hard on purpose, by one load generator and one checker address.
+    config.api.rate_limit_per_s = 0;
+    if let Some(tls) = tls {
+        config.api.tls = tls;
+    }
+    config.p2p.listen = vec![node.p2p_listen.clone()];
+    config.p2p.external_addresses = vec![node.p2p_address.clone()];
+    config.p2p.static_mode = true;
+    match &plan.nat {
+        Some(nat) => nat_config(&mut config.p2p, index, plan, nat, node_keys),
+        None => config.p2p.bootstrap = bootstrap(plan, index, node_keys),
+    }
+    config.consensus.timeout_commit_ms = plan.timeout_commit_ms;
+    config.consensus.timeout_propose_ms = plan.timeout_propose_ms;
+    config.consensus.timeout_prevote_ms = plan.timeout_prevote_ms;
+    config.consensus.timeout_precommit_ms = plan.timeout_precommit_ms;
+    if plan.commit_delay_ms > 0 {
+        config.devnet.enabled = true;
+        config.devnet.commit_delay_ms = plan.commit_delay_ms;
+    }
+    if plan.equivocators.contains(&node.moniker) {
+        config.devnet.enabled = true;
+        config.devnet.equivocate_votes = true;
+    }
+    if let Some((_, settings)) = plan
+        .byzantine
+        .iter()
+        .find(|(name, _)| *name == node.moniker)
+    {
+        let delay = config.devnet.commit_delay_ms;
+        config.devnet = settings.clone();
+        config.devnet.enabled = true;
+        config.devnet.commit_delay_ms = delay;
+    }
+    config.log.level = plan.log_level.clone();
+    config
+        .validate("generated config")
+        .map_err(|error| TestnetError::Invalid(error.to_string()))?;
+    Ok(config)
+}
+
+/// The link proxy's links, one per directed bootstrap link.
+fn proxy_info(plan: &DevnetPlan) -> Result<Option<crate::links::ProxyInfo>, TestnetError> {
+    let Some(proxy) = &plan.proxy else {
+        return Ok(None);
+    };
+    let count = plan.nodes.len();
+    let mut links = Vec::new();
+    for from in 0..count {
+        for to in bootstrap_peers(from, count) {
+            let (source, sink) = (&plan.nodes[from], &plan.nodes[to]);
+            let upstream = crate::links::host_port(&sink.p2p_address).ok_or_else(|| {
+                TestnetError::Invalid(format!(
+                    "{}: the link proxy needs a /ip4/../tcp/.. or /dns4/../tcp/.. P2P address, got {}",
+                    sink.moniker, sink.p2p_address
+                ))
+            })?;
+            links.push(crate::links::ProxiedLink {
+                from,
+                to,
+                name: crate::links::link_name(&source.moniker, &sink.moniker),
+                listen: format!("{}:{}", proxy.listen_host, proxy.port(from, to, count)),
+                upstream,
+            });
+        }
+    }
+    Ok(Some(crate::links::ProxyInfo {
+        api: proxy.api.clone(),
+        pid: None,
+        container: None,
+        links,
+    }))
+}
+
+/// Writes `DIR/accounts.json` and one home per node (`DIR/<moniker>/`: keys, config, genesis),
+/// wiping DIR first; returns the devnet's description without recording it.
+pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, TestnetError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let (node_keys, validator_keys) = keys(plan)?;
+    let accounts: Vec<AccountEntry> = (0..plan.accounts)
+        .map(|index| {
+            let key = SigningKey::from_bytes(&derive(plan.seed, "account", index));
+            AccountEntry {
+                address: hex::encode(key.verifying_key().to_bytes()),
+                secret_key: hex::encode(key.to_bytes()),
+                balance: plan.account_balance,
+            }
+        })
+        .collect();
+    let genesis = genesis(plan, &validator_keys, &accounts)?;
     let accounts_path = dir.join("accounts.json");
-    std::fs::write(
-        &accounts_path,
-        serde_json::to_string_pretty(&accounts).expect("accounts serialise"),
-    )
-    .map_err(io(&accounts_path))?;
+    let text = serde_json::to_string_pretty(&accounts).expect("accounts serialise");
+    std::fs::write(&accounts_path, text).map_err(io(&accounts_path))?;
     let pki_dir = dir.join("pki");
     if plan.nodes.iter().any(|node| node.api_https.is_some()) {
         write_pki(&pki_dir, &plan.name)?;
     }
-    let mut nodes = Vec::with_capacity(count);
+    let key_error = |error: blyan_node::keys::KeyError| TestnetError::Key(error.to_string());
+    let mut nodes = Vec::with_capacity(plan.nodes.len());
     for (index, node) in plan.nodes.iter().enumerate() {
         let home = Home::new(dir.join(&node.moniker));
         std::fs::create_dir_all(home.root()).map_err(io(home.root()))?;
         node_keys[index]
             .write(&home.node_key(), true)
-            .map_err(|error| TestnetError::Key(error.to_string()))?;
+            .map_err(key_error)?;
         validator_keys[index]
             .write(&home.validator_key(), true)
-            .map_err(|error| TestnetError::Key(error.to_string()))?;
-        let mut config = Config::new(&node.moniker, &plan.chain_id);
-        config.api.listen = node.api_listen.clone();
-        // Devnets are driven hard on purpose, by one load generator and one checker address.
-        config.api.rate_limit_per_s = 0;
-        if let Some((listen, url)) = &node.api_https {
-            config.api.tls = node_certificate(&pki_dir, home.root(), &node.moniker, listen, url)?;
-        }
-        config.p2p.listen = vec![node.p2p_listen.clone()];
-        config.p2p.external_addresses = vec![node.p2p_address.clone()];
-        config.p2p.static_mode = true;
-        if let Some(nat) = &plan.nat {
-            nat_config(&mut config.p2p, index, plan, nat, &node_keys);
-        } else {
-            config.p2p.bootstrap = bootstrap_peers(index, count)
-                .into_iter()
-                .map(|other| match &plan.proxy {
-                    Some(proxy) => format!(
-                        "{}/p2p/{}",
-                        crate::links::tcp_multiaddr(
-                            &proxy.dial_host,
-                            proxy.port(index, other, count)
-                        ),
-                        node_keys[other].peer_id()
-                    ),
-                    None => format!(
-                        "{}/p2p/{}",
-                        plan.nodes[other].p2p_address,
-                        node_keys[other].peer_id()
-                    ),
-                })
-                .collect();
-        }
-        config.consensus.timeout_commit_ms = plan.timeout_commit_ms;
-        config.consensus.timeout_propose_ms = plan.timeout_propose_ms;
-        config.consensus.timeout_prevote_ms = plan.timeout_prevote_ms;
-        config.consensus.timeout_precommit_ms = plan.timeout_precommit_ms;
-        if plan.commit_delay_ms > 0 {
-            config.devnet.enabled = true;
-            config.devnet.commit_delay_ms = plan.commit_delay_ms;
-        }
-        if plan.equivocators.contains(&node.moniker) {
-            config.devnet.enabled = true;
-            config.devnet.equivocate_votes = true;
-        }
-        if let Some((_, settings)) = plan
-            .byzantine
-            .iter()
-            .find(|(name, _)| *name == node.moniker)
-        {
-            let delay = config.devnet.commit_delay_ms;
-            config.devnet = settings.clone();
-            config.devnet.enabled = true;
-            config.devnet.commit_delay_ms = delay;
-        }
-        config.log.level = plan.log_level.clone();
-        config
-            .validate("generated config")
-            .map_err(|error| TestnetError::Invalid(error.to_string()))?;
+            .map_err(key_error)?;
+        let tls = match &node.api_https {
+            Some((listen, url)) => Some(node_certificate(
+                &pki_dir,
+                home.root(),
+                &node.moniker,
+                listen,
+                url,
+            )?),
+            None => None,
+        };
+        let config = node_config(plan, index, &node_keys, tls)?;
         std::fs::write(home.config(), config.template()).map_err(io(&home.config()))?;
         genesis.save(&home.genesis()).map_err(io(&home.genesis()))?;
         nodes.push(NodeEntry {
@@ -339,40 +407,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Testnet
             api_https: node.api_https.as_ref().map(|(_, url)| url.clone()),
         });
     }
-    let proxy = match &plan.proxy {
-        None => None,
-        Some(proxy) => {
-            let mut links = Vec::new();
-            for from in 0..count {
-                for to in bootstrap_peers(from, count) {
-                    let upstream = crate::links::host_port(&plan.nodes[to].p2p_address)
-                        .ok_or_else(|| {
-                            TestnetError::Invalid(format!(
-                                "{}: the link proxy needs a /ip4/../tcp/.. or /dns4/../tcp/.. P2P address, got {}",
-                                plan.nodes[to].moniker, plan.nodes[to].p2p_address
-                            ))
-                        })?;
-                    links.push(crate::links::ProxiedLink {
-                        from,
-                        to,
-                        name: crate::links::link_name(
-                            &plan.nodes[from].moniker,
-                            &plan.nodes[to].moniker,
-                        ),
-                        listen: format!("{}:{}", proxy.listen_host, proxy.port(from, to, count)),
-                        upstream,
-                    });
-                }
-            }
-            Some(crate::links::ProxyInfo {
-                api: proxy.api.clone(),
-                pid: None,
-                container: None,
-                links,
-            })
-        }
-    };
-    let state = DevnetState {
+    Ok(DevnetState {
         name: plan.name.clone(),
         backend: plan.backend,
         chain_id: plan.chain_id.clone(),
@@ -381,9 +416,8 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Testnet
         nodes,
         started_ms: genesis.genesis_time_ms,
         network: None,
-        proxy,
+        proxy: proxy_info(plan)?,
         swarm: None,
         nat: plan.nat.clone(),
-    };
-    Ok(state)
+    })
 }
