@@ -28,6 +28,7 @@ pub use engine::*;
 
 use crate::backend::kind::BackendKind;
 use crate::backend::settings::UpSettings;
+use crate::testnet::record::NodeEntry;
 
 use crate::manifest::{Manifest, Role};
 use crate::process::{self, ProcessError};
@@ -559,6 +560,189 @@ pub async fn up(
     result
 }
 
+/// NAT topology: a /24 per home behind a router (a firewall home keeps its nodes on the public
+/// network), its nodes at .10 + k there.
+async fn home_nets(
+    docker: &Docker,
+    manifest: &Manifest,
+    third: u8,
+) -> Result<Vec<nat::HomeNet>, DockerError> {
+    let mut homes = Vec::new();
+    let Some(topology) = &manifest.network.topology else {
+        return Ok(homes);
+    };
+    let resolved = manifest.resolve();
+    let mut taken = vec![third];
+    for (index, home) in topology.homes.iter().enumerate() {
+        let home_third = if home.mapping == crate::manifest::Mapping::Firewall {
+            0
+        } else {
+            let name = format!("{}-home{index}", manifest.name);
+            let home_third = free_subnet(docker, &name, &taken).await?;
+            taken.push(home_third);
+            home_third
+        };
+        homes.push(nat::HomeNet {
+            index,
+            third: home_third,
+            mapping: home.mapping,
+            nodes: home
+                .nodes
+                .iter()
+                .filter_map(|n| resolved.iter().position(|r| &r.name == n))
+                .collect(),
+        });
+    }
+    Ok(homes)
+}
+
+/// The devnet's bridge network on `10.210.<third>.0/24`.
+async fn create_network(
+    docker: &Docker,
+    network: &str,
+    third: u8,
+    labels: &HashMap<String, String>,
+) -> Result<(), DockerError> {
+    docker
+        .create_network(NetworkCreateRequest {
+            name: network.to_string(),
+            driver: Some("bridge".into()),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(format!("10.210.{third}.0/24")),
+                    gateway: Some(format!("10.210.{third}.1")),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Behind NAT: the home networks, their routers, and a holder (network namespace with the
+/// route to the router) per node there; behind a firewall: a holder on the public network with
+/// inbound connections dropped. Returns each such node's holder container.
+async fn start_homes(
+    docker: &Docker,
+    state: &DevnetState,
+    homes: &[nat::HomeNet],
+    (network, third): (&str, u8),
+    ip_of: impl Fn(usize) -> Ipv4Addr,
+    labels: &HashMap<String, String>,
+) -> Result<HashMap<usize, String>, DockerError> {
+    let mut holders = HashMap::new();
+    if homes.is_empty() {
+        return Ok(holders);
+    }
+    let name = &state.name;
+    let router_image = nat::build_router_image(docker).await?;
+    for home in homes {
+        nat::start_home(docker, name, network, third, home, &router_image, labels).await?;
+        for &node in &home.nodes {
+            let moniker = &state.nodes[node].moniker;
+            let at = (network, ip_of(node));
+            let id =
+                nat::start_holder(docker, name, moniker, home, node, at, &router_image, labels)
+                    .await?;
+            holders.insert(node, id);
+        }
+    }
+    Ok(holders)
+}
+
+/// Node `node`'s container: its home bound in, a memory limit, a health check, on the
+/// devnet's network at its address (or in its NAT holder's namespace).
+fn container_spec(
+    node: &NodeEntry,
+    image: &str,
+    memory: i64,
+    network: &str,
+    ip: Ipv4Addr,
+    holder: Option<&String>,
+    labels: &HashMap<String, String>,
+) -> ContainerCreateBody {
+    let mut labels = labels.clone();
+    labels.insert(LABEL_NODE.into(), node.moniker.clone());
+    let role = if node.validator { "validator" } else { "full" };
+    labels.insert(LABEL_ROLE.into(), role.into());
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["start".into(), "--home".into(), HOME_INSIDE.into()]),
+        labels: Some(labels),
+        stop_timeout: Some(10),
+        healthcheck: Some(HealthConfig {
+            test: Some(vec![
+                "CMD".into(),
+                "/bin/blyan-node".into(),
+                "health".into(),
+                "--api".into(),
+                format!("127.0.0.1:{API_PORT}"),
+            ]),
+            // Each probe is a process started in the container by runc, which costs far more
+            // system CPU than the probe itself: every 2 s on 100 containers saturates two
+            // cores. Every 30 s keeps it to a few probes a second.
+            interval: Some(30_000_000_000),
+            timeout: Some(3_000_000_000),
+            retries: Some(3),
+            start_period: Some(10_000_000_000),
+            ..Default::default()
+        }),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{}:{HOME_INSIDE}", node.home.display())]),
+            memory: Some(memory),
+            network_mode: Some(match holder {
+                Some(id) => format!("container:{id}"),
+                None => network.to_string(),
+            }),
+            ..Default::default()
+        }),
+        networking_config: holder.is_none().then(|| at_address(network, ip)),
+        ..Default::default()
+    }
+}
+
+/// Creates and starts the containers, eight at a time; returns (node index, container id).
+async fn start_containers(
+    docker: &Docker,
+    specs: Vec<(usize, String, ContainerCreateBody)>,
+    progress: &(impl Fn(Stage) + Send + Sync),
+) -> Result<Vec<(usize, String)>, DockerError> {
+    let total = specs.len();
+    let started = std::sync::atomic::AtomicUsize::new(0);
+    progress(Stage::Containers {
+        started: 0,
+        of: total,
+    });
+    futures::stream::iter(specs)
+        .map(|(index, container_name, body)| {
+            let started = &started;
+            async move {
+                let options = CreateContainerOptionsBuilder::default()
+                    .name(&container_name)
+                    .build();
+                let response = docker.create_container(Some(options), body).await?;
+                docker
+                    .start_container(
+                        &response.id,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                    .await?;
+                let count = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(Stage::Containers {
+                    started: count,
+                    of: total,
+                });
+                Ok::<_, DockerError>((index, response.id))
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await
+}
+
 async fn up_inner(
     docker: &Docker,
     manifest: &Manifest,
@@ -577,33 +761,7 @@ async fn up_inner(
     let image = build_image(docker, &options.node_bin, false).await?;
     progress(Stage::Genesis);
     let third = free_subnet(docker, name, &[]).await?;
-    // NAT topology: a /24 per home behind a router, its nodes at .10 + k there.
-    let mut homes: Vec<nat::HomeNet> = Vec::new();
-    if let Some(topology) = &manifest.network.topology {
-        let resolved = manifest.resolve();
-        let mut taken = vec![third];
-        for (index, home) in topology.homes.iter().enumerate() {
-            // A firewall home keeps its nodes on the public network: no subnet of its own.
-            let home_third = if home.mapping == crate::manifest::Mapping::Firewall {
-                0
-            } else {
-                let home_third =
-                    free_subnet(docker, &format!("{name}-home{index}"), &taken).await?;
-                taken.push(home_third);
-                home_third
-            };
-            homes.push(nat::HomeNet {
-                index,
-                third: home_third,
-                mapping: home.mapping,
-                nodes: home
-                    .nodes
-                    .iter()
-                    .filter_map(|n| resolved.iter().position(|r| &r.name == n))
-                    .collect(),
-            });
-        }
-    }
+    let homes = home_nets(docker, manifest, third).await?;
     let ip_of = |index: usize| {
         homes
             .iter()
@@ -633,22 +791,7 @@ async fn up_inner(
     progress(Stage::Network);
     let network = format!("blyan-{name}");
     let labels = HashMap::from([(LABEL_DEVNET.to_string(), name.clone())]);
-    docker
-        .create_network(NetworkCreateRequest {
-            name: network.clone(),
-            driver: Some("bridge".into()),
-            ipam: Some(Ipam {
-                config: Some(vec![IpamConfig {
-                    subnet: Some(format!("10.210.{third}.0/24")),
-                    gateway: Some(format!("10.210.{third}.1")),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        })
-        .await?;
+    create_network(docker, &network, third, &labels).await?;
     state.network = Some(network.clone());
     if let Some(proxy) = state.proxy.clone() {
         let id = start_proxy(docker, name, &network, third, &labels, &options.node_bin).await?;
@@ -660,121 +803,23 @@ async fn up_inner(
             proxy.container = Some(id);
         }
     }
-    // Behind NAT: the home networks, their routers, and a holder (network namespace with the
-    // route to the router) per node there; behind a firewall: a holder on the public network
-    // with inbound connections dropped.
-    let mut holders: HashMap<usize, String> = HashMap::new();
-    if !homes.is_empty() {
-        let router_image = nat::build_router_image(docker).await?;
-        for home in &homes {
-            nat::start_home(docker, name, &network, third, home, &router_image, &labels).await?;
-            for &node in &home.nodes {
-                let id = nat::start_holder(
-                    docker,
-                    name,
-                    &state.nodes[node].moniker,
-                    home,
-                    node,
-                    (&network, ip_of(node)),
-                    &router_image,
-                    &labels,
-                )
-                .await?;
-                holders.insert(node, id);
-            }
-        }
-    }
+    let holders = start_homes(docker, &state, &homes, (&network, third), ip_of, &labels).await?;
     let memory = manifest.resources.memory_mb * 1024 * 1024;
-    let total = state.nodes.len();
-    let started = std::sync::atomic::AtomicUsize::new(0);
-    progress(Stage::Containers {
-        started: 0,
-        of: total,
-    });
-    let specs: Vec<(usize, String, ContainerCreateBody)> = state
+    let specs = state
         .nodes
         .iter()
         .map(|node| {
-            let ip = ip_of(node.index);
             let holder = holders.get(&node.index);
-            let mut labels = labels.clone();
-            labels.insert(LABEL_NODE.into(), node.moniker.clone());
-            labels.insert(
-                LABEL_ROLE.into(),
-                if node.validator { "validator" } else { "full" }.into(),
-            );
-            let body = ContainerCreateBody {
-                image: Some(image.tag.clone()),
-                cmd: Some(vec!["start".into(), "--home".into(), HOME_INSIDE.into()]),
-                labels: Some(labels),
-                stop_timeout: Some(10),
-                healthcheck: Some(HealthConfig {
-                    test: Some(vec![
-                        "CMD".into(),
-                        "/bin/blyan-node".into(),
-                        "health".into(),
-                        "--api".into(),
-                        format!("127.0.0.1:{API_PORT}"),
-                    ]),
-                    // Each probe is a process started in the container by runc, which costs
-                    // far more system CPU than the probe itself: every 2 s on 100 containers
-                    // saturates two cores. Every 30 s keeps it to a few probes a second.
-                    interval: Some(30_000_000_000),
-                    timeout: Some(3_000_000_000),
-                    retries: Some(3),
-                    start_period: Some(10_000_000_000),
-                    ..Default::default()
-                }),
-                host_config: Some(HostConfig {
-                    binds: Some(vec![format!("{}:{HOME_INSIDE}", node.home.display())]),
-                    memory: Some(memory),
-                    network_mode: Some(match holder {
-                        Some(id) => format!("container:{id}"),
-                        None => network.clone(),
-                    }),
-                    ..Default::default()
-                }),
-                networking_config: holder.is_none().then(|| at_address(&network, ip)),
-                ..Default::default()
-            };
+            let ip = ip_of(node.index);
+            let body = container_spec(node, &image.tag, memory, &network, ip, holder, &labels);
             (node.index, format!("blyan-{name}-{}", node.moniker), body)
         })
         .collect();
-    let created: Vec<(usize, String)> = futures::stream::iter(specs)
-        .map(|(index, container_name, body)| {
-            let started = &started;
-            async move {
-                let response = docker
-                    .create_container(
-                        Some(
-                            CreateContainerOptionsBuilder::default()
-                                .name(&container_name)
-                                .build(),
-                        ),
-                        body,
-                    )
-                    .await?;
-                docker
-                    .start_container(
-                        &response.id,
-                        None::<bollard::query_parameters::StartContainerOptions>,
-                    )
-                    .await?;
-                let count = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                progress(Stage::Containers {
-                    started: count,
-                    of: total,
-                });
-                Ok::<_, DockerError>((index, response.id))
-            }
-        })
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
-    for (index, id) in created {
+    for (index, id) in start_containers(docker, specs, progress).await? {
         state.nodes[index].container = Some(id);
     }
     crate::testnet::record::save_state(&base, &state)?;
+    let total = state.nodes.len();
     wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
         progress(Stage::Heights { ready, of: total })
     })
