@@ -142,6 +142,198 @@ fn read(path: &Path) -> Result<String, K8sError> {
 }
 
 /// The objects of the manifest's devnet.
+/// The headless Service every node's StatefulSet belongs to.
+fn service(devnet: &str, ns: &str, manifest: &str) -> Object {
+    Object::Service(Box::new(Service {
+        metadata: meta(devnet, ns, labels(manifest)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            // Peers must find each other before they are ready (they become ready by
+            // committing, which needs the peers).
+            publish_not_ready_addresses: Some(true),
+            selector: Some(labels(manifest)),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("p2p".into()),
+                    port: P2P_PORT as i32,
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("api".into()),
+                    port: API_PORT as i32,
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// The node container: the image, its ports, requests and limits, the home volume with the
+/// config, genesis and keys mounted over it, a readiness probe.
+fn node_container(image: &str, memory_mib: i64) -> Container {
+    let memory_limit = format!("{memory_mib}Mi");
+    let memory_request = format!("{}Mi", plan::NODE_RSS_MIB as u64);
+    let cpu_request = format!("{}m", (plan::NODE_CPU_CORES * 1000.0).round() as u64);
+    let mount = |volume: &str, path: &str, sub: Option<&str>| VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        sub_path: sub.map(str::to_string),
+        read_only: sub.map(|_| true),
+        ..Default::default()
+    };
+    Container {
+        name: "node".into(),
+        image: Some(image.to_string()),
+        args: Some(vec!["start".into(), "--home".into(), HOME_INSIDE.into()]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("p2p".into()),
+                container_port: P2P_PORT as i32,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("api".into()),
+                container_port: API_PORT as i32,
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu_request)),
+                ("memory".to_string(), Quantity(memory_request)),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity(memory_limit),
+            )])),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("home", HOME_INSIDE, None),
+            mount(
+                "config",
+                &format!("{HOME_INSIDE}/config.toml"),
+                Some("config.toml"),
+            ),
+            mount(
+                "genesis",
+                &format!("{HOME_INSIDE}/genesis.json"),
+                Some("genesis.json"),
+            ),
+            mount(
+                "keys",
+                &format!("{HOME_INSIDE}/keys/node_key.json"),
+                Some("node_key.json"),
+            ),
+            mount(
+                "keys",
+                &format!("{HOME_INSIDE}/keys/validator_key.json"),
+                Some("validator_key.json"),
+            ),
+        ]),
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "/bin/blyan-node".into(),
+                    "health".into(),
+                    "--api".into(),
+                    format!("127.0.0.1:{API_PORT}"),
+                ]),
+            }),
+            period_seconds: Some(30),
+            timeout_seconds: Some(3),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One node's StatefulSet (one replica) with its volumes and a home claim.
+fn stateful_set(
+    name: &str,
+    devnet: &str,
+    (ns, options): (&str, &K8sOptions),
+    node_labels: BTreeMap<String, String>,
+    selector: BTreeMap<String, String>,
+    container: Container,
+) -> Object {
+    Object::StatefulSet(Box::new(StatefulSet {
+        metadata: meta(name, ns, node_labels.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(devnet.to_string()),
+            // Start every node at once: none is ready before the others run.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(node_labels.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    termination_grace_period_seconds: Some(10),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: format!("{name}-config"),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "genesis".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: format!("{devnet}-genesis"),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "keys".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(format!("{name}-keys")),
+                                default_mode: Some(0o600),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("home".into()),
+                    labels: Some(node_labels),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: options.storage_class.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            Quantity(options.storage.clone()),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
 pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, K8sError> {
     manifest.validate("manifest")?;
     if manifest.network.topology.is_some() {
@@ -196,30 +388,7 @@ pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, 
         },
         ..Default::default()
     })];
-    objects.push(Object::Service(Box::new(Service {
-        metadata: meta(&devnet, ns, labels(&manifest.name)),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            // Peers must find each other before they are ready (they become ready by
-            // committing, which needs the peers).
-            publish_not_ready_addresses: Some(true),
-            selector: Some(labels(&manifest.name)),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("p2p".into()),
-                    port: P2P_PORT as i32,
-                    ..Default::default()
-                },
-                ServicePort {
-                    name: Some("api".into()),
-                    port: API_PORT as i32,
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })));
+    objects.push(service(&devnet, ns, &manifest.name));
     let first = Home::new(&state.nodes[0].home);
     objects.push(Object::ConfigMap(ConfigMap {
         metadata: meta(&format!("{devnet}-genesis"), ns, labels(&manifest.name)),
@@ -229,9 +398,6 @@ pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, 
         )])),
         ..Default::default()
     }));
-    let memory_limit = format!("{}Mi", manifest.resources.memory_mb);
-    let memory_request = format!("{}Mi", plan::NODE_RSS_MIB as u64);
-    let cpu_request = format!("{}m", (plan::NODE_CPU_CORES * 1000.0).round() as u64);
     for node in &state.nodes {
         let home = Home::new(&node.home);
         let name = format!("{devnet}-{}", node.moniker);
@@ -264,155 +430,19 @@ pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, 
             ])),
             ..Default::default()
         }));
-        let mount = |volume: &str, path: &str, sub: Option<&str>| VolumeMount {
-            name: volume.into(),
-            mount_path: path.into(),
-            sub_path: sub.map(str::to_string),
-            read_only: sub.map(|_| true),
-            ..Default::default()
-        };
         let selector = BTreeMap::from([
             (LABEL_DEVNET.to_string(), manifest.name.clone()),
             (LABEL_NODE.to_string(), node.moniker.clone()),
         ]);
-        let container = Container {
-            name: "node".into(),
-            image: Some(options.image.clone()),
-            args: Some(vec!["start".into(), "--home".into(), HOME_INSIDE.into()]),
-            ports: Some(vec![
-                ContainerPort {
-                    name: Some("p2p".into()),
-                    container_port: P2P_PORT as i32,
-                    ..Default::default()
-                },
-                ContainerPort {
-                    name: Some("api".into()),
-                    container_port: API_PORT as i32,
-                    ..Default::default()
-                },
-            ]),
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_string(), Quantity(cpu_request.clone())),
-                    ("memory".to_string(), Quantity(memory_request.clone())),
-                ])),
-                limits: Some(BTreeMap::from([(
-                    "memory".to_string(),
-                    Quantity(memory_limit.clone()),
-                )])),
-                ..Default::default()
-            }),
-            volume_mounts: Some(vec![
-                mount("home", HOME_INSIDE, None),
-                mount(
-                    "config",
-                    &format!("{HOME_INSIDE}/config.toml"),
-                    Some("config.toml"),
-                ),
-                mount(
-                    "genesis",
-                    &format!("{HOME_INSIDE}/genesis.json"),
-                    Some("genesis.json"),
-                ),
-                mount(
-                    "keys",
-                    &format!("{HOME_INSIDE}/keys/node_key.json"),
-                    Some("node_key.json"),
-                ),
-                mount(
-                    "keys",
-                    &format!("{HOME_INSIDE}/keys/validator_key.json"),
-                    Some("validator_key.json"),
-                ),
-            ]),
-            readiness_probe: Some(Probe {
-                exec: Some(ExecAction {
-                    command: Some(vec![
-                        "/bin/blyan-node".into(),
-                        "health".into(),
-                        "--api".into(),
-                        format!("127.0.0.1:{API_PORT}"),
-                    ]),
-                }),
-                period_seconds: Some(30),
-                timeout_seconds: Some(3),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        objects.push(Object::StatefulSet(Box::new(StatefulSet {
-            metadata: meta(&name, ns, node_labels.clone()),
-            spec: Some(StatefulSetSpec {
-                replicas: Some(1),
-                service_name: Some(devnet.clone()),
-                // Start every node at once: none is ready before the others run.
-                pod_management_policy: Some("Parallel".into()),
-                selector: LabelSelector {
-                    match_labels: Some(selector),
-                    ..Default::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(node_labels.clone()),
-                        ..Default::default()
-                    }),
-                    spec: Some(PodSpec {
-                        containers: vec![container],
-                        termination_grace_period_seconds: Some(10),
-                        volumes: Some(vec![
-                            Volume {
-                                name: "config".into(),
-                                config_map: Some(ConfigMapVolumeSource {
-                                    name: format!("{name}-config"),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            },
-                            Volume {
-                                name: "genesis".into(),
-                                config_map: Some(ConfigMapVolumeSource {
-                                    name: format!("{devnet}-genesis"),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            },
-                            Volume {
-                                name: "keys".into(),
-                                secret: Some(SecretVolumeSource {
-                                    secret_name: Some(format!("{name}-keys")),
-                                    default_mode: Some(0o600),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            },
-                        ]),
-                        ..Default::default()
-                    }),
-                },
-                volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                    metadata: ObjectMeta {
-                        name: Some("home".into()),
-                        labels: Some(node_labels),
-                        ..Default::default()
-                    },
-                    spec: Some(PersistentVolumeClaimSpec {
-                        access_modes: Some(vec!["ReadWriteOnce".into()]),
-                        storage_class_name: options.storage_class.clone(),
-                        resources: Some(VolumeResourceRequirements {
-                            requests: Some(BTreeMap::from([(
-                                "storage".to_string(),
-                                Quantity(options.storage.clone()),
-                            )])),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })));
+        let container = node_container(&options.image, manifest.resources.memory_mb);
+        objects.push(stateful_set(
+            &name,
+            &devnet,
+            (ns, options),
+            node_labels,
+            selector,
+            container,
+        ));
     }
     Ok(objects)
 }
