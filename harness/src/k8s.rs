@@ -334,14 +334,12 @@ fn stateful_set(
     }))
 }
 
-pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, K8sError> {
-    manifest.validate("manifest")?;
-    if manifest.network.topology.is_some() {
-        return Err(K8sError::Invalid {
-            field: "network.topology".into(),
-            reason: "NAT routers are made by the docker backend only".into(),
-        });
-    }
+/// The testnet as the cluster sees it: every node at its StatefulSet pod's DNS name, no link
+/// proxy, a fixed genesis time. Checks that every name the objects carry is a DNS label.
+fn cluster_plan(
+    manifest: &Manifest,
+    options: &K8sOptions,
+) -> Result<crate::testnet::DevnetPlan, K8sError> {
     check_label("--namespace", &options.namespace)?;
     let devnet = format!("blyan-{}", manifest.name);
     check_label("name", &devnet)?;
@@ -375,6 +373,20 @@ pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, 
         node.p2p_address = format!("/dns4/{}/tcp/{P2P_PORT}", fqdn(&node.moniker));
         node.api_url = format!("http://{}:{API_PORT}", fqdn(&node.moniker));
     }
+    Ok(plan)
+}
+
+pub fn render(manifest: &Manifest, options: &K8sOptions) -> Result<Vec<Object>, K8sError> {
+    manifest.validate("manifest")?;
+    if manifest.network.topology.is_some() {
+        return Err(K8sError::Invalid {
+            field: "network.topology".into(),
+            reason: "NAT routers are made by the docker backend only".into(),
+        });
+    }
+    let devnet = format!("blyan-{}", manifest.name);
+    let ns = &options.namespace;
+    let plan = cluster_plan(manifest, options)?;
     let homes = tempfile::tempdir().map_err(|source| K8sError::Io {
         path: std::env::temp_dir(),
         source,
