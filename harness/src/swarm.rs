@@ -400,81 +400,17 @@ pub async fn up(
     result
 }
 
-async fn up_inner(
+/// One service per node, pinned to its member, created one after the other.
+async fn create_services(
     docker: &Docker,
     manifest: &Manifest,
+    state: &mut DevnetState,
+    (network, image_ref, members): (&str, &str, &[Member]),
+    placement: &[usize],
     options: &UpSettings,
-    created: bool,
     progress: &(impl Fn(Stage) + Send + Sync),
-) -> Result<DevnetState, DockerError> {
+) -> Result<(), DockerError> {
     let name = &manifest.name;
-    let earlier = remove_by_label(docker, name).await?;
-    if earlier.services > 0 {
-        eprintln!(
-            "note: removed {} services of an earlier devnet {name:?}",
-            earlier.services
-        );
-    }
-    let members = members(docker).await?;
-    let nodes = manifest.resolve();
-    let zones: Vec<String> = nodes.iter().map(|node| node.zone.clone()).collect();
-    let memory_mib = manifest.resources.memory_mb as u64;
-    let placement = plan::place(&zones, memory_mib, &members)
-        .map_err(|reason| DockerError::Invalid(format!("capacity: {reason}")))?;
-    progress(Stage::Image);
-    let image = docker::build_image(docker, &options.node_bin, false).await?;
-    let image_ref = distribute_image(docker, &image, &members, options.registry.as_deref()).await?;
-    progress(Stage::Genesis);
-    let base = std::fs::canonicalize(&options.base)
-        .or_else(|_| {
-            std::fs::create_dir_all(&options.base)?;
-            std::fs::canonicalize(&options.base)
-        })
-        .map_err(|source| DockerError::Io {
-            path: options.base.clone(),
-            source,
-        })?;
-    let plan = swarm_plan(
-        manifest,
-        &members,
-        &placement,
-        options.api_port_base,
-        &options.log_level,
-        &options.node_bin,
-    );
-    let mut state = crate::testnet::homes::write_devnet(&base, &plan)?;
-    state.swarm = Some(crate::testnet::record::SwarmInfo {
-        created,
-        members: members.iter().map(|m| m.hostname.clone()).collect(),
-    });
-    progress(Stage::Network);
-    let network = format!("blyan-{name}");
-    let labels = labels(name);
-    docker
-        .create_network(NetworkCreateRequest {
-            name: network.clone(),
-            driver: Some("overlay".into()),
-            attachable: Some(true),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        })
-        .await?;
-    state.network = Some(network.clone());
-    if let Some(proxy) = state.proxy.clone() {
-        let local = members
-            .iter()
-            .find(|member| member.local)
-            .map(|member| member.id.clone())
-            .unwrap_or_default();
-        let service = start_proxy(docker, name, &network, &plan, &options.node_bin, &local).await?;
-        let populated = tokio::task::spawn_blocking(move || crate::links::populate(&proxy))
-            .await
-            .map_err(|error| DockerError::Build(format!("link proxy: {error}")))?;
-        populated.map_err(|reason| DockerError::Build(format!("link proxy: {reason}")))?;
-        if let Some(proxy) = &mut state.proxy {
-            proxy.container = Some(service);
-        }
-    }
     let total = state.nodes.len();
     progress(Stage::Services {
         created: 0,
@@ -485,8 +421,8 @@ async fn up_inner(
         let spec = node_service(
             docker,
             name,
-            &network,
-            &image_ref,
+            network,
+            image_ref,
             &node,
             &members[placement[index]],
             options.api_port_base + index as u16,
@@ -501,8 +437,20 @@ async fn up_inner(
             of: total,
         });
     }
-    crate::testnet::record::save_state(&base, &state)?;
-    let wait = docker::wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
+    Ok(())
+}
+
+/// Waits for `wait_height` on every node; meanwhile a task that failed to start is started
+/// again (bounded). A timeout says why tasks did not run.
+async fn wait_supervised(
+    docker: &Docker,
+    state: &DevnetState,
+    options: &UpSettings,
+    progress: &(impl Fn(Stage) + Send + Sync),
+) -> Result<(), DockerError> {
+    let name = &state.name;
+    let total = state.nodes.len();
+    let wait = docker::wait_heights(state, options.wait_height, options.wait_timeout, |ready| {
         progress(Stage::Heights { ready, of: total })
     });
     // Meanwhile a task that failed to start is started again (bounded).
@@ -537,6 +485,80 @@ async fn up_inner(
             reasons.join("; ")
         )));
     }
+    Ok(())
+}
+
+async fn up_inner(
+    docker: &Docker,
+    manifest: &Manifest,
+    options: &UpSettings,
+    created: bool,
+    progress: &(impl Fn(Stage) + Send + Sync),
+) -> Result<DevnetState, DockerError> {
+    let name = &manifest.name;
+    let earlier = remove_by_label(docker, name).await?;
+    if earlier.services > 0 {
+        eprintln!(
+            "note: removed {} services of an earlier devnet {name:?}",
+            earlier.services
+        );
+    }
+    let members = members(docker).await?;
+    let nodes = manifest.resolve();
+    let zones: Vec<String> = nodes.iter().map(|node| node.zone.clone()).collect();
+    let memory_mib = manifest.resources.memory_mb as u64;
+    let placement = plan::place(&zones, memory_mib, &members)
+        .map_err(|reason| DockerError::Invalid(format!("capacity: {reason}")))?;
+    progress(Stage::Image);
+    let image = docker::build_image(docker, &options.node_bin, false).await?;
+    let image_ref = distribute_image(docker, &image, &members, options.registry.as_deref()).await?;
+    progress(Stage::Genesis);
+    let base = docker::absolute_base(&options.base)?;
+    let plan = swarm_plan(
+        manifest,
+        &members,
+        &placement,
+        options.api_port_base,
+        &options.log_level,
+        &options.node_bin,
+    );
+    let mut state = crate::testnet::homes::write_devnet(&base, &plan)?;
+    state.swarm = Some(crate::testnet::record::SwarmInfo {
+        created,
+        members: members.iter().map(|m| m.hostname.clone()).collect(),
+    });
+    progress(Stage::Network);
+    let network = format!("blyan-{name}");
+    let labels = labels(name);
+    docker
+        .create_network(NetworkCreateRequest {
+            name: network.clone(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        })
+        .await?;
+    state.network = Some(network.clone());
+    if let Some(proxy) = state.proxy.clone() {
+        let local = members
+            .iter()
+            .find(|member| member.local)
+            .map(|member| member.id.clone())
+            .unwrap_or_default();
+        let service = start_proxy(docker, name, &network, &plan, &options.node_bin, &local).await?;
+        docker::populate_proxy(proxy).await?;
+        if let Some(proxy) = &mut state.proxy {
+            proxy.container = Some(service);
+        }
+    }
+    let spec = (network.as_str(), image_ref.as_str(), members.as_slice());
+    create_services(
+        docker, manifest, &mut state, spec, &placement, options, progress,
+    )
+    .await?;
+    crate::testnet::record::save_state(&base, &state)?;
+    wait_supervised(docker, &state, options, progress).await?;
     Ok(state)
 }
 

@@ -175,3 +175,21 @@ pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
         }
     )
 }
+
+/// `base` as an absolute path (made when missing): container bind mounts need one.
+pub(crate) fn absolute_base(base: &Path) -> Result<PathBuf, DockerError> {
+    std::fs::canonicalize(base)
+        .or_else(|_| {
+            std::fs::create_dir_all(base)?;
+            std::fs::canonicalize(base)
+        })
+        .map_err(io(base))
+}
+
+/// Creates the link proxy's proxies once its container or service answers.
+pub(crate) async fn populate_proxy(proxy: crate::links::ProxyInfo) -> Result<(), DockerError> {
+    let populated = tokio::task::spawn_blocking(move || crate::links::populate(&proxy))
+        .await
+        .map_err(|error| DockerError::Build(format!("link proxy: {error}")))?;
+    populated.map_err(|reason| DockerError::Build(format!("link proxy: {reason}")))
+}

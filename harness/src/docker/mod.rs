@@ -768,12 +768,7 @@ async fn up_inner(
             .find_map(|home| home.node_ip(index))
             .unwrap_or_else(|| node_ip(third, index))
     };
-    let base = std::fs::canonicalize(&options.base)
-        .or_else(|_| {
-            std::fs::create_dir_all(&options.base)?;
-            std::fs::canonicalize(&options.base)
-        })
-        .map_err(io(&options.base))?;
+    let base = absolute_base(&options.base)?;
     let mut plan = devnet_plan(
         manifest,
         BackendKind::Docker,
@@ -795,10 +790,7 @@ async fn up_inner(
     state.network = Some(network.clone());
     if let Some(proxy) = state.proxy.clone() {
         let id = start_proxy(docker, name, &network, third, &labels, &options.node_bin).await?;
-        let populated = tokio::task::spawn_blocking(move || crate::links::populate(&proxy))
-            .await
-            .map_err(|error| DockerError::Build(format!("link proxy: {error}")))?;
-        populated.map_err(|reason| DockerError::Build(format!("link proxy: {reason}")))?;
+        populate_proxy(proxy).await?;
         if let Some(proxy) = &mut state.proxy {
             proxy.container = Some(id);
         }
