@@ -1004,6 +1004,136 @@ pub struct Removed {
 
 /// Removes devnet `name`'s services, then (once their containers are gone) its secrets,
 /// configs, network and volumes, all found by label. Bounded: a minute at most.
+/// Waits (until `deadline`) for the devnet's task containers to be gone: volumes, secrets and
+/// the network stay in use until they are.
+async fn wait_tasks_gone(
+    docker: &Docker,
+    filters: &HashMap<String, Vec<String>>,
+    deadline: Instant,
+) -> Result<(), DockerError> {
+    loop {
+        let left = docker
+            .list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(filters)
+                    .build(),
+            ))
+            .await?;
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+/// Removes the devnet's secrets and configs.
+async fn remove_secrets_and_configs(
+    docker: &Docker,
+    filters: &HashMap<String, Vec<String>>,
+    removed: &mut Removed,
+) -> Result<(), DockerError> {
+    for secret in docker
+        .list_secrets(Some(
+            ListSecretsOptionsBuilder::default()
+                .filters(filters)
+                .build(),
+        ))
+        .await?
+    {
+        if let Some(id) = secret.id {
+            if removed_ok(docker.delete_secret(&id).await)? {
+                removed.secrets += 1;
+            }
+        }
+    }
+    for config in docker
+        .list_configs(Some(
+            ListConfigsOptionsBuilder::default()
+                .filters(filters)
+                .build(),
+        ))
+        .await?
+    {
+        if let Some(id) = config.id {
+            if removed_ok(docker.delete_config(&id).await)? {
+                removed.configs += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the devnet's networks and volumes, retrying while one is still in use (its task
+/// containers are being removed) until `deadline`.
+async fn remove_networks_and_volumes(
+    docker: &Docker,
+    name: &str,
+    filters: &HashMap<String, Vec<String>>,
+    (deadline, removed): (Instant, &mut Removed),
+) -> Result<(), DockerError> {
+    loop {
+        let mut busy = false;
+        for network in docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(filters)
+                    .build(),
+            ))
+            .await?
+        {
+            if let Some(id) = network.id {
+                match docker.remove_network(&id).await {
+                    Ok(()) => removed.networks += 1,
+                    Err(error) if is_not_found(&error) => {}
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 403 | 409,
+                        ..
+                    }) => busy = true,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        let volumes = docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(filters)
+                    .build(),
+            ))
+            .await?
+            .volumes
+            .unwrap_or_default();
+        for volume in volumes {
+            match docker
+                .remove_volume(
+                    &volume.name,
+                    Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+                )
+                .await
+            {
+                Ok(()) => removed.volumes += 1,
+                Err(error) if is_not_found(&error) => {}
+                // "volume is in use": its container is still being removed.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => busy = true,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if !busy {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(DockerError::Invalid(format!(
+                "devnet {name}: a network or volume is still in use after 60 s; run `devnet \
+                 down` again"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub async fn remove_by_label(docker: &Docker, name: &str) -> Result<Removed, DockerError> {
     if swarm_state(docker).await? != SwarmState::Manager {
         return Ok(Removed::default());
@@ -1029,107 +1159,10 @@ pub async fn remove_by_label(docker: &Docker, name: &str) -> Result<Removed, Doc
     // Task containers go away asynchronously; volumes, secrets and the network stay in use
     // until they have.
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = docker
-            .list_containers(Some(
-                bollard::query_parameters::ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await?;
-        if left.is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    for secret in docker
-        .list_secrets(Some(
-            ListSecretsOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await?
-    {
-        if let Some(id) = secret.id {
-            if removed_ok(docker.delete_secret(&id).await)? {
-                removed.secrets += 1;
-            }
-        }
-    }
-    for config in docker
-        .list_configs(Some(
-            ListConfigsOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await?
-    {
-        if let Some(id) = config.id {
-            if removed_ok(docker.delete_config(&id).await)? {
-                removed.configs += 1;
-            }
-        }
-    }
-    loop {
-        let mut busy = false;
-        for network in docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await?
-        {
-            if let Some(id) = network.id {
-                match docker.remove_network(&id).await {
-                    Ok(()) => removed.networks += 1,
-                    Err(error) if is_not_found(&error) => {}
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 403 | 409,
-                        ..
-                    }) => busy = true,
-                    Err(error) => return Err(error.into()),
-                }
-            }
-        }
-        let volumes = docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await?
-            .volumes
-            .unwrap_or_default();
-        for volume in volumes {
-            match docker
-                .remove_volume(
-                    &volume.name,
-                    Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
-                )
-                .await
-            {
-                Ok(()) => removed.volumes += 1,
-                Err(error) if is_not_found(&error) => {}
-                // "volume is in use": its container is still being removed.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409, ..
-                }) => busy = true,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        if !busy {
-            return Ok(removed);
-        }
-        if Instant::now() >= deadline {
-            return Err(DockerError::Invalid(format!(
-                "devnet {name}: a network or volume is still in use after 60 s; run `devnet \
-                 down` again"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_tasks_gone(docker, &filters, deadline).await?;
+    remove_secrets_and_configs(docker, &filters, &mut removed).await?;
+    remove_networks_and_volumes(docker, name, &filters, (deadline, &mut removed)).await?;
+    Ok(removed)
 }
 
 use crate::docker::is_not_found;
