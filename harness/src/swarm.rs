@@ -567,27 +567,20 @@ pub fn health_interval(nodes: usize) -> Duration {
     Duration::from_millis((nodes as u64 * 250).clamp(3_000, 30_000))
 }
 
-/// One node's service: its secrets and configs, volume, placement, published API port.
-#[allow(clippy::too_many_arguments)]
-async fn node_service(
+/// The node's keys as Swarm secrets and its config and genesis as Swarm configs, each
+/// mounted at its place in the home.
+async fn home_files(
     docker: &Docker,
-    devnet: &str,
-    network: &str,
-    image: &str,
-    node: &crate::testnet::record::NodeEntry,
-    member: &Member,
-    api_port: u16,
-    memory: i64,
-    node_count: usize,
-) -> Result<ServiceSpec, DockerError> {
-    let home = Home::new(&node.home);
-    let service = service_name(devnet, &node.moniker);
-    let mut labels = labels(devnet);
-    labels.insert(LABEL_NODE.into(), node.moniker.clone());
-    labels.insert(
-        LABEL_ROLE.into(),
-        if node.validator { "validator" } else { "full" }.into(),
-    );
+    home: &Home,
+    service: &str,
+    labels: &HashMap<String, String>,
+) -> Result<
+    (
+        Vec<TaskSpecContainerSpecSecrets>,
+        Vec<TaskSpecContainerSpecConfigs>,
+    ),
+    DockerError,
+> {
     let mut secrets = Vec::new();
     for (what, path, inside) in [
         ("node-key", home.node_key(), "keys/node_key.json"),
@@ -635,6 +628,31 @@ async fn node_service(
             ..Default::default()
         });
     }
+    Ok((secrets, configs))
+}
+
+/// One node's service: its secrets and configs, volume, placement, published API port.
+#[allow(clippy::too_many_arguments)]
+async fn node_service(
+    docker: &Docker,
+    devnet: &str,
+    network: &str,
+    image: &str,
+    node: &crate::testnet::record::NodeEntry,
+    member: &Member,
+    api_port: u16,
+    memory: i64,
+    node_count: usize,
+) -> Result<ServiceSpec, DockerError> {
+    let home = Home::new(&node.home);
+    let service = service_name(devnet, &node.moniker);
+    let mut labels = labels(devnet);
+    labels.insert(LABEL_NODE.into(), node.moniker.clone());
+    labels.insert(
+        LABEL_ROLE.into(),
+        if node.validator { "validator" } else { "full" }.into(),
+    );
+    let (secrets, configs) = home_files(docker, &home, &service, &labels).await?;
     let mut constraints = vec![format!("node.id == {}", member.id)];
     if let Some(zone) = &member.zone {
         constraints.push(format!("node.labels.{LABEL_ZONE} == {zone}"));
