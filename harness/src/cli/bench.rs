@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::devnet::{start_checked, UpArgs};
 use super::{parse_backend, repository_root, runtime};
 use anyhow::{bail, Context, Result};
+use blyan_harness::backend::Backend;
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
 use blyan_harness::testnet::record::DevnetState;
@@ -120,13 +121,9 @@ fn wait_for_empty_mempools(state: &DevnetState, limit: Duration) {
     eprintln!("note: mempools still hold transactions after {limit:?}; starting the step anyway");
 }
 
-pub fn bench(args: BenchArgs) -> Result<bool> {
-    use blyan_harness::bench::{self, Fingerprint, Results, Run, Step};
-    anyhow::ensure!(
-        (1..=100).contains(&args.runs),
-        "--runs: {}; must be between 1 and 100",
-        args.runs
-    );
+/// The suite's manifest with the flags applied, its name, its load steps (tx/s) and the
+/// seconds of each step.
+fn load_suite(args: &BenchArgs) -> Result<(Manifest, String, Vec<f64>, f64)> {
     let path = suite_path(&args.suite)?;
     let mut manifest = Manifest::load(&path)?;
     let suite = manifest.name.clone();
@@ -154,6 +151,111 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
             "duration: {step_seconds} s per step; must be in (0, 600] (the suite's duration_s or --duration)"
         );
     }
+    Ok((manifest, suite, rates, step_seconds))
+}
+
+/// One load step on a running devnet: `rate` tx/s for `seconds`, with the nodes' memory and
+/// CPU over the step.
+fn load_step(
+    backend: &dyn Backend,
+    state: &DevnetState,
+    accounts: &[blyan_loadgen::Account],
+    (rate, seconds): (f64, f64),
+    rt: &tokio::runtime::Runtime,
+) -> Result<blyan_harness::bench::Step> {
+    let targets: Vec<String> = state.nodes.iter().map(|node| node.api.clone()).collect();
+    let mut config = blyan_loadgen::LoadConfig::new(
+        &state.chain_id,
+        targets.clone(),
+        rate,
+        Duration::from_secs_f64(seconds),
+    );
+    config.keep_samples = true;
+    // About five transactions per request: one-transaction requests to many nodes cost more
+    // HTTP than the nodes have CPU. The wait for the tick counts in the latency (from the due
+    // time), so never more than 50 ms.
+    let tick_ms = (5.0 * targets.len() as f64 * 1000.0 / rate).clamp(10.0, 50.0);
+    config.tick = Duration::from_millis(tick_ms as u64);
+    let before = process_ticks(state);
+    let started = Instant::now();
+    let progress = std::sync::Arc::new(blyan_loadgen::Progress::default());
+    let report = rt.block_on(blyan_loadgen::run(&config, accounts, progress))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = process_ticks(state);
+    let ticks_per_second = 100.0;
+    let memory_mib: Vec<f64> = backend
+        .memory(state)
+        .into_iter()
+        .flatten()
+        .map(|bytes| bytes as f64 / 1048576.0)
+        .collect();
+    let cpu_cores: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (b.saturating_sub(*a)) as f64 / ticks_per_second / elapsed)
+        .collect();
+    Ok(blyan_harness::bench::Step {
+        rate,
+        report,
+        memory_mib,
+        cpu_cores,
+    })
+}
+
+/// Every load step of one run, each after the mempools have drained.
+fn run_steps(
+    backend: &dyn Backend,
+    state: &DevnetState,
+    base: &Path,
+    (run, rates, seconds): (usize, &[f64], f64),
+) -> Result<Vec<blyan_harness::bench::Step>> {
+    let accounts = blyan_loadgen::read_accounts(
+        &blyan_harness::testnet::record::devnet_dir(base, &state.name).join("accounts.json"),
+    )?;
+    let rt = runtime()?;
+    let mut steps = Vec::new();
+    for &rate in rates {
+        wait_for_empty_mempools(state, Duration::from_secs(70));
+        eprintln!("run {run}: {rate:.0} tx/s for {seconds:.0} s");
+        let step = load_step(backend, state, &accounts, (rate, seconds), &rt)?;
+        let report = &step.report;
+        eprintln!(
+            "run {run}: {rate:.0} tx/s -> committed {:.0} tx/s, commit p50 {:.1} ms, p99 {:.1} ms",
+            report.committed_tps, report.commit.p50_ms, report.commit.p99_ms
+        );
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+/// `baselines/<suite>.json`: the results without their raw samples.
+fn save_baseline(results: &blyan_harness::bench::Results, suite: &str) -> Result<()> {
+    let dir = repository_root()
+        .map(|root| root.join("baselines"))
+        .context("--save-baseline: the repository's root is not here")?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut stripped = results.clone();
+    for run in &mut stripped.runs {
+        for step in &mut run.steps {
+            step.report.submit_samples_us.clear();
+            step.report.commit_samples_us.clear();
+        }
+    }
+    let baseline = dir.join(format!("{suite}.json"));
+    std::fs::write(&baseline, serde_json::to_string_pretty(&stripped)? + "\n")
+        .with_context(|| format!("cannot write {}", baseline.display()))?;
+    println!("baseline: {}", baseline.display());
+    Ok(())
+}
+
+pub fn bench(args: BenchArgs) -> Result<bool> {
+    use blyan_harness::bench::{self, Fingerprint, Results, Run};
+    anyhow::ensure!(
+        (1..=100).contains(&args.runs),
+        "--runs: {}; must be between 1 and 100",
+        args.runs
+    );
+    let (manifest, suite, rates, step_seconds) = load_suite(&args)?;
     let up_args = UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "warn");
     let out = args.out.clone().unwrap_or_else(|| {
         let time = std::time::SystemTime::now()
@@ -165,74 +267,20 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
     let mut runs = Vec::with_capacity(args.runs);
     let mut backend = String::new();
     for run in 1..=args.runs {
-        eprintln!(
-            "run {run}/{}: starting {} nodes",
-            args.runs,
-            manifest.resolve().len()
-        );
+        let nodes = manifest.resolve().len();
+        eprintln!("run {run}/{}: starting {nodes} nodes", args.runs);
         let (devnet_backend, state, first_block) = start_checked(&up_args, &manifest)?;
         backend = state.backend.to_string();
-        let result = (|| -> Result<Vec<Step>> {
-            let accounts = blyan_loadgen::read_accounts(
-                &blyan_harness::testnet::record::devnet_dir(&args.base, &state.name)
-                    .join("accounts.json"),
-            )?;
-            let targets: Vec<String> = state.nodes.iter().map(|node| node.api.clone()).collect();
-            let rt = runtime()?;
-            let mut steps = Vec::new();
-            for rate in &rates {
-                wait_for_empty_mempools(&state, Duration::from_secs(70));
-                eprintln!("run {run}: {rate:.0} tx/s for {step_seconds:.0} s");
-                let mut config = blyan_loadgen::LoadConfig::new(
-                    &state.chain_id,
-                    targets.clone(),
-                    *rate,
-                    Duration::from_secs_f64(step_seconds),
-                );
-                config.keep_samples = true;
-                // About five transactions per request: one-transaction requests to many nodes
-                // cost more HTTP than the nodes have CPU. The wait for the tick counts in the
-                // latency (from the due time), so never more than 50 ms.
-                let tick_ms = (5.0 * targets.len() as f64 * 1000.0 / rate).clamp(10.0, 50.0);
-                config.tick = Duration::from_millis(tick_ms as u64);
-                let before = process_ticks(&state);
-                let started = Instant::now();
-                let report = rt.block_on(blyan_loadgen::run(
-                    &config,
-                    &accounts,
-                    std::sync::Arc::new(blyan_loadgen::Progress::default()),
-                ))?;
-                let seconds = started.elapsed().as_secs_f64();
-                let after = process_ticks(&state);
-                let ticks_per_second = 100.0;
-                let memory_mib: Vec<f64> = devnet_backend
-                    .memory(&state)
-                    .into_iter()
-                    .flatten()
-                    .map(|bytes| bytes as f64 / 1048576.0)
-                    .collect();
-                let cpu_cores: Vec<f64> = before
-                    .iter()
-                    .zip(&after)
-                    .map(|(a, b)| (b.saturating_sub(*a)) as f64 / ticks_per_second / seconds)
-                    .collect();
-                eprintln!(
-                    "run {run}: {rate:.0} tx/s -> committed {:.0} tx/s, commit p50 {:.1} ms, p99 {:.1} ms",
-                    report.committed_tps, report.commit.p50_ms, report.commit.p99_ms
-                );
-                steps.push(Step {
-                    rate: *rate,
-                    report,
-                    memory_mib,
-                    cpu_cores,
-                });
-            }
-            Ok(steps)
-        })();
+        let steps = run_steps(
+            devnet_backend.as_ref(),
+            &state,
+            &args.base,
+            (run, &rates, step_seconds),
+        );
         devnet_backend.down(&args.base, &state.name, Duration::from_secs(10))?;
         runs.push(Run {
             time_to_first_block_s: first_block.as_secs_f64(),
-            steps: result?,
+            steps: steps?,
         });
     }
     let results = Results {
@@ -251,22 +299,7 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
     }
     println!("results: {}", file.display());
     if args.save_baseline {
-        let dir = repository_root()
-            .map(|root| root.join("baselines"))
-            .context("--save-baseline: the repository's root is not here")?;
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut stripped = results.clone();
-        for run in &mut stripped.runs {
-            for step in &mut run.steps {
-                step.report.submit_samples_us.clear();
-                step.report.commit_samples_us.clear();
-            }
-        }
-        let baseline = dir.join(format!("{suite}.json"));
-        std::fs::write(&baseline, serde_json::to_string_pretty(&stripped)? + "\n")
-            .with_context(|| format!("cannot write {}", baseline.display()))?;
-        println!("baseline: {}", baseline.display());
+        save_baseline(&results, &suite)?;
     }
     Ok(true)
 }
