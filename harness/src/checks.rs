@@ -9,7 +9,7 @@ use blyan_node::wire::Commit;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::history::{History, NodeRecord, RunNode};
+use crate::history::{History, NodeRecord, RunInfo, RunNode, SignatureRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -223,16 +223,12 @@ pub fn agreement(history: &History) -> Check {
     )
 }
 
-/// Validity: each committed block carries precommits of more than 2/3 of the voting power,
-/// from validators of the set, each once, with valid signatures.
-pub fn validity(history: &History) -> Check {
-    let Some(run) = &history.run else {
-        return check("validity", Verdict::Fail, "no run.json".into());
-    };
-    // Each signature names its signer's key and power in the set of its height (sets change by
-    // epoch); histories without them fall back to the genesis set in genesis order.
-    let set: Vec<(VerifyingKey, u64, &str)> = match run
-        .nodes
+/// A validator of the genesis set: its key, power and name.
+type Member<'a> = (VerifyingKey, u64, &'a str);
+
+/// The genesis set from run.json (keys of validators with power), in genesis order.
+fn genesis_set(run: &RunInfo) -> Result<Vec<Member<'_>>, String> {
+    run.nodes
         .iter()
         .filter(|node| node.power > 0)
         .map(|node| {
@@ -244,12 +240,102 @@ pub fn validity(history: &History) -> Check {
                 .map(|key| (key, node.power, node.name.as_str()))
                 .map_err(|_| format!("{}: validator key is not a valid point", node.name))
         })
-        .collect::<Result<Vec<_>, String>>()
-    {
+        .collect()
+}
+
+/// One recorded precommit's key and weight: the key it names, or (older histories) the
+/// genesis set's validator at its index.
+fn signer(signature: &SignatureRecord, set: &[Member]) -> Result<(VerifyingKey, u64), String> {
+    let index = signature.validator_index;
+    if signature.validator.is_empty() {
+        return set
+            .get(index as usize)
+            .map(|(key, weight, _)| (*key, *weight))
+            .ok_or_else(|| format!("precommit from validator {index}, not in the set"));
+    }
+    hex::decode(&signature.validator)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .map(|key| (key, signature.power))
+        .ok_or_else(|| format!("validator {index}'s key is not a valid key"))
+}
+
+/// One committed block's precommits: each signer once, more than 2/3 of the power, every
+/// signature valid (checked in one batch, then one by one to name the bad ones).
+fn check_commit(
+    chain_id: &str,
+    (height, hash, round): (u64, &str, u32),
+    signatures: &[SignatureRecord],
+    (set, total): (&[Member], u64),
+) -> Result<(), String> {
+    let block_hash =
+        Hash::from_hex(hash).map_err(|_| "the block hash is not 32 bytes of hex".to_string())?;
+    let mut power = 0;
+    let mut indices = HashSet::new();
+    let mut parsed = Vec::with_capacity(signatures.len());
+    for signature in signatures {
+        let index = signature.validator_index;
+        let (key, weight) = signer(signature, set)?;
+        if !indices.insert(index) {
+            return Err(format!("validator {index} signed twice"));
+        }
+        let Some(bytes) = hex::decode(&signature.signature)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        else {
+            return Err(format!("validator {index}'s signature is not 64 bytes"));
+        };
+        parsed.push((index, Signature::from_bytes(&bytes), key));
+        power += weight;
+    }
+    if 3 * power <= 2 * total {
+        return Err(format!(
+            "precommit power {power} of {total} is not more than two thirds ({} signatures)",
+            signatures.len()
+        ));
+    }
+    let commit = Commit {
+        round,
+        signatures: parsed.iter().map(|(i, s, _)| (*i, *s)).collect(),
+    };
+    let votes: Vec<(SignedVote, VerifyingKey)> = commit
+        .votes(height, block_hash)
+        .into_iter()
+        .zip(parsed.iter().map(|(_, _, key)| *key))
+        .collect();
+    if verify_votes_batch(chain_id, &votes) {
+        return Ok(());
+    }
+    let bad: Vec<String> = votes
+        .iter()
+        .filter(|(vote, key)| !vote.verify(chain_id, key))
+        .map(|(_, key)| {
+            set.iter().find(|(known, _, _)| known == key).map_or_else(
+                || hex::encode(key.as_bytes()),
+                |(_, _, name)| name.to_string(),
+            )
+        })
+        .collect();
+    Err(format!(
+        "invalid precommit signature from {}",
+        bad.join(", ")
+    ))
+}
+
+/// Validity: each committed block carries precommits of more than 2/3 of the voting power,
+/// from validators of the set, each once, with valid signatures.
+pub fn validity(history: &History) -> Check {
+    let Some(run) = &history.run else {
+        return check("validity", Verdict::Fail, "no run.json".into());
+    };
+    // Each signature names its signer's key and power in the set of its height (sets change by
+    // epoch); histories without them fall back to the genesis set in genesis order.
+    let set = match genesis_set(run) {
         Ok(set) => set,
         Err(error) => return check("validity", Verdict::Fail, error),
     };
-    let total: u64 = set.iter().map(|(_, power, _)| power).sum();
+    let genesis_total: u64 = set.iter().map(|(_, power, _)| power).sum();
     let mut seen = HashSet::new();
     let mut checked = 0;
     for (node, records) in &history.nodes {
@@ -272,89 +358,15 @@ pub fn validity(history: &History) -> Check {
                 continue;
             }
             checked += 1;
-            let fail = |reason: String| {
-                check(
-                    "validity",
-                    Verdict::Fail,
-                    format!("height {height} ({}) on {node}: {reason}", short(hash)),
-                )
-            };
-            let Ok(block_hash) = Hash::from_hex(hash) else {
-                return fail("the block hash is not 32 bytes of hex".into());
-            };
-            let mut power = 0;
-            let mut indices = HashSet::new();
-            let mut parsed = Vec::with_capacity(signatures.len());
             let total = if *total_power > 0 {
                 *total_power
             } else {
-                total
+                genesis_total
             };
-            for signature in signatures {
-                let index = signature.validator_index;
-                let named = (!signature.validator.is_empty()).then(|| {
-                    hex::decode(&signature.validator)
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-                });
-                let (key, weight) = match named {
-                    Some(Some(key)) => (key, signature.power),
-                    Some(None) => {
-                        return fail(format!("validator {index}'s key is not a valid key"))
-                    }
-                    None => match set.get(index as usize) {
-                        Some((key, weight, _)) => (*key, *weight),
-                        None => {
-                            return fail(format!(
-                                "precommit from validator {index}, not in the set"
-                            ))
-                        }
-                    },
-                };
-                let weight = &weight;
-                if !indices.insert(index) {
-                    return fail(format!("validator {index} signed twice"));
-                }
-                let Some(bytes) = hex::decode(&signature.signature)
-                    .ok()
-                    .and_then(|b| <[u8; 64]>::try_from(b).ok())
-                else {
-                    return fail(format!("validator {index}'s signature is not 64 bytes"));
-                };
-                parsed.push((index, Signature::from_bytes(&bytes), key));
-                power += weight;
-            }
-            if 3 * power <= 2 * total {
-                return fail(format!(
-                    "precommit power {power} of {total} is not more than two thirds ({} signatures)",
-                    signatures.len()
-                ));
-            }
-            let commit = Commit {
-                round: *round,
-                signatures: parsed.iter().map(|(i, s, _)| (*i, *s)).collect(),
-            };
-            let votes: Vec<(SignedVote, VerifyingKey)> = commit
-                .votes(*height, block_hash)
-                .into_iter()
-                .zip(parsed.iter().map(|(_, _, key)| *key))
-                .collect();
-            if !verify_votes_batch(&run.chain_id, &votes) {
-                let bad: Vec<String> = votes
-                    .iter()
-                    .filter(|(vote, key)| !vote.verify(&run.chain_id, key))
-                    .map(|(_, key)| {
-                        set.iter().find(|(known, _, _)| known == key).map_or_else(
-                            || hex::encode(key.as_bytes()),
-                            |(_, _, name)| name.to_string(),
-                        )
-                    })
-                    .collect();
-                return fail(format!(
-                    "invalid precommit signature from {}",
-                    bad.join(", ")
-                ));
+            let block = (*height, hash.as_str(), *round);
+            if let Err(reason) = check_commit(&run.chain_id, block, signatures, (&set, total)) {
+                let detail = format!("height {height} ({}) on {node}: {reason}", short(hash));
+                return check("validity", Verdict::Fail, detail);
             }
         }
     }
@@ -368,7 +380,9 @@ pub fn validity(history: &History) -> Check {
     check(
         "validity",
         Verdict::Pass,
-        format!("{checked} blocks, each with valid precommits of more than 2/3 of {total} power"),
+        format!(
+            "{checked} blocks, each with valid precommits of more than 2/3 of {genesis_total} power"
+        ),
     )
 }
 
