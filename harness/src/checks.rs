@@ -9,7 +9,7 @@ use blyan_node::wire::Commit;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::history::{History, NodeRecord, RunInfo, RunNode, SignatureRecord};
+use crate::history::{History, NodeRecord, RunInfo, RunNode, SignatureRecord, StakeRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -472,6 +472,79 @@ pub fn liveness(history: &History) -> Check {
     }
 }
 
+/// The honest nodes whose evidence count rose (or started above 0) during the run.
+fn evidence_observers(history: &History) -> Vec<&str> {
+    let mut observers = Vec::new();
+    for (name, records) in &history.nodes {
+        if !history.honest(name) {
+            continue;
+        }
+        let counts: Vec<u64> = records
+            .iter()
+            .filter_map(|record| match record {
+                NodeRecord::Sample {
+                    evidence: Some(count),
+                    ..
+                } => Some(*count),
+                _ => None,
+            })
+            .collect();
+        if counts.iter().max() > counts.first() || counts.first().is_some_and(|c| *c > 0) {
+            observers.push(name.as_str());
+        }
+    }
+    observers
+}
+
+/// The chain's verdict: the last staking view any honest node gave (height, validators).
+fn last_stake(history: &History) -> Option<(u64, &Vec<StakeRecord>)> {
+    history
+        .nodes
+        .iter()
+        .filter(|(name, _)| history.honest(name))
+        .filter_map(|(_, records)| {
+            records.iter().rev().find_map(|record| match record {
+                NodeRecord::Stake {
+                    height, validators, ..
+                } => Some((*height, validators)),
+                _ => None,
+            })
+        })
+        .max_by_key(|(height, _)| *height)
+}
+
+/// Each equivocator as punished (tombstoned) or not in the staking view.
+fn punishments(
+    history: &History,
+    equivocators: &[&str],
+    validators: &[StakeRecord],
+) -> (Vec<String>, Vec<String>) {
+    let mut punished = Vec::new();
+    let mut unpunished = Vec::new();
+    for name in equivocators {
+        let key = history.node(name).map(|node| node.validator_key.as_str());
+        if key.is_none_or(str::is_empty) {
+            // A twin: it signs with the key of the validator it copies, checked under that name.
+            continue;
+        }
+        match validators
+            .iter()
+            .find(|v| Some(v.public_key.as_str()) == key)
+        {
+            // Tombstoned is the double-sign verdict; the burn may round to 0 on a tiny stake.
+            Some(v) if v.tombstoned => {
+                punished.push(format!("{name} ({} burned, tombstoned)", v.slashed))
+            }
+            Some(v) => unpunished.push(format!(
+                "{name} (tombstoned {}, slashed {}, power {})",
+                v.tombstoned, v.slashed, v.power
+            )),
+            None => unpunished.push(format!("{name} (not in the staking view)")),
+        }
+    }
+    (punished, unpunished)
+}
+
 /// Accountability: an equivocating node (Byzantine setting or twins) is seen: honest nodes
 /// record evidence of it. Slashing follows once the chain has stake (issue 5).
 pub fn accountability(history: &History) -> Check {
@@ -496,25 +569,7 @@ pub fn accountability(history: &History) -> Check {
             "no equivocating node in this run".into(),
         );
     }
-    let mut observers = Vec::new();
-    for (name, records) in &history.nodes {
-        if !history.honest(name) {
-            continue;
-        }
-        let counts: Vec<u64> = records
-            .iter()
-            .filter_map(|record| match record {
-                NodeRecord::Sample {
-                    evidence: Some(count),
-                    ..
-                } => Some(*count),
-                _ => None,
-            })
-            .collect();
-        if counts.iter().max() > counts.first() || counts.first().is_some_and(|c| *c > 0) {
-            observers.push(name.as_str());
-        }
-    }
+    let observers = evidence_observers(history);
     if observers.is_empty() {
         return check(
             "accountability",
@@ -525,20 +580,7 @@ pub fn accountability(history: &History) -> Check {
             ),
         );
     }
-    // The chain's verdict: the last staking view any honest node gave.
-    let stake = history
-        .nodes
-        .iter()
-        .filter(|(name, _)| history.honest(name))
-        .filter_map(|(_, records)| {
-            records.iter().rev().find_map(|record| match record {
-                NodeRecord::Stake {
-                    height, validators, ..
-                } => Some((*height, validators)),
-                _ => None,
-            })
-        })
-        .max_by_key(|(height, _)| *height);
+    let stake = last_stake(history);
     let Some((height, validators)) = stake else {
         return check(
             "accountability",
@@ -550,29 +592,7 @@ pub fn accountability(history: &History) -> Check {
             ),
         );
     };
-    let mut punished = Vec::new();
-    let mut unpunished = Vec::new();
-    for name in &equivocators {
-        let key = history.node(name).map(|node| node.validator_key.as_str());
-        if key.is_none_or(str::is_empty) {
-            // A twin: it signs with the key of the validator it copies, checked under that name.
-            continue;
-        }
-        match validators
-            .iter()
-            .find(|v| Some(v.public_key.as_str()) == key)
-        {
-            // Tombstoned is the double-sign verdict; the burn may round to 0 on a tiny stake.
-            Some(v) if v.tombstoned => {
-                punished.push(format!("{name} ({} burned, tombstoned)", v.slashed))
-            }
-            Some(v) => unpunished.push(format!(
-                "{name} (tombstoned {}, slashed {}, power {})",
-                v.tombstoned, v.slashed, v.power
-            )),
-            None => unpunished.push(format!("{name} (not in the staking view)")),
-        }
-    }
+    let (punished, unpunished) = punishments(history, &equivocators, validators);
     if unpunished.is_empty() {
         check(
             "accountability",
