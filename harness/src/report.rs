@@ -95,6 +95,24 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A chart's axis ends: x to the last point; y above the largest value, or for scattered
+/// points near the 99th percentile so that one outlier does not flatten the rest (the few
+/// above are drawn on the top edge). Also how many are above, and the largest.
+fn axes(series: &[(String, Vec<(f64, f64)>)], dots: bool) -> (f64, f64, usize, f64) {
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let x_max = points.clone().map(|(x, _)| *x).fold(1.0_f64, f64::max);
+    let mut ys: Vec<f64> = points.map(|(_, y)| *y).collect();
+    ys.sort_by(f64::total_cmp);
+    let largest = ys.last().copied().unwrap_or(1.0).max(1.0);
+    let y_max = if dots && ys.len() >= 20 {
+        (ys[ys.len() * 99 / 100] * 1.5).clamp(1.0, largest) * 1.05
+    } else {
+        largest * 1.05
+    };
+    let above = ys.iter().filter(|y| **y > y_max).count();
+    (x_max, y_max, above, largest)
+}
+
 /// An SVG chart: one line (or, with `dots`, one set of points) per series, fault windows
 /// shaded and labelled.
 fn chart(
@@ -109,19 +127,7 @@ fn chart(
         what: title.into(),
         reason: e,
     };
-    let points = series.iter().flat_map(|(_, p)| p.iter());
-    let x_max = points.clone().map(|(x, _)| *x).fold(1.0_f64, f64::max);
-    let mut ys: Vec<f64> = points.map(|(_, y)| *y).collect();
-    ys.sort_by(f64::total_cmp);
-    let largest = ys.last().copied().unwrap_or(1.0).max(1.0);
-    // Scattered points: the axis ends near the 99th percentile so that one outlier does not
-    // flatten the rest; the few above are drawn on the top edge and counted in the title.
-    let y_max = if dots && ys.len() >= 20 {
-        (ys[ys.len() * 99 / 100] * 1.5).clamp(1.0, largest) * 1.05
-    } else {
-        largest * 1.05
-    };
-    let above = ys.iter().filter(|y| **y > y_max).count();
+    let (x_max, y_max, above, largest) = axes(series, dots);
     let title = if above > 0 {
         format!("{title} ({above} above the axis, up to {largest:.0}, drawn at the top)")
     } else {
@@ -239,34 +245,9 @@ fn junit(name: &str, checks: &[Check]) -> String {
 }
 
 /// Runs every check on `history` and writes results.json, junit.xml and report.html into `dir`.
-pub fn write(dir: &Path, history: &History) -> Result<RunResults, ReportError> {
-    let checks = checks::run_all(history);
-    let name = history
-        .run
-        .as_ref()
-        .map_or("run".to_string(), |run| run.name.clone());
-    let results = RunResults {
-        name: name.clone(),
-        passed: checks.iter().all(|c| c.verdict != Verdict::Fail),
-        checks: checks.clone(),
-        figures: figures(history),
-        warnings: history.warnings.clone(),
-    };
-    let save = |file: &str, text: String| {
-        std::fs::write(dir.join(file), text).map_err(|e| ReportError::Write {
-            path: dir.join(file).display().to_string(),
-            reason: e.to_string(),
-        })
-    };
-    save(
-        "results.json",
-        serde_json::to_string_pretty(&results).map_err(|e| ReportError::Write {
-            path: "results.json".into(),
-            reason: e.to_string(),
-        })? + "\n",
-    )?;
-    save("junit.xml", junit(&name, &checks))?;
-
+/// The three plots of the report: heights, block intervals and commit latency, with the fault
+/// windows shaded.
+fn plots(history: &History) -> Result<String, ReportError> {
     let windows = fault_windows(history);
     let heights = chart(
         "Height per node",
@@ -289,6 +270,13 @@ pub fn write(dir: &Path, history: &History) -> Result<RunResults, ReportError> {
         &windows,
         true,
     )?;
+    Ok(heights + &intervals + &latency)
+}
+
+/// report.html: the verdicts, the plots, the figures, the timeline, the warnings and the
+/// manifest.
+fn html(history: &History, results: &RunResults) -> Result<String, ReportError> {
+    let (name, checks) = (&results.name, &results.checks);
     let mut html = String::new();
     let _ = write!(
         html,
@@ -298,11 +286,11 @@ pub fn write(dir: &Path, history: &History) -> Result<RunResults, ReportError> {
          .pass{{color:#070}}.fail{{color:#b00;font-weight:bold}}.skipped{{color:#777}}\
          pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head><body>\
          <h1>{title}: {verdict}</h1>",
-        title = escape(&name),
+        title = escape(name),
         verdict = if results.passed { "passed" } else { "FAILED" }
     );
     html.push_str("<h2>Checks</h2><table><tr><th>check</th><th>verdict</th><th>detail</th></tr>");
-    for check in &checks {
+    for check in checks {
         let class = match check.verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
@@ -316,9 +304,7 @@ pub fn write(dir: &Path, history: &History) -> Result<RunResults, ReportError> {
         );
     }
     html.push_str("</table><h2>Plots</h2><p>Shaded: fault windows, from the timeline.</p>");
-    html.push_str(&heights);
-    html.push_str(&intervals);
-    html.push_str(&latency);
+    html.push_str(&plots(history)?);
     let f = &results.figures;
     let _ = write!(
         html,
@@ -358,6 +344,37 @@ pub fn write(dir: &Path, history: &History) -> Result<RunResults, ReportError> {
         );
     }
     html.push_str("</body></html>\n");
-    save("report.html", html)?;
+    html.push_str("</body></html>\n");
+    Ok(html)
+}
+
+pub fn write(dir: &Path, history: &History) -> Result<RunResults, ReportError> {
+    let checks = checks::run_all(history);
+    let name = history
+        .run
+        .as_ref()
+        .map_or("run".to_string(), |run| run.name.clone());
+    let results = RunResults {
+        name: name.clone(),
+        passed: checks.iter().all(|c| c.verdict != Verdict::Fail),
+        checks: checks.clone(),
+        figures: figures(history),
+        warnings: history.warnings.clone(),
+    };
+    let save = |file: &str, text: String| {
+        std::fs::write(dir.join(file), text).map_err(|e| ReportError::Write {
+            path: dir.join(file).display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    save(
+        "results.json",
+        serde_json::to_string_pretty(&results).map_err(|e| ReportError::Write {
+            path: "results.json".into(),
+            reason: e.to_string(),
+        })? + "\n",
+    )?;
+    save("junit.xml", junit(&name, &checks))?;
+    save("report.html", html(history, &results)?)?;
     Ok(results)
 }
