@@ -480,6 +480,43 @@ impl ProbeReport {
     }
 }
 
+/// One probe: node `from` dials `to` through the relays (`POST /admin/dial` over HTTPS with the
+/// devnet's admin certificate) and says whether and how it connected.
+fn dial_probe(
+    pki: &std::path::Path,
+    url: &str,
+    body: &str,
+    names: (String, String, String),
+) -> Attempt {
+    let answer = crate::process::https_request(pki, true, url, "POST", "/admin/dial", body);
+    let (from, to, relay) = names;
+    let mut attempt = Attempt {
+        from,
+        to,
+        relay,
+        connected: false,
+        connect_ms: None,
+        relayed: None,
+        direct_ms: None,
+        error: None,
+    };
+    match answer {
+        Ok((200, body)) => match serde_json::from_str::<blyan_node::p2p::ProbeOutcome>(&body) {
+            Ok(outcome) => {
+                attempt.connected = outcome.connected;
+                attempt.connect_ms = outcome.connect_ms;
+                attempt.relayed = outcome.relayed;
+                attempt.direct_ms = outcome.direct_ms;
+                attempt.error = outcome.error;
+            }
+            Err(error) => attempt.error = Some(format!("answer: {error}: {body}")),
+        },
+        Ok((status, body)) => attempt.error = Some(format!("HTTP {status}: {}", body.trim())),
+        Err(error) => attempt.error = Some(error),
+    }
+    attempt
+}
+
 /// Asks each node behind NAT to dial every other one afresh through a relay (the relays taken
 /// in turn), `rounds` times, the pairs of a round in parallel; each node answers over HTTPS with
 /// the devnet's admin certificate (`POST /admin/dial`).
@@ -539,48 +576,7 @@ pub fn probe_pairs(
                     state.nodes[relay].moniker.clone(),
                 );
                 let pki = pki.to_path_buf();
-                std::thread::spawn(move || {
-                    let answer = crate::process::https_request(
-                        &pki,
-                        true,
-                        &url,
-                        "POST",
-                        "/admin/dial",
-                        &body,
-                    );
-                    let (from, to, relay) = names;
-                    let mut attempt = Attempt {
-                        from,
-                        to,
-                        relay,
-                        connected: false,
-                        connect_ms: None,
-                        relayed: None,
-                        direct_ms: None,
-                        error: None,
-                    };
-                    match answer {
-                        Ok((200, body)) => {
-                            match serde_json::from_str::<blyan_node::p2p::ProbeOutcome>(&body) {
-                                Ok(outcome) => {
-                                    attempt.connected = outcome.connected;
-                                    attempt.connect_ms = outcome.connect_ms;
-                                    attempt.relayed = outcome.relayed;
-                                    attempt.direct_ms = outcome.direct_ms;
-                                    attempt.error = outcome.error;
-                                }
-                                Err(error) => {
-                                    attempt.error = Some(format!("answer: {error}: {body}"))
-                                }
-                            }
-                        }
-                        Ok((status, body)) => {
-                            attempt.error = Some(format!("HTTP {status}: {}", body.trim()))
-                        }
-                        Err(error) => attempt.error = Some(error),
-                    }
-                    attempt
-                })
+                std::thread::spawn(move || dial_probe(&pki, &url, &body, names))
             })
             .collect();
         for job in jobs {
