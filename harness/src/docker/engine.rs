@@ -193,3 +193,18 @@ pub(crate) async fn populate_proxy(proxy: crate::links::ProxyInfo) -> Result<(),
         .map_err(|error| DockerError::Build(format!("link proxy: {error}")))?;
     populated.map_err(|reason| DockerError::Build(format!("link proxy: {reason}")))
 }
+
+/// Creates container `name` from `body` and starts it; returns its id.
+pub(crate) async fn run_container(
+    docker: &Docker,
+    name: &str,
+    body: bollard::models::ContainerCreateBody,
+) -> Result<String, DockerError> {
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(name)
+        .build();
+    let id = docker.create_container(Some(options), body).await?.id;
+    let start = None::<bollard::query_parameters::StartContainerOptions>;
+    docker.start_container(&id, start).await?;
+    Ok(id)
+}

@@ -14,8 +14,8 @@ use bollard::models::{
     ContainerCreateBody, HealthConfig, HostConfig, Ipam, IpamConfig, NetworkCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    RemoveContainerOptionsBuilder, TagImageOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
@@ -272,23 +272,7 @@ async fn start_proxy(
         networking_config: Some(at_address(network, ip)),
         ..Default::default()
     };
-    let response = docker
-        .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(&format!("blyan-{name}-chaos-proxy"))
-                    .build(),
-            ),
-            body,
-        )
-        .await?;
-    docker
-        .start_container(
-            &response.id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await?;
-    Ok(response.id)
+    run_container(docker, &format!("blyan-{name}-chaos-proxy"), body).await
 }
 
 /// What `down` removed.
@@ -720,22 +704,13 @@ async fn start_containers(
         .map(|(index, container_name, body)| {
             let started = &started;
             async move {
-                let options = CreateContainerOptionsBuilder::default()
-                    .name(&container_name)
-                    .build();
-                let response = docker.create_container(Some(options), body).await?;
-                docker
-                    .start_container(
-                        &response.id,
-                        None::<bollard::query_parameters::StartContainerOptions>,
-                    )
-                    .await?;
+                let id = run_container(docker, &container_name, body).await?;
                 let count = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 progress(Stage::Containers {
                     started: count,
                     of: total,
                 });
-                Ok::<_, DockerError>((index, response.id))
+                Ok::<_, DockerError>((index, id))
             }
         })
         .buffer_unordered(8)

@@ -32,7 +32,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::engine::{
-    at_address, endpoint, DockerError, API_PORT, HTTPS_PORT, LABEL_BINARY, LABEL_NODE, LABEL_ROLE,
+    at_address, endpoint, run_container, DockerError, API_PORT, HTTPS_PORT, LABEL_BINARY,
+    LABEL_NODE, LABEL_ROLE,
 };
 use crate::manifest::Mapping;
 
@@ -363,34 +364,20 @@ pub async fn start_holder(
     let mut holder_labels = labels.clone();
     holder_labels.insert(LABEL_NODE.into(), format!("{moniker}-net"));
     holder_labels.insert(LABEL_ROLE.into(), "nat-holder".into());
-    let created = docker
-        .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(&format!("blyan-{devnet}-{moniker}-net"))
-                    .build(),
-            ),
-            ContainerCreateBody {
-                image: Some(image.into()),
-                labels: Some(holder_labels),
-                host_config: Some(HostConfig {
-                    network_mode: Some(network.clone()),
-                    cap_add: Some(vec!["NET_ADMIN".into()]),
-                    ..Default::default()
-                }),
-                networking_config: Some(at_address(&network, ip)),
-                ..Default::default()
-            },
-        )
-        .await?;
-    docker
-        .start_container(
-            &created.id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await?;
-    apply(docker, &created.id, &holder_rules(home)).await?;
-    Ok(created.id)
+    let body = ContainerCreateBody {
+        image: Some(image.into()),
+        labels: Some(holder_labels),
+        host_config: Some(HostConfig {
+            network_mode: Some(network.clone()),
+            cap_add: Some(vec!["NET_ADMIN".into()]),
+            ..Default::default()
+        }),
+        networking_config: Some(at_address(&network, ip)),
+        ..Default::default()
+    };
+    let id = run_container(docker, &format!("blyan-{devnet}-{moniker}-net"), body).await?;
+    apply(docker, &id, &holder_rules(home)).await?;
+    Ok(id)
 }
 
 /// What a holder runs before its node starts: `ip` arguments (a route) or `iptables` rules
