@@ -1,11 +1,12 @@
 //! The `devnet` commands, one file per group: `devnet.rs` (up, down, status, logs, image,
 //! nat-probe), `files.rs` (manifest, plan, compose, render), `bench.rs` (bench, compare, trend),
-//! `run.rs` (run, check). The work is done by the library; these parse flags and print.
+//! `run.rs` (run, check), `sim.rs` (sim). The work is done by the library; these parse flags and print.
 
 pub mod bench;
 pub mod devnet;
 pub mod files;
 pub mod run;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 
