@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use blyan_devnet::{daemon, leftovers, repo_root, runtime};
-use blyan_harness::compose::{self, ComposeOptions};
 use blyan_harness::docker;
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
+use blyan_harness::render::compose::{self, ComposeOptions};
 
 /// Every file under `dir`, relative, sorted; the nodes' runtime directories left out.
 fn files(dir: &Path) -> Vec<PathBuf> {

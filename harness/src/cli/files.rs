@@ -39,10 +39,10 @@ pub struct ComposeArgs {
     #[arg(long, default_value = "compose", value_name = "DIR")]
     out: PathBuf,
     /// The devnet's network, a /24; node i gets address .10+i.
-    #[arg(long, default_value = blyan_harness::compose::DEFAULT_SUBNET)]
+    #[arg(long, default_value = blyan_harness::render::compose::DEFAULT_SUBNET)]
     subnet: String,
     /// Host port (127.0.0.1) of node 0's API; node i uses base + i.
-    #[arg(long, default_value_t = blyan_harness::compose::DEFAULT_API_PORT_BASE)]
+    #[arg(long, default_value_t = blyan_harness::render::compose::DEFAULT_API_PORT_BASE)]
     api_port_base: u16,
     /// The node image.
     #[arg(long, default_value = "blyan-node:dev")]
@@ -252,19 +252,19 @@ pub fn render(args: RenderArgs) -> Result<bool> {
     if let Some(seed) = args.seed {
         manifest.seed = seed;
     }
-    let options = blyan_harness::k8s::K8sOptions {
+    let options = blyan_harness::render::k8s::K8sOptions {
         namespace: args.namespace.clone(),
         image: args.image.clone(),
         cluster_domain: args.cluster_domain.clone(),
         storage: args.storage.clone(),
         storage_class: args.storage_class.clone(),
     };
-    let objects = blyan_harness::k8s::render(&manifest, &options)?;
+    let objects = blyan_harness::render::k8s::render(&manifest, &options)?;
     if args.stdout {
-        print!("{}", blyan_harness::k8s::to_yaml(&objects)?);
+        print!("{}", blyan_harness::render::k8s::to_yaml(&objects)?);
         return Ok(true);
     }
-    let file = blyan_harness::k8s::write(&args.out, &objects)?;
+    let file = blyan_harness::render::k8s::write(&args.out, &objects)?;
     println!(
         "wrote {} ({} objects: {} nodes as one-replica StatefulSets, a headless Service, \
          ConfigMaps and Secrets) in namespace {}",
@@ -282,7 +282,7 @@ pub fn render(args: RenderArgs) -> Result<bool> {
 }
 
 pub fn compose(args: ComposeArgs) -> Result<bool> {
-    use blyan_harness::compose::{self, ComposeOptions};
+    use blyan_harness::render::compose::{self, ComposeOptions};
     let mut manifest = load_manifest(args.manifest.as_deref(), None)?;
     if let Some(nodes) = args.nodes {
         if !manifest.nodes.is_empty() {

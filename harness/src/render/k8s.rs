@@ -31,11 +31,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::ByteString;
 use serde::Serialize;
 
-use crate::compose::GENESIS_TIME_MS;
 use crate::docker::{self, API_PORT, HOME_INSIDE, LABEL_DEVNET, LABEL_NODE, LABEL_ROLE, P2P_PORT};
 use crate::manifest::{Manifest, ManifestError};
 use crate::plan;
 use crate::process::ProcessError;
+use crate::render::compose::GENESIS_TIME_MS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
