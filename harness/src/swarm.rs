@@ -194,31 +194,40 @@ pub fn swarm_plan(
     log_level: &str,
     node_bin: &Path,
 ) -> DevnetPlan {
-    let mut plan = docker::devnet_plan(
-        manifest,
-        crate::backend::kind::BackendKind::Swarm,
-        |_| std::net::Ipv4Addr::UNSPECIFIED,
-        log_level,
-        node_bin,
-    );
-    for (index, node) in plan.nodes.iter_mut().enumerate() {
+    let names: Vec<String> = manifest
+        .resolve()
+        .into_iter()
+        .map(|node| node.name)
+        .collect();
+    let node = |index: usize| {
         let member = &members[placement[index]];
         let host = if member.local || member.address.is_empty() {
             "127.0.0.1".to_string()
         } else {
             member.address.clone()
         };
-        node.api_url = format!("http://{host}:{}", api_port_base as usize + index);
-        node.p2p_address = format!(
-            "/dns4/{}/tcp/{P2P_PORT}",
-            service_name(&manifest.name, &node.moniker)
-        );
-    }
-    if let Some(proxy) = &mut plan.proxy {
-        proxy.dial_host = service_name(&manifest.name, "chaos-proxy");
-        proxy.api = format!("127.0.0.1:{}", api_port_base - PROXY_API_OFFSET);
-    }
-    plan
+        let service = service_name(&manifest.name, &names[index]);
+        crate::testnet::NodePlan {
+            api_url: format!("http://{host}:{}", api_port_base as usize + index),
+            p2p_address: format!("/dns4/{service}/tcp/{P2P_PORT}"),
+            ..docker::container_node(std::net::Ipv4Addr::UNSPECIFIED)
+        }
+    };
+    let proxy = docker::container_proxy(
+        &service_name(&manifest.name, "chaos-proxy"),
+        format!("127.0.0.1:{}", api_port_base - PROXY_API_OFFSET),
+    );
+    crate::testnet::resolve(
+        manifest,
+        &crate::testnet::Addressing {
+            backend: crate::backend::kind::BackendKind::Swarm,
+            node: &node,
+            proxy: Some(proxy),
+            log_level,
+            node_bin,
+            genesis_time_ms: None,
+        },
+    )
 }
 
 fn labels(devnet: &str) -> HashMap<String, String> {

@@ -30,10 +30,10 @@ use crate::backend::kind::BackendKind;
 use crate::backend::settings::UpSettings;
 use crate::testnet::record::NodeEntry;
 
-use crate::manifest::{Manifest, Role};
+use crate::manifest::Manifest;
 use crate::process::{self, ProcessError};
 use crate::testnet::record::DevnetState;
-use crate::testnet::{DevnetPlan, NodePlan};
+use crate::testnet::NodePlan;
 
 /// The image that `devnet image build` made.
 #[derive(Clone, Debug)]
@@ -441,81 +441,27 @@ fn node_ip(third: u8, index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 210, third, 10 + index as u8)
 }
 
-/// The plan of a containerised devnet: node `i` at address `ip(i)` with the API on
-/// [`API_PORT`] and P2P on [`P2P_PORT`] (used by the Docker backend and `devnet compose`).
-pub fn devnet_plan(
-    manifest: &Manifest,
-    backend: BackendKind,
-    ip: impl Fn(usize) -> Ipv4Addr,
-    log_level: &str,
-    node_bin: &Path,
-) -> DevnetPlan {
-    let nodes = manifest
-        .resolve()
-        .iter()
-        .map(|node| {
-            let ip = ip(node.index);
-            NodePlan {
-                moniker: node.name.clone(),
-                stake: if node.role == Role::Validator {
-                    node.stake
-                } else {
-                    0
-                },
-                api_listen: format!("0.0.0.0:{API_PORT}"),
-                api_url: format!("http://{ip}:{API_PORT}"),
-                p2p_listen: format!("/ip4/0.0.0.0/tcp/{P2P_PORT}"),
-                p2p_address: format!("/ip4/{ip}/tcp/{P2P_PORT}"),
-                api_https: None,
-            }
-        })
-        .collect();
-    DevnetPlan {
-        name: manifest.name.clone(),
-        backend,
-        chain_id: manifest.chain_id.clone(),
-        seed: manifest.seed,
-        accounts: manifest.load.accounts as usize,
-        account_balance: 1_000_000_000,
-        timeout_commit_ms: manifest.consensus.timeout_commit_ms as u64,
-        timeout_propose_ms: manifest.consensus.timeout_propose_ms as u64,
-        timeout_prevote_ms: manifest.consensus.timeout_prevote_ms as u64,
-        timeout_precommit_ms: manifest.consensus.timeout_precommit_ms as u64,
-        commit_delay_ms: manifest.consensus.commit_delay_ms as u64,
-        equivocators: manifest.equivocators(),
-        log_level: log_level.into(),
-        node_bin: node_bin.to_path_buf(),
-        nodes,
-        genesis_time_ms: None,
-        staking: manifest.staking_params(),
-        proxy: manifest.network.proxy.then(|| {
-            let host = ip(PROXY_HOST as usize + 1000);
-            crate::links::ProxyPlan {
-                dial_host: host.to_string(),
-                listen_host: "0.0.0.0".into(),
-                port_base: PROXY_LINK_PORT_BASE,
-                api: format!("{host}:{PROXY_API_PORT}"),
-            }
-        }),
-        byzantine: manifest.byzantine_settings(),
-        twins: manifest.twins(),
-        nat: manifest.network.topology.as_ref().map(|topology| {
-            let index_of = |name: &String| {
-                manifest
-                    .resolve()
-                    .iter()
-                    .position(|node| &node.name == name)
-                    .expect("validated: topology names are nodes")
-            };
-            crate::testnet::NatPlan {
-                relays: topology.relays.iter().map(index_of).collect(),
-                behind: topology
-                    .homes
-                    .iter()
-                    .flat_map(|home| home.nodes.iter().map(index_of))
-                    .collect(),
-            }
-        }),
+/// A node in a container at `ip`: the API on [`API_PORT`] and P2P on [`P2P_PORT`], listening
+/// on every interface (its name and stake come from `testnet::resolve`).
+pub fn container_node(ip: Ipv4Addr) -> NodePlan {
+    NodePlan {
+        moniker: String::new(),
+        stake: 0,
+        api_listen: format!("0.0.0.0:{API_PORT}"),
+        api_url: format!("http://{ip}:{API_PORT}"),
+        p2p_listen: format!("/ip4/0.0.0.0/tcp/{P2P_PORT}"),
+        p2p_address: format!("/ip4/{ip}/tcp/{P2P_PORT}"),
+        api_https: None,
+    }
+}
+
+/// The link proxy container, reached at `host`.
+pub fn container_proxy(host: &str, api: String) -> crate::links::ProxyPlan {
+    crate::links::ProxyPlan {
+        dial_host: host.to_string(),
+        listen_host: "0.0.0.0".into(),
+        port_base: PROXY_LINK_PORT_BASE,
+        api,
     }
 }
 
@@ -744,19 +690,28 @@ async fn up_inner(
             .unwrap_or_else(|| node_ip(third, index))
     };
     let base = absolute_base(&options.base)?;
-    let mut plan = devnet_plan(
-        manifest,
-        BackendKind::Docker,
-        ip_of,
-        &options.log_level,
-        &options.node_bin,
-    );
-    for (index, node) in plan.nodes.iter_mut().enumerate() {
-        node.api_https = Some((
+    let node = |index: usize| NodePlan {
+        api_https: Some((
             format!("0.0.0.0:{HTTPS_PORT}"),
             format!("https://{}:{HTTPS_PORT}", ip_of(index)),
-        ));
-    }
+        )),
+        ..container_node(ip_of(index))
+    };
+    let proxy_host = ip_of(PROXY_HOST as usize + 1000);
+    let plan = crate::testnet::resolve(
+        manifest,
+        &crate::testnet::Addressing {
+            backend: BackendKind::Docker,
+            node: &node,
+            proxy: Some(container_proxy(
+                &proxy_host.to_string(),
+                format!("{proxy_host}:{PROXY_API_PORT}"),
+            )),
+            log_level: &options.log_level,
+            node_bin: &options.node_bin,
+            genesis_time_ms: None,
+        },
+    );
     let mut state = crate::testnet::homes::write_devnet(&base, &plan)?;
     progress(Stage::Network);
     let network = format!("blyan-{name}");

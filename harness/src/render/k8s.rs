@@ -36,6 +36,7 @@ use crate::manifest::{Manifest, ManifestError};
 use crate::plan;
 use crate::process::ProcessError;
 use crate::render::compose::GENESIS_TIME_MS;
+use crate::testnet::NodePlan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
@@ -358,21 +359,25 @@ fn cluster_plan(
             options.cluster_domain
         )
     };
-    let mut plan = docker::devnet_plan(
-        manifest,
-        // Rendered nodes are containers of the node image, as on the Docker backend.
-        crate::backend::kind::BackendKind::Docker,
-        |_| std::net::Ipv4Addr::UNSPECIFIED,
-        "info",
-        Path::new("/bin/blyan-node"),
-    );
-    plan.genesis_time_ms = Some(GENESIS_TIME_MS);
+    let names: Vec<String> = resolved.iter().map(|node| node.name.clone()).collect();
+    let node = |index: usize| NodePlan {
+        p2p_address: format!("/dns4/{}/tcp/{P2P_PORT}", fqdn(&names[index])),
+        api_url: format!("http://{}:{API_PORT}", fqdn(&names[index])),
+        ..docker::container_node(std::net::Ipv4Addr::UNSPECIFIED)
+    };
     // Faults through a link proxy are the harness's own backends' business.
-    plan.proxy = None;
-    for node in &mut plan.nodes {
-        node.p2p_address = format!("/dns4/{}/tcp/{P2P_PORT}", fqdn(&node.moniker));
-        node.api_url = format!("http://{}:{API_PORT}", fqdn(&node.moniker));
-    }
+    let plan = crate::testnet::resolve(
+        manifest,
+        &crate::testnet::Addressing {
+            // Rendered nodes are containers of the node image, as on the Docker backend.
+            backend: crate::backend::kind::BackendKind::Docker,
+            node: &node,
+            proxy: None,
+            log_level: "info",
+            node_bin: Path::new("/bin/blyan-node"),
+            genesis_time_ms: Some(GENESIS_TIME_MS),
+        },
+    );
     Ok(plan)
 }
 

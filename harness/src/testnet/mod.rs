@@ -95,3 +95,79 @@ pub struct DevnetPlan {
     /// NAT topology: which nodes are relays and which sit behind NAT (Docker backend).
     pub nat: Option<NatPlan>,
 }
+
+/// How a backend or renderer places its nodes, handed to [`resolve`] as data: where node `i`
+/// listens and how it is reached, whether a link proxy runs and where, and the settings that
+/// are the harness's rather than the manifest's.
+pub struct Addressing<'a> {
+    pub backend: BackendKind,
+    /// Node `index`'s listen addresses and URLs (its `moniker` and `stake` come from the
+    /// manifest and are overwritten).
+    pub node: &'a dyn Fn(usize) -> NodePlan,
+    /// Where the link proxy runs, when the manifest asks for one (`network.proxy`); `None`
+    /// renders without one.
+    pub proxy: Option<crate::links::ProxyPlan>,
+    pub log_level: &'a str,
+    pub node_bin: &'a std::path::Path,
+    /// Genesis time; `None`: now.
+    pub genesis_time_ms: Option<u64>,
+}
+
+/// The testnet a manifest describes, placed by `addressing`: every node's name, stake and
+/// addresses, the chain's settings, the Byzantine switches, twins, the link proxy and the NAT
+/// plan. The one builder of a [`DevnetPlan`] from a manifest (Docker, Swarm, compose and k8s;
+/// the process backend's programmatic `UpOptions` build theirs in `process::prepare`).
+pub fn resolve(manifest: &crate::manifest::Manifest, addressing: &Addressing) -> DevnetPlan {
+    use crate::manifest::Role;
+    let resolved = manifest.resolve();
+    let nodes = resolved
+        .iter()
+        .map(|node| NodePlan {
+            moniker: node.name.clone(),
+            stake: if node.role == Role::Validator {
+                node.stake
+            } else {
+                0
+            },
+            ..(addressing.node)(node.index)
+        })
+        .collect();
+    let index_of = |name: &String| {
+        resolved
+            .iter()
+            .position(|node| &node.name == name)
+            .expect("validated: topology names are nodes")
+    };
+    let nat = manifest.network.topology.as_ref().map(|topology| NatPlan {
+        relays: topology.relays.iter().map(index_of).collect(),
+        behind: topology
+            .homes
+            .iter()
+            .flat_map(|home| home.nodes.iter().map(index_of))
+            .collect(),
+    });
+    let consensus = &manifest.consensus;
+    DevnetPlan {
+        name: manifest.name.clone(),
+        backend: addressing.backend,
+        chain_id: manifest.chain_id.clone(),
+        seed: manifest.seed,
+        accounts: manifest.load.accounts as usize,
+        account_balance: 1_000_000_000,
+        timeout_commit_ms: consensus.timeout_commit_ms as u64,
+        timeout_propose_ms: consensus.timeout_propose_ms as u64,
+        timeout_prevote_ms: consensus.timeout_prevote_ms as u64,
+        timeout_precommit_ms: consensus.timeout_precommit_ms as u64,
+        commit_delay_ms: consensus.commit_delay_ms as u64,
+        equivocators: manifest.equivocators(),
+        log_level: addressing.log_level.into(),
+        node_bin: addressing.node_bin.to_path_buf(),
+        nodes,
+        genesis_time_ms: addressing.genesis_time_ms,
+        staking: manifest.staking_params(),
+        proxy: addressing.proxy.clone().filter(|_| manifest.network.proxy),
+        byzantine: manifest.byzantine_settings(),
+        twins: manifest.twins(),
+        nat,
+    }
+}
