@@ -110,19 +110,7 @@ pub fn plan(manifest: &Manifest, options: &ComposeOptions) -> Result<DevnetPlan,
         });
     }
     let node = |index: usize| docker::container_node(node_ip(options.subnet, index));
-    // A rendered compose project has no link proxy: its nodes dial each other directly.
-    let plan = crate::testnet::resolve(
-        manifest,
-        &crate::testnet::Addressing {
-            // Rendered nodes are containers of the node image, as on the Docker backend.
-            backend: crate::backend::kind::BackendKind::Docker,
-            node: &node,
-            proxy: None,
-            log_level: "info",
-            node_bin: Path::new("/bin/blyan-node"),
-            genesis_time_ms: Some(GENESIS_TIME_MS),
-        },
-    );
+    let plan = super::rendered(manifest, &node);
     Ok(plan)
 }
 

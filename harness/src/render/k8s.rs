@@ -35,7 +35,6 @@ use crate::docker::{self, API_PORT, HOME_INSIDE, LABEL_DEVNET, LABEL_NODE, LABEL
 use crate::manifest::{Manifest, ManifestError};
 use crate::plan;
 use crate::process::ProcessError;
-use crate::render::compose::GENESIS_TIME_MS;
 use crate::testnet::NodePlan;
 
 #[derive(Debug, thiserror::Error)]
@@ -365,19 +364,7 @@ fn cluster_plan(
         api_url: format!("http://{}:{API_PORT}", fqdn(&names[index])),
         ..docker::container_node(std::net::Ipv4Addr::UNSPECIFIED)
     };
-    // Faults through a link proxy are the harness's own backends' business.
-    let plan = crate::testnet::resolve(
-        manifest,
-        &crate::testnet::Addressing {
-            // Rendered nodes are containers of the node image, as on the Docker backend.
-            backend: crate::backend::kind::BackendKind::Docker,
-            node: &node,
-            proxy: None,
-            log_level: "info",
-            node_bin: Path::new("/bin/blyan-node"),
-            genesis_time_ms: Some(GENESIS_TIME_MS),
-        },
-    );
+    let plan = super::rendered(manifest, &node);
     Ok(plan)
 }
 
