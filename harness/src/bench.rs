@@ -195,7 +195,8 @@ pub enum Verdict {
     Better,
     Same,
     Worse,
-    /// Fewer than [`MIN_RUNS`] runs on a side: a bootstrap over one or two runs says nothing.
+    /// Fewer than [`MIN_RUNS`] runs on a side (a bootstrap over one or two runs says nothing),
+    /// or an interval that reaches past the threshold without lying beyond it.
     Inconclusive,
     /// A load step the baseline did not hold in most of its runs: past saturation, latency is
     /// the length of a growing queue and says nothing about the code; `saturation_tps` judges
@@ -240,8 +241,9 @@ pub fn median(values: &mut [f64]) -> f64 {
 /// percentile bootstrap (runs resampled with replacement on both sides, 2,000 times, fixed
 /// seed). A figure is *worse* only when the whole interval lies beyond `1 + threshold` in the
 /// bad direction (above for latencies and times, below `1 - threshold` for rates), *better*
-/// when it lies beyond in the good direction, and *same* otherwise. With fewer than
-/// [`MIN_RUNS`] runs on a side the verdict is *inconclusive*. Figures of a load step that the
+/// when it lies beyond in the good direction, *same* only when it lies wholly within
+/// `1 +- threshold`, and *inconclusive* otherwise (the runs cannot tell a change of that size
+/// from noise) and with fewer than [`MIN_RUNS`] runs on a side. Figures of a load step that the
 /// baseline did not hold in most runs are *saturated*, not judged (see [`Verdict::Saturated`]).
 pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Comparison> {
     use rand::{Rng, SeedableRng};
@@ -313,8 +315,12 @@ pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Compari
                 Verdict::Worse
             } else if better {
                 Verdict::Better
-            } else {
+            } else if low >= 1.0 - threshold && high <= 1.0 + threshold {
                 Verdict::Same
+            } else {
+                // The interval reaches past the threshold without lying beyond it: the runs
+                // cannot tell a change of that size from noise.
+                Verdict::Inconclusive
             },
         });
     }
@@ -353,8 +359,48 @@ mod tests {
             .verdict
     }
 
+    /// `values` times `factor`, one run each (commit p50 at 100 tx/s; start-up 3 s).
+    fn scaled(values: &[f64], factor: f64) -> Results {
+        let runs: Vec<(f64, f64)> = values.iter().map(|v| (3.0, v * factor)).collect();
+        results_with(&runs)
+    }
+
     #[test]
-    fn a_clear_slowdown_is_worse_and_noise_is_the_same() {
+    fn an_interval_wider_than_the_threshold_is_inconclusive_not_same() {
+        // baselines/throughput-4.json's commit p50 at 1,000 tx/s (three runs), and a copy made
+        // 50 % slower: the interval (about 1.0..2.2) neither excludes nor rules out a 5 %
+        // change, so the figure is not "same".
+        let base = [68.4, 88.8, 101.4];
+        let judged = compare(&scaled(&base, 1.0), &scaled(&base, 1.5), 0.05);
+        let c = judged
+            .iter()
+            .find(|c| c.figure == "rate_100.commit_p50_ms")
+            .unwrap();
+        assert!(c.low < 1.05 && c.high > 1.05, "{c:?}");
+        assert_eq!(c.verdict, Verdict::Inconclusive, "{c:?}");
+    }
+
+    #[test]
+    fn a_fifty_percent_slowdown_is_worse_and_an_exact_copy_is_the_same() {
+        // Five quiet runs: +-1.5 % around 100 ms.
+        let base = [100.0, 101.5, 98.5, 100.8, 99.2];
+        let slower = compare(&scaled(&base, 1.0), &scaled(&base, 1.5), 0.05);
+        assert_eq!(
+            verdict(&slower, "rate_100.commit_p50_ms"),
+            Verdict::Worse,
+            "{slower:?}"
+        );
+        let copy = compare(&scaled(&base, 1.0), &scaled(&base, 1.0), 0.05);
+        let c = copy
+            .iter()
+            .find(|c| c.figure == "rate_100.commit_p50_ms")
+            .unwrap();
+        assert!(c.low >= 0.95 && c.high <= 1.05, "{c:?}");
+        assert_eq!(c.verdict, Verdict::Same, "{c:?}");
+    }
+
+    #[test]
+    fn a_clear_slowdown_is_worse_and_noise_is_never_worse() {
         let base = results_with(&[
             (3.0, 20.0),
             (3.2, 21.0),
@@ -370,7 +416,12 @@ mod tests {
             (3.0, 20.1),
             (2.9, 20.6),
         ]);
-        let same = compare(&base, &again, 0.05);
+        // Five runs of up to 7 % noise: nothing is worse or better at 5 % (the intervals reach
+        // past it: inconclusive); at 15 % every figure is the same.
+        let noise = compare(&base, &again, 0.05);
+        let moved = |c: &Comparison| matches!(c.verdict, Verdict::Worse | Verdict::Better);
+        assert!(!noise.iter().any(moved), "{noise:?}");
+        let same = compare(&base, &again, 0.15);
         assert!(same.iter().all(|c| c.verdict == Verdict::Same), "{same:?}");
         // Commit latency 30% up, start-up unchanged.
         let slow = results_with(&[
@@ -386,7 +437,7 @@ mod tests {
             Verdict::Worse,
             "{judged:?}"
         );
-        assert_eq!(verdict(&judged, "time_to_first_block_s"), Verdict::Same);
+        assert_ne!(verdict(&judged, "time_to_first_block_s"), Verdict::Worse);
         // And back: faster is better.
         let judged = compare(&slow, &base, 0.05);
         assert_eq!(verdict(&judged, "rate_100.commit_p50_ms"), Verdict::Better);
@@ -421,7 +472,11 @@ mod tests {
             verdict(&list, "rate_1000.commit_p50_ms"),
             Verdict::Saturated
         );
-        assert_eq!(verdict(&list, "rate_100.commit_p50_ms"), Verdict::Same);
+        // Three runs of +-5 % noise cannot rule out a 5 % change: judged, but not "same".
+        assert_eq!(
+            verdict(&list, "rate_100.commit_p50_ms"),
+            Verdict::Inconclusive
+        );
         // Where the baseline held and now does not, the latency is judged (and is worse).
         for run in now.runs.iter_mut() {
             run.steps[0].report.commit.p50_ms = 200.0;

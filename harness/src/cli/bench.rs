@@ -379,10 +379,14 @@ pub fn compare(args: CompareArgs) -> Result<bool> {
                 c.figure, c.baseline, c.now, c.ratio, c.low, c.high, c.verdict
             );
         }
+        let count = |verdict: Verdict| list.iter().filter(|c| c.verdict == verdict).count();
         println!(
-            "{} runs against {} baseline runs; {worse} worse, threshold {:.0}%",
+            "{} runs against {} baseline runs; {worse} worse, {} better, {} same, {} inconclusive, threshold {:.0}%",
             now.runs.len(),
             baseline.runs.len(),
+            count(Verdict::Better),
+            count(Verdict::Same),
+            count(Verdict::Inconclusive),
             args.threshold * 100.0
         );
     }
