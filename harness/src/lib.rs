@@ -13,6 +13,7 @@ pub mod bench;
 pub mod changepoint;
 pub mod checks;
 pub mod docker;
+pub mod faults;
 pub mod history;
 pub mod inference;
 pub mod links;

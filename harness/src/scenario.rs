@@ -16,63 +16,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use blyan_chaos::{RandomSpec, Shape, RANDOM_KINDS};
-use serde::{Deserialize, Serialize};
-
 use crate::backend::kind::BackendKind;
+use crate::faults::{self, Fault, LinkTargets};
 use crate::links::LinkToxic;
-
-/// One entry of `[[faults]]` (`docs/CHAOS.md` lists every kind and its fields).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fault {
-    /// Seconds after the devnet is up.
-    pub at_s: f64,
-    /// Process: kill, stop, pause, restart, resume. Links (need `network.proxy`): latency,
-    /// bandwidth, timeout, reset, cut. Partitions: partition (with `shape`), isolate, heal.
-    /// A seeded random nemesis: random.
-    pub kind: String,
-    /// The nodes it acts on (for link faults: every link of these nodes).
-    #[serde(default)]
-    pub nodes: Vec<String>,
-    #[serde(default)]
-    pub duration_s: Option<f64>,
-    /// Partition shape: isolate, halves, majority, ring, bridge, groups.
-    #[serde(default)]
-    pub shape: Option<String>,
-    /// Explicit groups (partition shape `groups`; link faults: the links between groups).
-    #[serde(default)]
-    pub groups: Vec<Vec<String>>,
-    /// One link, as its two nodes (both directions).
-    #[serde(default)]
-    pub link: Vec<String>,
-    #[serde(default)]
-    pub latency_ms: Option<i64>,
-    #[serde(default)]
-    pub jitter_ms: Option<i64>,
-    /// Bandwidth limit, KB/s.
-    #[serde(default)]
-    pub rate_kbps: Option<i64>,
-    /// timeout / reset: milliseconds before the connection is closed (0: data stops, never
-    /// closed, for timeout).
-    #[serde(default)]
-    pub timeout_ms: Option<i64>,
-    /// random: the nemesis' seed (`devnet run --seed` overrides it).
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// random: mean seconds between faults.
-    #[serde(default)]
-    pub mean_interval_s: Option<f64>,
-    /// random: mean seconds a fault lasts.
-    #[serde(default)]
-    pub mean_duration_s: Option<f64>,
-    /// random: the kinds it may draw (default: all that the devnet supports).
-    #[serde(default)]
-    pub kinds: Vec<String>,
-    /// random: most nodes a crash fault hits at once (default f = (validators - 1) / 3).
-    #[serde(default)]
-    pub max_faulty: Option<i64>,
-}
+use blyan_chaos::{RandomSpec, Shape, RANDOM_KINDS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -187,22 +134,22 @@ fn indices(
 /// Both directions of every link a link fault names: one `link`, the links between `groups`,
 /// or every link of `nodes`.
 fn link_targets(
-    fault: &Fault,
+    (nodes, groups, link): LinkTargets,
+    kind: &str,
     index: usize,
     target: &Target,
 ) -> Result<Vec<(usize, usize)>, ScenarioError> {
     let n = target.names.len();
     let mut links = BTreeSet::new();
-    if !fault.link.is_empty() {
-        let ends = indices(index, "link", &fault.link, target)?;
+    if !link.is_empty() {
+        let ends = indices(index, "link", link, target)?;
         if ends.len() != 2 || ends[0] == ends[1] {
             return Err(field(index, "link", "names two different nodes"));
         }
         links.insert((ends[0], ends[1]));
         links.insert((ends[1], ends[0]));
-    } else if !fault.groups.is_empty() {
-        let groups: Vec<Vec<usize>> = fault
-            .groups
+    } else if !groups.is_empty() {
+        let groups: Vec<Vec<usize>> = groups
             .iter()
             .map(|group| indices(index, "groups", group, target))
             .collect::<Result<_, _>>()?;
@@ -223,8 +170,8 @@ fn link_targets(
                 }
             }
         }
-    } else if !fault.nodes.is_empty() {
-        for a in indices(index, "nodes", &fault.nodes, target)? {
+    } else if !nodes.is_empty() {
+        for a in indices(index, "nodes", nodes, target)? {
             for b in (0..n).filter(|&b| b != a) {
                 links.insert((a, b));
                 links.insert((b, a));
@@ -234,7 +181,7 @@ fn link_targets(
         return Err(field(
             index,
             "kind",
-            format!("{} needs link, groups or nodes", fault.kind),
+            format!("{kind} needs link, groups or nodes"),
         ));
     }
     Ok(links.into_iter().collect())
@@ -280,12 +227,12 @@ type Links = Vec<(usize, usize)>;
 /// `isolate` and `partition`: the shape, and either the links it cuts (with link proxies) or
 /// the nodes taken off the network (without). Returns the kind label, the action and the links.
 fn partition(
-    fault: &Fault,
+    (kind, fault): (&str, &faults::Partition),
     index: usize,
     target: &Target,
     nodes: &[usize],
 ) -> Result<(String, Action, Links), ScenarioError> {
-    let shape_name = match (&fault.shape, fault.kind.as_str()) {
+    let shape_name = match (&fault.shape, kind) {
         (Some(shape), "partition") => shape.clone(),
         (Some(_), _) => return Err(field(index, "shape", "only partition takes a shape")),
         (None, "isolate") => "isolate".into(),
@@ -356,28 +303,31 @@ fn partition(
 /// The toxic a link fault puts on its proxies (`None` for `cut`).
 fn toxic(fault: &Fault, index: usize) -> Result<Option<LinkToxic>, ScenarioError> {
     let both = vec!["upstream", "downstream"];
-    let timeout = || bounded(index, "timeout_ms", fault.timeout_ms, 0..=3_600_000);
-    let (kind, streams, attributes) = match fault.kind.as_str() {
-        "cut" => return Ok(None),
-        "latency" => {
-            let latency = bounded(index, "latency_ms", fault.latency_ms, 1..=60_000)?
+    let timeout = |ms| bounded(index, "timeout_ms", ms, 0..=3_600_000);
+    let (kind, streams, attributes) = match fault {
+        Fault::Latency(f) => {
+            let latency = bounded(index, "latency_ms", f.latency_ms, 1..=60_000)?
                 .ok_or_else(|| field(index, "latency_ms", "latency needs latency_ms"))?;
-            let jitter =
-                bounded(index, "jitter_ms", fault.jitter_ms, 0..=latency as i64)?.unwrap_or(0);
+            let jitter = bounded(index, "jitter_ms", f.jitter_ms, 0..=latency as i64)?.unwrap_or(0);
             let attributes = vec![("latency", latency), ("jitter", jitter)];
             ("latency", vec!["downstream"], attributes)
         }
-        "bandwidth" => {
-            let rate = bounded(index, "rate_kbps", fault.rate_kbps, 1..=10_000_000)?
+        Fault::Bandwidth(f) => {
+            let rate = bounded(index, "rate_kbps", f.rate_kbps, 1..=10_000_000)?
                 .ok_or_else(|| field(index, "rate_kbps", "bandwidth needs rate_kbps"))?;
             ("bandwidth", both, vec![("rate", rate)])
         }
-        "timeout" => ("timeout", both, vec![("timeout", timeout()?.unwrap_or(0))]),
-        _ => (
+        Fault::Timeout(f) => (
+            "timeout",
+            both,
+            vec![("timeout", timeout(f.timeout_ms)?.unwrap_or(0))],
+        ),
+        Fault::Reset(f) => (
             "reset_peer",
             vec!["upstream"],
-            vec![("timeout", timeout()?.unwrap_or(0))],
+            vec![("timeout", timeout(f.timeout_ms)?.unwrap_or(0))],
         ),
+        _ => return Ok(None),
     };
     Ok(Some(LinkToxic {
         kind: kind.into(),
@@ -397,10 +347,16 @@ fn label(
     links: usize,
 ) -> String {
     let mut label = kind.to_string();
-    if !fault.link.is_empty() {
-        label.push_str(&format!(" {}", fault.link.join("<->")));
-    } else if !fault.groups.is_empty() {
-        let groups: Vec<String> = fault.groups.iter().map(|g| g.join(",")).collect();
+    let (link, groups): (&[String], &[Vec<String>]) = match fault {
+        Fault::Isolate(f) | Fault::Partition(f) => (&[], &f.groups),
+        _ => fault
+            .link_targets()
+            .map_or((&[], &[]), |(_, groups, link)| (link, groups)),
+    };
+    if !link.is_empty() {
+        label.push_str(&format!(" {}", link.join("<->")));
+    } else if !groups.is_empty() {
+        let groups: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
         label.push_str(&format!(" {}", groups.join(" | ")));
     } else if !nodes.is_empty() {
         let shown: Vec<&str> = nodes.iter().map(|&i| target.names[i].as_str()).collect();
@@ -424,25 +380,31 @@ fn label(
 }
 
 fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, ScenarioError> {
-    let nodes = indices(index, "nodes", &fault.nodes, target)?;
+    let nodes = indices(index, "nodes", fault.nodes(), target)?;
+    let (at_s, duration_s) = fault.when();
     let mut links = Vec::new();
     let mut toxic_of = None;
-    let mut kind = fault.kind.clone();
-    let action = match fault.kind.as_str() {
-        "kill" => Action::Kill,
-        "stop" => Action::Stop,
-        "pause" => Action::Pause,
-        "restart" => Action::Restart,
-        "heal" => Action::Heal,
-        "resume" => Action::Resume,
-        "isolate" | "partition" => {
+    let mut kind = fault.kind().to_string();
+    let action = match fault {
+        Fault::Kill(_) => Action::Kill,
+        Fault::Stop(_) => Action::Stop,
+        Fault::Pause(_) => Action::Pause,
+        Fault::Restart(_) => Action::Restart,
+        Fault::Heal(_) => Action::Heal,
+        Fault::Resume(_) => Action::Resume,
+        Fault::Isolate(f) | Fault::Partition(f) => {
             let action;
-            (kind, action, links) = partition(fault, index, target, &nodes)?;
+            (kind, action, links) = partition((fault.kind(), f), index, target, &nodes)?;
             action
         }
-        "cut" | "latency" | "bandwidth" | "timeout" | "reset" => {
-            needs_proxy(index, &fault.kind, target)?;
-            links = link_targets(fault, index, target)?;
+        Fault::Cut(_)
+        | Fault::Latency(_)
+        | Fault::Bandwidth(_)
+        | Fault::Timeout(_)
+        | Fault::Reset(_) => {
+            needs_proxy(index, fault.kind(), target)?;
+            let targets = fault.link_targets().expect("a link fault has link targets");
+            links = link_targets(targets, fault.kind(), index, target)?;
             toxic_of = toxic(fault, index)?;
             if toxic_of.is_some() {
                 Action::Toxic
@@ -450,17 +412,7 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
                 Action::Cut
             }
         }
-        "random" => unreachable!("random is expanded by plan"),
-        other => {
-            return Err(field(
-                index,
-                "kind",
-                format!(
-                    "{other:?} is not one of kill, stop, pause, restart, resume, heal, isolate, \
-                     partition, latency, bandwidth, timeout, reset, cut, random"
-                ),
-            ))
-        }
+        Fault::Random(_) => unreachable!("random is expanded by plan"),
     };
     let on_nodes = matches!(
         action,
@@ -470,34 +422,88 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
         return Err(field(
             index,
             "nodes",
-            format!("{} names no node", fault.kind),
+            format!("{} names no node", fault.kind()),
         ));
     }
-    if let Some(duration) = fault.duration_s {
+    if let Some(duration) = duration_s {
         if !(duration > 0.0 && duration.is_finite()) {
             return Err(field(index, "duration_s", "must be > 0"));
         }
     }
-    if !(fault.at_s >= 0.0 && fault.at_s.is_finite()) {
+    if !(at_s >= 0.0 && at_s.is_finite()) {
         return Err(field(index, "at_s", "must be >= 0"));
     }
     let label = label(fault, &kind, &nodes, target, toxic_of.as_ref(), links.len());
     Ok(Planned {
-        at: Duration::from_secs_f64(fault.at_s),
+        at: Duration::from_secs_f64(at_s),
         action,
         kind,
         nodes,
         links,
         toxic: toxic_of,
-        duration: fault.duration_s.map(Duration::from_secs_f64),
+        duration: duration_s.map(Duration::from_secs_f64),
         label,
         tag: format!("fault{index}"),
     })
 }
 
+/// One fault the random nemesis drew, as the manifest would write it.
+fn drawn_fault(drawn: &blyan_chaos::Drawn, names: Vec<String>) -> Fault {
+    let at_s = drawn.at_s;
+    let duration_s = Some(drawn.duration_s);
+    let on_nodes = |nodes: Vec<String>| faults::OnNodes {
+        at_s,
+        nodes,
+        duration_s,
+    };
+    match drawn.kind.as_str() {
+        "kill" => Fault::Kill(on_nodes(names)),
+        "pause" => Fault::Pause(on_nodes(names)),
+        "stop" => Fault::Stop(on_nodes(names)),
+        "restart" => Fault::Restart(faults::OnNodes {
+            duration_s: None,
+            ..on_nodes(names)
+        }),
+        "isolate" => Fault::Isolate(faults::Partition {
+            at_s,
+            nodes: names,
+            duration_s,
+            ..Default::default()
+        }),
+        "latency" => Fault::Latency(faults::Latency {
+            at_s,
+            link: names,
+            duration_s,
+            latency_ms: (drawn.latency_ms > 0).then_some(drawn.latency_ms as i64),
+            jitter_ms: (drawn.latency_ms > 0).then_some(drawn.jitter_ms as i64),
+            ..Default::default()
+        }),
+        "bandwidth" => Fault::Bandwidth(faults::Bandwidth {
+            at_s,
+            link: names,
+            duration_s,
+            rate_kbps: Some(drawn.rate_kbps as i64),
+            ..Default::default()
+        }),
+        "cut" => Fault::Cut(faults::Links {
+            at_s,
+            link: names,
+            duration_s,
+            ..Default::default()
+        }),
+        partition => Fault::Partition(faults::Partition {
+            at_s,
+            shape: partition.strip_prefix("partition-").map(str::to_string),
+            nodes: names,
+            duration_s,
+            ..Default::default()
+        }),
+    }
+}
+
 /// The faults the random nemesis of `faults[index]` draws, as manifest faults.
 fn expand_random(
-    fault: &Fault,
+    fault: &faults::Random,
     index: usize,
     target: &Target,
     seed: Option<u64>,
@@ -559,27 +565,7 @@ fn expand_random(
                 .iter()
                 .map(|&i| target.names[i].clone())
                 .collect();
-            let (kind, shape) = match drawn.kind.strip_prefix("partition-") {
-                Some(shape) => ("partition".to_string(), Some(shape.to_string())),
-                None => (drawn.kind.clone(), None),
-            };
-            let link_kind = ["latency", "bandwidth", "cut"].contains(&kind.as_str());
-            Fault {
-                at_s: drawn.at_s,
-                kind,
-                nodes: if link_kind { Vec::new() } else { names.clone() },
-                duration_s: if drawn.kind == "restart" {
-                    None
-                } else {
-                    Some(drawn.duration_s)
-                },
-                shape,
-                link: if link_kind { names } else { Vec::new() },
-                latency_ms: (drawn.latency_ms > 0).then_some(drawn.latency_ms as i64),
-                jitter_ms: (drawn.latency_ms > 0).then_some(drawn.jitter_ms as i64),
-                rate_kbps: Some(drawn.rate_kbps as i64),
-                ..Fault::default()
-            }
+            drawn_fault(&drawn, names)
         })
         .collect())
 }
@@ -593,8 +579,8 @@ pub fn plan(
 ) -> Result<Vec<Planned>, ScenarioError> {
     let mut out = Vec::new();
     for (index, fault) in faults.iter().enumerate() {
-        if fault.kind == "random" {
-            for (k, drawn) in expand_random(fault, index, target, seed)?
+        if let Fault::Random(random) = fault {
+            for (k, drawn) in expand_random(random, index, target, seed)?
                 .iter()
                 .enumerate()
             {
@@ -615,10 +601,10 @@ pub fn plan(
                 | Action::Cut
                 | Action::Toxic
         );
-        if lasting && fault.duration_s.is_none() {
+        if lasting && fault.when().1.is_none() {
             let healed_later = faults[index + 1..]
                 .iter()
-                .any(|later| later.kind == "heal" || later.kind == "resume");
+                .any(|later| matches!(later, Fault::Heal(_) | Fault::Resume(_)));
             if !healed_later {
                 return Err(field(
                     index,

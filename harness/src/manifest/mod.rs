@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use crate::backend::kind::BackendKind;
-use crate::scenario::Fault;
+use crate::faults::Fault;
 
 /// Why a manifest is not acceptable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -561,7 +561,6 @@ impl Manifest {
         Manifest::parse(&text, &origin)
     }
 
-    /// Every rule; the first broken one is reported with its field.
     /// Names of the validators made to equivocate (`byzantine.behaviour = "equivocate"`).
     pub fn equivocators(&self) -> Vec<String> {
         self.nodes

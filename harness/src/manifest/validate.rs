@@ -20,6 +20,7 @@ fn name(field: &str, value: &str) -> Result<(), Bad> {
 }
 
 impl Manifest {
+    /// Every rule; the first broken one is reported with its field.
     pub fn validate(&self, origin: &str) -> Result<(), ManifestError> {
         self.check_all()
             .map_err(|(field, reason)| ManifestError::Invalid {
