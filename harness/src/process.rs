@@ -257,9 +257,9 @@ fn check_port_free(port: u16, what: &str) -> Result<(), ProcessError> {
         })
 }
 
-/// Writes homes, keys, configs and genesis for every node of a process devnet; returns the
-/// devnet's description (no process started yet).
-pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
+/// Whether devnet `options.name` can start here: the options hold, the binary is there, no
+/// node of an earlier devnet of that name runs (a proxy it left is stopped), every port is free.
+fn check_startable(options: &UpOptions) -> Result<(), ProcessError> {
     options.validate()?;
     if !options.node_bin.is_file() {
         return Err(ProcessError::NodeBinary(options.node_bin.clone()));
@@ -293,63 +293,83 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
             &format!("node{index} P2P"),
         )?;
     }
-    let nodes = (0..options.nodes)
-        .map(|index| {
-            let api = SocketAddr::from(([127, 0, 0, 1], options.api_port_base + index as u16));
-            let p2p = format!(
-                "/ip4/127.0.0.1/tcp/{}",
-                options.p2p_port_base + index as u16
-            );
-            let (moniker, stake) = options
-                .stakes
-                .get(index)
-                .cloned()
-                .unwrap_or_else(|| (format!("node{index}"), 10));
-            NodePlan {
-                moniker,
-                stake,
-                api_listen: api.to_string(),
-                api_url: format!("http://{api}"),
-                p2p_listen: p2p.clone(),
-                p2p_address: p2p,
-                api_https: {
-                    let https = SocketAddr::from(([127, 0, 0, 1], options.https_port(index)));
-                    Some((https.to_string(), format!("https://{https}")))
-                },
-            }
-        })
-        .collect();
-    Ok(write_devnet(
-        &options.base,
-        &DevnetPlan {
-            name: options.name.clone(),
-            backend: crate::backend::kind::BackendKind::Process,
-            chain_id: options.chain_id.clone(),
-            seed: options.seed,
-            accounts: options.accounts,
-            account_balance: options.account_balance,
-            timeout_commit_ms: options.timeout_commit_ms,
-            timeout_propose_ms: options.timeout_propose_ms,
-            timeout_prevote_ms: options.timeout_prevote_ms,
-            timeout_precommit_ms: options.timeout_precommit_ms,
-            commit_delay_ms: options.commit_delay_ms,
-            equivocators: options.equivocators.clone(),
-            log_level: options.log_level.clone(),
-            node_bin: options.node_bin.clone(),
-            nodes,
-            genesis_time_ms: None,
-            staking: options.staking.clone(),
-            proxy: options.proxy_port.map(|port| crate::links::ProxyPlan {
-                dial_host: "127.0.0.1".into(),
-                listen_host: "127.0.0.1".into(),
-                port_base: port + 1,
-                api: format!("127.0.0.1:{port}"),
-            }),
-            byzantine: options.byzantine.clone(),
-            twins: options.twins.clone(),
-            nat: None,
-        },
-    )?)
+    Ok(())
+}
+
+/// Node `index` on loopback at the options' ports: API, HTTPS API beside it, P2P.
+pub fn loopback_node(options: &UpOptions, index: usize) -> NodePlan {
+    let api = SocketAddr::from(([127, 0, 0, 1], options.api_port_base + index as u16));
+    let https = SocketAddr::from(([127, 0, 0, 1], options.https_port(index)));
+    let p2p = format!(
+        "/ip4/127.0.0.1/tcp/{}",
+        options.p2p_port_base + index as u16
+    );
+    let (moniker, stake) = options
+        .stakes
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| (format!("node{index}"), 10));
+    NodePlan {
+        moniker,
+        stake,
+        api_listen: api.to_string(),
+        api_url: format!("http://{api}"),
+        p2p_listen: p2p.clone(),
+        p2p_address: p2p,
+        api_https: Some((https.to_string(), format!("https://{https}"))),
+    }
+}
+
+/// The link proxy process on loopback (API on `proxy_port`, links right above), when asked for.
+pub fn loopback_proxy(options: &UpOptions) -> Option<crate::links::ProxyPlan> {
+    options.proxy_port.map(|port| crate::links::ProxyPlan {
+        dial_host: "127.0.0.1".into(),
+        listen_host: "127.0.0.1".into(),
+        port_base: port + 1,
+        api: format!("127.0.0.1:{port}"),
+    })
+}
+
+/// The testnet `options` describe (the programmatic form the process tests use; a manifest's
+/// testnet comes from `testnet::resolve`).
+fn options_plan(options: &UpOptions) -> DevnetPlan {
+    DevnetPlan {
+        name: options.name.clone(),
+        backend: crate::backend::kind::BackendKind::Process,
+        chain_id: options.chain_id.clone(),
+        seed: options.seed,
+        accounts: options.accounts,
+        account_balance: options.account_balance,
+        timeout_commit_ms: options.timeout_commit_ms,
+        timeout_propose_ms: options.timeout_propose_ms,
+        timeout_prevote_ms: options.timeout_prevote_ms,
+        timeout_precommit_ms: options.timeout_precommit_ms,
+        commit_delay_ms: options.commit_delay_ms,
+        equivocators: options.equivocators.clone(),
+        log_level: options.log_level.clone(),
+        node_bin: options.node_bin.clone(),
+        nodes: (0..options.nodes)
+            .map(|index| loopback_node(options, index))
+            .collect(),
+        genesis_time_ms: None,
+        staking: options.staking.clone(),
+        proxy: loopback_proxy(options),
+        byzantine: options.byzantine.clone(),
+        twins: options.twins.clone(),
+        nat: None,
+    }
+}
+
+/// Writes homes, keys, configs and genesis for every node of a process devnet; returns the
+/// devnet's description (no process started yet).
+pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
+    prepare_plan(options, &options_plan(options))
+}
+
+/// Writes the homes of `plan` once `options` say the devnet can start here.
+fn prepare_plan(options: &UpOptions, plan: &DevnetPlan) -> Result<DevnetState, ProcessError> {
+    check_startable(options)?;
+    Ok(write_devnet(&options.base, plan)?)
 }
 
 /// Starts node `index` of `state` (detached, in its own process group) and records its pid.
@@ -614,7 +634,17 @@ pub fn up(
     options: &UpOptions,
     progress: impl FnMut(&[Option<u64>]),
 ) -> Result<DevnetState, ProcessError> {
-    let mut state = prepare(options)?;
+    up_plan(options, &options_plan(options), progress)
+}
+
+/// [`up`] of a resolved testnet (`testnet::resolve`); `options` give where it lives, its
+/// ports (checked free) and how long to wait.
+pub fn up_plan(
+    options: &UpOptions,
+    plan: &DevnetPlan,
+    progress: impl FnMut(&[Option<u64>]),
+) -> Result<DevnetState, ProcessError> {
+    let mut state = prepare_plan(options, plan)?;
     if let Some(proxy) = state.proxy.clone() {
         let dir = devnet_dir(&options.base, &options.name);
         let pid = crate::links::start_process(&options.node_bin, &dir, &proxy)

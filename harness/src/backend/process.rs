@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{each, Backend, BackendError, BackendKind, DownSummary, UpSettings};
-use crate::manifest::{Manifest, Role, MAX_NODES};
+use crate::manifest::{Manifest, MAX_NODES};
 use crate::process::{self, UpOptions};
 use crate::scenario::{Action, Planned, ScenarioError};
 use crate::testnet::record::DevnetState;
@@ -38,7 +38,8 @@ fn stop(state: &DevnetState, index: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// What `process::up` needs, from the manifest and the settings.
+/// What the process machinery needs beyond the resolved testnet: where it lives, its ports
+/// (checked free before anything is written) and how long to wait.
 fn up_options(manifest: &Manifest, settings: &UpSettings) -> UpOptions {
     let nodes = manifest.resolve();
     let mut options = UpOptions::new(
@@ -50,34 +51,12 @@ fn up_options(manifest: &Manifest, settings: &UpSettings) -> UpOptions {
     options.chain_id = manifest.chain_id.clone();
     options.api_port_base = settings.api_port_base;
     options.p2p_port_base = settings.p2p_port_base;
-    options.seed = manifest.seed;
-    options.accounts = manifest.load.accounts as usize;
-    options.timeout_commit_ms = manifest.consensus.timeout_commit_ms as u64;
-    options.timeout_propose_ms = manifest.consensus.timeout_propose_ms as u64;
-    options.timeout_prevote_ms = manifest.consensus.timeout_prevote_ms as u64;
-    options.timeout_precommit_ms = manifest.consensus.timeout_precommit_ms as u64;
-    options.commit_delay_ms = manifest.consensus.commit_delay_ms as u64;
-    options.staking = manifest.staking_params();
-    options.equivocators = manifest.equivocators();
-    options.byzantine = manifest.byzantine_settings();
-    options.twins = manifest.twins();
     if manifest.network.proxy {
         options.proxy_port = Some(settings.p2p_port_base.saturating_add(MAX_NODES as u16));
     }
     options.wait_height = settings.wait_height;
     options.wait_timeout = settings.wait_timeout;
     options.log_level = settings.log_level.clone();
-    options.stakes = nodes
-        .iter()
-        .map(|node| {
-            let stake = if node.role == Role::Validator {
-                node.stake
-            } else {
-                0
-            };
-            (node.name.clone(), stake)
-        })
-        .collect();
     options
 }
 
@@ -93,9 +72,21 @@ impl Backend for Processes {
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<DevnetState, BackendError> {
         let options = up_options(manifest, settings);
+        let node = |index: usize| process::loopback_node(&options, index);
+        let plan = crate::testnet::resolve(
+            manifest,
+            &crate::testnet::Addressing {
+                backend: BackendKind::Process,
+                node: &node,
+                proxy: process::loopback_proxy(&options),
+                log_level: &settings.log_level,
+                node_bin: &settings.node_bin,
+                genesis_time_ms: None,
+            },
+        );
         progress(format!("starting {} node processes", options.nodes));
         let wait_height = options.wait_height;
-        Ok(process::up(&options, |heights| {
+        Ok(process::up_plan(&options, &plan, |heights| {
             let ready = heights
                 .iter()
                 .filter(|h| h.is_some_and(|h| h >= wait_height))
