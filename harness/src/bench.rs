@@ -234,6 +234,92 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// The verdict on a ratio (new / old) whose confidence interval is `low..high`: *worse* or
+/// *better* only when the whole interval lies beyond `1 +- threshold` on that side, *same* only
+/// when it lies wholly within, *inconclusive* when it reaches past the threshold without lying
+/// beyond it (the runs cannot tell a change of that size from noise).
+pub fn judge(figure: &str, (low, high): (f64, f64), threshold: f64) -> Verdict {
+    let (worse, better) = if lower_is_better(figure) {
+        (low > 1.0 + threshold, high < 1.0 - threshold)
+    } else {
+        (high < 1.0 - threshold, low > 1.0 + threshold)
+    };
+    if worse {
+        Verdict::Worse
+    } else if better {
+        Verdict::Better
+    } else if low >= 1.0 - threshold && high <= 1.0 + threshold {
+        Verdict::Same
+    } else {
+        Verdict::Inconclusive
+    }
+}
+
+/// `new / old`, 1 for 0 / 0.
+fn ratio_of(old: f64, new: f64) -> f64 {
+    if old == 0.0 {
+        if new == 0.0 {
+            1.0
+        } else {
+            f64::INFINITY
+        }
+    } else {
+        new / old
+    }
+}
+
+/// Compares two builds run in pairs on the same machine (`devnet ab`): run `i` of `base` and
+/// run `i` of `head` ran back to back. Each figure's statistic is the median over pairs of the
+/// pair's ratio (head / base), its 95% interval a percentile bootstrap over pairs (resampled
+/// with replacement, 2,000 times, fixed seed); verdicts as [`judge`], *inconclusive* with fewer
+/// than [`MIN_RUNS`] pairs. Pairing cancels what drifts on a shared machine between pairs
+/// (other jobs, thermal state): a pair's two runs share it.
+pub fn compare_paired(base: &Results, head: &Results, threshold: f64) -> Vec<Comparison> {
+    use rand::{Rng, SeedableRng};
+    let before: std::collections::HashMap<String, Vec<f64>> = figures(base).into_iter().collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut out = Vec::new();
+    for (name, after) in figures(head) {
+        let Some(before) = before.get(&name) else {
+            continue;
+        };
+        let ratios: Vec<f64> = before
+            .iter()
+            .zip(&after)
+            .map(|(old, new)| ratio_of(*old, *new))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let mut medians: Vec<f64> = (0..2000)
+            .map(|_| {
+                let mut pick: Vec<f64> = (0..ratios.len())
+                    .map(|_| ratios[rng.gen_range(0..ratios.len())])
+                    .collect();
+                median(&mut pick)
+            })
+            .collect();
+        medians.sort_by(f64::total_cmp);
+        let low = medians[(medians.len() as f64 * 0.025) as usize];
+        let high = medians[((medians.len() as f64 * 0.975) as usize).min(medians.len() - 1)];
+        let verdict = if ratios.len() < MIN_RUNS {
+            Verdict::Inconclusive
+        } else {
+            judge(&name, (low, high), threshold)
+        };
+        out.push(Comparison {
+            baseline: median(&mut before.clone()),
+            now: median(&mut after.clone()),
+            ratio: median(&mut ratios.clone()),
+            low,
+            high,
+            verdict,
+            figure: name,
+        });
+    }
+    out
+}
+
 /// Compares two result sets figure by figure.
 ///
 /// The method, for a noisy shared machine: each figure has one value per run; the statistic is
@@ -267,17 +353,6 @@ pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Compari
         }
         let b = median(&mut base.clone());
         let n = median(&mut values.clone());
-        let ratio_of = |b: f64, n: f64| {
-            if b == 0.0 {
-                if n == 0.0 {
-                    1.0
-                } else {
-                    f64::INFINITY
-                }
-            } else {
-                n / b
-            }
-        };
         let mut ratios: Vec<f64> = (0..2000)
             .map(|_| {
                 let mut resample = |from: &[f64]| -> f64 {
@@ -294,14 +369,10 @@ pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Compari
         ratios.sort_by(f64::total_cmp);
         let low = ratios[(ratios.len() as f64 * 0.025) as usize];
         let high = ratios[((ratios.len() as f64 * 0.975) as usize).min(ratios.len() - 1)];
-        let (worse, better) = if lower_is_better(&name) {
-            (low > 1.0 + threshold, high < 1.0 - threshold)
-        } else {
-            (high < 1.0 - threshold, low > 1.0 + threshold)
-        };
         let saturated = saturated(&name);
+        let enough = base.len() >= MIN_RUNS && values.len() >= MIN_RUNS;
         out.push(Comparison {
-            figure: name,
+            figure: name.clone(),
             baseline: b,
             now: n,
             ratio: ratio_of(b, n),
@@ -309,18 +380,10 @@ pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Compari
             high,
             verdict: if saturated {
                 Verdict::Saturated
-            } else if base.len() < MIN_RUNS || values.len() < MIN_RUNS {
+            } else if !enough {
                 Verdict::Inconclusive
-            } else if worse {
-                Verdict::Worse
-            } else if better {
-                Verdict::Better
-            } else if low >= 1.0 - threshold && high <= 1.0 + threshold {
-                Verdict::Same
             } else {
-                // The interval reaches past the threshold without lying beyond it: the runs
-                // cannot tell a change of that size from noise.
-                Verdict::Inconclusive
+                judge(&name, (low, high), threshold)
             },
         });
     }
@@ -397,6 +460,30 @@ mod tests {
             .unwrap();
         assert!(c.low >= 0.95 && c.high <= 1.05, "{c:?}");
         assert_eq!(c.verdict, Verdict::Same, "{c:?}");
+    }
+
+    #[test]
+    fn pairs_see_a_ten_percent_slowdown_through_noise_that_hides_it_from_unpaired_runs() {
+        // The machine drifts +-20 % from pair to pair; within a pair the head is 10 % slower
+        // (+-1 %), as when both builds run back to back.
+        let drift = [100.0, 120.0, 90.0, 130.0, 110.0];
+        let wobble = [1.0, 1.01, 0.99, 1.005, 0.995];
+        let head: Vec<f64> = drift.iter().zip(wobble).map(|(d, w)| d * 1.1 * w).collect();
+        let base = scaled(&drift, 1.0);
+        let slower = results_with(&head.iter().map(|v| (3.0, *v)).collect::<Vec<_>>());
+        let figure = "rate_100.commit_p50_ms";
+        assert_eq!(
+            verdict(&compare(&base, &slower, 0.05), figure),
+            Verdict::Inconclusive
+        );
+        let paired = compare_paired(&base, &slower, 0.05);
+        assert_eq!(verdict(&paired, figure), Verdict::Worse, "{paired:?}");
+        // The same build in pairs: the same.
+        let same = compare_paired(&base, &scaled(&drift, 1.0), 0.05);
+        assert_eq!(verdict(&same, figure), Verdict::Same, "{same:?}");
+        // Two pairs say nothing.
+        let two = compare_paired(&scaled(&drift[..2], 1.0), &scaled(&drift[..2], 1.5), 0.05);
+        assert_eq!(verdict(&two, figure), Verdict::Inconclusive);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use cli::ab::AbArgs;
 use cli::bench::{BenchArgs, CompareArgs, TrendArgs};
 use cli::devnet::{DownArgs, ImageArgs, LogsArgs, NatProbeArgs, UpArgs};
 use cli::files::{ComposeArgs, ManifestArgs, PlanArgs, RenderArgs};
@@ -63,6 +64,11 @@ enum Command {
     /// Compare bench results with a baseline, figure by figure: medians over runs, their ratio,
     /// a bootstrap 95% interval and a verdict (better / same / worse).
     Compare(CompareArgs),
+    /// Run two node builds (git refs, or binaries) in interleaved pairs on this machine, a fresh
+    /// devnet per run, and judge each figure by the median of the pairs' ratios (head / base)
+    /// with a bootstrap 95% interval over pairs: worse / better only beyond the threshold,
+    /// same only within it, inconclusive otherwise. Writes ab.json with every raw sample.
+    Ab(AbArgs),
     /// Change points and plots over past bench results: every results.json under a directory,
     /// one series per suite and figure in time order, E-Divisive means change points (as Apache
     /// Otava / Hunter), and with --plot an SVG of each figure's history.
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
         Command::Render(args) => cli::files::render(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::Compare(args) => cli::bench::compare(args),
+        Command::Ab(args) => cli::ab::ab(args),
         Command::Trend(args) => cli::bench::trend(args),
         Command::Run(args) => cli::run::run(args),
         Command::Check(args) => cli::run::check(args),

@@ -123,15 +123,20 @@ fn wait_for_empty_mempools(state: &DevnetState, limit: Duration) {
 
 /// The suite's manifest with the flags applied, its name, its load steps (tx/s) and the
 /// seconds of each step.
-fn load_suite(args: &BenchArgs) -> Result<(Manifest, String, Vec<f64>, f64)> {
-    let path = suite_path(&args.suite)?;
+pub(crate) fn load_suite(
+    suite: &str,
+    backend: Option<&str>,
+    commit_delay_ms: Option<u64>,
+    duration: Option<f64>,
+) -> Result<(Manifest, String, Vec<f64>, f64)> {
+    let path = suite_path(suite)?;
     let mut manifest = Manifest::load(&path)?;
     let suite = manifest.name.clone();
     manifest.name = format!("bench-{suite}");
-    if let Some(backend) = &args.backend {
+    if let Some(backend) = backend {
         manifest.backend = parse_backend(backend)?;
     }
-    if let Some(ms) = args.commit_delay_ms {
+    if let Some(ms) = commit_delay_ms {
         manifest.consensus.commit_delay_ms = i64::try_from(ms).unwrap_or(i64::MAX);
     }
     manifest
@@ -144,7 +149,7 @@ fn load_suite(args: &BenchArgs) -> Result<(Manifest, String, Vec<f64>, f64)> {
     } else {
         Vec::new()
     };
-    let step_seconds = args.duration.unwrap_or(manifest.duration_s as f64);
+    let step_seconds = duration.unwrap_or(manifest.duration_s as f64);
     if !rates.is_empty() {
         anyhow::ensure!(
             step_seconds.is_finite() && step_seconds > 0.0 && step_seconds <= 600.0,
@@ -203,7 +208,7 @@ fn load_step(
 }
 
 /// Every load step of one run, each after the mempools have drained.
-fn run_steps(
+pub(crate) fn run_steps(
     backend: &dyn Backend,
     state: &DevnetState,
     base: &Path,
@@ -255,7 +260,12 @@ pub fn bench(args: BenchArgs) -> Result<bool> {
         "--runs: {}; must be between 1 and 100",
         args.runs
     );
-    let (manifest, suite, rates, step_seconds) = load_suite(&args)?;
+    let (manifest, suite, rates, step_seconds) = load_suite(
+        &args.suite,
+        args.backend.as_deref(),
+        args.commit_delay_ms,
+        args.duration,
+    )?;
     let up_args = UpArgs::for_manifest(&manifest.name, &args.base, args.node_bin.clone(), "warn");
     let out = args.out.clone().unwrap_or_else(|| {
         let time = std::time::SystemTime::now()

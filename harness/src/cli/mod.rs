@@ -1,7 +1,8 @@
 //! The `devnet` commands, one file per group: `devnet.rs` (up, down, status, logs, image,
-//! nat-probe), `files.rs` (manifest, plan, compose, render), `bench.rs` (bench, compare, trend),
+//! nat-probe), `files.rs` (manifest, plan, compose, render), `bench.rs` (bench, compare, trend), `ab.rs` (ab),
 //! `run.rs` (run, check), `sim.rs` (sim). The work is done by the library; these parse flags and print.
 
+pub mod ab;
 pub mod bench;
 pub mod devnet;
 pub mod files;
