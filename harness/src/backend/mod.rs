@@ -3,9 +3,9 @@
 //! [`BackendKind`]; everything else asks a backend what it can do ([`Capabilities`]) and tells it
 //! what to do (`up`, `down`, `begin` and `end` of a node fault, the nodes' memory).
 //!
-//! [`start`] is `devnet up` as a library call: the manifest checked against the backend's
-//! capabilities and this host, the devnet started, the inference model installed; `devnet run`
-//! and `devnet bench` start their devnets through it too.
+//! [`check`] refuses what the backend or this host cannot do before anything is made; [`start`]
+//! is then `devnet up` as a library call (the devnet started, the inference model installed);
+//! `devnet up`, `run`, `bench` and `ab` all start their devnets this way.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -169,15 +169,14 @@ pub struct Started {
     pub model_installed: Option<Duration>,
 }
 
-/// `devnet up` as a library call: checks the manifest against the backend and this host,
-/// starts the devnet, and installs the manifest's inference model.
+/// `devnet up` as a library call, once [`check`] has passed: starts the devnet and installs the
+/// manifest's inference model.
 pub fn start(
     backend: &dyn Backend,
     manifest: &Manifest,
     settings: &UpSettings,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Started, BackendError> {
-    check(backend.kind(), manifest, settings.force)?;
     let started = Instant::now();
     let state = backend.up(manifest, settings, progress)?;
     let reached = started.elapsed();

@@ -247,6 +247,7 @@ pub(crate) fn start_checked(
         .clone()
         .unwrap_or_else(process::default_node_bin);
     let backend = open_backend(manifest.backend, &args.target.base)?;
+    backend::check(backend.kind(), manifest, args.force)?;
     let bar = blyan_harness::progress::Progress::spinner();
     let started = backend::start(
         backend.as_ref(),

@@ -92,9 +92,12 @@ struct Prepared {
 
 /// Reads and checks the manifest against the backend (which `auto` resolves to first), the
 /// duration and the run directory; nothing is started or created.
-fn prepare(options: &RunOptions, backend: BackendKind) -> Result<Prepared, RunError> {
+fn prepare(
+    options: &RunOptions,
+    mut manifest: Manifest,
+    backend: BackendKind,
+) -> Result<Prepared, RunError> {
     let path = &options.manifest_path;
-    let mut manifest = Manifest::load(path)?;
     manifest.backend = backend;
     manifest.validate(&path.display().to_string())?;
     let duration = options
@@ -139,17 +142,15 @@ pub fn run(
     options: &RunOptions,
     say: &(dyn Fn(String) + Send + Sync),
 ) -> Result<RunOutcome, RunError> {
-    let wanted = match options.backend {
-        Some(kind) => kind,
-        None => Manifest::load(&options.manifest_path)?.backend,
-    };
+    let manifest = Manifest::load(&options.manifest_path)?;
+    let wanted = options.backend.unwrap_or(manifest.backend);
     // The backend is known before anything starts, so that a fault it cannot do is refused
     // with its field before a file, process or container is made.
     let (backend, note) = backend::open(wanted, &options.settings.base)?;
     if let Some(note) = note {
         say(format!("note: {note}"));
     }
-    let prepared = prepare(options, backend.kind())?;
+    let prepared = prepare(options, manifest, backend.kind())?;
     backend::check(backend.kind(), &prepared.manifest, options.settings.force)?;
     let out = &prepared.out;
     std::fs::create_dir_all(out).map_err(io(out))?;
