@@ -28,8 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::app::TxError;
 use crate::block::{Block, Hash};
 use crate::metrics::{HttpLabels, Metrics};
-use crate::node::{app_hash_key, commit_key, tx_key, Shared, Submission, TxLocation};
+use crate::node::{Shared, Submission};
 use crate::p2p::NetInfo;
+use crate::storage::keys::{app_hash_key, commit_key, tx_key, TxLocation};
 use crate::storage::{Storage, StorageError};
 use crate::wire::Commit;
 

@@ -406,6 +406,32 @@ impl DevnetConfig {
         *self == DevnetConfig::default()
     }
 
+    /// The first field of the section that is set (`devnet.<name>`), `None` when it is off.
+    pub fn first_set(&self) -> Option<String> {
+        if self.is_off() {
+            return None;
+        }
+        if self.commit_delay_ms > 0 {
+            return Some("devnet.commit_delay_ms".into());
+        }
+        let on = |name: &str| match name {
+            "equivocate_votes" => self.equivocate_votes,
+            "equivocate_proposals" => self.equivocate_proposals,
+            "withhold_votes" => self.withhold_votes,
+            "drop_proposals" => self.drop_proposals,
+            "ignore_locks" => self.ignore_locks,
+            "invalid_blocks" => self.invalid_blocks,
+            _ => self.spam_txs_per_s > 0,
+        };
+        let name = BYZANTINE_SWITCHES
+            .iter()
+            .find(|name| on(name))
+            .map_or(if self.enabled { "enabled" } else { "trigger" }, |name| {
+                name
+            });
+        Some(format!("devnet.{name}"))
+    }
+
     /// Whether any Byzantine behaviour is switched on.
     pub fn byzantine(&self) -> bool {
         self.equivocate_votes
@@ -966,29 +992,23 @@ level = "{level}"
         self.inference
             .check()
             .map_err(|(field, reason)| invalid(field, reason))?;
-        if !self.devnet.enabled && !self.devnet.is_off() {
-            let field = if self.devnet.commit_delay_ms > 0 {
-                "devnet.commit_delay_ms".to_string()
-            } else {
-                let on = |name: &str| match name {
-                    "equivocate_votes" => self.devnet.equivocate_votes,
-                    "equivocate_proposals" => self.devnet.equivocate_proposals,
-                    "withhold_votes" => self.devnet.withhold_votes,
-                    "drop_proposals" => self.devnet.drop_proposals,
-                    "ignore_locks" => self.devnet.ignore_locks,
-                    "invalid_blocks" => self.devnet.invalid_blocks,
-                    _ => self.devnet.spam_txs_per_s > 0,
-                };
-                let name = BYZANTINE_SWITCHES
-                    .iter()
-                    .find(|name| on(name))
-                    .unwrap_or(&"trigger");
-                format!("devnet.{name}")
-            };
-            return Err(invalid(
-                &field,
-                "slows the node on purpose; set only on devnets, with devnet.enabled = true".into(),
-            ));
+        if let Some(field) = self.devnet.first_set() {
+            if !cfg!(feature = "devnet") {
+                return Err(invalid(
+                    &field,
+                    "devnet-only, and this node was built without the devnet feature (the \
+                     operator build); remove [devnet], or build with `cargo build --features \
+                     devnet`"
+                        .into(),
+                ));
+            }
+            if !self.devnet.enabled {
+                return Err(invalid(
+                    &field,
+                    "slows the node on purpose; set only on devnets, with devnet.enabled = true"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -1339,6 +1359,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "devnet")]
     fn devnet_slowdown_needs_devnet_mode_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
@@ -1361,5 +1382,36 @@ mod tests {
             error.contains("devnet.commit_delay_ms: must be at most 10000"),
             "{error}"
         );
+    }
+
+    /// The operator build (no `devnet` feature) refuses every `[devnet]` field at start, naming
+    /// it: the Byzantine switches are not compiled in. `.ci/run` runs this with
+    /// `cargo test -p blyan-node --lib operator_build` (workspace builds have the feature).
+    #[test]
+    #[cfg(not(feature = "devnet"))]
+    fn operator_build_refuses_every_devnet_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        type Set = fn(&mut DevnetConfig);
+        let cases: [(&str, Set); 4] = [
+            ("devnet.commit_delay_ms", |d| d.commit_delay_ms = 5),
+            ("devnet.equivocate_votes", |d| d.equivocate_votes = true),
+            ("devnet.spam_txs_per_s", |d| d.spam_txs_per_s = 10),
+            ("devnet.enabled", |_| {}),
+        ];
+        for (field, set) in cases {
+            let mut config = Config::new("node0", "blyan-devnet");
+            config.devnet.enabled = true;
+            set(&mut config.devnet);
+            std::fs::write(&path, config.template()).unwrap();
+            let error = Config::load(&path, Vec::new()).unwrap_err().to_string();
+            assert!(
+                error.contains(field) && error.contains("without the devnet feature"),
+                "{field}: {error}"
+            );
+        }
+        let honest = Config::new("node0", "blyan-devnet");
+        std::fs::write(&path, honest.template()).unwrap();
+        assert_eq!(Config::load(&path, Vec::new()).unwrap(), honest);
     }
 }

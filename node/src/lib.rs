@@ -20,6 +20,7 @@ pub mod node;
 pub mod p2p;
 pub mod pki;
 pub mod seeder;
+pub mod service;
 pub mod state;
 pub mod statesync;
 pub mod storage;
@@ -29,6 +30,13 @@ pub use blyan_wire::wire;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Git commit the binary was built from (`unknown` outside a git checkout).
 pub const GIT_COMMIT: &str = env!("BUILD_GIT_COMMIT");
+/// `--version`: the version and the commit (the harness reads the commit from it).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BUILD_GIT_COMMIT"),
+    ")"
+);
 
 /// An error and its causes on one line, `outer: cause: cause`, leaving out a cause whose text
 /// the line already holds (an error whose message embeds its source would print it twice).

@@ -4,27 +4,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use blyan_node::api::{self, ApiState};
 use blyan_node::bench;
 use blyan_node::block::Block;
 use blyan_node::config::{check_name, Config, LogFormat};
 use blyan_node::genesis::{Genesis, GenesisValidator};
 use blyan_node::home::Home;
 use blyan_node::keys::{NodeKey, ValidatorKey};
-use blyan_node::metrics::Metrics;
 use blyan_node::storage::{legacy, Durability, Storage, StorageConfig};
 
-const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("BUILD_GIT_COMMIT"),
-    ")"
-);
+use blyan_node::LONG_VERSION;
 
 /// The Blyan node.
 ///
@@ -433,7 +425,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             init_logging(config.log.format, &config.log.level);
             let state_sync = state_sync.then(|| std::time::Duration::from_secs(state_sync_wait_s));
-            start(&home, config, state_sync)
+            Ok(blyan_node::service::start(&home, config, state_sync)?)
         }
         Command::Checkpoint { home } => {
             init_logging(log_format.unwrap_or(LogFormat::Human), "warn");
@@ -752,26 +744,6 @@ fn require_home(home: &Home) -> Result<()> {
     Ok(())
 }
 
-/// The home's genesis, checked to be for the configured chain.
-fn load_genesis(home: &Home, config: &Config) -> Result<Genesis> {
-    let genesis = Genesis::load(&home.genesis()).with_context(|| {
-        format!(
-            "the node needs {} (written by `blyan-node init` or `devnet up`)",
-            home.genesis().display()
-        )
-    })?;
-    if genesis.chain_id != config.chain_id {
-        bail!(
-            "{}: chain_id {:?} differs from {}: chain_id {:?}",
-            home.config().display(),
-            config.chain_id,
-            home.genesis().display(),
-            genesis.chain_id
-        );
-    }
-    Ok(genesis)
-}
-
 fn load_config(home: &Home) -> Result<Config> {
     require_home(home)?;
     Ok(Config::load(&home.config(), std::env::vars())?)
@@ -835,286 +807,6 @@ fn init(home: &Home, moniker: &str, chain_id: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// A configured file path: relative ones are under the node home; "" stays "" (not set).
-fn under_home(home: &Home, path: &str) -> String {
-    if path.is_empty() || std::path::Path::new(path).is_absolute() {
-        path.to_string()
-    } else {
-        home.root().join(path).display().to_string()
-    }
-}
-
-fn start(home: &Home, mut config: Config, state_sync: Option<std::time::Duration>) -> Result<()> {
-    config.p2p.allowlist_file = under_home(home, &config.p2p.allowlist_file);
-    config.p2p.revoked_file = under_home(home, &config.p2p.revoked_file);
-    {
-        let tls = &mut config.api.tls;
-        for path in [
-            &mut tls.cert_file,
-            &mut tls.key_file,
-            &mut tls.client_ca_file,
-            &mut tls.crl_file,
-            &mut tls.ca_key_file,
-        ] {
-            *path = under_home(home, path);
-        }
-    }
-    let api_tls = if config.api.tls.enabled {
-        Some(blyan_node::api_tls::ApiTls::new(config.api.tls.clone())?)
-    } else {
-        None
-    };
-    let node_key = NodeKey::read(&home.node_key())?;
-    let validator_key = ValidatorKey::read(&home.validator_key())?;
-    let genesis = load_genesis(home, &config)?;
-    // A database of the first block encoding is upgraded in place first (migrate/v1.rs).
-    if let Some(report) = blyan_node::migrate::v1::upgrade(&home.data(), &config.storage, &genesis)?
-    {
-        tracing::info!(
-            blocks = report.blocks,
-            written = report.imported,
-            kept = %report.kept.display(),
-            "upgraded a database of the first block encoding: its blocks are imported blocks now"
-        );
-    }
-    let storage = Arc::new(Storage::open(&home.data(), &config.storage)?);
-    let listen = config.api_listen();
-    let metrics = Arc::new(Metrics::new(blyan_node::VERSION, blyan_node::GIT_COMMIT));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
-        let peer_id = node_key.peer_id();
-        let (p2p, mut events, bound) = blyan_node::p2p::spawn_counted(
-            node_key.keypair.clone(),
-            &config.p2p,
-            &config.chain_id,
-            metrics.refused_inputs.clone(),
-        )
-        .await?;
-        metrics.attach_p2p(p2p.gossip_metrics.clone());
-        tokio::spawn(reload_on_sighup(p2p.commands.clone()));
-        let mut synced_at = None;
-        match state_sync {
-            Some(wait) if storage.tip().height == 0 => {
-                tracing::info!(?wait, "state sync: waiting for snapshot offers");
-                let synced = blyan_node::statesync::run(
-                    &p2p,
-                    &mut events,
-                    &genesis,
-                    &storage,
-                    wait,
-                    &|line| tracing::info!("state sync: {line}"),
-                )
-                .await
-                .context("state sync failed (start without --state-sync to replay blocks)")?;
-                tracing::info!(
-                    height = synced.height,
-                    keys = synced.keys,
-                    epochs_verified = synced.epochs_verified,
-                    elapsed_ms = synced.elapsed.as_millis() as u64,
-                    "state sync done; block sync continues from the next height"
-                );
-                synced_at = Some((synced.height, synced.peers));
-            }
-            Some(_) => tracing::info!(
-                height = storage.tip().height,
-                "--state-sync ignored: the database already holds a chain"
-            ),
-            None => {}
-        }
-        let settings = blyan_node::node::NodeSettings {
-            genesis,
-            consensus: config.consensus.clone(),
-            mempool: config.mempool.clone(),
-            validator_key: validator_key.signing.clone(),
-            commit_delay: std::time::Duration::from_millis(config.devnet.commit_delay_ms),
-            devnet: config.devnet.clone(),
-        };
-        let node =
-            blyan_node::node::Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;
-        let mut node = node;
-        if let Some((height, peers)) = synced_at {
-            node.shared()
-                .view
-                .write()
-                .expect("fresh lock")
-                .state_synced_at = Some(height);
-            node.connected(peers);
-        }
-        let (submit_tx, submit_rx) = tokio::sync::mpsc::channel(4096);
-        let inference = if config.inference.enabled {
-            let service = Arc::new(blyan_node::inference::Inference::new(
-                blyan_node::inference::tiles::ExpertStore::open(home.experts())?,
-                metrics.inference.clone(),
-                Some(p2p.clone()),
-                Some(blyan_node::inference::chain_registry(
-                    node.shared().state.clone(),
-                )),
-                blyan_node::inference::InferenceSettings {
-                    cache_bytes: config.inference.cache_mib << 20,
-                    max_new_tokens: config.inference.max_new_tokens,
-                    default_model: config.inference.model.clone(),
-                },
-            ));
-            let requests = p2p
-                .tile_requests
-                .lock()
-                .expect("tile request lock poisoned")
-                .take();
-            if let Some(requests) = requests {
-                tokio::spawn(service.clone().serve_peers(requests, p2p.commands.clone()));
-            }
-            tokio::spawn(service.clone().register_local(
-                validator_key.signing.clone(),
-                config.chain_id.clone(),
-                node.shared().state.clone(),
-                submit_tx.clone(),
-            ));
-            Some(service)
-        } else {
-            // Nobody takes tile requests: peers are told at once.
-            drop(
-                p2p.tile_requests
-                    .lock()
-                    .expect("tile request lock poisoned")
-                    .take(),
-            );
-            None
-        };
-        let state = Arc::new(ApiState {
-            storage: storage.clone(),
-            metrics: metrics.clone(),
-            node_id: peer_id.to_string(),
-            moniker: config.moniker.clone(),
-            chain_id: config.chain_id.clone(),
-            checkpoints_dir: home.checkpoints(),
-            max_body_bytes: config.api.max_body_bytes as usize,
-            node: node.shared(),
-            net: p2p.info.clone(),
-            submissions: submit_tx,
-            inference,
-            tls: api_tls.clone(),
-            p2p_commands: Some(p2p.commands.clone()),
-            devnet: config.devnet.enabled.then(|| config.devnet.clone()),
-            limiter: api::rate_limiter(config.api.rate_limit_per_s, config.api.rate_limit_burst),
-            validator_public_key: validator_key.public_hex(),
-            keys_dir: home.keys_dir(),
-        });
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("api.listen: cannot listen on {listen}"))?;
-        let bound_api = listener
-            .local_addr()
-            .context("api.listen: no local address")?;
-        // With api.tls.listen, HTTPS has its own port and api.listen stays plain HTTP.
-        let tls_listener = match (&api_tls, config.api.tls.listen.as_str()) {
-            (Some(_), tls_listen) if !tls_listen.is_empty() => Some(
-                tokio::net::TcpListener::bind(tls_listen)
-                    .await
-                    .with_context(|| format!("api.tls.listen: cannot listen on {tls_listen}"))?,
-            ),
-            _ => None,
-        };
-        let validator = node
-            .shared()
-            .view
-            .read()
-            .expect("fresh lock")
-            .validator_index;
-        tracing::info!(
-            node_id = %peer_id,
-            moniker = %config.moniker,
-            api = %bound_api,
-            https = api_tls.is_some(),
-            p2p = ?bound.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect::<Vec<_>>(),
-            height = storage.tip().height,
-            validator = ?validator,
-            version = LONG_VERSION,
-            "node started"
-        );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        });
-        let mut api_stop = stop_rx.clone();
-        if let Some(tls) = api_tls.clone() {
-            tokio::spawn(tls.maintain());
-        }
-        let refused = metrics.refused_inputs.clone();
-        let router = api::router(state);
-        let (plain_tls, https) = match tls_listener {
-            Some(tls_listener) => (None, Some((tls_listener, api_tls))),
-            None => (api_tls, None),
-        };
-        if let Some((tls_listener, api_tls)) = https {
-            let mut tls_stop = stop_rx.clone();
-            let (router, refused) = (router.clone(), refused.clone());
-            tokio::spawn(async move {
-                blyan_node::api_tls::serve(tls_listener, router, api_tls, refused, async move {
-                    let _ = tls_stop.wait_for(|stop| *stop).await;
-                })
-                .await
-            });
-        }
-        let api = tokio::spawn(async move {
-            blyan_node::api_tls::serve(listener, router, plain_tls, refused, async move {
-                let _ = api_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-        });
-        let mut node_stop = stop_rx.clone();
-        let outcome = node
-            .run(events, submit_rx, async move {
-                let _ = node_stop.wait_for(|stop| *stop).await;
-            })
-            .await;
-        api.abort();
-        drop(p2p);
-        outcome.context("consensus loop stopped")
-    });
-    storage.flush()?;
-    result?;
-    tracing::info!(
-        height = storage.tip().height,
-        "storage flushed; node stopped cleanly"
-    );
-    Ok(())
-}
-
-/// SIGHUP: re-read the allowlist and revocation files now (they are also re-read within a
-/// second of changing).
-async fn reload_on_sighup(commands: blyan_node::p2p::P2pCommands) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: lists reload only when their files change");
-        return;
-    };
-    while hangup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading the peer allowlist and revocation list");
-        if commands
-            .send(blyan_node::p2p::P2pCommand::ReloadAccess)
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs once");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler installs once");
-    let name = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down");
-}
-
 fn checkpoint(home: &Home) -> Result<()> {
     let config = load_config(home)?;
     let storage = Storage::open(&home.data(), &config.storage)?;
@@ -1137,7 +829,7 @@ fn migrate(from: &Path, home: &Home) -> Result<()> {
     }
     let (count, _) = legacy::verify(from)?;
     eprintln!("verified {count} legacy blocks in {}", from.display());
-    let genesis = load_genesis(home, &config)?;
+    let genesis = blyan_node::service::load_genesis(home, &config)?;
     let storage = Storage::open(&home.data(), &config.storage)?;
     let report = blyan_node::migrate::import(from, &storage, &genesis)?;
     println!(

@@ -13,8 +13,9 @@ use std::path::Path;
 use crate::app::App;
 use crate::block::{Block, Hash};
 use crate::genesis::Genesis;
-use crate::node::{app_hash_key, set_records};
+use crate::node::set_records;
 use crate::state::{set_hash, BlockInput, Executed};
+use crate::storage::keys::app_hash_key;
 use crate::storage::legacy::{self, ImportReport, LegacyError, Replay, Replayed};
 use crate::storage::Storage;
 

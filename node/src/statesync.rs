@@ -25,13 +25,14 @@ use crate::app::verify_commit;
 use crate::block::{Block, Hash};
 use crate::consensus::validators::Validator;
 use crate::genesis::Genesis;
-use crate::node::{app_hash_key, commit_key, set_record_key, SNAPSHOT_CHUNKS};
+use crate::node::SNAPSHOT_CHUNKS;
 use crate::p2p::{
     P2pCommand, P2pEvent, P2pHandle, SnapshotRequest, SnapshotResponse, SyncRequest, SyncResponse,
     SyncedBlock, MAX_SYNC_BLOCKS,
 };
 use crate::state::store::{bucket_hash, bucket_of, merkle_root, BUCKETS};
 use crate::state::{set_hash, to_validators, try_decode_members, ChainState, StakingParams};
+use crate::storage::keys::{app_hash_key, commit_key, set_record_key};
 use crate::storage::{StateChange, Storage, StorageError};
 use crate::wire::Commit;
 

@@ -116,8 +116,18 @@ fn build_ref(reference: &str) -> Result<PathBuf> {
         &commit[..12],
         dir.display()
     );
+    // The devnet-only behaviours (`commit_delay_ms`, Byzantine switches) are a cargo feature
+    // from the commit that made them one; older commits always had them.
+    let manifest = std::fs::read_to_string(source.join("node/Cargo.toml")).unwrap_or_default();
+    let features: &[&str] = if manifest.contains("\ndevnet = [") {
+        &["--features", "blyan-node/devnet"]
+    } else {
+        &[]
+    };
     let status = Command::new("cargo")
-        .args(["build", "--release", "-p", "blyan-node", "--target-dir"])
+        .args(["build", "--release", "-p", "blyan-node"])
+        .args(features)
+        .arg("--target-dir")
         .arg(dir.join("target"))
         .current_dir(&source)
         .status()

@@ -604,14 +604,24 @@ pub fn image(args: ImageArgs) -> Result<bool> {
         .unwrap_or_else(process::default_node_bin);
     if !args.no_compile {
         if let Some(root) = repository_root() {
-            eprintln!("compiling blyan-node (release) in {}", root.display());
+            eprintln!(
+                "compiling blyan-node (release, devnet feature) in {}",
+                root.display()
+            );
             let status = std::process::Command::new("cargo")
-                .args(["build", "--release", "-p", "blyan-node"])
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "blyan-node",
+                    "--features",
+                    "devnet",
+                ])
                 .current_dir(&root)
                 .status()
                 .context("cannot run cargo")?;
             if !status.success() {
-                bail!("cargo build --release -p blyan-node failed");
+                bail!("cargo build --release -p blyan-node --features devnet failed");
             }
         }
     }

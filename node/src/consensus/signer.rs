@@ -295,14 +295,17 @@ impl<S: SignerStore> Signer<S> {
 
     /// Signs `vote` with no double-sign guard and no record. Only for devnet nodes made to
     /// equivocate on purpose (`[devnet] equivocate_votes`), so that the harness can check that
-    /// the others catch it; never called otherwise.
+    /// the others catch it; compiled only with the `devnet` feature.
+    #[cfg(feature = "devnet")]
     pub fn sign_unguarded(&self, vote: Vote) -> SignedVote {
         let signature = self.key.sign(&vote.sign_bytes(&self.chain_id));
         SignedVote { vote, signature }
     }
 
     /// Signs `proposal` with no double-sign guard and no record: only for devnet nodes made to
-    /// equivocate proposals on purpose (`[devnet] equivocate_proposals`).
+    /// equivocate proposals on purpose (`[devnet] equivocate_proposals`); compiled only with
+    /// the `devnet` feature.
+    #[cfg(feature = "devnet")]
     pub fn sign_proposal_unguarded(&self, proposal: Proposal) -> SignedProposal {
         let signature = self.key.sign(&proposal.sign_bytes(&self.chain_id));
         SignedProposal {

@@ -1,7 +1,10 @@
 //! The swarm's pure pieces: address handling, topic names, message ids, the AutoNAT and relay
 //! bookkeeping. The swarm itself is exercised end to end by node/tests/p2p_*.rs and nat.rs.
 
+use super::behaviour::message_id;
 use super::*;
+use libp2p::gossipsub;
+use libp2p::swarm::ConnectionId;
 
 fn peer() -> PeerId {
     identity::Keypair::generate_ed25519().public().to_peer_id()

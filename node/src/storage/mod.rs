@@ -4,6 +4,7 @@
 //! returned survives a crash of the process or the machine. See `docs/STORAGE_ARCHITECTURE.md`.
 
 mod checkpoint;
+pub mod keys;
 pub mod legacy;
 mod options;
 mod schema;
