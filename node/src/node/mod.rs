@@ -128,6 +128,30 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
+impl Shared {
+    fn new(
+        view: View,
+        mempool: &MempoolConfig,
+        genesis: Genesis,
+        app: &App,
+        metrics: Arc<Metrics>,
+    ) -> Shared {
+        let limits = MempoolLimits {
+            max_txs: mempool.max_txs as usize,
+            max_bytes: mempool.max_bytes as usize,
+            ttl: Duration::from_secs(mempool.ttl_s),
+        };
+        Shared {
+            view: RwLock::new(view),
+            stats: Mutex::new(Stats::default()),
+            mempool: Mutex::new(Mempool::new(limits)),
+            genesis,
+            state: app.shared(),
+            metrics,
+        }
+    }
+}
+
 /// A transaction submitted through the API, with where to send the verdict.
 pub type Submission = (Vec<u8>, oneshot::Sender<Result<Hash, TxError>>);
 
@@ -255,34 +279,7 @@ impl Node {
             None => genesis.genesis_time_ms,
         };
         let app = App::open(&storage, &genesis)?;
-        let (set, next_validators, prev_validators) = {
-            let state = app.read();
-            let params = &state.params;
-            let height = tip.height + 1;
-            let validators = state.validators_at(height).ok_or_else(|| {
-                NodeError::Chain(format!(
-                    "the state holds no validator set for height {height}"
-                ))
-            })?;
-            // Proposer priorities of the next height: one step per height of its epoch so far.
-            let mut set = ValidatorSet::new(validators)
-                .map_err(|error| NodeError::Chain(format!("validator set: {error}")))?;
-            for _ in params.epoch_start(params.epoch_of(height))..height {
-                set = set.next_height();
-            }
-            let next = state
-                .validators_at(height + 1)
-                .unwrap_or_else(|| set.validators().to_vec());
-            // A tip imported from the legacy chain (`blyan-node migrate`) has no commit
-            // certificate: the next block carries no last commit, like the first block.
-            let imported_tip = tip.height > 0
-                && storage.consensus_get(&commit_key(tip.height))?.is_none()
-                && storage.legacy_origin()?.is_some();
-            let prev = (tip.height > 0 && !imported_tip)
-                .then(|| state.validators_at(tip.height))
-                .flatten();
-            (set, next, prev)
-        };
+        let (set, next_validators, prev_validators) = initial_sets(&storage, &app, tip.height)?;
         let me = set.index_of(&public);
         let last_commit = storage
             .consensus_get(&commit_key(tip.height))?
@@ -301,26 +298,15 @@ impl Node {
             .map_err(NodeError::Signer)?,
         );
         let consensus = Consensus::new(settings.consensus.params(), me, set.clone());
-        let limits = MempoolLimits {
-            max_txs: settings.mempool.max_txs as usize,
-            max_bytes: settings.mempool.max_bytes as usize,
-            ttl: std::time::Duration::from_secs(settings.mempool.ttl_s),
+        let view = View {
+            height: tip.height,
+            hash: tip.hash,
+            app_hash: app.app_hash(),
+            time_ms: tip_time_ms,
+            validator_index: me,
+            ..View::default()
         };
-        let shared = Arc::new(Shared {
-            view: RwLock::new(View {
-                height: tip.height,
-                hash: tip.hash,
-                app_hash: app.app_hash(),
-                time_ms: tip_time_ms,
-                validator_index: me,
-                ..View::default()
-            }),
-            stats: Mutex::new(Stats::default()),
-            mempool: Mutex::new(Mempool::new(limits)),
-            genesis,
-            state: app.shared(),
-            metrics,
-        });
+        let shared = Arc::new(Shared::new(view, &settings.mempool, genesis, &app, metrics));
         Ok(Node {
             chain_id,
             storage,
@@ -582,6 +568,42 @@ impl Node {
             .expect("view lock poisoned")
             .blocks_decided += 1;
     }
+}
+
+/// The sets around the stored tip: the one deciding the next height (with its proposer
+/// priorities), the one after it, and the tip's own (whose commit the next block carries).
+#[allow(clippy::type_complexity)]
+fn initial_sets(
+    storage: &Storage,
+    app: &App,
+    tip: u64,
+) -> Result<(ValidatorSet, Vec<Validator>, Option<Vec<Validator>>), NodeError> {
+    let state = app.read();
+    let params = &state.params;
+    let height = tip + 1;
+    let validators = state.validators_at(height).ok_or_else(|| {
+        NodeError::Chain(format!(
+            "the state holds no validator set for height {height}"
+        ))
+    })?;
+    // Proposer priorities of the next height: one step per height of its epoch so far.
+    let mut set = ValidatorSet::new(validators)
+        .map_err(|error| NodeError::Chain(format!("validator set: {error}")))?;
+    for _ in params.epoch_start(params.epoch_of(height))..height {
+        set = set.next_height();
+    }
+    let next = state
+        .validators_at(height + 1)
+        .unwrap_or_else(|| set.validators().to_vec());
+    // A tip imported from the legacy chain (`blyan-node migrate`) has no commit certificate:
+    // the next block carries no last commit, like the first block.
+    let imported_tip = tip > 0
+        && storage.consensus_get(&commit_key(tip))?.is_none()
+        && storage.legacy_origin()?.is_some();
+    let prev = (tip > 0 && !imported_tip)
+        .then(|| state.validators_at(tip))
+        .flatten();
+    Ok((set, next, prev))
 }
 
 /// The step's name in `/status`.
