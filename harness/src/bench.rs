@@ -158,6 +158,27 @@ pub fn figures(results: &Results) -> Vec<(String, Vec<f64>)> {
     out
 }
 
+/// The names [`figures`] gives a suite with these load rates, in its order.
+pub fn figure_names(rates: &[f64]) -> Vec<String> {
+    let per_step = [
+        "committed_tps",
+        "commit_p50_ms",
+        "commit_p90_ms",
+        "commit_p99_ms",
+        "block_interval_ms",
+    ];
+    let mut names = vec!["time_to_first_block_s".to_string()];
+    for rate in rates {
+        names.extend(
+            per_step
+                .iter()
+                .map(|figure| format!("rate_{rate:.0}.{figure}")),
+        );
+    }
+    names.push("saturation_tps".into());
+    names
+}
+
 /// The rates of the steps that held in more than half of the runs.
 pub fn held_rates(results: &Results) -> Vec<f64> {
     let steps = results.runs.first().map_or(0, |run| run.steps.len());
@@ -393,6 +414,16 @@ pub fn compare(baseline: &Results, now: &Results, threshold: f64) -> Vec<Compari
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figure_names_are_the_names_figures_gives() {
+        let results = results_with(&[(1.0, 10.0), (1.0, 11.0)]);
+        let names: Vec<String> = figures(&results)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(figure_names(&[100.0]), names);
+    }
 
     /// Results whose runs have these times to first block and commit p50s (one step at 100).
     fn results_with(values: &[(f64, f64)]) -> Results {

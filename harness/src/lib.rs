@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bisect;
 pub mod changepoint;
 pub mod checks;
 pub mod docker;

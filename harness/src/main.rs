@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use cli::ab::AbArgs;
 use cli::bench::{BenchArgs, CompareArgs, TrendArgs};
+use cli::bisect::BisectArgs;
 use cli::devnet::{DownArgs, ImageArgs, LogsArgs, NatProbeArgs, UpArgs};
 use cli::files::{ComposeArgs, ManifestArgs, PlanArgs, RenderArgs};
 use cli::run::{CheckArgs, RunArgs};
@@ -69,6 +70,11 @@ enum Command {
     /// with a bootstrap 95% interval over pairs: worse / better only beyond the threshold,
     /// same only within it, inconclusive otherwise. Writes ab.json with every raw sample.
     Ab(AbArgs),
+    /// Find the commit that first made a figure worse: bisect GOOD..BAD (first-parent
+    /// history), each tested commit built once and run in interleaved pairs against GOOD as
+    /// `ab` does; an inconclusive step is measured again with more pairs (--retries). Prints
+    /// each step and writes bisect.json.
+    Bisect(BisectArgs),
     /// Change points and plots over past bench results: every results.json under a directory,
     /// one series per suite and figure in time order, E-Divisive means change points (as Apache
     /// Otava / Hunter), and with --plot an SVG of each figure's history.
@@ -109,6 +115,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::bench(args),
         Command::Compare(args) => cli::bench::compare(args),
         Command::Ab(args) => cli::ab::ab(args),
+        Command::Bisect(args) => cli::bisect::bisect_cmd(args),
         Command::Trend(args) => cli::bench::trend(args),
         Command::Run(args) => cli::run::run(args),
         Command::Check(args) => cli::run::check(args),

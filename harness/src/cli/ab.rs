@@ -69,30 +69,21 @@ struct AbResults {
     comparisons: Vec<Comparison>,
 }
 
-/// The blyan-node binary of git ref `reference`: built once with its own target directory
-/// under `target/ab/<commit>/` (a git worktree beside it), then reused.
-fn build_ref(reference: &str) -> Result<PathBuf> {
+/// The blyan-node binary of git ref `reference`: built once, then kept as
+/// `target/ab/<commit>/blyan-node` and reused. Every ref is built in one git worktree
+/// (`target/ab/worktree`, checked out at the commit) with one target directory
+/// (`target/ab/target`), so a second ref recompiles only what differs (RocksDB and the
+/// dependencies are compiled once). One `devnet ab` or `bisect` at a time per repository.
+pub(super) fn build_ref(reference: &str) -> Result<PathBuf> {
     let repo = repository_root()
         .context("building a ref needs the repository this harness was built from")?;
-    let git = |args: &[&str]| -> Result<String> {
-        let output = Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()?;
-        if !output.status.success() {
-            bail!(
-                "git {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    };
-    let commit = git(&["rev-parse", "--verify", &format!("{reference}^{{commit}}")])
-        .with_context(|| format!("{reference:?} is not a commit of {}", repo.display()))?;
-    let dir = repo.join("target/ab").join(&commit[..12]);
-    let binary = dir.join("target/release/blyan-node");
+    let commit = git(
+        &repo,
+        &["rev-parse", "--verify", &format!("{reference}^{{commit}}")],
+    )
+    .with_context(|| format!("{reference:?} is not a commit of {}", repo.display()))?;
+    let ab = repo.join("target/ab");
+    let binary = ab.join(&commit[..12]).join("blyan-node");
     if binary.is_file() {
         eprintln!(
             "{reference} ({}): {} (built before)",
@@ -101,20 +92,16 @@ fn build_ref(reference: &str) -> Result<PathBuf> {
         );
         return Ok(binary);
     }
-    let source = dir.join("src");
+    let source = ab.join("worktree");
     if !source.join("Cargo.toml").is_file() {
-        git(&[
-            "worktree",
-            "add",
-            "--detach",
-            &source.display().to_string(),
-            &commit,
-        ])?;
+        let path = source.display().to_string();
+        git(&repo, &["worktree", "add", "--detach", &path, &commit])?;
     }
+    git(&source, &["checkout", "--quiet", "--detach", &commit])?;
     eprintln!(
         "{reference} ({}): building blyan-node (release) in {}",
         &commit[..12],
-        dir.display()
+        source.display()
     );
     // The devnet-only behaviours (`commit_delay_ms`, Byzantine switches) are a cargo feature
     // from the commit that made them one; older commits always had them.
@@ -124,18 +111,36 @@ fn build_ref(reference: &str) -> Result<PathBuf> {
     } else {
         &[]
     };
+    let target = ab.join("target");
     let status = Command::new("cargo")
         .args(["build", "--release", "-p", "blyan-node"])
         .args(features)
         .arg("--target-dir")
-        .arg(dir.join("target"))
+        .arg(&target)
         .current_dir(&source)
         .status()
         .context("cannot run cargo")?;
-    if !status.success() || !binary.is_file() {
+    let built = target.join("release/blyan-node");
+    if !status.success() || !built.is_file() {
         bail!("building {reference} ({commit}) failed");
     }
+    std::fs::create_dir_all(binary.parent().expect("under target/ab"))?;
+    std::fs::copy(&built, &binary)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), binary.display()))?;
     Ok(binary)
+}
+
+/// `git -C dir args`, its output trimmed.
+pub(super) fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new("git").arg("-C").arg(dir).args(args).output()?;
+    if !output.status.success() {
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 fn binary(reference: &Option<String>, given: &Option<PathBuf>) -> Result<PathBuf> {
@@ -192,17 +197,99 @@ fn print_table(list: &[Comparison], pairs: usize, threshold: f64) {
     );
 }
 
+/// Both sides' runs so far (run `i` of each side form pair `i`) and who ran first in each pair.
+#[derive(Default)]
+pub(super) struct Pairs {
+    pub base: Vec<Run>,
+    pub head: Vec<Run>,
+    pub base_first: Vec<bool>,
+}
+
+/// What each run of a pair runs: the suite (per side: the head's may carry a slowdown), the
+/// node binaries, the load steps.
+pub(super) struct PairPlan<'a> {
+    pub base: &'a blyan_harness::manifest::Manifest,
+    pub head: &'a blyan_harness::manifest::Manifest,
+    pub base_bin: &'a Path,
+    pub head_bin: &'a Path,
+    pub devnets: &'a Path,
+    pub rates: &'a [f64],
+    pub seconds: f64,
+}
+
+impl Pairs {
+    /// Runs `count` more pairs, in the order A B, B A, A B, ... continuing the count so far;
+    /// `total` is for the labels.
+    pub(super) fn run(&mut self, plan: &PairPlan, count: usize, total: usize) -> Result<()> {
+        for _ in 0..count {
+            let pair = self.base_first.len();
+            let first_base = pair.is_multiple_of(2);
+            self.base_first.push(first_base);
+            for is_base in [first_base, !first_base] {
+                let (name, bin, side) = if is_base {
+                    ("base", plan.base_bin, plan.base)
+                } else {
+                    ("head", plan.head_bin, plan.head)
+                };
+                let label = format!("pair {}/{total} {name}", pair + 1);
+                let spec = (pair + 1, label.as_str(), plan.rates, plan.seconds);
+                let run = one_run(side, plan.devnets, bin, spec)?;
+                if is_base {
+                    self.base.push(run)
+                } else {
+                    self.head.push(run)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Both sides as results of `suite`, and each figure judged pair by pair.
+    pub(super) fn judge(
+        &self,
+        suite: &str,
+        manifest: &blyan_harness::manifest::Manifest,
+        threshold: f64,
+    ) -> (Results, Results, Vec<Comparison>) {
+        let side = |runs: &[Run]| Results {
+            suite: suite.to_string(),
+            nodes: manifest.resolve().len(),
+            fingerprint: Fingerprint::here(manifest.backend.name(), repository_root().as_deref()),
+            runs: runs.to_vec(),
+        };
+        let (base, head) = (side(&self.base), side(&self.head));
+        let comparisons = bench::compare_paired(&base, &head, threshold);
+        (base, head, comparisons)
+    }
+}
+
+/// `--pairs` and `--threshold`, checked.
+pub(super) fn check_pairs(pairs: usize, threshold: f64) -> Result<()> {
+    anyhow::ensure!(
+        (1..=100).contains(&pairs),
+        "--pairs: {pairs}; must be between 1 and 100"
+    );
+    anyhow::ensure!(
+        threshold.is_finite() && (0.0..1.0).contains(&threshold),
+        "--threshold: {threshold}; must be in [0, 1)"
+    );
+    Ok(())
+}
+
+/// `bench-results/<prefix>-<suite>-<unix time>` unless `out` is given, created.
+pub(super) fn out_dir(out: &Option<PathBuf>, prefix: &str, suite: &str) -> Result<PathBuf> {
+    let out = out.clone().unwrap_or_else(|| {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        PathBuf::from("bench-results").join(format!("{prefix}-{suite}-{time}"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    Ok(out)
+}
+
 pub fn ab(args: AbArgs) -> Result<bool> {
-    anyhow::ensure!(
-        (1..=100).contains(&args.pairs),
-        "--pairs: {}; must be between 1 and 100",
-        args.pairs
-    );
-    anyhow::ensure!(
-        args.threshold.is_finite() && (0.0..1.0).contains(&args.threshold),
-        "--threshold: {}; must be in [0, 1)",
-        args.threshold
-    );
+    check_pairs(args.pairs, args.threshold)?;
     let (manifest, suite, rates, seconds) =
         load_suite(&args.suite, args.backend.as_deref(), None, args.duration)?;
     let mut slowed = manifest.clone();
@@ -214,47 +301,25 @@ pub fn ab(args: AbArgs) -> Result<bool> {
     }
     let base_bin = binary(&args.base, &args.base_bin)?;
     let head_bin = binary(&args.head, &args.head_bin)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        PathBuf::from("bench-results").join(format!("ab-{suite}-{time}"))
-    });
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (mut base_runs, mut head_runs, mut base_first) = (Vec::new(), Vec::new(), Vec::new());
-    for pair in 0..args.pairs {
-        let first_base = pair % 2 == 0;
-        base_first.push(first_base);
-        for is_base in [first_base, !first_base] {
-            let (name, bin, side) = if is_base {
-                ("base", &base_bin, &manifest)
-            } else {
-                ("head", &head_bin, &slowed)
-            };
-            let label = format!("pair {}/{} {name}", pair + 1, args.pairs);
-            let spec = (pair + 1, label.as_str(), rates.as_slice(), seconds);
-            let run = one_run(side, &args.devnets, bin, spec)?;
-            if is_base {
-                base_runs.push(run)
-            } else {
-                head_runs.push(run)
-            }
-        }
-    }
-    let side = |runs: Vec<Run>| Results {
-        suite: suite.clone(),
-        nodes: manifest.resolve().len(),
-        fingerprint: Fingerprint::here(manifest.backend.name(), repository_root().as_deref()),
-        runs,
+    let out = out_dir(&args.out, "ab", &suite)?;
+    let plan = PairPlan {
+        base: &manifest,
+        head: &slowed,
+        base_bin: &base_bin,
+        head_bin: &head_bin,
+        devnets: &args.devnets,
+        rates: &rates,
+        seconds,
     };
-    let (base, head) = (side(base_runs), side(head_runs));
-    let comparisons = bench::compare_paired(&base, &head, args.threshold);
+    let mut pairs = Pairs::default();
+    pairs.run(&plan, args.pairs, args.pairs)?;
+    let (base, head, comparisons) = pairs.judge(&suite, &manifest, args.threshold);
     print_table(&comparisons, args.pairs, args.threshold);
     let worse = comparisons.iter().any(|c| c.verdict == Verdict::Worse);
     let results = AbResults {
         base,
         head,
-        base_first,
+        base_first: pairs.base_first,
         threshold: args.threshold,
         comparisons,
     };

@@ -4,6 +4,7 @@
 
 pub mod ab;
 pub mod bench;
+pub mod bisect;
 pub mod devnet;
 pub mod files;
 pub mod run;

@@ -206,6 +206,7 @@ fn a_ramp_must_ascend_with_positive_rates() {
     assert_eq!(
         names,
         [
+            "ab-4",
             "byzantine-beyond-f",
             "byzantine-mix",
             "chaos-links",
