@@ -14,6 +14,26 @@ use super::bench::{load_suite, run_steps};
 use super::devnet::{start_checked, UpArgs};
 use super::repository_root;
 
+/// The suite both `ab` and `bisect` run in pairs, and how they judge it.
+#[derive(Args)]
+pub struct PairedSuite {
+    /// A suite under bench/suites/ or a manifest file.
+    #[arg(long, default_value = "throughput-4")]
+    pub suite: String,
+    /// Seconds per load step (overrides the suite's duration_s).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// A change smaller than this (a fraction) counts as the same.
+    #[arg(long, default_value_t = 0.05)]
+    pub threshold: f64,
+    /// auto, docker or process; overrides the suite.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Directory holding devnets.
+    #[arg(long, default_value = ".devnet", value_name = "DIR")]
+    pub devnets: PathBuf,
+}
+
 #[derive(Args)]
 pub struct AbArgs {
     /// The base build: a git ref of this repository, built once into target/ab/<commit>/.
@@ -28,27 +48,14 @@ pub struct AbArgs {
     /// The head's blyan-node binary, instead of building --head.
     #[arg(long, value_name = "PATH", conflicts_with = "head")]
     head_bin: Option<PathBuf>,
-    /// A suite under bench/suites/ or a manifest file.
-    #[arg(long, default_value = "throughput-4")]
-    suite: String,
+    #[command(flatten)]
+    paired: PairedSuite,
     /// Pairs of runs (each a fresh devnet per build), in the order A B, B A, A B, ...
     #[arg(long, default_value_t = 5)]
     pairs: usize,
-    /// Seconds per load step (overrides the suite's duration_s).
-    #[arg(long)]
-    duration: Option<f64>,
-    /// A change smaller than this (a fraction) counts as the same.
-    #[arg(long, default_value_t = 0.05)]
-    threshold: f64,
-    /// auto, docker or process; overrides the suite.
-    #[arg(long)]
-    backend: Option<String>,
     /// Directory for ab.json (default: bench-results/ab-<suite>-<unix time>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Directory holding devnets.
-    #[arg(long, default_value = ".devnet", value_name = "DIR")]
-    devnets: PathBuf,
     /// Devnet-only slowdown of the head side: its nodes sleep this long in every commit (to
     /// measure what the comparison detects; 0: none).
     #[arg(long, value_name = "MS")]
@@ -289,9 +296,13 @@ pub(super) fn out_dir(out: &Option<PathBuf>, prefix: &str, suite: &str) -> Resul
 }
 
 pub fn ab(args: AbArgs) -> Result<bool> {
-    check_pairs(args.pairs, args.threshold)?;
-    let (manifest, suite, rates, seconds) =
-        load_suite(&args.suite, args.backend.as_deref(), None, args.duration)?;
+    check_pairs(args.pairs, args.paired.threshold)?;
+    let (manifest, suite, rates, seconds) = load_suite(
+        &args.paired.suite,
+        args.paired.backend.as_deref(),
+        None,
+        args.paired.duration,
+    )?;
     let mut slowed = manifest.clone();
     if let Some(ms) = args.head_commit_delay_ms {
         slowed.consensus.commit_delay_ms = i64::try_from(ms).unwrap_or(i64::MAX);
@@ -307,20 +318,20 @@ pub fn ab(args: AbArgs) -> Result<bool> {
         head: &slowed,
         base_bin: &base_bin,
         head_bin: &head_bin,
-        devnets: &args.devnets,
+        devnets: &args.paired.devnets,
         rates: &rates,
         seconds,
     };
     let mut pairs = Pairs::default();
     pairs.run(&plan, args.pairs, args.pairs)?;
-    let (base, head, comparisons) = pairs.judge(&suite, &manifest, args.threshold);
-    print_table(&comparisons, args.pairs, args.threshold);
+    let (base, head, comparisons) = pairs.judge(&suite, &manifest, args.paired.threshold);
+    print_table(&comparisons, args.pairs, args.paired.threshold);
     let worse = comparisons.iter().any(|c| c.verdict == Verdict::Worse);
     let results = AbResults {
         base,
         head,
         base_first: pairs.base_first,
-        threshold: args.threshold,
+        threshold: args.paired.threshold,
         comparisons,
     };
     let file = out.join("ab.json");

@@ -10,7 +10,7 @@ use blyan_harness::bisect::{bisect, Outcome};
 use clap::Args;
 use serde::Serialize;
 
-use super::ab::{build_ref, check_pairs, git, out_dir, PairPlan, Pairs};
+use super::ab::{build_ref, check_pairs, git, out_dir, PairPlan, PairedSuite, Pairs};
 use super::bench::load_suite;
 use super::repository_root;
 
@@ -26,30 +26,17 @@ pub struct BisectArgs {
     /// rate_N. prefix may be left out when the suite has one load step.
     #[arg(long)]
     figure: String,
-    /// A suite under bench/suites/ or a manifest file.
-    #[arg(long, default_value = "throughput-4")]
-    suite: String,
+    #[command(flatten)]
+    paired: PairedSuite,
     /// Pairs of runs per tested commit (GOOD against it, interleaved).
     #[arg(long, default_value_t = 3)]
     pairs: usize,
     /// Times an undecided step (inconclusive) is measured again, with --pairs more pairs each.
     #[arg(long, default_value_t = 2)]
     retries: usize,
-    /// A change smaller than this (a fraction) counts as the same.
-    #[arg(long, default_value_t = 0.05)]
-    threshold: f64,
-    /// Seconds per load step (overrides the suite's duration_s).
-    #[arg(long)]
-    duration: Option<f64>,
-    /// auto, docker or process; overrides the suite.
-    #[arg(long)]
-    backend: Option<String>,
     /// Directory for bisect.json (default: bench-results/bisect-<suite>-<unix time>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Directory holding devnets.
-    #[arg(long, default_value = ".devnet", value_name = "DIR")]
-    devnets: PathBuf,
 }
 
 /// A commit of the range: its hash and subject line.
@@ -142,14 +129,18 @@ fn figure_name(figure: &str, rates: &[f64]) -> Result<String> {
 }
 
 pub fn bisect_cmd(args: BisectArgs) -> Result<bool> {
-    check_pairs(args.pairs, args.threshold)?;
+    check_pairs(args.pairs, args.paired.threshold)?;
     anyhow::ensure!(
         args.retries <= 10,
         "--retries: {}; at most 10",
         args.retries
     );
-    let (manifest, suite, rates, seconds) =
-        load_suite(&args.suite, args.backend.as_deref(), None, args.duration)?;
+    let (manifest, suite, rates, seconds) = load_suite(
+        &args.paired.suite,
+        args.paired.backend.as_deref(),
+        None,
+        args.paired.duration,
+    )?;
     let figure = figure_name(&args.figure, &rates)?;
     let commits = range(&args.good, &args.bad)?;
     let out = out_dir(&args.out, "bisect", &suite)?;
@@ -158,30 +149,30 @@ pub fn bisect_cmd(args: BisectArgs) -> Result<bool> {
         commits.len() - 1,
         &commits[0].hash[..12],
         args.pairs,
-        args.threshold * 100.0
+        args.paired.threshold * 100.0
     );
     let good_bin = build_ref(&commits[0].hash)?;
     let mut measurements = Vec::new();
-    let mut current: Option<(usize, Pairs)> = None;
+    // The commit being measured: its binary and its pairs so far (a retry adds pairs).
+    let mut current: Option<(usize, PathBuf, Pairs)> = None;
     let (outcome, _) = bisect(commits.len(), args.retries, |index, attempt| {
         let commit = &commits[index];
-        let head_bin = build_ref(&commit.hash)?;
+        if current.as_ref().is_none_or(|(at, _, _)| *at != index) {
+            current = Some((index, build_ref(&commit.hash)?, Pairs::default()));
+        }
+        let (_, head_bin, pairs) = current.as_mut().expect("set above");
         let plan = PairPlan {
             base: &manifest,
             head: &manifest,
             base_bin: &good_bin,
-            head_bin: &head_bin,
-            devnets: &args.devnets,
+            head_bin: head_bin.as_path(),
+            devnets: &args.paired.devnets,
             rates: &rates,
             seconds,
         };
-        if current.as_ref().is_none_or(|(at, _)| *at != index) {
-            current = Some((index, Pairs::default()));
-        }
-        let (_, pairs) = current.as_mut().expect("set above");
         let total = args.pairs * (attempt + 1);
         pairs.run(&plan, args.pairs, total)?;
-        let (_, _, comparisons) = pairs.judge(&suite, &manifest, args.threshold);
+        let (_, _, comparisons) = pairs.judge(&suite, &manifest, args.paired.threshold);
         let comparison = comparisons
             .into_iter()
             .find(|c| c.figure == figure)
@@ -207,7 +198,7 @@ pub fn bisect_cmd(args: BisectArgs) -> Result<bool> {
     let results = BisectResults {
         suite,
         figure,
-        threshold: args.threshold,
+        threshold: args.paired.threshold,
         commits,
         measurements,
         outcome,

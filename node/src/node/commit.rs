@@ -37,6 +37,19 @@ pub fn set_records(height: u64, app: &App, executed: &Executed) -> Vec<(Vec<u8>,
     records
 }
 
+/// A signature, or `None` when the signer refused (a double sign it guards against: logged,
+/// the message not sent); a storage failure of the signer's record is fatal.
+fn signed_or_skip<T>(result: Result<T, SignError>, what: &str) -> Result<Option<T>, NodeError> {
+    match result {
+        Ok(signed) => Ok(Some(signed)),
+        Err(SignError::Storage(error)) => Err(error.into()),
+        Err(error) => {
+            tracing::error!(%error, "{what} not signed");
+            Ok(None)
+        }
+    }
+}
+
 impl Node {
     pub(super) fn drive_effects(&mut self, input: Input) -> Result<(), NodeError> {
         let mut queue = VecDeque::from([input]);
@@ -101,13 +114,8 @@ impl Node {
         let Some(signer) = self.signer.as_mut() else {
             return Ok(None);
         };
-        let signed = match signer.sign_proposal(proposal) {
-            Ok(signed) => signed,
-            Err(SignError::Storage(error)) => return Err(error.into()),
-            Err(error) => {
-                tracing::error!(%error, "proposal not signed");
-                return Ok(None);
-            }
+        let Some(signed) = signed_or_skip(signer.sign_proposal(proposal), "proposal")? else {
+            return Ok(None);
         };
         let bytes = wire::encode_proposal(&signed, block);
         let second = self.devnet.second_proposal(&proposal, block, signer);
@@ -133,13 +141,8 @@ impl Node {
         let Some(signer) = self.signer.as_mut() else {
             return Ok(None);
         };
-        let signed = match signer.sign_vote(vote) {
-            Ok(signed) => signed,
-            Err(SignError::Storage(error)) => return Err(error.into()),
-            Err(error) => {
-                tracing::error!(%error, "vote not signed");
-                return Ok(None);
-            }
+        let Some(signed) = signed_or_skip(signer.sign_vote(vote), "vote")? else {
+            return Ok(None);
         };
         let conflicting = self.devnet.conflicting_vote(&vote, signer);
         let bytes = wire::encode_vote(&signed);
