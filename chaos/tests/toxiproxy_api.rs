@@ -423,3 +423,108 @@ fn toxics_have_their_effect_on_traffic() {
         start.elapsed()
     );
 }
+
+/// Whether `from` gets bytes sent by `to` within 1 s (`to` sends first).
+fn delivers(to: &mut TcpStream, from: &mut TcpStream) -> bool {
+    from.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    to.write_all(b"ping").unwrap();
+    let mut buffer = [0u8; 4];
+    from.read_exact(&mut buffer).is_ok()
+}
+
+/// A toxic added to (or removed from) a proxy acts on the stream it names also on connections
+/// already open: `upstream` is what the client sends, `downstream` what the server sends. (The
+/// patched noxious rebuilt a live connection's links with the two directions swapped, so every
+/// toxic change on a live connection moved its upstream toxics onto the downstream data: a
+/// one-way partition blocked the wrong way round.)
+#[test]
+fn a_toxic_added_to_a_live_connection_acts_on_the_stream_it_names() {
+    let api = start_server();
+    wait_listening(&api);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap().to_string();
+    let (status, body) = call(
+        "POST",
+        format!("http://{api}/proxies"),
+        Some(json!({"name": "live", "listen": "127.0.0.1:0", "upstream": upstream})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let listen = body["listen"].as_str().unwrap().to_string();
+    let mut client = TcpStream::connect(&listen).unwrap();
+    let (mut accepted, _) = server.accept().unwrap();
+    assert!(delivers(&mut client, &mut accepted) && delivers(&mut accepted, &mut client));
+    let black_hole = |stream: &str| {
+        json!({"name": format!("hole_{stream}"), "type": "timeout", "stream": stream,
+               "attributes": {"timeout": 0}})
+    };
+    let remove = |stream: &str| {
+        let url = format!("http://{api}/proxies/live/toxics/hole_{stream}");
+        assert_eq!(call("DELETE", url, None).0, 204);
+    };
+    // Three changes in a row, so that a swap on every change would show on the first and third.
+    add_toxic(&api, "live", black_hole("upstream"));
+    assert!(
+        !delivers(&mut client, &mut accepted),
+        "upstream toxic: client data still passes"
+    );
+    assert!(
+        delivers(&mut accepted, &mut client),
+        "upstream toxic: server data stopped"
+    );
+    remove("upstream");
+    add_toxic(&api, "live", black_hole("downstream"));
+    assert!(
+        delivers(&mut client, &mut accepted),
+        "downstream toxic: client data stopped"
+    );
+    assert!(
+        !delivers(&mut accepted, &mut client),
+        "downstream toxic: server data still passes"
+    );
+}
+
+/// Every open connection of a proxy follows each toxic change, however many changes come: the
+/// patched noxious once dropped a client from the proxy's state while rebuilding its links,
+/// so that client kept the toxics of the change before and missed every later one.
+#[test]
+fn a_toxic_change_reaches_every_open_connection() {
+    let api = start_server();
+    wait_listening(&api);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap().to_string();
+    let (status, body) = call(
+        "POST",
+        format!("http://{api}/proxies"),
+        Some(json!({"name": "many", "listen": "127.0.0.1:0", "upstream": upstream})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let listen = body["listen"].as_str().unwrap().to_string();
+    let mut pairs: Vec<(TcpStream, TcpStream)> = (0..4)
+        .map(|_| {
+            let client = TcpStream::connect(&listen).unwrap();
+            (client, server.accept().unwrap().0)
+        })
+        .collect();
+    for (round, stream) in ["upstream", "downstream", "upstream", "downstream"]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("hole{round}");
+        add_toxic(
+            &api,
+            "many",
+            json!({"name": name, "type": "timeout", "stream": stream,
+                   "attributes": {"timeout": 0}}),
+        );
+        for (k, (client, accepted)) in pairs.iter_mut().enumerate() {
+            let (up, down) = (delivers(client, accepted), delivers(accepted, client));
+            assert_eq!(
+                (up, down),
+                (*stream == "downstream", *stream == "upstream"),
+                "change {round} ({stream} blocked), connection {k}: client->server {up}, server->client {down}"
+            );
+        }
+        let url = format!("http://{api}/proxies/many/toxics/{name}");
+        assert_eq!(call("DELETE", url, None).0, 204);
+    }
+}

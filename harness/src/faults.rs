@@ -54,13 +54,19 @@ pub struct At {
 #[serde(deny_unknown_fields)]
 pub struct Partition {
     pub at_s: f64,
-    /// isolate, halves, majority, ring, bridge or groups (`partition` only).
+    /// isolate, halves, majority, ring, bridge, groups or oneway (`partition` only).
     #[serde(default)]
     pub shape: Option<String>,
     #[serde(default)]
     pub nodes: Vec<String>,
     #[serde(default)]
     pub groups: Vec<Vec<String>>,
+    /// `oneway`: the nodes whose messages still reach `to` ...
+    #[serde(default)]
+    pub from: Vec<String>,
+    /// ... while the messages of `to` no longer reach `from`.
+    #[serde(default)]
+    pub to: Vec<String>,
     #[serde(default)]
     pub duration_s: Option<f64>,
 }

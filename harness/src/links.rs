@@ -27,6 +27,17 @@ pub struct LinkToxic {
     pub attributes: Vec<(&'static str, u64)>,
 }
 
+impl LinkToxic {
+    /// Toxiproxy's `timeout` of 0 ms: the data stops and the connection is never closed.
+    pub fn black_hole() -> LinkToxic {
+        LinkToxic {
+            kind: "timeout".into(),
+            streams: vec!["upstream", "downstream"],
+            attributes: vec![("timeout", 0)],
+        }
+    }
+}
+
 /// One proxied link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxiedLink {
@@ -339,25 +350,9 @@ impl LinkControl {
         tag: &str,
         toxic: &LinkToxic,
     ) -> Result<(), String> {
-        let attributes: serde_json::Map<String, serde_json::Value> = toxic
-            .attributes
-            .iter()
-            .map(|(name, value)| (name.to_string(), serde_json::Value::from(*value)))
-            .collect();
         for name in self.proxies(links) {
             for stream in &toxic.streams {
-                let body = serde_json::json!({
-                    "name": format!("{tag}_{stream}"),
-                    "type": toxic.kind,
-                    "stream": stream,
-                    "toxicity": 1.0,
-                    "attributes": attributes,
-                });
-                self.client.call(
-                    reqwest::Method::POST,
-                    &format!("proxies/{name}/toxics"),
-                    Some(body),
-                )?;
+                self.post_toxic(name, stream, tag, toxic)?;
             }
         }
         Ok(())
@@ -372,20 +367,91 @@ impl LinkControl {
     ) -> Result<(), String> {
         for name in self.proxies(links) {
             for stream in &toxic.streams {
-                let response = self
-                    .client
-                    .http
-                    .delete(format!(
-                        "http://{}/proxies/{name}/toxics/{tag}_{stream}",
-                        self.client.api
-                    ))
-                    .send()
-                    .map_err(|error| format!("{name}: {error}"))?;
-                let status = response.status();
-                if !status.is_success() && status != reqwest::StatusCode::NOT_FOUND {
-                    return Err(format!("{name}: {status}"));
-                }
+                self.delete_toxic(name, stream, tag)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The proxy streams that carry the data of each directed pair `(from, to)`: the upstream
+    /// of `from_to_to` (from dialled to) and the downstream of `to_to_from` (to dialled from).
+    fn streams_of<'a>(
+        &'a self,
+        directions: &'a [(usize, usize)],
+    ) -> impl Iterator<Item = (&'a String, &'static str)> {
+        directions.iter().flat_map(|&(from, to)| {
+            let up = self.names.get(&(from, to)).map(|name| (name, "upstream"));
+            let down = self.names.get(&(to, from)).map(|name| (name, "downstream"));
+            up.into_iter().chain(down)
+        })
+    }
+
+    /// Drops the data of each directed pair `(from, to)` in `directions` (a `timeout` toxic of
+    /// 0 ms, Toxiproxy's "stop all data, never close", on the streams that carry it), so that
+    /// `from`'s bytes no longer reach `to` while `to`'s still reach `from` and both
+    /// connections stay open.
+    pub fn drop_directions(&self, directions: &[(usize, usize)], tag: &str) -> Result<(), String> {
+        let toxic = LinkToxic::black_hole();
+        for (name, stream) in self.streams_of(directions) {
+            self.post_toxic(name, stream, tag, &toxic)?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`LinkControl::drop_directions`].
+    pub fn restore_directions(
+        &self,
+        directions: &[(usize, usize)],
+        tag: &str,
+    ) -> Result<(), String> {
+        for (name, stream) in self.streams_of(directions) {
+            self.delete_toxic(name, stream, tag)?;
+        }
+        Ok(())
+    }
+
+    fn post_toxic(
+        &self,
+        name: &str,
+        stream: &str,
+        tag: &str,
+        toxic: &LinkToxic,
+    ) -> Result<(), String> {
+        let attributes: serde_json::Map<String, serde_json::Value> = toxic
+            .attributes
+            .iter()
+            .map(|(name, value)| (name.to_string(), serde_json::Value::from(*value)))
+            .collect();
+        let body = serde_json::json!({
+            "name": format!("{tag}_{stream}"),
+            "type": toxic.kind,
+            "stream": stream,
+            "toxicity": 1.0,
+            "attributes": attributes,
+        });
+        self.client
+            .call(
+                reqwest::Method::POST,
+                &format!("proxies/{name}/toxics"),
+                Some(body),
+            )
+            .map(|_| ())
+    }
+
+    /// Removes the toxic `TAG_STREAM` of proxy `name`; one already gone is fine.
+    fn delete_toxic(&self, name: &str, stream: &str, tag: &str) -> Result<(), String> {
+        let response = self
+            .client
+            .http
+            .delete(format!(
+                "http://{}/proxies/{name}/toxics/{tag}_{stream}",
+                self.client.api
+            ))
+            .send()
+            .map_err(|error| format!("{name}: {error}"))?;
+        let status = response.status();
+        if !status.is_success() && status != reqwest::StatusCode::NOT_FOUND {
+            return Err(format!("{name}: {status}"));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! | `latency`, `bandwidth`, `timeout`, `reset` | a toxic on every proxy of the targeted links | same |
 //! | `cut`, `partition`, `isolate` with `network.proxy` | the links' proxies disabled | same |
 //! | `isolate` without a proxy | the container disconnected from the network | refused |
+//! | `partition` with `shape = "oneway"` | the data from `to` to `from` dropped on both proxies of each pair (a `timeout` toxic on one stream); connections stay up | same |
 //! | `heal` | ends every active fault | same |
 //! | `resume` | ends the listed nodes' active pauses | same |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
@@ -48,6 +49,9 @@ pub enum Action {
     Cut,
     /// Put `toxic` on the proxies of `links`.
     Toxic,
+    /// Drop the data of each directed pair `(from, to)` of `links` (a one-way partition): the
+    /// connections stay up, and what `to` sends to `from` still arrives.
+    OneWay,
 }
 
 /// One step of the schedule: when, what, to which nodes and links, for how long.
@@ -232,19 +236,28 @@ fn partition(
     target: &Target,
     nodes: &[usize],
 ) -> Result<(String, Action, Links), ScenarioError> {
+    if fault.shape.as_deref() == Some("oneway") {
+        return oneway(fault, index, target);
+    }
+    if !fault.from.is_empty() || !fault.to.is_empty() {
+        let name = if fault.from.is_empty() { "to" } else { "from" };
+        return Err(field(
+            index,
+            name,
+            "only a partition with shape = \"oneway\" takes from and to",
+        ));
+    }
     let shape_name = match (&fault.shape, kind) {
         (Some(shape), "partition") => shape.clone(),
         (Some(_), _) => return Err(field(index, "shape", "only partition takes a shape")),
         (None, "isolate") => "isolate".into(),
         (None, _) if !fault.groups.is_empty() => "groups".into(),
         (None, _) if !nodes.is_empty() => "isolate".into(),
-        (None, _) => {
-            return Err(field(
-                index,
-                "shape",
-                "partition needs a shape: isolate, halves, majority, ring, bridge or groups",
-            ))
-        }
+        (None, _) => return Err(field(
+            index,
+            "shape",
+            "partition needs a shape: isolate, halves, majority, ring, bridge, groups or oneway",
+        )),
     };
     let shape = match shape_name.as_str() {
         "isolate" if nodes.is_empty() => {
@@ -266,7 +279,9 @@ fn partition(
             return Err(field(
                 index,
                 "shape",
-                format!("{other:?} is not one of isolate, halves, majority, ring, bridge, groups"),
+                format!(
+                "{other:?} is not one of isolate, halves, majority, ring, bridge, groups, oneway"
+            ),
             ))
         }
     };
@@ -298,6 +313,51 @@ fn partition(
         ));
     }
     Ok((kind, Action::Isolate, Vec::new()))
+}
+
+/// A one-way partition: the messages of `from` still reach `to`, those of `to` no longer
+/// reach `from`. Returns the directions whose data is dropped, `(a node of to, a node of from)`.
+fn oneway(
+    fault: &faults::Partition,
+    index: usize,
+    target: &Target,
+) -> Result<(String, Action, Links), ScenarioError> {
+    needs_proxy(index, "a oneway partition", target)?;
+    if !fault.nodes.is_empty() || !fault.groups.is_empty() {
+        let name = if fault.nodes.is_empty() {
+            "groups"
+        } else {
+            "nodes"
+        };
+        return Err(field(
+            index,
+            name,
+            "a oneway partition takes from and to instead",
+        ));
+    }
+    let from = indices(index, "from", &fault.from, target)?;
+    let to = indices(index, "to", &fault.to, target)?;
+    for (name, side) in [("from", &from), ("to", &to)] {
+        if side.is_empty() {
+            return Err(field(
+                index,
+                name,
+                "a oneway partition names the nodes on both sides",
+            ));
+        }
+    }
+    if let Some(&both) = from.iter().find(|node| to.contains(node)) {
+        return Err(field(
+            index,
+            "to",
+            format!("{} is on both sides", target.names[both]),
+        ));
+    }
+    let dropped = to
+        .iter()
+        .flat_map(|&sender| from.iter().map(move |&receiver| (sender, receiver)))
+        .collect();
+    Ok(("partition-oneway".into(), Action::OneWay, dropped))
 }
 
 /// The toxic a link fault puts on its proxies (`None` for `cut`).
@@ -347,6 +407,12 @@ fn label(
     links: usize,
 ) -> String {
     let mut label = kind.to_string();
+    if let Fault::Partition(f) = fault {
+        if !f.from.is_empty() {
+            // The direction that still carries messages.
+            label.push_str(&format!(" {} -> {} only", f.from.join(","), f.to.join(",")));
+        }
+    }
     let (link, groups): (&[String], &[Vec<String>]) = match fault {
         Fault::Isolate(f) | Fault::Partition(f) => (&[], &f.groups),
         _ => fault
@@ -600,6 +666,7 @@ pub fn plan(
                 | Action::Pause
                 | Action::Cut
                 | Action::Toxic
+                | Action::OneWay
         );
         if lasting && fault.when().1.is_none() {
             let healed_later = faults[index + 1..]

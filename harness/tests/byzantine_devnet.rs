@@ -124,19 +124,20 @@ fn commit_signers(block: &serde_json::Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-#[test]
-fn invalid_blocks_are_refused_by_every_honest_node_and_a_later_round_commits() {
+/// node3 proposes only blocks the others must refuse (`byzantine`): none of them is committed,
+/// every honest node counts refusals, and the heights node3 led at round 0 are decided in a
+/// later round by another proposer. Returns the agreed blocks.
+fn refused_blocks_never_commit(
+    name: &str,
+    salt: u16,
+    byzantine: DevnetConfig,
+) -> Vec<serde_json::Value> {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let byzantine = DevnetConfig {
-        invalid_blocks: true,
-        ..DevnetConfig::default()
-    };
-    let (state, _cleanup) = up(&options("invalid", dir.path(), 1, byzantine));
+    let (state, _cleanup) = up(&options(name, dir.path(), salt, byzantine));
     let node3 = index_of_node3(&state);
     honest_reach(&state, HEIGHTS);
     let blocks = agreed_blocks(&state, HEIGHTS);
-    // None of node3's blocks (all with a wrong app hash) was committed ...
     for block in &blocks {
         assert_ne!(
             block["proposer"].as_u64(),
@@ -144,8 +145,6 @@ fn invalid_blocks_are_refused_by_every_honest_node_and_a_later_round_commits() {
             "a block node3 built was committed: {block}"
         );
     }
-    // ... each honest node refused them as invalid, and the heights node3 led at round 0 were
-    // decided in a later round, by another proposer.
     for index in 0..3 {
         let refused = refused_p2p(&state, index, "invalid_block");
         assert!(
@@ -162,6 +161,43 @@ fn invalid_blocks_are_refused_by_every_honest_node_and_a_later_round_commits() {
         later_rounds >= 2,
         "of {HEIGHTS} heights (node3 leads about a quarter at round 0), {later_rounds} were decided after round 0"
     );
+    blocks
+}
+
+#[test]
+fn invalid_blocks_are_refused_by_every_honest_node_and_a_later_round_commits() {
+    let byzantine = DevnetConfig {
+        invalid_blocks: true,
+        ..DevnetConfig::default()
+    };
+    refused_blocks_never_commit("invalid", 1, byzantine);
+}
+
+/// A proposer that dates its blocks an hour ahead (`mutate-block`, field `time`) cannot push
+/// block time into the future: its blocks are refused (a proposal may run at most
+/// `MAX_BLOCK_TIME_AHEAD_MS` ahead of a validator's clock), and every committed block's time
+/// is behind the clock of the machine that asks.
+#[test]
+fn a_proposer_dating_blocks_ahead_cannot_push_block_time_into_the_future() {
+    let byzantine = DevnetConfig {
+        mutate_block: "time".into(),
+        ..DevnetConfig::default()
+    };
+    let blocks = refused_blocks_never_commit("mutate-time", 6, byzantine);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for block in &blocks {
+        let time_ms = block["time_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("block without time_ms: {block}"));
+        assert!(
+            time_ms <= now_ms,
+            "a committed block is dated {} ms in the future: {block}",
+            time_ms - now_ms
+        );
+    }
 }
 
 #[test]

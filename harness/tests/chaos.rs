@@ -97,7 +97,7 @@ duration_s = 5
 at_s = 46
 kind = "kill"
 nodes = ["node3"]
-duration_s = 4
+duration_s = 6
 "#;
     let (passed, text, out) = devnet_run(dir.path(), manifest, 1, &[]);
     assert!(passed, "the run's checks pass:\n{text}");
@@ -166,6 +166,54 @@ duration_s = 4
             .caught_up_after_s
             .unwrap_or_else(|| panic!("{kind}: node{index} never caught up: {fault:#?}"));
         assert!(caught_up < 12.0, "{kind}: caught up after {caught_up} s");
+    }
+}
+
+/// The blocks node `index` committed while `fault` was in force.
+fn committed_by(fault: &Entry, index: usize) -> u64 {
+    let at = |heights: &[Option<u64>]| heights[index].unwrap_or(0);
+    at(&fault.effect.heights_at_end).saturating_sub(at(&fault.effect.heights_at_start))
+}
+
+#[test]
+fn a_oneway_partition_lets_messages_through_in_one_direction_only() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/oneway.toml"),
+    )
+    .expect("scenarios/oneway.toml");
+    let (passed, text, out) = devnet_run(dir.path(), &manifest, 12, &[]);
+    assert!(passed, "the run's checks pass:\n{text}");
+    let entries = timeline::read(&out).expect("timeline.json");
+    let [heard, deaf] = entries.as_slice() else {
+        panic!("two faults in the timeline: {entries:#?}");
+    };
+    assert!(
+        heard.label.contains("node1,node2,node3 -> node0 only") && heard.links == 3,
+        "{heard:#?}"
+    );
+    // node0 hears the three (a quorum) while they do not hear it: it commits with them. An
+    // isolated node0 would commit nothing here.
+    for index in 0..4 {
+        assert!(
+            committed_by(heard, index) >= 3,
+            "node{index} committed {} blocks while node0 was unheard: {heard:#?}",
+            committed_by(heard, index)
+        );
+    }
+    // The reverse: node0 is heard but hears nothing; it stalls while the three go on.
+    assert!(
+        committed_by(deaf, 0) <= 1,
+        "node0 heard no one, yet committed {} blocks: {deaf:#?}",
+        committed_by(deaf, 0)
+    );
+    for index in 1..4 {
+        assert!(
+            committed_by(deaf, index) >= 3,
+            "node{index} committed {} blocks while node0 was deaf: {deaf:#?}",
+            committed_by(deaf, index)
+        );
     }
 }
 

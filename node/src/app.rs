@@ -301,6 +301,23 @@ pub struct Expected<'a> {
     pub next_validators_hash: Hash,
     /// The set that signed the previous block; `None` at height 1.
     pub prev_validators: Option<&'a [Validator]>,
+    /// The latest block time a proposal may carry ([`latest_block_time`]); `None` for a block
+    /// that comes with its commit certificate (a quorum already took it).
+    pub latest_time_ms: Option<u64>,
+}
+
+/// How far ahead of a validator's clock a proposed block's time may be: a proposer whose
+/// clock runs ahead by more (or that lies) has its block refused, so no validator can push
+/// block times into the future; a clock that lags only makes its own blocks' times late
+/// (they must still follow the parent's). `docs/CONSENSUS.md`, "Block time".
+pub const MAX_BLOCK_TIME_AHEAD_MS: u64 = 10_000;
+
+/// The latest time a block proposed on top of a parent of `prev_time_ms` may carry, by a
+/// clock reading `now_ms`: the later of the two (a parent legitimately ahead of our clock,
+/// as a genesis time set in the future, must not stop the chain), plus
+/// [`MAX_BLOCK_TIME_AHEAD_MS`].
+pub fn latest_block_time(now_ms: u64, prev_time_ms: u64) -> u64 {
+    now_ms.max(prev_time_ms + 1) + MAX_BLOCK_TIME_AHEAD_MS
 }
 
 /// A block that passed [`check_block`]: its transactions and what else execution needs.
@@ -374,7 +391,9 @@ pub fn verify_commit(
     Ok(keyed.iter().map(|(vote, _)| vote.vote.validator).collect())
 }
 
-/// Checks a block's header and body against the chain: height, parent, app hash, time, the
+/// Checks a block's header and body against the chain: height, parent, app hash, time (after
+/// the parent's and, for a proposal, not ahead of our clock by more than
+/// [`MAX_BLOCK_TIME_AHEAD_MS`]), the
 /// validator set hashes, the proposer index, the previous block's commit certificate, evidence
 /// that decodes, and every transaction's signature (those `verified` vouches for are skipped,
 /// see [`verify_block_txs`]).
@@ -393,6 +412,7 @@ pub fn check_block(
         validators,
         next_validators_hash,
         prev_validators,
+        latest_time_ms,
     } = *expected;
     let header = &block.header;
     if header.chain_id != chain_id {
@@ -413,6 +433,13 @@ pub fn check_block(
     if header.time_ms <= prev_time_ms {
         return Err(format!(
             "time {} is not after the parent's {prev_time_ms}",
+            header.time_ms
+        ));
+    }
+    if let Some(latest) = latest_time_ms.filter(|&latest| header.time_ms > latest) {
+        return Err(format!(
+            "time {} is more than {MAX_BLOCK_TIME_AHEAD_MS} ms ahead of this node's clock \
+             (latest {latest})",
             header.time_ms
         ));
     }

@@ -376,6 +376,9 @@ pub struct DevnetConfig {
     pub invalid_blocks: bool,
     /// Byzantine: gossip this many junk transactions a second (0: none; at most 10000).
     pub spam_txs_per_s: u64,
+    /// Byzantine: as proposer, change one field of an otherwise valid, signed block (one of
+    /// [`MUTABLE_BLOCK_FIELDS`]; empty: none); the others must re-check it and refuse it.
+    pub mutate_block: String,
     /// When the Byzantine behaviours act: always, probability, heights, rounds.
     pub trigger: String,
     /// `probability`: the chance per height and round, drawn from `seed`.
@@ -390,7 +393,7 @@ pub struct DevnetConfig {
 }
 
 /// The Byzantine switches' names, for errors and for the harness.
-pub const BYZANTINE_SWITCHES: [&str; 7] = [
+pub const BYZANTINE_SWITCHES: [&str; 8] = [
     "equivocate_votes",
     "equivocate_proposals",
     "withhold_votes",
@@ -398,7 +401,14 @@ pub const BYZANTINE_SWITCHES: [&str; 7] = [
     "ignore_locks",
     "invalid_blocks",
     "spam_txs_per_s",
+    "mutate_block",
 ];
+
+/// The block fields `devnet.mutate_block` can change: the header's app hash, parent hash,
+/// time (an hour ahead) and validator-set hash, and the transactions (a junk one added, the
+/// data hash recomputed so that only re-checking the transactions finds it).
+pub const MUTABLE_BLOCK_FIELDS: [&str; 5] =
+    ["app_hash", "prev_hash", "time", "validators_hash", "txs"];
 
 impl DevnetConfig {
     /// True when nothing is set (the section is then left out of a written config).
@@ -421,6 +431,7 @@ impl DevnetConfig {
             "drop_proposals" => self.drop_proposals,
             "ignore_locks" => self.ignore_locks,
             "invalid_blocks" => self.invalid_blocks,
+            "mutate_block" => !self.mutate_block.is_empty(),
             _ => self.spam_txs_per_s > 0,
         };
         let name = BYZANTINE_SWITCHES
@@ -441,6 +452,7 @@ impl DevnetConfig {
             || self.ignore_locks
             || self.invalid_blocks
             || self.spam_txs_per_s > 0
+            || !self.mutate_block.is_empty()
     }
 
     /// Whether the behaviours act at `height` and `round`; `salt` separates the draws of
@@ -499,6 +511,18 @@ impl DevnetConfig {
         }
         if self.spam_txs_per_s > 10_000 {
             return Err(("devnet.spam_txs_per_s", "must be at most 10000".into()));
+        }
+        if !self.mutate_block.is_empty()
+            && !MUTABLE_BLOCK_FIELDS.contains(&self.mutate_block.as_str())
+        {
+            return Err((
+                "devnet.mutate_block",
+                format!(
+                    "{:?} is not one of {}",
+                    self.mutate_block,
+                    MUTABLE_BLOCK_FIELDS.join(", ")
+                ),
+            ));
         }
         Ok(())
     }
@@ -1382,6 +1406,16 @@ mod tests {
             error.contains("devnet.commit_delay_ms: must be at most 10000"),
             "{error}"
         );
+        config.devnet.mutate_block = "txs".into();
+        std::fs::write(&path, config.template()).unwrap();
+        assert_eq!(Config::load(&path, Vec::new()).unwrap(), config);
+        config.devnet.mutate_block = "nonce".into();
+        std::fs::write(&path, config.template()).unwrap();
+        let error = Config::load(&path, Vec::new()).unwrap_err().to_string();
+        assert!(
+            error.contains("devnet.mutate_block: \"nonce\" is not one of app_hash"),
+            "{error}"
+        );
     }
 
     /// The operator build (no `devnet` feature) refuses every `[devnet]` field at start, naming
@@ -1393,10 +1427,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         type Set = fn(&mut DevnetConfig);
-        let cases: [(&str, Set); 4] = [
+        let cases: [(&str, Set); 5] = [
             ("devnet.commit_delay_ms", |d| d.commit_delay_ms = 5),
             ("devnet.equivocate_votes", |d| d.equivocate_votes = true),
             ("devnet.spam_txs_per_s", |d| d.spam_txs_per_s = 10),
+            ("devnet.mutate_block", |d| d.mutate_block = "time".into()),
             ("devnet.enabled", |_| {}),
         ];
         for (field, set) in cases {

@@ -132,7 +132,7 @@ impl Backend for Processes {
                 node: "-".into(),
                 reason: "needs the Docker backend".into(),
             }),
-            Action::Heal | Action::Resume | Action::Cut | Action::Toxic => Ok(()),
+            Action::Heal | Action::Resume | Action::Cut | Action::Toxic | Action::OneWay => Ok(()),
         }
     }
 

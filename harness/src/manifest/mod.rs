@@ -70,8 +70,12 @@ fn default_zone() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Byzantine {
     /// equivocate (votes), equivocate-proposals, withhold-votes, drop-proposals, ignore-locks,
-    /// invalid-blocks, spam.
+    /// invalid-blocks, mutate-block, spam.
     pub behaviour: String,
+    /// `mutate-block`: the block field it changes (app_hash, prev_hash, time, validators_hash,
+    /// txs).
+    #[serde(default)]
+    pub field: Option<String>,
     /// always, probability, heights, rounds.
     #[serde(default = "default_trigger")]
     pub trigger: String,
@@ -416,13 +420,14 @@ pub const MAX_NODES: usize = 200;
 /// The most nodes a devnet with a proxy on every directed link may have (n (n - 1) proxies).
 pub const MAX_PROXIED_NODES: usize = 32;
 
-const BYZANTINE_BEHAVIOURS: [&str; 7] = [
+const BYZANTINE_BEHAVIOURS: [&str; 8] = [
     "equivocate",
     "equivocate-proposals",
     "withhold-votes",
     "drop-proposals",
     "ignore-locks",
     "invalid-blocks",
+    "mutate-block",
     "spam",
 ];
 const TRIGGERS: [&str; 4] = ["always", "probability", "heights", "rounds"];
@@ -444,6 +449,7 @@ full_nodes = 0
 # stake = 10              # voting power, > 0 for validators
 # zone = "eu"             # for latency rules and placement
 # byzantine = { behaviour = "equivocate", trigger = "probability", probability = 0.5 }
+# byzantine = { behaviour = "mutate-block", field = "txs" }  # app_hash | prev_hash | time | validators_hash | txs
 
 [consensus]
 timeout_propose_ms = 1000
@@ -598,6 +604,7 @@ impl Manifest {
                     "drop-proposals" => config.drop_proposals = true,
                     "ignore-locks" => config.ignore_locks = true,
                     "invalid-blocks" => config.invalid_blocks = true,
+                    "mutate-block" => config.mutate_block = b.field.clone().unwrap_or_default(),
                     _ => config.spam_txs_per_s = b.rate.unwrap_or(100),
                 }
                 Some((node.name.clone(), config))

@@ -393,6 +393,24 @@ fn check_byzantine(node: &NodeSpec, byzantine: &Byzantine) -> Result<(), Bad> {
     {
         return Err(bad("byzantine.rate", "must be between 1 and 10000"));
     }
+    let fields = blyan_node::config::MUTABLE_BLOCK_FIELDS;
+    match (byzantine.behaviour.as_str(), byzantine.field.as_deref()) {
+        ("mutate-block", Some(field)) if fields.contains(&field) => {}
+        ("mutate-block", field) => {
+            let got = field.map_or("none given".to_string(), |field| format!("not {field:?}"));
+            return Err(bad(
+                "byzantine.field",
+                format!(
+                    "mutate-block needs field = one of {} ({got})",
+                    fields.join(", ")
+                ),
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(bad("byzantine.field", "only mutate-block takes a field"));
+        }
+        _ => {}
+    }
     if node.role != Role::Validator && byzantine.behaviour != "spam" {
         return Err(bad(
             "byzantine",

@@ -1,5 +1,6 @@
-//! Carries a run's faults out: link faults (cuts, partitions by proxy, toxics) through the
-//! devnet's link proxy, node faults (kill, stop, pause, restart, isolate) through its backend.
+//! Carries a run's faults out: link faults (cuts, partitions by proxy, one-way partitions,
+//! toxics) through the devnet's link proxy, node faults (kill, stop, pause, restart, isolate)
+//! through its backend.
 
 use crate::backend::Backend;
 use crate::links::LinkControl;
@@ -47,6 +48,10 @@ impl<'a> Injector<'a> {
                 .link_control()?
                 .add_toxic(&step.links, &step.tag, toxic)
                 .map_err(link_error("toxic")),
+            (Action::OneWay, _) => self
+                .link_control()?
+                .drop_directions(&step.links, &step.tag)
+                .map_err(link_error("one-way partition")),
             _ => self.backend.begin(state, step),
         }
     }
@@ -62,6 +67,10 @@ impl<'a> Injector<'a> {
                 .link_control()?
                 .remove_toxic(&step.links, &step.tag, toxic)
                 .map_err(link_error("remove toxic")),
+            (Action::OneWay, _) => self
+                .link_control()?
+                .restore_directions(&step.links, &step.tag)
+                .map_err(link_error("end one-way partition")),
             _ => self.backend.end(state, step),
         }
     }

@@ -106,6 +106,7 @@ fn a_block_must_carry_a_valid_quorum_commit_of_its_parent_and_the_right_set_hash
         validators,
         next_validators_hash: set_hash(validators),
         prev_validators: Some(validators),
+        latest_time_ms: None,
     };
     let block_with = |last_commit: Vec<u8>| {
         let mut block = Block::new("c", 2, 2, parent, Hash::ZERO, vec![]);
@@ -232,4 +233,68 @@ fn mempool_dedups_bounds_and_drops_committed() {
         app.check(&Tx::transfer("c", &alice, [2; 32], 1, 1, 500), 0),
         Err(TxError::NonceGap { .. })
     ));
+}
+
+/// Each field a Byzantine proposer can mutate (`devnet.mutate_block`) makes an otherwise valid
+/// block fail the check every validator runs on a proposal, with a reason naming that field.
+#[cfg(feature = "devnet")]
+#[test]
+fn every_mutable_block_field_once_mutated_is_refused_naming_it() {
+    let genesis = genesis();
+    let set = genesis.validator_set().unwrap();
+    let validators = set.validators();
+    let now = 1_700_000_000_000;
+    let expected = Expected {
+        chain_id: "c",
+        height: 1,
+        prev_hash: Hash::digest(b"genesis"),
+        prev_time_ms: now - 1_000,
+        app_hash: Hash::digest(b"state"),
+        max_txs: 10,
+        validators,
+        next_validators_hash: set_hash(validators),
+        prev_validators: None,
+        latest_time_ms: Some(latest_block_time(now, now - 1_000)),
+    };
+    let mut good = Block::new("c", 1, now, expected.prev_hash, expected.app_hash, vec![]);
+    good.header.validators_hash = set_hash(validators);
+    good.header.next_validators_hash = set_hash(validators);
+    check_block(&good, &expected, &|_| false).expect("the unmutated block is valid");
+    let reasons = [
+        ("app_hash", "app hash"),
+        ("prev_hash", "parent"),
+        ("time", "ahead of this node's clock"),
+        ("validators_hash", "validators hash"),
+        ("txs", "transaction"),
+    ];
+    assert_eq!(
+        reasons.map(|(field, _)| field),
+        crate::config::MUTABLE_BLOCK_FIELDS
+    );
+    for (field, reason) in reasons {
+        let mut block = good.clone();
+        crate::node::devnet::mutate(&mut block, field);
+        assert!(
+            block.data_hash_matches(),
+            "{field}: the body stays consistent"
+        );
+        let error = check_block(&block, &expected, &|_| false)
+            .err()
+            .unwrap_or_else(|| panic!("a block with {field} mutated was accepted"));
+        assert!(error.contains(reason), "{field}: {error}");
+    }
+}
+
+/// A proposal may run ahead of the validator's clock by the bound and no more; a parent that is
+/// itself ahead of the clock (a genesis time in the future) moves the bound with it.
+#[test]
+fn a_proposed_block_time_is_bounded_by_the_local_clock_or_the_parent() {
+    assert_eq!(
+        latest_block_time(5_000, 1_000),
+        5_000 + MAX_BLOCK_TIME_AHEAD_MS
+    );
+    assert_eq!(
+        latest_block_time(5_000, 9_000),
+        9_001 + MAX_BLOCK_TIME_AHEAD_MS
+    );
 }

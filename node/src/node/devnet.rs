@@ -1,5 +1,6 @@
 //! Devnet-only behaviours: the Byzantine switches of `[devnet]` (equivocating votes and
-//! proposals, withheld votes, dropped proposals, amnesia, invalid blocks, transaction spam) and
+//! proposals, withheld votes, dropped proposals, amnesia, invalid blocks, a mutated block
+//! field, transaction spam) and
 //! the commit slowdown, beside the honest path that calls them.
 //!
 //! They are compiled only with the `devnet` cargo feature, which workspace builds (the harness
@@ -62,11 +63,22 @@ impl Devnet {
             .then(|| self.config.fires(height, 0, "ignore_locks"))
     }
 
-    /// "invalid_blocks": our proposed block, spoiled so that the others must refuse it.
+    /// "invalid_blocks" (a wrong app hash) and "mutate_block" (the named field): our proposed
+    /// block, spoiled so that the others must refuse it.
     pub(super) fn spoil_block(&self, height: u64, round: u32, block: &mut Block) {
         if self.config.invalid_blocks && self.config.fires(height, round, "invalid_blocks") {
-            block.header.app_hash.0[0] ^= 0xff;
+            mutate(block, "app_hash");
             tracing::warn!(height, round, "devnet: proposing an invalid block");
+        }
+        let field = self.config.mutate_block.as_str();
+        if !field.is_empty() && self.config.fires(height, round, "mutate_block") {
+            mutate(block, field);
+            tracing::warn!(
+                height,
+                round,
+                field,
+                "devnet: proposing a block with one field mutated"
+            );
         }
     }
 
@@ -124,6 +136,28 @@ impl Devnet {
             && self
                 .config
                 .fires(proposal.height, proposal.round, "drop_proposals")
+    }
+}
+
+/// Changes `field` (one of [`crate::config::MUTABLE_BLOCK_FIELDS`]) of an otherwise valid
+/// block: a hash flipped in its first byte, the time an hour ahead, or a junk transaction added
+/// with the data hash recomputed (so the header is consistent and only re-checking the
+/// transactions finds it). The caller hashes and signs the result.
+#[cfg(feature = "devnet")]
+pub(crate) fn mutate(block: &mut Block, field: &str) {
+    let header = &mut block.header;
+    match field {
+        "app_hash" => header.app_hash.0[0] ^= 0xff,
+        "prev_hash" => header.prev_hash.0[0] ^= 0xff,
+        "validators_hash" => header.validators_hash.0[0] ^= 0xff,
+        "time" => header.time_ms += 3_600_000,
+        "txs" => {
+            let junk = (0..154u8).map(|i| i.wrapping_mul(31) ^ header.height as u8);
+            block.txs.push(junk.collect());
+            block.header.data_hash =
+                crate::block::data_hash(&block.txs, &block.last_commit, &block.evidence);
+        }
+        other => unreachable!("config validation admits only MUTABLE_BLOCK_FIELDS, got {other:?}"),
     }
 }
 

@@ -249,6 +249,7 @@ impl Node {
             validators: self.set.validators(),
             next_validators_hash: set_hash(&self.next_validators),
             prev_validators: self.prev_validators.as_deref(),
+            latest_time_ms: None,
         }
     }
 
@@ -261,21 +262,26 @@ impl Node {
         self.note_proposed_value(&proposal);
         // Transactions in our mempool were verified when they entered it.
         let mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
-        let verdict = check_block(&block, &self.expected(self.max_block_txs), &|hash| {
-            mempool.contains(hash)
-        })
-        .and_then(|checked| {
-            // A fresh proposal's block names its proposer (who earns the proposer bonus).
-            if proposal.proposal.pol_round.is_none()
-                && block.header.proposer != proposal.proposal.proposer
-            {
-                return Err(format!(
-                    "block names proposer {}, the proposal is signed by {}",
-                    block.header.proposer, proposal.proposal.proposer
-                ));
-            }
-            Ok(checked)
-        });
+        let expected = crate::app::Expected {
+            latest_time_ms: Some(crate::app::latest_block_time(
+                super::now_ms(),
+                self.tip_time_ms,
+            )),
+            ..self.expected(self.max_block_txs)
+        };
+        let verdict =
+            check_block(&block, &expected, &|hash| mempool.contains(hash)).and_then(|checked| {
+                // A fresh proposal's block names its proposer (who earns the proposer bonus).
+                if proposal.proposal.pol_round.is_none()
+                    && block.header.proposer != proposal.proposal.proposer
+                {
+                    return Err(format!(
+                        "block names proposer {}, the proposal is signed by {}",
+                        block.header.proposer, proposal.proposal.proposer
+                    ));
+                }
+                Ok(checked)
+            });
         drop(mempool);
         let valid = match verdict {
             Ok(_) => true,

@@ -35,7 +35,7 @@ use crate::wire::Commit;
 
 mod commit;
 pub use commit::set_records;
-mod devnet;
+pub(crate) mod devnet;
 mod gossip;
 mod sync;
 

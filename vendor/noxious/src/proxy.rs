@@ -54,6 +54,9 @@ fn default_enabled() -> bool {
 /// A holder for upstream and downstream links, as well as the per-connection state
 #[derive(Debug)]
 pub struct Links {
+    /// Which build of this client's links this is (BLYAN patch 9): each toxic change rebuilds
+    /// them, and the watcher of an earlier build must not remove a later one.
+    id: u64,
     upstream: Link,
     client: Link,
     /// Optional, connection-wide state for toxics that need such state (like LimitData)
@@ -342,6 +345,8 @@ fn create_links(
         toxics_state_holder.clone(),
     );
 
+    static NEXT_LINKS_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = NEXT_LINKS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let state = state.clone();
     tokio::spawn(async move {
         // No need to listen for the stop signal here, we're ending as soon as one of the tasks have stopped.
@@ -357,13 +362,18 @@ fn create_links(
         };
         links_stopper.stop();
         let mut state = state.lock();
-        state.clients.remove(&addr);
-        debug!("Removed client {}", addr);
+        // BLYAN patch 9: these links may have ended because a toxic change rebuilt them; the
+        // client's entry then holds the new build, which stays.
+        if state.clients.get(&addr).is_some_and(|links| links.id == id) {
+            state.clients.remove(&addr);
+            debug!("Removed client {}", addr);
+        }
     });
 
     current_state.clients.insert(
         addr,
         Links {
+            id,
             upstream: upstream_link,
             client: client_link,
             state_holder: toxics_state_holder,
@@ -444,8 +454,11 @@ async fn recreate_links(
     links: Links,
     new_toxics: Toxics,
 ) -> io::Result<()> {
-    let (client_read, upstream_write) = links.client.disband().await?;
-    let (upstream_read, client_write) = links.upstream.disband().await?;
+    // `links.upstream` carries client -> upstream (it was established with `client_read` and
+    // `upstream_write`), `links.client` upstream -> client. (1.0.4 took them the other way
+    // round, so every toxic change on a live connection swapped its two directions.)
+    let (client_read, upstream_write) = links.upstream.disband().await?;
+    let (upstream_read, client_write) = links.client.disband().await?;
     let streams = Streams {
         client_read,
         client_write,
