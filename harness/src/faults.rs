@@ -30,6 +30,9 @@ pub enum Fault {
     Reset(Timeout),
     /// A seeded random nemesis drawing faults of `kinds`.
     Random(Random),
+    /// The listed nodes' outgoing messages dropped, duplicated, delayed, reordered or answered
+    /// by old ones, inside the node (devnet mode; `POST /admin/devnet/messages`).
+    Messages(Messages),
 }
 
 /// A fault on processes.
@@ -162,6 +165,34 @@ pub struct Random {
     pub max_faulty: Option<i64>,
 }
 
+/// A message fault: the node's `MessageFaults` (`blyan_node::config`) on `nodes` for a while.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Messages {
+    pub at_s: f64,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// Probabilities per message.
+    #[serde(default)]
+    pub drop: f64,
+    #[serde(default)]
+    pub duplicate: f64,
+    #[serde(default)]
+    pub reorder: f64,
+    #[serde(default)]
+    pub replay_old: f64,
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// vote, proposal, tx, sync (default: all).
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// The draws' seed (default: the manifest's `devnet run --seed`, else 1).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
 /// What a link fault targets: (nodes, groups, link).
 pub type LinkTargets<'a> = (&'a [String], &'a [Vec<String>], &'a [String]);
 
@@ -183,6 +214,7 @@ impl Fault {
             Fault::Timeout(_) => "timeout",
             Fault::Reset(_) => "reset",
             Fault::Random(_) => "random",
+            Fault::Messages(_) => "messages",
         }
     }
 
@@ -200,6 +232,7 @@ impl Fault {
             Fault::Bandwidth(f) => (f.at_s, f.duration_s),
             Fault::Timeout(f) | Fault::Reset(f) => (f.at_s, f.duration_s),
             Fault::Random(f) => (f.at_s, f.duration_s),
+            Fault::Messages(f) => (f.at_s, f.duration_s),
         }
     }
 
@@ -220,6 +253,7 @@ impl Fault {
             Fault::Kill(f) | Fault::Stop(f) | Fault::Pause(f) | Fault::Restart(f) => &f.nodes,
             Fault::Resume(f) => &f.nodes,
             Fault::Isolate(f) | Fault::Partition(f) => &f.nodes,
+            Fault::Messages(f) => &f.nodes,
             Fault::Heal(_) | Fault::Random(_) => &[],
             _ => self.link_targets().map_or(&[], |(nodes, _, _)| nodes),
         }

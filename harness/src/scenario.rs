@@ -12,6 +12,7 @@
 //! | `partition` with `shape = "oneway"` | the data from `to` to `from` dropped on both proxies of each pair (a `timeout` toxic on one stream); connections stay up | same |
 //! | `heal` | ends every active fault | same |
 //! | `resume` | ends the listed nodes' active pauses | same |
+//! | `messages` | the nodes' outgoing messages dropped, duplicated, delayed, reordered, replayed inside the node (admin API) | same |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
 
 use std::collections::BTreeSet;
@@ -52,6 +53,8 @@ pub enum Action {
     /// Drop the data of each directed pair `(from, to)` of `links` (a one-way partition): the
     /// connections stay up, and what `to` sends to `from` still arrives.
     OneWay,
+    /// Put `messages` in force on `nodes` (inside the node, through its admin API).
+    Messages,
 }
 
 /// One step of the schedule: when, what, to which nodes and links, for how long.
@@ -69,6 +72,8 @@ pub struct Planned {
     pub label: String,
     /// A name for the toxics this fault adds (unique in the run).
     pub tag: String,
+    /// The message fault (`Action::Messages`).
+    pub messages: Option<blyan_node::config::MessageFaults>,
 }
 
 impl Planned {
@@ -428,6 +433,25 @@ fn label(
         let shown: Vec<&str> = nodes.iter().map(|&i| target.names[i].as_str()).collect();
         label.push_str(&format!(" {}", shown.join(",")));
     }
+    if let Fault::Messages(f) = fault {
+        let set: Vec<String> = [
+            ("drop", f.drop),
+            ("duplicate", f.duplicate),
+            ("reorder", f.reorder),
+            ("replay_old", f.replay_old),
+            ("delay_ms", f.delay_ms as f64),
+        ]
+        .iter()
+        .filter(|(_, value)| *value > 0.0)
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+        let types = if f.types.is_empty() {
+            "all".to_string()
+        } else {
+            f.types.join(",")
+        };
+        label.push_str(&format!(" ({}; {types})", set.join(" ")));
+    }
     if let Some(toxic) = toxic {
         let attributes: Vec<String> = toxic
             .attributes
@@ -445,11 +469,17 @@ fn label(
     label
 }
 
-fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, ScenarioError> {
+fn one(
+    fault: &Fault,
+    index: usize,
+    target: &Target,
+    seed: Option<u64>,
+) -> Result<Planned, ScenarioError> {
     let nodes = indices(index, "nodes", fault.nodes(), target)?;
     let (at_s, duration_s) = fault.when();
     let mut links = Vec::new();
     let mut toxic_of = None;
+    let mut messages_of = None;
     let mut kind = fault.kind().to_string();
     let action = match fault {
         Fault::Kill(_) => Action::Kill,
@@ -478,11 +508,20 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
                 Action::Cut
             }
         }
+        Fault::Messages(f) => {
+            messages_of = Some(message_faults(f, index, seed)?);
+            Action::Messages
+        }
         Fault::Random(_) => unreachable!("random is expanded by plan"),
     };
     let on_nodes = matches!(
         action,
-        Action::Kill | Action::Stop | Action::Pause | Action::Restart | Action::Resume
+        Action::Kill
+            | Action::Stop
+            | Action::Pause
+            | Action::Restart
+            | Action::Resume
+            | Action::Messages
     );
     if nodes.is_empty() && on_nodes {
         return Err(field(
@@ -510,7 +549,42 @@ fn one(fault: &Fault, index: usize, target: &Target) -> Result<Planned, Scenario
         duration: duration_s.map(Duration::from_secs_f64),
         label,
         tag: format!("fault{index}"),
+        messages: messages_of,
     })
+}
+
+/// A `messages` fault as the node takes it, checked by the node's own rules.
+fn message_faults(
+    f: &faults::Messages,
+    index: usize,
+    seed: Option<u64>,
+) -> Result<blyan_node::config::MessageFaults, ScenarioError> {
+    let faults = blyan_node::config::MessageFaults {
+        drop: f.drop,
+        duplicate: f.duplicate,
+        delay_ms: f.delay_ms,
+        reorder: f.reorder,
+        replay_old: f.replay_old,
+        types: f.types.clone(),
+        seed: seed.or(f.seed).unwrap_or(1),
+    };
+    faults
+        .check()
+        .map_err(|(name, reason)| field(index, name, reason))?;
+    if faults
+        == (blyan_node::config::MessageFaults {
+            seed: faults.seed,
+            types: faults.types.clone(),
+            ..Default::default()
+        })
+    {
+        return Err(field(
+            index,
+            "kind",
+            "messages sets none of drop, duplicate, delay_ms, reorder, replay_old",
+        ));
+    }
+    Ok(faults)
 }
 
 /// One fault the random nemesis drew, as the manifest would write it.
@@ -650,14 +724,14 @@ pub fn plan(
                 .iter()
                 .enumerate()
             {
-                let mut step = one(drawn, index, target)?;
+                let mut step = one(drawn, index, target, seed)?;
                 step.tag = format!("fault{index}_{k}");
                 step.label = format!("random: {}", step.label);
                 out.push(step);
             }
             continue;
         }
-        let step = one(fault, index, target)?;
+        let step = one(fault, index, target, seed)?;
         let lasting = matches!(
             step.action,
             Action::Isolate
@@ -667,6 +741,7 @@ pub fn plan(
                 | Action::Cut
                 | Action::Toxic
                 | Action::OneWay
+                | Action::Messages
         );
         if lasting && fault.when().1.is_none() {
             let healed_later = faults[index + 1..]

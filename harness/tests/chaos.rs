@@ -217,6 +217,35 @@ fn a_oneway_partition_lets_messages_through_in_one_direction_only() {
     }
 }
 
+#[test]
+fn message_faults_inside_the_node_stall_or_spare_the_chain_as_their_types_say() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/messages.toml"),
+    )
+    .expect("scenarios/messages.toml");
+    let (passed, text, out) = devnet_run(dir.path(), &manifest, 14, &[]);
+    assert!(
+        passed,
+        "the run's checks pass (safety under duplicates and replays):\n{text}"
+    );
+    let entries = timeline::read(&out).expect("timeline.json");
+    let [votes, txs, noise] = entries.as_slice() else {
+        panic!("three faults in the timeline: {entries:#?}");
+    };
+    assert!(votes.label.contains("drop=1; vote"), "{votes:#?}");
+    // Two of four validators send no vote: no quorum, nothing commits.
+    assert!(
+        votes.effect.committed_during.unwrap() <= 1,
+        "votes of node2 and node3 dropped, yet: {votes:#?}"
+    );
+    // The same two dropping only their transactions: consensus does not need them.
+    assert!(txs.effect.committed_during.unwrap() >= 5, "{txs:#?}");
+    // Every node duplicating, replaying, reordering and delaying: the chain goes on.
+    assert!(noise.effect.committed_during.unwrap() >= 5, "{noise:#?}");
+}
+
 fn byzantine_manifest(name: &str, nodes: &str) -> String {
     format!("name = \"{name}\"\nduration_s = 18\n{nodes}")
 }

@@ -9,7 +9,8 @@
 //!
 //! Admin endpoints (`POST /checkpoints`, `POST /admin/reload`, `GET /admin/devnet`) need a
 //! verified, unrevoked client certificate over HTTPS (`[api.tls]` with `client_ca_file`), or,
-//! without TLS, a loopback client. `GET /admin/devnet` exists only on devnet nodes.
+//! without TLS, a loopback client. `GET /admin/devnet` and `/admin/devnet/messages` (GET, POST,
+//! DELETE: message faults, `docs/CHAOS.md`) exist only on devnet nodes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -175,6 +176,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .route("/admin/reload", post(admin_reload))
                 .route("/admin/dial", post(admin_dial))
                 .route("/admin/devnet", get(admin_devnet))
+                .route(
+                    "/admin/devnet/messages",
+                    get(messages_status).post(set_messages).delete(end_messages),
+                )
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     admin_guard,
@@ -1105,6 +1110,60 @@ async fn admin_devnet(
             detail: "devnet controls are off: this node does not run in devnet mode".into(),
         }),
     }
+}
+
+/// Message faults need devnet mode (`devnet.enabled`) and a build with the `devnet` feature.
+fn devnet_only(state: &ApiState) -> Result<(), ApiError> {
+    if state.devnet.is_some() && cfg!(feature = "devnet") {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::NOT_FOUND,
+        error: "not_found",
+        detail: "devnet controls are off: this node does not run in devnet mode".into(),
+    })
+}
+
+fn messages_answer(state: &ApiState) -> Json<serde_json::Value> {
+    let (faults, counts) = state.node.messages.status();
+    Json(serde_json::json!({ "faults": faults, "counts": counts }))
+}
+
+/// `GET /admin/devnet/messages`: the message fault in force and what the faults did.
+async fn messages_status(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    devnet_only(&state)?;
+    Ok(messages_answer(&state))
+}
+
+/// `POST /admin/devnet/messages`: puts a message fault in force (`config::MessageFaults`).
+async fn set_messages(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    devnet_only(&state)?;
+    let bad = |detail: String| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        error: "bad_message_faults",
+        detail,
+    };
+    let faults: crate::config::MessageFaults =
+        serde_json::from_slice(&body).map_err(|error| bad(error.to_string()))?;
+    faults
+        .check()
+        .map_err(|(field, reason)| bad(format!("{field}: {reason}")))?;
+    state.node.messages.set(Some(faults));
+    Ok(messages_answer(&state))
+}
+
+/// `DELETE /admin/devnet/messages`: ends the message fault in force.
+async fn end_messages(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    devnet_only(&state)?;
+    state.node.messages.set(None);
+    Ok(messages_answer(&state))
 }
 
 async fn checkpoint(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {

@@ -528,6 +528,74 @@ impl DevnetConfig {
     }
 }
 
+/// The message types a message fault can act on.
+pub const MESSAGE_TYPES: [&str; 4] = ["vote", "proposal", "tx", "sync"];
+
+/// A message fault (devnet nodes only, set at run time through `POST /admin/devnet/messages`):
+/// what happens to this node's outgoing messages between its consensus output and the wire.
+/// Each message of the listed `types` meets each fault with its probability, drawn from a
+/// generator seeded with `seed`, so the same node sending the same messages makes the same
+/// draws.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageFaults {
+    /// The message is never sent.
+    pub drop: f64,
+    /// A second copy is sent right after (gossip: a new copy with its own message id).
+    pub duplicate: f64,
+    /// Every message is held this long before it is sent (at most 10000).
+    pub delay_ms: u64,
+    /// The message is held an extra random 1..=max(delay_ms, 100) ms, so later ones overtake it.
+    pub reorder: f64,
+    /// An old message of the same kind (one of the last 64 this node sent) is sent again.
+    pub replay_old: f64,
+    /// vote, proposal, tx, sync (empty: all). `sync` (block sync requests and answers) is only
+    /// dropped, delayed or reordered.
+    pub types: Vec<String>,
+    pub seed: u64,
+}
+
+impl MessageFaults {
+    /// Refuses what the node cannot do, naming the field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (field, p) in [
+            ("drop", self.drop),
+            ("duplicate", self.duplicate),
+            ("reorder", self.reorder),
+            ("replay_old", self.replay_old),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err((
+                    field,
+                    format!("must be a probability between 0 and 1, got {p}"),
+                ));
+            }
+        }
+        if self.delay_ms > 10_000 {
+            return Err((
+                "delay_ms",
+                format!("must be at most 10000, got {}", self.delay_ms),
+            ));
+        }
+        if let Some(bad) = self
+            .types
+            .iter()
+            .find(|t| !MESSAGE_TYPES.contains(&t.as_str()))
+        {
+            return Err((
+                "types",
+                format!("{bad:?} is not one of {}", MESSAGE_TYPES.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether it acts on messages of `kind`.
+    pub fn acts_on(&self, kind: &str) -> bool {
+        self.types.is_empty() || self.types.iter().any(|t| t == kind)
+    }
+}
+
 /// Mixture-of-experts inference (`POST /infer`, `docs/INFERENCE.md`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

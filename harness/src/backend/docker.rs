@@ -207,7 +207,12 @@ impl Backend for Containers {
             Action::Restart => each(self, state, nodes, "restart", |this, state, i| {
                 this.restart(&container_of(state, i)?)
             }),
-            Action::Heal | Action::Resume | Action::Cut | Action::Toxic | Action::OneWay => Ok(()),
+            Action::Heal
+            | Action::Resume
+            | Action::Cut
+            | Action::Toxic
+            | Action::OneWay
+            | Action::Messages => Ok(()),
         }
     }
 

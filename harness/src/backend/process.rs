@@ -132,7 +132,12 @@ impl Backend for Processes {
                 node: "-".into(),
                 reason: "needs the Docker backend".into(),
             }),
-            Action::Heal | Action::Resume | Action::Cut | Action::Toxic | Action::OneWay => Ok(()),
+            Action::Heal
+            | Action::Resume
+            | Action::Cut
+            | Action::Toxic
+            | Action::OneWay
+            | Action::Messages => Ok(()),
         }
     }
 

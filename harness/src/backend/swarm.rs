@@ -129,7 +129,12 @@ impl Backend for Services {
                 c.kill(&this.task(state, i)?)?;
                 this.restart_task(state, i)
             }),
-            Action::Heal | Action::Resume | Action::Cut | Action::Toxic | Action::OneWay => Ok(()),
+            Action::Heal
+            | Action::Resume
+            | Action::Cut
+            | Action::Toxic
+            | Action::OneWay
+            | Action::Messages => Ok(()),
         }
     }
 

@@ -580,8 +580,28 @@ impl Manifest {
             .collect()
     }
 
-    /// Each Byzantine node's `[devnet]` settings, as the node takes them.
+    /// Each Byzantine node's `[devnet]` settings, as the node takes them, and devnet mode alone
+    /// for every other node a `messages` fault acts on (its admin API takes message faults only
+    /// in devnet mode).
     pub fn byzantine_settings(&self) -> Vec<(String, blyan_node::config::DevnetConfig)> {
+        let mut settings = self.behaviour_settings();
+        for fault in &self.faults {
+            if let crate::faults::Fault::Messages(f) = fault {
+                for name in &f.nodes {
+                    if !settings.iter().any(|(node, _)| node == name) {
+                        let mode = blyan_node::config::DevnetConfig {
+                            enabled: true,
+                            ..Default::default()
+                        };
+                        settings.push((name.clone(), mode));
+                    }
+                }
+            }
+        }
+        settings
+    }
+
+    fn behaviour_settings(&self) -> Vec<(String, blyan_node::config::DevnetConfig)> {
         self.nodes
             .iter()
             .filter_map(|node| {

@@ -52,6 +52,10 @@ impl<'a> Injector<'a> {
                 .link_control()?
                 .drop_directions(&step.links, &step.tag)
                 .map_err(link_error("one-way partition")),
+            (Action::Messages, _) => {
+                let body = serde_json::to_string(&step.messages).expect("message faults serialise");
+                message_faults(state, &step.nodes, "POST", &body)
+            }
             _ => self.backend.begin(state, step),
         }
     }
@@ -71,7 +75,60 @@ impl<'a> Injector<'a> {
                 .link_control()?
                 .restore_directions(&step.links, &step.tag)
                 .map_err(link_error("end one-way partition")),
+            (Action::Messages, _) => message_faults(state, &step.nodes, "DELETE", ""),
             _ => self.backend.end(state, step),
         }
+    }
+}
+
+/// `METHOD /admin/devnet/messages` on each of `nodes` (HTTPS with the devnet's admin
+/// certificate, or HTTP on loopback, where the node takes admin requests without TLS).
+fn message_faults(
+    state: &DevnetState,
+    nodes: &[usize],
+    method: &str,
+    body: &str,
+) -> Result<(), ScenarioError> {
+    const PATH: &str = "/admin/devnet/messages";
+    for &index in nodes {
+        let node = &state.nodes[index];
+        let answer = match &node.api_https {
+            Some(url) => {
+                let pki = node.home.parent().unwrap_or(&node.home).join("pki");
+                crate::process::https_request(&pki, true, url, method, PATH, body)
+            }
+            None => plain_request(&node.api, method, PATH, body),
+        };
+        match answer {
+            Ok((200, _)) => {}
+            Ok((status, text)) => {
+                return Err(message_error(
+                    node,
+                    format!("{method} {PATH}: {status} {text}"),
+                ))
+            }
+            Err(reason) => return Err(message_error(node, reason)),
+        }
+    }
+    Ok(())
+}
+
+fn plain_request(api: &str, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let response = crate::process::http_client()
+        .request(method, format!("{api}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().unwrap_or_default()))
+}
+
+fn message_error(node: &crate::testnet::record::NodeEntry, reason: String) -> ScenarioError {
+    ScenarioError::Action {
+        action: "messages".into(),
+        node: node.moniker.clone(),
+        reason,
     }
 }

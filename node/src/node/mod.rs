@@ -37,6 +37,7 @@ mod commit;
 pub use commit::set_records;
 pub(crate) mod devnet;
 mod gossip;
+pub mod messages;
 mod sync;
 
 pub use sync::SNAPSHOT_CHUNKS;
@@ -126,6 +127,8 @@ pub struct Shared {
     /// The committed chain state (the node loop writes it once per block).
     pub state: Arc<RwLock<ChainState>>,
     pub metrics: Arc<Metrics>,
+    /// The message fault in force (devnet builds; `POST /admin/devnet/messages`).
+    pub messages: messages::MessageShaper,
 }
 
 impl Shared {
@@ -148,6 +151,7 @@ impl Shared {
             genesis,
             state: app.shared(),
             metrics,
+            messages: messages::MessageShaper::default(),
         }
     }
 }
@@ -414,6 +418,18 @@ impl Node {
         // Refused only at shutdown (the swarm task ends after the node loop) or when the swarm
         // task's queue is full (counted in /net_info; our own votes and proposals are sent
         // again when a height makes no progress, `maybe_rebroadcast`, and block sync asks again).
+        #[cfg(feature = "devnet")]
+        {
+            let shaped = self.shared.messages.shape(command);
+            for command in shaped.now {
+                let _ = self.p2p.commands.send(command);
+            }
+            if let Some((delay, command)) = shaped.later {
+                let commands = self.p2p.commands.clone();
+                self.shared.messages.send_later(delay, command, commands);
+            }
+        }
+        #[cfg(not(feature = "devnet"))]
         let _ = self.p2p.commands.send(command);
     }
 
