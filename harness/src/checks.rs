@@ -49,8 +49,66 @@ pub fn run_all(history: &History) -> Vec<Check> {
         accountability(history),
         fault_bound(history),
         partitions::partitions_hold(history),
+        block_times(history),
         inference_determinism(history),
     ]
+}
+
+/// Block time holds its rules on the committed chain: each block after its parent, and none
+/// dated more than `MAX_BLOCK_TIME_AHEAD_MS` after the moment an honest node was first seen to
+/// hold it (the recorder's clock; on one host the nodes' clock too), so no proposer pushed
+/// block time into the future (`docs/CONSENSUS.md`, "Block time").
+pub fn block_times(history: &History) -> Check {
+    let bound = blyan_node::app::MAX_BLOCK_TIME_AHEAD_MS;
+    let mut blocks: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for (_, records) in history
+        .nodes
+        .iter()
+        .filter(|(name, _)| history.honest(name))
+    {
+        for record in records {
+            if let NodeRecord::Block {
+                at_ms,
+                height,
+                time_ms,
+                ..
+            } = record
+            {
+                let entry = blocks.entry(*height).or_insert((*time_ms, *at_ms));
+                entry.1 = entry.1.min(*at_ms);
+            }
+        }
+    }
+    let mut parent: Option<(u64, u64)> = None;
+    for (&height, &(time_ms, seen_ms)) in &blocks {
+        if time_ms > seen_ms + bound {
+            let ahead = time_ms - seen_ms;
+            let detail = format!(
+                "height {height} is dated {ahead} ms after it was first seen committed (bound {bound} ms)"
+            );
+            return check("block_times", Verdict::Fail, detail);
+        }
+        if let Some((h, t)) = parent.filter(|&(h, t)| h + 1 == height && time_ms <= t) {
+            let detail = format!("height {height} ({time_ms}) is not after height {h} ({t})");
+            return check("block_times", Verdict::Fail, detail);
+        }
+        parent = Some((height, time_ms));
+    }
+    if blocks.is_empty() {
+        return check(
+            "block_times",
+            Verdict::Skipped,
+            "no committed block recorded".into(),
+        );
+    }
+    check(
+        "block_times",
+        Verdict::Pass,
+        format!(
+            "{} blocks, each after its parent and at most {bound} ms ahead of when it was seen",
+            blocks.len()
+        ),
+    )
 }
 
 /// The run stayed within what BFT consensus promises to survive: Byzantine validators (their

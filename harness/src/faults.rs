@@ -33,6 +33,9 @@ pub enum Fault {
     /// The listed nodes' outgoing messages dropped, duplicated, delayed, reordered or answered
     /// by old ones, inside the node (devnet mode; `POST /admin/devnet/messages`).
     Messages(Messages),
+    /// The clock the listed nodes date and bound block times by, moved (devnet mode;
+    /// `POST /admin/devnet/clock`).
+    Clock(ClockFault),
 }
 
 /// A fault on processes.
@@ -193,6 +196,23 @@ pub struct Messages {
     pub seed: Option<u64>,
 }
 
+/// A clock fault: the node's consensus clock off by `skew_ms + jump_ms`, drifting `drift_ppm`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockFault {
+    pub at_s: f64,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    #[serde(default)]
+    pub skew_ms: i64,
+    #[serde(default)]
+    pub drift_ppm: i64,
+    #[serde(default)]
+    pub jump_ms: i64,
+}
+
 /// What a link fault targets: (nodes, groups, link).
 pub type LinkTargets<'a> = (&'a [String], &'a [Vec<String>], &'a [String]);
 
@@ -215,6 +235,7 @@ impl Fault {
             Fault::Reset(_) => "reset",
             Fault::Random(_) => "random",
             Fault::Messages(_) => "messages",
+            Fault::Clock(_) => "clock",
         }
     }
 
@@ -233,6 +254,7 @@ impl Fault {
             Fault::Timeout(f) | Fault::Reset(f) => (f.at_s, f.duration_s),
             Fault::Random(f) => (f.at_s, f.duration_s),
             Fault::Messages(f) => (f.at_s, f.duration_s),
+            Fault::Clock(f) => (f.at_s, f.duration_s),
         }
     }
 
@@ -254,6 +276,7 @@ impl Fault {
             Fault::Resume(f) => &f.nodes,
             Fault::Isolate(f) | Fault::Partition(f) => &f.nodes,
             Fault::Messages(f) => &f.nodes,
+            Fault::Clock(f) => &f.nodes,
             Fault::Heal(_) | Fault::Random(_) => &[],
             _ => self.link_targets().map_or(&[], |(nodes, _, _)| nodes),
         }

@@ -13,6 +13,7 @@
 //! | `heal` | ends every active fault | same |
 //! | `resume` | ends the listed nodes' active pauses | same |
 //! | `messages` | the nodes' outgoing messages dropped, duplicated, delayed, reordered, replayed inside the node (admin API) | same |
+//! | `clock` | the clock the node dates and bounds block times by moved (skew, drift, jump; admin API) | same |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
 
 use std::collections::BTreeSet;
@@ -53,8 +54,34 @@ pub enum Action {
     /// Drop the data of each directed pair `(from, to)` of `links` (a one-way partition): the
     /// connections stay up, and what `to` sends to `from` still arrives.
     OneWay,
-    /// Put `messages` in force on `nodes` (inside the node, through its admin API).
-    Messages,
+    /// Put `in_node` in force on `nodes` (the node carries it out; set through its admin API).
+    InNode,
+}
+
+/// A fault the node carries out itself (devnet mode), put in force through its admin API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InNode {
+    Messages(blyan_node::config::MessageFaults),
+    Clock(blyan_node::node::clock::ClockFault),
+}
+
+impl InNode {
+    /// The admin endpoint: `POST` puts the fault in force, `DELETE` ends it.
+    pub fn path(&self) -> &'static str {
+        match self {
+            InNode::Messages(_) => "/admin/devnet/messages",
+            InNode::Clock(_) => "/admin/devnet/clock",
+        }
+    }
+
+    /// The `POST` body.
+    pub fn body(&self) -> String {
+        match self {
+            InNode::Messages(faults) => serde_json::to_string(faults),
+            InNode::Clock(fault) => serde_json::to_string(fault),
+        }
+        .expect("node faults serialise")
+    }
 }
 
 /// One step of the schedule: when, what, to which nodes and links, for how long.
@@ -72,8 +99,8 @@ pub struct Planned {
     pub label: String,
     /// A name for the toxics this fault adds (unique in the run).
     pub tag: String,
-    /// The message fault (`Action::Messages`).
-    pub messages: Option<blyan_node::config::MessageFaults>,
+    /// The fault the node carries out (`Action::InNode`).
+    pub in_node: Option<InNode>,
 }
 
 impl Planned {
@@ -452,6 +479,18 @@ fn label(
         };
         label.push_str(&format!(" ({}; {types})", set.join(" ")));
     }
+    if let Fault::Clock(f) = fault {
+        let set: Vec<String> = [
+            ("skew_ms", f.skew_ms),
+            ("jump_ms", f.jump_ms),
+            ("drift_ppm", f.drift_ppm),
+        ]
+        .iter()
+        .filter(|(_, value)| *value != 0)
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+        label.push_str(&format!(" ({})", set.join(" ")));
+    }
     if let Some(toxic) = toxic {
         let attributes: Vec<String> = toxic
             .attributes
@@ -479,7 +518,7 @@ fn one(
     let (at_s, duration_s) = fault.when();
     let mut links = Vec::new();
     let mut toxic_of = None;
-    let mut messages_of = None;
+    let mut in_node = None;
     let mut kind = fault.kind().to_string();
     let action = match fault {
         Fault::Kill(_) => Action::Kill,
@@ -509,8 +548,27 @@ fn one(
             }
         }
         Fault::Messages(f) => {
-            messages_of = Some(message_faults(f, index, seed)?);
-            Action::Messages
+            in_node = Some(InNode::Messages(message_faults(f, index, seed)?));
+            Action::InNode
+        }
+        Fault::Clock(f) => {
+            let fault = blyan_node::node::clock::ClockFault {
+                skew_ms: f.skew_ms,
+                drift_ppm: f.drift_ppm,
+                jump_ms: f.jump_ms,
+            };
+            fault
+                .check()
+                .map_err(|(name, reason)| field(index, name, reason))?;
+            if fault == Default::default() {
+                return Err(field(
+                    index,
+                    "kind",
+                    "clock sets none of skew_ms, drift_ppm, jump_ms",
+                ));
+            }
+            in_node = Some(InNode::Clock(fault));
+            Action::InNode
         }
         Fault::Random(_) => unreachable!("random is expanded by plan"),
     };
@@ -521,7 +579,7 @@ fn one(
             | Action::Pause
             | Action::Restart
             | Action::Resume
-            | Action::Messages
+            | Action::InNode
     );
     if nodes.is_empty() && on_nodes {
         return Err(field(
@@ -549,7 +607,7 @@ fn one(
         duration: duration_s.map(Duration::from_secs_f64),
         label,
         tag: format!("fault{index}"),
-        messages: messages_of,
+        in_node,
     })
 }
 
@@ -741,7 +799,7 @@ pub fn plan(
                 | Action::Cut
                 | Action::Toxic
                 | Action::OneWay
-                | Action::Messages
+                | Action::InNode
         );
         if lasting && fault.when().1.is_none() {
             let healed_later = faults[index + 1..]

@@ -270,7 +270,7 @@ mod tests {
             duration: Some(std::time::Duration::from_secs(5)),
             label: "partition-halves".into(),
             tag: "t1".into(),
-            messages: None,
+            in_node: None,
         }
     }
 

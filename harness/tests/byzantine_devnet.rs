@@ -200,6 +200,85 @@ fn a_proposer_dating_blocks_ahead_cannot_push_block_time_into_the_future() {
     }
 }
 
+/// `METHOD PATH` with a JSON body on node `index`'s API (an admin call: loopback, no TLS).
+fn admin(
+    state: &DevnetState,
+    index: usize,
+    method: reqwest::Method,
+    path: &str,
+    body: &str,
+) -> serde_json::Value {
+    let url = format!("{}{path}", state.nodes[index].api);
+    let response = process::http_client()
+        .request(method, &url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap_or_else(|error| panic!("{url}: {error}"));
+    assert_eq!(response.status(), 200, "{url}");
+    response.json().expect("a JSON answer")
+}
+
+/// A validator whose clock runs 30 s ahead (a clock fault, `POST /admin/devnet/clock`) dates its
+/// blocks past the bound: the others refuse every one of them, and no committed block is dated
+/// in the future; once its clock is back, its blocks commit again.
+#[test]
+fn a_validator_whose_clock_runs_ahead_has_its_blocks_refused_until_it_is_back() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let devnet_mode = DevnetConfig {
+        enabled: true,
+        ..DevnetConfig::default()
+    };
+    let (state, _cleanup) = up(&options("clock-ahead", dir.path(), 7, devnet_mode));
+    let node3 = index_of_node3(&state);
+    let set = admin(
+        &state,
+        3,
+        reqwest::Method::POST,
+        "/admin/devnet/clock",
+        r#"{"skew_ms": 30000}"#,
+    );
+    assert_eq!(set["offset_ms"], 30_000, "{set}");
+    // The height after the one in progress: no block node3 dated before the fault.
+    let from = api(&state, 0, "/status")["latest_height"].as_u64().unwrap() + 2;
+    honest_reach(&state, from + HEIGHTS);
+    let ahead = agreed_blocks(&state, from + HEIGHTS);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for block in &ahead[(from - 1) as usize..] {
+        assert_ne!(
+            block["proposer"].as_u64(),
+            Some(node3),
+            "node3's block, dated ahead, was committed: {block}"
+        );
+        assert!(
+            block["time_ms"].as_u64().unwrap() <= now_ms,
+            "a block dated in the future: {block}"
+        );
+    }
+    admin(
+        &state,
+        3,
+        reqwest::Method::DELETE,
+        "/admin/devnet/clock",
+        "",
+    );
+    let back = from + 2 * HEIGHTS;
+    honest_reach(&state, back + HEIGHTS);
+    let blocks = agreed_blocks(&state, back + HEIGHTS);
+    let by_node3 = blocks[(back - 1) as usize..]
+        .iter()
+        .filter(|block| block["proposer"].as_u64() == Some(node3))
+        .count();
+    assert!(
+        by_node3 >= 1,
+        "node3's clock is back, yet none of its blocks was committed"
+    );
+}
+
 #[test]
 fn an_equivocating_proposer_is_seen_by_every_honest_node_and_they_still_agree() {
     let _serial = one_at_a_time();

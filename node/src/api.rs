@@ -9,8 +9,9 @@
 //!
 //! Admin endpoints (`POST /checkpoints`, `POST /admin/reload`, `GET /admin/devnet`) need a
 //! verified, unrevoked client certificate over HTTPS (`[api.tls]` with `client_ca_file`), or,
-//! without TLS, a loopback client. `GET /admin/devnet` and `/admin/devnet/messages` (GET, POST,
-//! DELETE: message faults, `docs/CHAOS.md`) exist only on devnet nodes.
+//! without TLS, a loopback client. `GET /admin/devnet`, `/admin/devnet/messages` and
+//! `/admin/devnet/clock` (GET, POST, DELETE: message and clock faults, `docs/CHAOS.md`) exist
+//! only on devnet nodes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -179,6 +180,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .route(
                     "/admin/devnet/messages",
                     get(messages_status).post(set_messages).delete(end_messages),
+                )
+                .route(
+                    "/admin/devnet/clock",
+                    get(clock_status).post(set_clock).delete(end_clock),
                 )
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
@@ -1149,7 +1154,7 @@ async fn set_messages(
         detail,
     };
     let faults: crate::config::MessageFaults =
-        serde_json::from_slice(&body).map_err(|error| bad(error.to_string()))?;
+        serde_json::from_slice(&body).map_err(|error| bad(format!("body: {error}")))?;
     faults
         .check()
         .map_err(|(field, reason)| bad(format!("{field}: {reason}")))?;
@@ -1164,6 +1169,52 @@ async fn end_messages(
     devnet_only(&state)?;
     state.node.messages.set(None);
     Ok(messages_answer(&state))
+}
+
+fn clock_answer(state: &ApiState) -> Json<serde_json::Value> {
+    let clock = &state.node.clock;
+    Json(serde_json::json!({
+        "fault": clock.fault(),
+        "offset_ms": clock.offset_ms(),
+        "now_ms": clock.now_ms(),
+    }))
+}
+
+/// `GET /admin/devnet/clock`: the clock fault in force and the consensus clock's offset.
+async fn clock_status(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    devnet_only(&state)?;
+    Ok(clock_answer(&state))
+}
+
+/// `POST /admin/devnet/clock`: moves the clock consensus reads (`node::clock::ClockFault`).
+async fn set_clock(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    devnet_only(&state)?;
+    let bad = |detail: String| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        error: "bad_clock_fault",
+        detail,
+    };
+    let fault: crate::node::clock::ClockFault =
+        serde_json::from_slice(&body).map_err(|error| bad(format!("body: {error}")))?;
+    fault
+        .check()
+        .map_err(|(field, reason)| bad(format!("{field}: {reason}")))?;
+    state.node.clock.set(Some(fault));
+    Ok(clock_answer(&state))
+}
+
+/// `DELETE /admin/devnet/clock`: the clock follows the system's again.
+async fn end_clock(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    devnet_only(&state)?;
+    state.node.clock.set(None);
+    Ok(clock_answer(&state))
 }
 
 async fn checkpoint(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {

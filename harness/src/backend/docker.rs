@@ -212,7 +212,7 @@ impl Backend for Containers {
             | Action::Cut
             | Action::Toxic
             | Action::OneWay
-            | Action::Messages => Ok(()),
+            | Action::InNode => Ok(()),
         }
     }
 

@@ -137,7 +137,7 @@ impl Backend for Processes {
             | Action::Cut
             | Action::Toxic
             | Action::OneWay
-            | Action::Messages => Ok(()),
+            | Action::InNode => Ok(()),
         }
     }
 

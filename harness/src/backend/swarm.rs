@@ -134,7 +134,7 @@ impl Backend for Services {
             | Action::Cut
             | Action::Toxic
             | Action::OneWay
-            | Action::Messages => Ok(()),
+            | Action::InNode => Ok(()),
         }
     }
 

@@ -571,3 +571,34 @@ fn a_connection_across_a_cut_fails_naming_both_nodes() {
         "{detail}"
     );
 }
+
+#[test]
+fn a_block_dated_past_the_bound_or_before_its_parent_fails_block_times() {
+    let bound = blyan_node::app::MAX_BLOCK_TIME_AHEAD_MS;
+    let mut ahead = clean();
+    for (_, records) in ahead.nodes.iter_mut() {
+        for record in records.iter_mut() {
+            if let NodeRecord::Block {
+                height: 4, time_ms, ..
+            } = record
+            {
+                *time_ms += bound + 1;
+            }
+        }
+    }
+    let detail = only_failure(&ahead, "block_times");
+    assert!(detail.contains("height 4 is dated"), "{detail}");
+    let mut backwards = clean();
+    for (_, records) in backwards.nodes.iter_mut() {
+        for record in records.iter_mut() {
+            if let NodeRecord::Block {
+                height: 6, time_ms, ..
+            } = record
+            {
+                *time_ms -= 1_500;
+            }
+        }
+    }
+    let detail = only_failure(&backwards, "block_times");
+    assert!(detail.contains("height 6"), "{detail}");
+}

@@ -581,13 +581,14 @@ impl Manifest {
     }
 
     /// Each Byzantine node's `[devnet]` settings, as the node takes them, and devnet mode alone
-    /// for every other node a `messages` fault acts on (its admin API takes message faults only
+    /// for every other node a `messages` or `clock` fault acts on (its admin API takes them only
     /// in devnet mode).
     pub fn byzantine_settings(&self) -> Vec<(String, blyan_node::config::DevnetConfig)> {
         let mut settings = self.behaviour_settings();
         for fault in &self.faults {
-            if let crate::faults::Fault::Messages(f) = fault {
-                for name in &f.nodes {
+            use crate::faults::Fault;
+            if let Fault::Messages(_) | Fault::Clock(_) = fault {
+                for name in fault.nodes() {
                     if !settings.iter().any(|(node, _)| node == name) {
                         let mode = blyan_node::config::DevnetConfig {
                             enabled: true,

@@ -72,6 +72,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("from on halves", "faults[0].from:"),
     ("messages probability", "faults[0].drop:"),
     ("messages that do nothing", "faults[0].kind:"),
+    ("clock beyond a day", "faults[0].skew_ms:"),
     (
         "probability without value",
         "nodes[0].byzantine.probability:",
@@ -118,6 +119,7 @@ fn bad_manifests_name_the_field() {
         ("from on halves", format!("{BASE}[network]\nproxy = true\n[[faults]]\nat_s = 1\nkind = \"partition\"\nshape = \"halves\"\nfrom = [\"node0\"]\nduration_s = 5\n")),
         ("messages probability", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"messages\"\nnodes = [\"node0\"]\ndrop = 1.5\nduration_s = 5\n")),
         ("messages that do nothing", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"messages\"\nnodes = [\"node0\"]\ntypes = [\"vote\"]\nduration_s = 5\n")),
+        ("clock beyond a day", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"clock\"\nnodes = [\"node0\"]\nskew_ms = 90000000\nduration_s = 5\n")),
         ("probability without value", format!("{BASE}[[nodes]]\nname = \"a\"\nbyzantine = {{ behaviour = \"spam\", trigger = \"probability\" }}\n")),
         ("zero epoch", format!("{BASE}[consensus]\ntimeout_propose_ms = 1\ntimeout_prevote_ms = 1\ntimeout_precommit_ms = 1\ntimeout_commit_ms = 0\nepoch_length = 0\n")),
         ("memory", format!("{BASE}[resources]\nmemory_mb = 1\n")),
@@ -227,6 +229,7 @@ fn a_ramp_must_ascend_with_positive_rates() {
             "byzantine-mix",
             "chaos-links",
             "chaos-more",
+            "clock",
             "latency-10",
             "messages",
             "mutate-block",

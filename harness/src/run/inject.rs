@@ -52,9 +52,12 @@ impl<'a> Injector<'a> {
                 .link_control()?
                 .drop_directions(&step.links, &step.tag)
                 .map_err(link_error("one-way partition")),
-            (Action::Messages, _) => {
-                let body = serde_json::to_string(&step.messages).expect("message faults serialise");
-                message_faults(state, &step.nodes, "POST", &body)
+            (Action::InNode, _) => {
+                let fault = step
+                    .in_node
+                    .as_ref()
+                    .expect("an in-node step carries its fault");
+                in_node(state, &step.nodes, "POST", fault.path(), &fault.body())
             }
             _ => self.backend.begin(state, step),
         }
@@ -75,39 +78,46 @@ impl<'a> Injector<'a> {
                 .link_control()?
                 .restore_directions(&step.links, &step.tag)
                 .map_err(link_error("end one-way partition")),
-            (Action::Messages, _) => message_faults(state, &step.nodes, "DELETE", ""),
+            (Action::InNode, _) => {
+                let fault = step
+                    .in_node
+                    .as_ref()
+                    .expect("an in-node step carries its fault");
+                in_node(state, &step.nodes, "DELETE", fault.path(), "")
+            }
             _ => self.backend.end(state, step),
         }
     }
 }
 
-/// `METHOD /admin/devnet/messages` on each of `nodes` (HTTPS with the devnet's admin
-/// certificate, or HTTP on loopback, where the node takes admin requests without TLS).
-fn message_faults(
+/// `METHOD PATH` (an in-node fault's admin endpoint) on each of `nodes` (HTTPS with the
+/// devnet's admin certificate, or HTTP on loopback, where the node takes admin requests without
+/// TLS).
+fn in_node(
     state: &DevnetState,
     nodes: &[usize],
     method: &str,
+    path: &str,
     body: &str,
 ) -> Result<(), ScenarioError> {
-    const PATH: &str = "/admin/devnet/messages";
     for &index in nodes {
         let node = &state.nodes[index];
         let answer = match &node.api_https {
             Some(url) => {
                 let pki = node.home.parent().unwrap_or(&node.home).join("pki");
-                crate::process::https_request(&pki, true, url, method, PATH, body)
+                crate::process::https_request(&pki, true, url, method, path, body)
             }
-            None => plain_request(&node.api, method, PATH, body),
+            None => plain_request(&node.api, method, path, body),
         };
         match answer {
             Ok((200, _)) => {}
             Ok((status, text)) => {
-                return Err(message_error(
+                return Err(node_error(
                     node,
-                    format!("{method} {PATH}: {status} {text}"),
+                    format!("{method} {path}: {status} {text}"),
                 ))
             }
-            Err(reason) => return Err(message_error(node, reason)),
+            Err(reason) => return Err(node_error(node, reason)),
         }
     }
     Ok(())
@@ -125,9 +135,9 @@ fn plain_request(api: &str, method: &str, path: &str, body: &str) -> Result<(u16
     Ok((status, response.text().unwrap_or_default()))
 }
 
-fn message_error(node: &crate::testnet::record::NodeEntry, reason: String) -> ScenarioError {
+fn node_error(node: &crate::testnet::record::NodeEntry, reason: String) -> ScenarioError {
     ScenarioError::Action {
-        action: "messages".into(),
+        action: "in-node fault".into(),
         node: node.moniker.clone(),
         reason,
     }

@@ -216,7 +216,7 @@ impl Node {
             .iter()
             .map(Tx::encode)
             .collect();
-        let time_ms = now_ms().max(self.tip_time_ms + 1);
+        let time_ms = self.shared.clock.now_ms().max(self.tip_time_ms + 1);
         let mut block = Block::new(
             &self.chain_id,
             height,

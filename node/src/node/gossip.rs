@@ -264,7 +264,7 @@ impl Node {
         let mempool = self.shared.mempool.lock().expect("mempool lock poisoned");
         let expected = crate::app::Expected {
             latest_time_ms: Some(crate::app::latest_block_time(
-                super::now_ms(),
+                self.shared.clock.now_ms(),
                 self.tip_time_ms,
             )),
             ..self.expected(self.max_block_txs)

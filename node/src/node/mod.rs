@@ -9,7 +9,7 @@
 //! it is within one height of the network again.
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use hdrhistogram::Histogram;
@@ -35,6 +35,7 @@ use crate::wire::Commit;
 
 mod commit;
 pub use commit::set_records;
+pub mod clock;
 pub(crate) mod devnet;
 mod gossip;
 pub mod messages;
@@ -129,6 +130,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The message fault in force (devnet builds; `POST /admin/devnet/messages`).
     pub messages: messages::MessageShaper,
+    /// The clock block times are read from (moved by a clock fault on devnet builds).
+    pub clock: clock::Clock,
 }
 
 impl Shared {
@@ -152,6 +155,7 @@ impl Shared {
             state: app.shared(),
             metrics,
             messages: messages::MessageShaper::default(),
+            clock: clock::Clock::default(),
         }
     }
 }
@@ -168,13 +172,6 @@ pub struct NodeSettings {
     /// Devnet-only: Byzantine behaviours and their trigger, and the commit slowdown
     /// (`[devnet]`; all off elsewhere, and refused by a build without the `devnet` feature).
     pub devnet: crate::config::DevnetConfig,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Held until its height starts.
