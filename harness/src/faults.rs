@@ -36,6 +36,9 @@ pub enum Fault {
     /// The clock the listed nodes date and bound block times by, moved (devnet mode;
     /// `POST /admin/devnet/clock`).
     Clock(ClockFault),
+    /// Instant: each listed node is stopped (SIGTERM) and started again from `binary`, its home
+    /// kept (a rolling upgrade, one fault a node).
+    Upgrade(Upgrade),
 }
 
 /// A fault on processes.
@@ -213,6 +216,18 @@ pub struct ClockFault {
     pub jump_ms: i64,
 }
 
+/// An upgrade: the nodes' binary replaced by `binary` (process backend).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upgrade {
+    pub at_s: f64,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// The `blyan-node` binary to run from now on (`devnet run --old-build` fills it in).
+    #[serde(default)]
+    pub binary: Option<String>,
+}
+
 /// What a link fault targets: (nodes, groups, link).
 pub type LinkTargets<'a> = (&'a [String], &'a [Vec<String>], &'a [String]);
 
@@ -236,6 +251,7 @@ impl Fault {
             Fault::Random(_) => "random",
             Fault::Messages(_) => "messages",
             Fault::Clock(_) => "clock",
+            Fault::Upgrade(_) => "upgrade",
         }
     }
 
@@ -255,6 +271,7 @@ impl Fault {
             Fault::Random(f) => (f.at_s, f.duration_s),
             Fault::Messages(f) => (f.at_s, f.duration_s),
             Fault::Clock(f) => (f.at_s, f.duration_s),
+            Fault::Upgrade(f) => (f.at_s, None),
         }
     }
 
@@ -277,6 +294,7 @@ impl Fault {
             Fault::Isolate(f) | Fault::Partition(f) => &f.nodes,
             Fault::Messages(f) => &f.nodes,
             Fault::Clock(f) => &f.nodes,
+            Fault::Upgrade(f) => &f.nodes,
             Fault::Heal(_) | Fault::Random(_) => &[],
             _ => self.link_targets().map_or(&[], |(nodes, _, _)| nodes),
         }

@@ -63,6 +63,8 @@ pub struct UpOptions {
     pub base: PathBuf,
     pub nodes: usize,
     pub node_bin: PathBuf,
+    /// Nodes started from another binary than `node_bin` (name, binary).
+    pub node_bins: Vec<(String, PathBuf)>,
     pub chain_id: String,
     pub api_port_base: u16,
     pub p2p_port_base: u16,
@@ -129,6 +131,7 @@ impl UpOptions {
             staking: Default::default(),
             proxy_port: None,
             byzantine: Vec::new(),
+            node_bins: Vec::new(),
             twins: Vec::new(),
         }
     }
@@ -394,7 +397,8 @@ pub fn start_node_with(
         .map_err(io(&node.log))?;
     let log_err = log.try_clone().map_err(io(&node.log))?;
     use std::os::unix::process::CommandExt;
-    let child = Command::new(&state.node_bin)
+    let bin = node.bin.as_ref().unwrap_or(&state.node_bin);
+    let child = Command::new(bin)
         .arg("start")
         .arg("--home")
         .arg(&node.home)
@@ -407,7 +411,7 @@ pub fn start_node_with(
         .stderr(log_err)
         .process_group(0)
         .spawn()
-        .map_err(io(&state.node_bin))?;
+        .map_err(io(bin))?;
     let pid = child.id();
     // The child is reaped by init once this process exits; while we live, a background
     // thread waits on it so that a killed node does not linger as a zombie.
@@ -645,6 +649,15 @@ pub fn up_plan(
     progress: impl FnMut(&[Option<u64>]),
 ) -> Result<DevnetState, ProcessError> {
     let mut state = prepare_plan(options, plan)?;
+    for node in state.nodes.iter_mut() {
+        if let Some((_, bin)) = options
+            .node_bins
+            .iter()
+            .find(|(name, _)| *name == node.moniker)
+        {
+            node.bin = Some(bin.clone());
+        }
+    }
     if let Some(proxy) = state.proxy.clone() {
         let dir = devnet_dir(&options.base, &options.name);
         let pid = crate::links::start_process(&options.node_bin, &dir, &proxy)

@@ -14,6 +14,7 @@
 //! | `resume` | ends the listed nodes' active pauses | same |
 //! | `messages` | the nodes' outgoing messages dropped, duplicated, delayed, reordered, replayed inside the node (admin API) | same |
 //! | `clock` | the clock the node dates and bounds block times by moved (skew, drift, jump; admin API) | same |
+//! | `upgrade` | refused | SIGTERM, then started again from `binary` with its home kept |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
 
 use std::collections::BTreeSet;
@@ -56,6 +57,8 @@ pub enum Action {
     OneWay,
     /// Put `in_node` in force on `nodes` (the node carries it out; set through its admin API).
     InNode,
+    /// Instant: stop `nodes` and start them again from `binary`, homes kept.
+    Upgrade,
 }
 
 /// A fault the node carries out itself (devnet mode), put in force through its admin API.
@@ -101,6 +104,8 @@ pub struct Planned {
     pub tag: String,
     /// The fault the node carries out (`Action::InNode`).
     pub in_node: Option<InNode>,
+    /// The binary an upgrade starts the nodes from (`Action::Upgrade`).
+    pub binary: Option<std::path::PathBuf>,
 }
 
 impl Planned {
@@ -519,6 +524,7 @@ fn one(
     let mut links = Vec::new();
     let mut toxic_of = None;
     let mut in_node = None;
+    let mut binary = None;
     let mut kind = fault.kind().to_string();
     let action = match fault {
         Fault::Kill(_) => Action::Kill,
@@ -570,6 +576,10 @@ fn one(
             in_node = Some(InNode::Clock(fault));
             Action::InNode
         }
+        Fault::Upgrade(f) => {
+            binary = Some(upgrade_binary(f, index, target)?);
+            Action::Upgrade
+        }
         Fault::Random(_) => unreachable!("random is expanded by plan"),
     };
     let on_nodes = matches!(
@@ -580,6 +590,7 @@ fn one(
             | Action::Restart
             | Action::Resume
             | Action::InNode
+            | Action::Upgrade
     );
     if nodes.is_empty() && on_nodes {
         return Err(field(
@@ -608,7 +619,41 @@ fn one(
         label,
         tag: format!("fault{index}"),
         in_node,
+        binary,
     })
+}
+
+/// The binary an `upgrade` starts its nodes from: named, a file, on a backend that runs
+/// binaries from this host.
+fn upgrade_binary(
+    f: &faults::Upgrade,
+    index: usize,
+    target: &Target,
+) -> Result<std::path::PathBuf, ScenarioError> {
+    let runs_binaries = target
+        .backend
+        .capabilities()
+        .is_none_or(|can| can.upgrade_binary);
+    if !runs_binaries {
+        return Err(field(
+            index,
+            "kind",
+            format!(
+                "an upgrade replaces a node's binary, which the {} backend does not run from \
+                 this host (replacing an image is not built); use the process backend",
+                target.backend
+            ),
+        ));
+    }
+    let binary = f
+        .binary
+        .as_ref()
+        .ok_or_else(|| field(index, "binary", "upgrade needs the binary to run"))?;
+    let path = std::path::PathBuf::from(binary);
+    if !path.is_file() {
+        return Err(field(index, "binary", format!("{binary}: no such file")));
+    }
+    Ok(path)
 }
 
 /// A `messages` fault as the node takes it, checked by the node's own rules.

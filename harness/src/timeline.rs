@@ -271,6 +271,7 @@ mod tests {
             label: "partition-halves".into(),
             tag: "t1".into(),
             in_node: None,
+            binary: None,
         }
     }
 

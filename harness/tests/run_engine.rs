@@ -28,6 +28,7 @@ fn options(dir: &Path, manifest: &str, salt: u16) -> RunOptions {
         backend: Some(BackendKind::Process),
         keep: false,
         settings,
+        old_build: None,
     }
 }
 
@@ -135,4 +136,59 @@ fn nat_is_refused_on_processes_and_swarm_before_anything_exists() {
         !dir.path().join("devnets").exists(),
         "a devnet home was made"
     );
+}
+
+/// `--old-build` as the engine takes it: half the validators start from the "old" binary (here
+/// a copy of the node binary, so the test needs no second build) and each is upgraded in turn,
+/// home kept, while a kill runs too; the checks pass, each upgrade is in the timeline with the
+/// node caught up after it, and the upgraded nodes run the new binary.
+#[test]
+fn a_rolling_upgrade_moves_half_the_validators_to_the_new_binary_under_a_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"
+name = "upgrade"
+validators = 4
+duration_s = 24
+[[faults]]
+at_s = 4
+kind = "kill"
+nodes = ["node3"]
+duration_s = 3
+"#;
+    let old = dir.path().join("old").join("blyan-node");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::copy(process::default_node_bin(), &old).unwrap();
+    let mut options = options(dir.path(), manifest, 9);
+    options.old_build = Some(old.clone());
+    options.keep = true;
+    let _cleanup = common::Cleanup(dir.path().join("devnets"), "upgrade".into());
+    let said = Mutex::new(Vec::<String>::new());
+    let outcome = run::run(&options, &|line| said.lock().unwrap().push(line)).unwrap();
+    let said = said.into_inner().unwrap().join("\n");
+    assert!(
+        outcome.results.passed,
+        "{:?}\n{said}",
+        outcome.results.checks
+    );
+    let entries = blyan_harness::timeline::read(&outcome.dir).unwrap();
+    let upgrades: Vec<_> = entries.iter().filter(|e| e.kind == "upgrade").collect();
+    assert_eq!(upgrades.len(), 2, "{entries:#?}");
+    for (upgrade, node) in upgrades.iter().zip(["node0", "node1"]) {
+        assert_eq!(upgrade.targets, [node], "{upgrade:#?}");
+        assert!(
+            upgrade.effect.caught_up_after_s.is_some(),
+            "{node} never caught up: {upgrade:#?}"
+        );
+    }
+    // The upgraded nodes run the new binary (node3, never old, runs it too).
+    let state =
+        blyan_harness::testnet::record::load_state(&dir.path().join("devnets"), "upgrade").unwrap();
+    let new = std::fs::canonicalize(process::default_node_bin()).unwrap();
+    for index in [0, 1] {
+        let node = &state.nodes[index];
+        let exe = std::fs::read_link(format!("/proc/{}/exe", node.pid.unwrap())).unwrap();
+        assert_eq!(exe, new, "{} runs {}", node.moniker, exe.display());
+    }
+    let exe3 = std::fs::read_link(format!("/proc/{}/exe", state.nodes[3].pid.unwrap())).unwrap();
+    assert_eq!(exe3, new, "node3 was never old");
 }

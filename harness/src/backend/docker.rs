@@ -213,6 +213,11 @@ impl Backend for Containers {
             | Action::Toxic
             | Action::OneWay
             | Action::InNode => Ok(()),
+            Action::Upgrade => Err(ScenarioError::Action {
+                action: "upgrade".into(),
+                node: "-".into(),
+                reason: "needs the process backend".into(),
+            }),
         }
     }
 

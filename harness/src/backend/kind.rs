@@ -61,6 +61,8 @@ pub struct Capabilities {
     pub on_this_host: bool,
     /// One bridge network holds every node, so the kernel's neighbour (ARP) table must too.
     pub shared_bridge: bool,
+    /// `kind = "upgrade"` with a `binary`: a node's binary replaced mid-run, its home kept.
+    pub upgrade_binary: bool,
 }
 
 impl BackendKind {
@@ -73,6 +75,9 @@ impl BackendKind {
             inference,
             on_this_host,
             shared_bridge,
+            // Only processes run a binary from this host's disk; a Docker or Swarm node runs its
+            // image (replacing a container's image with its volume kept is not built).
+            upgrade_binary: !shared_bridge && on_this_host,
         };
         match self {
             BackendKind::Auto => None,

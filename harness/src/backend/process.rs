@@ -57,6 +57,7 @@ fn up_options(manifest: &Manifest, settings: &UpSettings) -> UpOptions {
     options.wait_height = settings.wait_height;
     options.wait_timeout = settings.wait_timeout;
     options.log_level = settings.log_level.clone();
+    options.node_bins = settings.node_bins.clone();
     options
 }
 
@@ -123,6 +124,14 @@ impl Backend for Processes {
             Action::Restart => each(self, state, nodes, "restart", |this, state, i| {
                 signal(state, i, libc::SIGKILL)?;
                 std::thread::sleep(Duration::from_millis(200));
+                process::start_node(&this.base, state, i)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            Action::Upgrade => each(self, state, nodes, "upgrade", |this, state, i| {
+                let binary = step.binary.clone().ok_or("an upgrade names its binary")?;
+                stop(state, i)?;
+                state.nodes[i].bin = Some(binary);
                 process::start_node(&this.base, state, i)
                     .map(drop)
                     .map_err(|e| e.to_string())

@@ -23,6 +23,9 @@ pub struct UpSettings {
     pub registry: Option<String>,
     /// Swarm: create a single-node swarm when the daemon is in none.
     pub swarm_init: bool,
+    /// Process backend: nodes that start from another binary than `node_bin` (name, binary;
+    /// `devnet run --old-build`).
+    pub node_bins: Vec<(String, PathBuf)>,
 }
 
 impl UpSettings {
@@ -40,6 +43,7 @@ impl UpSettings {
             force: false,
             registry: None,
             swarm_init: true,
+            node_bins: Vec::new(),
         }
     }
 }

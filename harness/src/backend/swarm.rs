@@ -135,6 +135,11 @@ impl Backend for Services {
             | Action::Toxic
             | Action::OneWay
             | Action::InNode => Ok(()),
+            Action::Upgrade => Err(ScenarioError::Action {
+                action: "upgrade".into(),
+                node: "-".into(),
+                reason: "needs the process backend".into(),
+            }),
         }
     }
 

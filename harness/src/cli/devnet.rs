@@ -223,6 +223,7 @@ impl UpArgs {
             force: self.force,
             registry: self.registry.clone(),
             swarm_init: !self.no_swarm_init,
+            node_bins: Vec::new(),
         }
     }
 }

@@ -47,6 +47,15 @@ pub struct RunArgs {
     /// The blyan-node binary (default: next to this executable, or $BLYAN_NODE_BIN).
     #[arg(long, value_name = "PATH")]
     node_bin: Option<PathBuf>,
+    /// A rolling upgrade under the manifest's faults and load (process backend): half the
+    /// validators start from the build of this git ref (built once, as `devnet ab` does, into
+    /// target/ab/<commit>/), and each is upgraded in turn to the node binary, its home kept,
+    /// over the middle half of the run. E.g. `--old-build $(git merge-base HEAD main)`.
+    #[arg(long, value_name = "REF", conflicts_with = "old_bin")]
+    old_build: Option<String>,
+    /// As --old-build, from a binary already built.
+    #[arg(long, value_name = "PATH")]
+    old_bin: Option<PathBuf>,
 }
 
 /// Starts the manifest's devnet, records it while the faults and the load run, stops it, and
@@ -65,7 +74,12 @@ pub fn run(args: RunArgs) -> Result<bool> {
     let mut settings = UpSettings::new(&args.base, node_bin);
     settings.api_port_base = args.api_port_base;
     settings.p2p_port_base = args.p2p_port_base;
+    let old_build = match (&args.old_build, &args.old_bin) {
+        (Some(reference), _) => Some(super::ab::build_ref(reference)?),
+        (None, old_bin) => old_bin.clone(),
+    };
     let options = RunOptions {
+        old_build,
         manifest_path,
         seed: args.seed,
         out: args.out.clone(),

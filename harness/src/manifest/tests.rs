@@ -73,6 +73,8 @@ const FIELDS: &[(&str, &str)] = &[
     ("messages probability", "faults[0].drop:"),
     ("messages that do nothing", "faults[0].kind:"),
     ("clock beyond a day", "faults[0].skew_ms:"),
+    ("upgrade without binary", "faults[0].binary:"),
+    ("upgrade on docker", "faults[0].kind:"),
     (
         "probability without value",
         "nodes[0].byzantine.probability:",
@@ -120,6 +122,8 @@ fn bad_manifests_name_the_field() {
         ("messages probability", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"messages\"\nnodes = [\"node0\"]\ndrop = 1.5\nduration_s = 5\n")),
         ("messages that do nothing", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"messages\"\nnodes = [\"node0\"]\ntypes = [\"vote\"]\nduration_s = 5\n")),
         ("clock beyond a day", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"clock\"\nnodes = [\"node0\"]\nskew_ms = 90000000\nduration_s = 5\n")),
+        ("upgrade without binary", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"upgrade\"\nnodes = [\"node0\"]\n")),
+        ("upgrade on docker", format!("{BASE}backend = \"docker\"\n[[faults]]\nat_s = 1\nkind = \"upgrade\"\nnodes = [\"node0\"]\nbinary = \"/bin/true\"\n")),
         ("probability without value", format!("{BASE}[[nodes]]\nname = \"a\"\nbyzantine = {{ behaviour = \"spam\", trigger = \"probability\" }}\n")),
         ("zero epoch", format!("{BASE}[consensus]\ntimeout_propose_ms = 1\ntimeout_prevote_ms = 1\ntimeout_precommit_ms = 1\ntimeout_commit_ms = 0\nepoch_length = 0\n")),
         ("memory", format!("{BASE}[resources]\nmemory_mb = 1\n")),
@@ -241,6 +245,7 @@ fn a_ramp_must_ascend_with_positive_rates() {
             "startup-50",
             "throughput-4",
             "twins",
+            "upgrade",
             "validators-100"
         ]
     );

@@ -72,6 +72,9 @@ pub struct RunOptions {
     pub keep: bool,
     /// Where devnets live, the node binary, ports; `wait_height` is 1 for a run.
     pub settings: UpSettings,
+    /// A rolling upgrade (`devnet run --old-build`): half the validators start from this
+    /// binary and are upgraded one by one to `settings.node_bin` during the run.
+    pub old_build: Option<PathBuf>,
 }
 
 /// A finished run: where it is and what its checks said.
@@ -88,6 +91,8 @@ struct Prepared {
     schedule: Vec<Planned>,
     duration: Duration,
     out: PathBuf,
+    /// Nodes that start from another binary (`--old-build`).
+    node_bins: Vec<(String, PathBuf)>,
 }
 
 /// Reads and checks the manifest against the backend (which `auto` resolves to first), the
@@ -115,6 +120,12 @@ fn prepare(
         )));
     }
     let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut node_bins = Vec::new();
+    if let Some(old) = &options.old_build {
+        for name in rolling_upgrade(&mut manifest, old, &options.settings.node_bin, duration)? {
+            node_bins.push((name, old.clone()));
+        }
+    }
     // The schedule, from the manifest and the seed only.
     let schedule = manifest.fault_schedule(options.seed)?;
     let out = options.out.clone().unwrap_or_else(|| {
@@ -132,7 +143,57 @@ fn prepare(
         schedule,
         duration: Duration::from_secs(duration),
         out,
+        node_bins,
     })
+}
+
+/// `--old-build`: the first half of the validators (at least one) start from `old`, and an
+/// `upgrade` fault moves each to `new` in turn, spread over the middle half of the run. The
+/// upgrades go after the manifest's own faults, which still run.
+fn rolling_upgrade(
+    manifest: &mut Manifest,
+    old: &Path,
+    new: &Path,
+    duration: u64,
+) -> Result<Vec<String>, RunError> {
+    if !old.is_file() {
+        return Err(RunError::Invalid(format!(
+            "--old-build: {}: no such binary",
+            old.display()
+        )));
+    }
+    let can = manifest.backend.capabilities();
+    if !can.is_none_or(|can| can.upgrade_binary) {
+        return Err(RunError::Invalid(format!(
+            "--old-build: a rolling upgrade replaces node binaries, which the {} backend does \
+             not run from this host; use --backend process",
+            manifest.backend
+        )));
+    }
+    let validators: Vec<String> = manifest
+        .resolve()
+        .into_iter()
+        .filter(|node| node.role == crate::manifest::Role::Validator)
+        .map(|node| node.name)
+        .collect();
+    let half = (validators.len() / 2).clamp(1, validators.len().max(1));
+    let old_nodes = validators[..half.min(validators.len())].to_vec();
+    let count = old_nodes.len();
+    for (k, name) in old_nodes.iter().enumerate() {
+        let share = if count == 1 {
+            0.5
+        } else {
+            0.25 + 0.5 * k as f64 / (count - 1) as f64
+        };
+        manifest
+            .faults
+            .push(crate::faults::Fault::Upgrade(crate::faults::Upgrade {
+                at_s: duration as f64 * share,
+                nodes: vec![name.clone()],
+                binary: Some(new.display().to_string()),
+            }));
+    }
+    Ok(old_nodes)
 }
 
 /// Starts the manifest's devnet, records it while the faults and the load run, stops it
@@ -160,6 +221,7 @@ pub fn run(
     ));
     let mut settings = options.settings.clone();
     settings.wait_height = 1;
+    settings.node_bins = prepared.node_bins.clone();
     let started = backend::start(backend.as_ref(), &prepared.manifest, &settings, &|_| {})?;
     if let (Some(spec), Some(took)) = (&prepared.manifest.inference, started.model_installed) {
         say(format!(
@@ -398,7 +460,7 @@ impl Recording<'_> {
                 self.finish(ended)?;
                 self.recorder.event("note", &planned.label, nodes)?;
             }
-            Action::Restart => {
+            Action::Restart | Action::Upgrade => {
                 self.recorder
                     .event("fault_start", &planned.label, nodes.clone())?;
                 let mut entry = timeline::begin(self.state, planned, self.now_s());

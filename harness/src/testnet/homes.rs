@@ -405,6 +405,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Testnet
             container: None,
             log: dir.join(format!("{}.log", node.moniker)),
             api_https: node.api_https.as_ref().map(|(_, url)| url.clone()),
+            bin: None,
         });
     }
     Ok(DevnetState {

@@ -28,6 +28,10 @@ pub struct NodeEntry {
     /// The HTTPS API URL (certificates under the devnet's `pki/`), when the node serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_https: Option<String>,
+    /// The binary this node runs when not the devnet's `node_bin` (process backend: an upgrade,
+    /// or `devnet run --old-build`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin: Option<PathBuf>,
 }
 
 fn yes() -> bool {
