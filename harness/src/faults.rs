@@ -39,6 +39,9 @@ pub enum Fault {
     /// Instant: each listed node is stopped (SIGTERM) and started again from `binary`, its home
     /// kept (a rolling upgrade, one fault a node).
     Upgrade(Upgrade),
+    /// Instant: each listed node, not started with the devnet, starts now with `--state-sync`
+    /// (a late joiner; process backend).
+    Join(Join),
 }
 
 /// A fault on processes.
@@ -216,6 +219,15 @@ pub struct ClockFault {
     pub jump_ms: i64,
 }
 
+/// A late joiner.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    pub at_s: f64,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
 /// An upgrade: the nodes' binary replaced by `binary` (process backend).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +264,7 @@ impl Fault {
             Fault::Messages(_) => "messages",
             Fault::Clock(_) => "clock",
             Fault::Upgrade(_) => "upgrade",
+            Fault::Join(_) => "join",
         }
     }
 
@@ -272,6 +285,7 @@ impl Fault {
             Fault::Messages(f) => (f.at_s, f.duration_s),
             Fault::Clock(f) => (f.at_s, f.duration_s),
             Fault::Upgrade(f) => (f.at_s, None),
+            Fault::Join(f) => (f.at_s, None),
         }
     }
 
@@ -295,6 +309,7 @@ impl Fault {
             Fault::Messages(f) => &f.nodes,
             Fault::Clock(f) => &f.nodes,
             Fault::Upgrade(f) => &f.nodes,
+            Fault::Join(f) => &f.nodes,
             Fault::Heal(_) | Fault::Random(_) => &[],
             _ => self.link_targets().map_or(&[], |(nodes, _, _)| nodes),
         }

@@ -65,6 +65,8 @@ pub struct UpOptions {
     pub node_bin: PathBuf,
     /// Nodes started from another binary than `node_bin` (name, binary).
     pub node_bins: Vec<(String, PathBuf)>,
+    /// Nodes not started with the devnet (late joiners; a `join` fault starts them).
+    pub late: Vec<String>,
     pub chain_id: String,
     pub api_port_base: u16,
     pub p2p_port_base: u16,
@@ -132,6 +134,7 @@ impl UpOptions {
             proxy_port: None,
             byzantine: Vec::new(),
             node_bins: Vec::new(),
+            late: Vec::new(),
             twins: Vec::new(),
         }
     }
@@ -349,6 +352,7 @@ fn options_plan(options: &UpOptions) -> DevnetPlan {
         timeout_precommit_ms: options.timeout_precommit_ms,
         commit_delay_ms: options.commit_delay_ms,
         equivocators: options.equivocators.clone(),
+        snapshot_interval: None,
         log_level: options.log_level.clone(),
         node_bin: options.node_bin.clone(),
         nodes: (0..options.nodes)
@@ -667,13 +671,15 @@ pub fn up_plan(
         }
         save_state(&options.base, &state)?;
     }
-    for index in 0..state.nodes.len() {
+    let all: Vec<usize> = (0..state.nodes.len())
+        .filter(|&index| !options.late.contains(&state.nodes[index].moniker))
+        .collect();
+    for &index in &all {
         if let Err(error) = start_node(&options.base, &mut state, index) {
             let _ = down(&options.base, &options.name, Duration::from_secs(5));
             return Err(error);
         }
     }
-    let all: Vec<usize> = (0..state.nodes.len()).collect();
     if let Err(error) = wait_for_height(
         &state,
         &all,

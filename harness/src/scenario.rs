@@ -14,6 +14,7 @@
 //! | `resume` | ends the listed nodes' active pauses | same |
 //! | `messages` | the nodes' outgoing messages dropped, duplicated, delayed, reordered, replayed inside the node (admin API) | same |
 //! | `clock` | the clock the node dates and bounds block times by moved (skew, drift, jump; admin API) | same |
+//! | `join` | refused | started (not with the devnet) with `--state-sync` |
 //! | `upgrade` | refused | SIGTERM, then started again from `binary` with its home kept |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
 
@@ -59,6 +60,8 @@ pub enum Action {
     InNode,
     /// Instant: stop `nodes` and start them again from `binary`, homes kept.
     Upgrade,
+    /// Instant: start `nodes`, which the devnet did not start, with `--state-sync`.
+    Join,
 }
 
 /// A fault the node carries out itself (devnet mode), put in force through its admin API.
@@ -576,6 +579,24 @@ fn one(
             in_node = Some(InNode::Clock(fault));
             Action::InNode
         }
+        Fault::Join(_) => {
+            let runs_binaries = target
+                .backend
+                .capabilities()
+                .is_none_or(|can| can.upgrade_binary);
+            if !runs_binaries {
+                return Err(field(
+                    index,
+                    "kind",
+                    format!(
+                        "a late joiner is a node process left unstarted until its time, which \
+                         the {} backend does not do yet; use the process backend",
+                        target.backend
+                    ),
+                ));
+            }
+            Action::Join
+        }
         Fault::Upgrade(f) => {
             binary = Some(upgrade_binary(f, index, target)?);
             Action::Upgrade
@@ -591,6 +612,7 @@ fn one(
             | Action::Resume
             | Action::InNode
             | Action::Upgrade
+            | Action::Join
     );
     if nodes.is_empty() && on_nodes {
         return Err(field(

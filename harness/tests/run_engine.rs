@@ -192,3 +192,48 @@ duration_s = 3
     let exe3 = std::fs::read_link(format!("/proc/{}/exe", state.nodes[3].pid.unwrap())).unwrap();
     assert_eq!(exe3, new, "node3 was never old");
 }
+
+/// A late joiner (`kind = "join"`, scenarios/join.toml): node4 is not started with the devnet,
+/// starts at 15 s with `--state-sync` under load, restores a snapshot and catches up; the
+/// timeline records the catch-up time.
+#[test]
+fn a_late_joiner_state_syncs_under_load_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/join.toml"),
+    )
+    .unwrap();
+    let mut options = options(dir.path(), &manifest, 11);
+    options.keep = true;
+    let _cleanup = common::Cleanup(dir.path().join("devnets"), "join".into());
+    let said = Mutex::new(Vec::<String>::new());
+    let outcome = run::run(&options, &|line| said.lock().unwrap().push(line)).unwrap();
+    let said = said.into_inner().unwrap().join("\n");
+    assert!(
+        outcome.results.passed,
+        "{:?}\n{said}",
+        outcome.results.checks
+    );
+    let entries = blyan_harness::timeline::read(&outcome.dir).unwrap();
+    let join = entries
+        .iter()
+        .find(|e| e.kind == "join")
+        .expect("the join in the timeline");
+    // Not running before its time: the join found node4 without a height.
+    assert_eq!(join.effect.heights_at_start[4], None, "{join:#?}");
+    let caught_up = join
+        .effect
+        .caught_up_after_s
+        .unwrap_or_else(|| panic!("{join:#?}\n{said}"));
+    assert!(
+        caught_up < 20.0,
+        "node4 caught up {caught_up} s after it started"
+    );
+    let state =
+        blyan_harness::testnet::record::load_state(&dir.path().join("devnets"), "join").unwrap();
+    let status = process::node_status(&process::http_client(), &state.nodes[4]).unwrap();
+    assert!(
+        status["state_synced_at"].as_u64().is_some_and(|h| h >= 50),
+        "node4 restored a snapshot: {status}"
+    );
+}

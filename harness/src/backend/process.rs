@@ -58,6 +58,7 @@ fn up_options(manifest: &Manifest, settings: &UpSettings) -> UpOptions {
     options.wait_timeout = settings.wait_timeout;
     options.log_level = settings.log_level.clone();
     options.node_bins = settings.node_bins.clone();
+    options.late = manifest.joiners();
     options
 }
 
@@ -133,6 +134,12 @@ impl Backend for Processes {
                 stop(state, i)?;
                 state.nodes[i].bin = Some(binary);
                 process::start_node(&this.base, state, i)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            Action::Join => each(self, state, nodes, "join", |this, state, i| {
+                let sync = ["--state-sync", "--state-sync-wait-s", "30"];
+                process::start_node_with(&this.base, state, i, &sync)
                     .map(drop)
                     .map_err(|e| e.to_string())
             }),

@@ -657,6 +657,15 @@ impl Manifest {
         )
     }
 
+    /// The nodes a `join` fault starts late (not started with the devnet).
+    pub fn joiners(&self) -> Vec<String> {
+        self.faults
+            .iter()
+            .filter(|fault| matches!(fault, crate::faults::Fault::Join(_)))
+            .flat_map(|fault| fault.nodes().to_vec())
+            .collect()
+    }
+
     /// Twins as (twin, the validator whose key it runs).
     pub fn twins(&self) -> Vec<(String, String)> {
         self.nodes

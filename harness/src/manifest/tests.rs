@@ -234,6 +234,7 @@ fn a_ramp_must_ascend_with_positive_rates() {
             "chaos-links",
             "chaos-more",
             "clock",
+            "join",
             "latency-10",
             "messages",
             "mutate-block",

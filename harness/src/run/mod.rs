@@ -232,9 +232,15 @@ pub fn run(
         ));
     }
     let mut state = started.state;
+    let joiners = prepared.manifest.joiners();
+    let later = if joiners.is_empty() {
+        String::new()
+    } else {
+        format!("; {} join later", joiners.join(", "))
+    };
     say(format!(
-        "{} nodes up ({} backend): every node at height 1 after {:.1} s",
-        state.nodes.len(),
+        "{} nodes up ({} backend): every node at height 1 after {:.1} s{later}",
+        state.nodes.len() - joiners.len(),
         state.backend,
         started.reached.as_secs_f64()
     ));
@@ -460,7 +466,7 @@ impl Recording<'_> {
                 self.finish(ended)?;
                 self.recorder.event("note", &planned.label, nodes)?;
             }
-            Action::Restart | Action::Upgrade => {
+            Action::Restart | Action::Upgrade | Action::Join => {
                 self.recorder
                     .event("fault_start", &planned.label, nodes.clone())?;
                 let mut entry = timeline::begin(self.state, planned, self.now_s());

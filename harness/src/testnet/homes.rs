@@ -284,6 +284,9 @@ fn node_config(
     config.consensus.timeout_propose_ms = plan.timeout_propose_ms;
     config.consensus.timeout_prevote_ms = plan.timeout_prevote_ms;
     config.consensus.timeout_precommit_ms = plan.timeout_precommit_ms;
+    if let Some(interval) = plan.snapshot_interval {
+        config.consensus.snapshot_interval = interval;
+    }
     if plan.commit_delay_ms > 0 {
         config.devnet.enabled = true;
         config.devnet.commit_delay_ms = plan.commit_delay_ms;

@@ -3,6 +3,7 @@
 //! homes for every backend and renderer (`homes`), and the record of a running devnet
 //! (`record`, `devnet.json`).
 
+use std::ops::Not;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,9 @@ pub struct DevnetPlan {
     pub twins: Vec<(String, String)>,
     /// NAT topology: which nodes are relays and which sit behind NAT (Docker backend).
     pub nat: Option<NatPlan>,
+    /// Blocks between state snapshots, when not the node's default (a late joiner needs one
+    /// early in a short run).
+    pub snapshot_interval: Option<u64>,
 }
 
 /// How a backend or renderer places its nodes, handed to [`resolve`] as data: where node `i`
@@ -117,6 +121,11 @@ pub struct Addressing<'a> {
 /// addresses, the chain's settings, the Byzantine switches, twins, the link proxy and the NAT
 /// plan. The one builder of a [`DevnetPlan`] from a manifest (Docker, Swarm, compose and k8s;
 /// the process backend's programmatic `UpOptions` build theirs in `process::prepare`).
+/// Blocks between snapshots in a devnet with a late joiner (`kind = "join"`): the node's
+/// default of 500 is more than a short run makes, and a joiner started with `--state-sync`
+/// needs a snapshot to restore.
+pub const JOIN_SNAPSHOT_INTERVAL: u64 = 50;
+
 pub fn resolve(manifest: &crate::manifest::Manifest, addressing: &Addressing) -> DevnetPlan {
     use crate::manifest::Role;
     let resolved = manifest.resolve();
@@ -169,5 +178,10 @@ pub fn resolve(manifest: &crate::manifest::Manifest, addressing: &Addressing) ->
         byzantine: manifest.byzantine_settings(),
         twins: manifest.twins(),
         nat,
+        snapshot_interval: manifest
+            .joiners()
+            .is_empty()
+            .not()
+            .then_some(JOIN_SNAPSHOT_INTERVAL),
     }
 }
