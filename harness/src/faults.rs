@@ -42,6 +42,9 @@ pub enum Fault {
     /// Instant: each listed node, not started with the devnet, starts now with `--state-sync`
     /// (a late joiner; process backend).
     Join(Join),
+    /// The listed nodes' disks (process backend): `mode = "full"` fills the size-limited tmpfs
+    /// their data directory is on; the end frees it and starts a node that stopped.
+    Disk(Disk),
 }
 
 /// A fault on processes.
@@ -219,6 +222,21 @@ pub struct ClockFault {
     pub jump_ms: i64,
 }
 
+/// A disk fault. Only `full` is built; `slow` and `power_loss` are refused by name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    pub at_s: f64,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    pub mode: String,
+    /// The tmpfs each target's data directory is on, in MiB (default 64).
+    #[serde(default)]
+    pub size_mb: Option<u64>,
+}
+
 /// A late joiner.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +283,7 @@ impl Fault {
             Fault::Clock(_) => "clock",
             Fault::Upgrade(_) => "upgrade",
             Fault::Join(_) => "join",
+            Fault::Disk(_) => "disk",
         }
     }
 
@@ -286,6 +305,7 @@ impl Fault {
             Fault::Clock(f) => (f.at_s, f.duration_s),
             Fault::Upgrade(f) => (f.at_s, None),
             Fault::Join(f) => (f.at_s, None),
+            Fault::Disk(f) => (f.at_s, f.duration_s),
         }
     }
 
@@ -310,6 +330,7 @@ impl Fault {
             Fault::Clock(f) => &f.nodes,
             Fault::Upgrade(f) => &f.nodes,
             Fault::Join(f) => &f.nodes,
+            Fault::Disk(f) => &f.nodes,
             Fault::Heal(_) | Fault::Random(_) => &[],
             _ => self.link_targets().map_or(&[], |(nodes, _, _)| nodes),
         }

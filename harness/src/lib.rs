@@ -13,6 +13,7 @@ pub mod bench;
 pub mod bisect;
 pub mod changepoint;
 pub mod checks;
+pub mod disk;
 pub mod docker;
 pub mod faults;
 pub mod history;

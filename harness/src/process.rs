@@ -67,6 +67,8 @@ pub struct UpOptions {
     pub node_bins: Vec<(String, PathBuf)>,
     /// Nodes not started with the devnet (late joiners; a `join` fault starts them).
     pub late: Vec<String>,
+    /// Nodes whose data directory goes on a tmpfs of this many MiB (disk faults).
+    pub tmpfs: Vec<(String, u64)>,
     pub chain_id: String,
     pub api_port_base: u16,
     pub p2p_port_base: u16,
@@ -135,6 +137,7 @@ impl UpOptions {
             byzantine: Vec::new(),
             node_bins: Vec::new(),
             late: Vec::new(),
+            tmpfs: Vec::new(),
             twins: Vec::new(),
         }
     }
@@ -376,6 +379,8 @@ pub fn prepare(options: &UpOptions) -> Result<DevnetState, ProcessError> {
 /// Writes the homes of `plan` once `options` say the devnet can start here.
 fn prepare_plan(options: &UpOptions, plan: &DevnetPlan) -> Result<DevnetState, ProcessError> {
     check_startable(options)?;
+    // A disk left mounted by a run that did not end cleanly would stop the homes' rewrite.
+    crate::disk::unmount_under(&devnet_dir(&options.base, &options.name));
     Ok(write_devnet(&options.base, plan)?)
 }
 
@@ -653,6 +658,16 @@ pub fn up_plan(
     progress: impl FnMut(&[Option<u64>]),
 ) -> Result<DevnetState, ProcessError> {
     let mut state = prepare_plan(options, plan)?;
+    for (name, size_mb) in &options.tmpfs {
+        let Some(node) = state.nodes.iter().find(|node| node.moniker == *name) else {
+            continue;
+        };
+        let data = blyan_node::home::Home::new(&node.home).data();
+        if let Err(reason) = crate::disk::mount_tmpfs(&data, *size_mb) {
+            crate::disk::unmount_under(&devnet_dir(&options.base, &options.name));
+            return Err(ProcessError::Invalid(format!("{name}: {reason}")));
+        }
+    }
     for node in state.nodes.iter_mut() {
         if let Some((_, bin)) = options
             .node_bins
@@ -751,6 +766,7 @@ pub fn down(base: &Path, name: &str, grace: Duration) -> Result<DownReport, Proc
             crate::links::stop_process(pid);
         }
     }
+    crate::disk::unmount_under(&devnet_dir(base, name));
     save_state(base, &state)?;
     Ok(report)
 }

@@ -14,6 +14,7 @@
 //! | `resume` | ends the listed nodes' active pauses | same |
 //! | `messages` | the nodes' outgoing messages dropped, duplicated, delayed, reordered, replayed inside the node (admin API) | same |
 //! | `clock` | the clock the node dates and bounds block times by moved (skew, drift, jump; admin API) | same |
+//! | `disk` (`full`) | refused | a size-limited tmpfs under the data directory filled; freed, the node started again |
 //! | `join` | refused | started (not with the devnet) with `--state-sync` |
 //! | `upgrade` | refused | SIGTERM, then started again from `binary` with its home kept |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
@@ -62,6 +63,9 @@ pub enum Action {
     Upgrade,
     /// Instant: start `nodes`, which the devnet did not start, with `--state-sync`.
     Join,
+    /// Fill the tmpfs under `nodes`' data directories; the end frees it and starts a stopped
+    /// node again.
+    DiskFull,
 }
 
 /// A fault the node carries out itself (devnet mode), put in force through its admin API.
@@ -583,7 +587,7 @@ fn one(
             let runs_binaries = target
                 .backend
                 .capabilities()
-                .is_none_or(|can| can.upgrade_binary);
+                .is_none_or(|can| can.host_processes);
             if !runs_binaries {
                 return Err(field(
                     index,
@@ -596,6 +600,34 @@ fn one(
                 ));
             }
             Action::Join
+        }
+        Fault::Disk(f) => {
+            host_processes(index, "a disk fault", target)?;
+            match f.mode.as_str() {
+                "full" => {}
+                "slow" | "power_loss" => {
+                    return Err(field(
+                        index,
+                        "mode",
+                        format!(
+                            "{:?} is not built yet (it needs a FUSE layer under the data \
+                             directory, docs/CHAOS.md); only \"full\" is",
+                            f.mode
+                        ),
+                    ))
+                }
+                other => {
+                    return Err(field(
+                        index,
+                        "mode",
+                        format!("{other:?} is not one of full, slow, power_loss"),
+                    ))
+                }
+            }
+            if f.size_mb.is_some_and(|mb| !(16..=4096).contains(&mb)) {
+                return Err(field(index, "size_mb", "must be between 16 and 4096"));
+            }
+            Action::DiskFull
         }
         Fault::Upgrade(f) => {
             binary = Some(upgrade_binary(f, index, target)?);
@@ -613,6 +645,7 @@ fn one(
             | Action::InNode
             | Action::Upgrade
             | Action::Join
+            | Action::DiskFull
     );
     if nodes.is_empty() && on_nodes {
         return Err(field(
@@ -645,6 +678,26 @@ fn one(
     })
 }
 
+/// Refuses `what` on a backend whose nodes are not processes of this host.
+fn host_processes(index: usize, what: &str, target: &Target) -> Result<(), ScenarioError> {
+    if target
+        .backend
+        .capabilities()
+        .is_none_or(|can| can.host_processes)
+    {
+        return Ok(());
+    }
+    Err(field(
+        index,
+        "kind",
+        format!(
+            "{what} needs nodes that are processes of this host, which the {} backend does \
+             not run (not built for containers yet); use the process backend",
+            target.backend
+        ),
+    ))
+}
+
 /// The binary an `upgrade` starts its nodes from: named, a file, on a backend that runs
 /// binaries from this host.
 fn upgrade_binary(
@@ -655,7 +708,7 @@ fn upgrade_binary(
     let runs_binaries = target
         .backend
         .capabilities()
-        .is_none_or(|can| can.upgrade_binary);
+        .is_none_or(|can| can.host_processes);
     if !runs_binaries {
         return Err(field(
             index,
@@ -867,6 +920,7 @@ pub fn plan(
                 | Action::Toxic
                 | Action::OneWay
                 | Action::InNode
+                | Action::DiskFull
         );
         if lasting && fault.when().1.is_none() {
             let healed_later = faults[index + 1..]

@@ -59,6 +59,47 @@ pub enum ServiceError {
     },
     #[error("consensus loop stopped: {0}")]
     Node(#[from] NodeError),
+    #[error(
+        "no space left on device: {path} has {free_bytes} bytes free; the database stopped \
+         writing ({detail}). Nothing committed is lost: free space and start the node again"
+    )]
+    NoSpace {
+        path: String,
+        free_bytes: u64,
+        /// The storage error as RocksDB reported it.
+        detail: String,
+    },
+}
+
+/// Bytes free to an unprivileged writer on the filesystem holding `path` (`None`: unknown).
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed struct it fills in.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// A storage error on a full disk, said as such: RocksDB reports the first failed write
+/// (ENOSPC) once and then only "Writer has previous error".
+fn diagnose(error: ServiceError, data: &std::path::Path) -> ServiceError {
+    /// Less than this free is "full" (RocksDB needs room for a WAL block or a flush).
+    const FULL_BELOW: u64 = 1 << 20;
+    let storage = matches!(
+        error,
+        ServiceError::Storage(_) | ServiceError::Node(NodeError::Storage(_))
+    );
+    match free_bytes(data) {
+        Some(free) if storage && free < FULL_BELOW => ServiceError::NoSpace {
+            path: data.display().to_string(),
+            free_bytes: free,
+            detail: error.to_string(),
+        },
+        _ => error,
+    }
 }
 
 /// The home's genesis, checked to be for the configured chain.
@@ -157,8 +198,17 @@ pub fn start(
         metrics,
     };
     let result = runtime.block_on(run(opened, state_sync));
-    storage.flush()?;
-    result?;
+    // The loop's error, when there is one, is the cause; a flush failing after it says less.
+    match (result, storage.flush()) {
+        (Err(error), flushed) => {
+            if let Err(flush) = flushed {
+                tracing::error!(%flush, "storage not flushed");
+            }
+            return Err(diagnose(error, &home.data()));
+        }
+        (Ok(()), Err(flush)) => return Err(diagnose(flush.into(), &home.data())),
+        (Ok(()), Ok(())) => {}
+    }
     tracing::info!(
         height = storage.tip().height,
         "storage flushed; node stopped cleanly"

@@ -61,8 +61,10 @@ pub struct Capabilities {
     pub on_this_host: bool,
     /// One bridge network holds every node, so the kernel's neighbour (ARP) table must too.
     pub shared_bridge: bool,
-    /// `kind = "upgrade"` with a `binary`: a node's binary replaced mid-run, its home kept.
-    pub upgrade_binary: bool,
+    /// The nodes are processes of this host, whose binary, start and data directory the harness
+    /// controls: `upgrade` (another binary, home kept), `join` (started late), `disk` (a
+    /// size-limited tmpfs under the data directory).
+    pub host_processes: bool,
 }
 
 impl BackendKind {
@@ -75,9 +77,9 @@ impl BackendKind {
             inference,
             on_this_host,
             shared_bridge,
-            // Only processes run a binary from this host's disk; a Docker or Swarm node runs its
-            // image (replacing a container's image with its volume kept is not built).
-            upgrade_binary: !shared_bridge && on_this_host,
+            // Docker and Swarm nodes run images in containers (replacing an image with the
+            // volume kept, creating a container late, a size-limited volume: not built).
+            host_processes: !shared_bridge && on_this_host,
         };
         match self {
             BackendKind::Auto => None,

@@ -24,6 +24,11 @@ fn signal(state: &DevnetState, index: usize, signal: i32) -> Result<(), String> 
     Ok(())
 }
 
+/// Node `index`'s data directory (on its tmpfs when a disk fault targets it).
+fn data_dir(state: &DevnetState, index: usize) -> PathBuf {
+    blyan_node::home::Home::new(&state.nodes[index].home).data()
+}
+
 /// SIGTERM, then SIGKILL when the node has not exited within 5 s.
 fn stop(state: &DevnetState, index: usize) -> Result<(), String> {
     signal(state, index, libc::SIGTERM)?;
@@ -59,6 +64,7 @@ fn up_options(manifest: &Manifest, settings: &UpSettings) -> UpOptions {
     options.log_level = settings.log_level.clone();
     options.node_bins = settings.node_bins.clone();
     options.late = manifest.joiners();
+    options.tmpfs = manifest.disk_nodes();
     options
 }
 
@@ -137,6 +143,9 @@ impl Backend for Processes {
                     .map(drop)
                     .map_err(|e| e.to_string())
             }),
+            Action::DiskFull => each(self, state, nodes, "fill the disk of", |_, state, i| {
+                crate::disk::fill(&data_dir(state, i)).map(drop)
+            }),
             Action::Join => each(self, state, nodes, "join", |this, state, i| {
                 let sync = ["--state-sync", "--state-sync-wait-s", "30"];
                 process::start_node_with(&this.base, state, i, &sync)
@@ -167,6 +176,15 @@ impl Backend for Processes {
             }),
             Action::Pause => each(self, state, nodes, "continue", |_, state, i| {
                 signal(state, i, libc::SIGCONT)
+            }),
+            // Space freed; a node that stopped on the full disk is started again.
+            Action::DiskFull => each(self, state, nodes, "free the disk of", |this, state, i| {
+                crate::disk::free(&data_dir(state, i))?;
+                let running = state.nodes[i].pid.is_some_and(process::is_node_process);
+                if !running {
+                    process::start_node(&this.base, state, i).map_err(|e| e.to_string())?;
+                }
+                Ok(())
             }),
             _ => Ok(()),
         }

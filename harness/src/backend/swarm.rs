@@ -135,8 +135,8 @@ impl Backend for Services {
             | Action::Toxic
             | Action::OneWay
             | Action::InNode => Ok(()),
-            Action::Upgrade | Action::Join => Err(ScenarioError::Action {
-                action: "upgrade or join".into(),
+            Action::Upgrade | Action::Join | Action::DiskFull => Err(ScenarioError::Action {
+                action: "upgrade, join or disk".into(),
                 node: "-".into(),
                 reason: "needs the process backend".into(),
             }),

@@ -657,6 +657,21 @@ impl Manifest {
         )
     }
 
+    /// Nodes whose data directory a `disk` fault needs on a tmpfs of this many MiB.
+    pub fn disk_nodes(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for fault in &self.faults {
+            if let crate::faults::Fault::Disk(f) = fault {
+                for name in &f.nodes {
+                    if !out.iter().any(|(known, _)| known == name) {
+                        out.push((name.clone(), f.size_mb.unwrap_or(64)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The nodes a `join` fault starts late (not started with the devnet).
     pub fn joiners(&self) -> Vec<String> {
         self.faults

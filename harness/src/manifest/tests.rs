@@ -75,6 +75,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("clock beyond a day", "faults[0].skew_ms:"),
     ("upgrade without binary", "faults[0].binary:"),
     ("upgrade on docker", "faults[0].kind:"),
+    ("disk power loss", "faults[0].mode:"),
     (
         "probability without value",
         "nodes[0].byzantine.probability:",
@@ -124,6 +125,7 @@ fn bad_manifests_name_the_field() {
         ("clock beyond a day", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"clock\"\nnodes = [\"node0\"]\nskew_ms = 90000000\nduration_s = 5\n")),
         ("upgrade without binary", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"upgrade\"\nnodes = [\"node0\"]\n")),
         ("upgrade on docker", format!("{BASE}backend = \"docker\"\n[[faults]]\nat_s = 1\nkind = \"upgrade\"\nnodes = [\"node0\"]\nbinary = \"/bin/true\"\n")),
+        ("disk power loss", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"power_loss\"\nnodes = [\"node0\"]\nduration_s = 5\n")),
         ("probability without value", format!("{BASE}[[nodes]]\nname = \"a\"\nbyzantine = {{ behaviour = \"spam\", trigger = \"probability\" }}\n")),
         ("zero epoch", format!("{BASE}[consensus]\ntimeout_propose_ms = 1\ntimeout_prevote_ms = 1\ntimeout_precommit_ms = 1\ntimeout_commit_ms = 0\nepoch_length = 0\n")),
         ("memory", format!("{BASE}[resources]\nmemory_mb = 1\n")),
@@ -234,6 +236,7 @@ fn a_ramp_must_ascend_with_positive_rates() {
             "chaos-links",
             "chaos-more",
             "clock",
+            "disk-full",
             "join",
             "latency-10",
             "messages",

@@ -163,7 +163,7 @@ fn rolling_upgrade(
         )));
     }
     let can = manifest.backend.capabilities();
-    if !can.is_none_or(|can| can.upgrade_binary) {
+    if !can.is_none_or(|can| can.host_processes) {
         return Err(RunError::Invalid(format!(
             "--old-build: a rolling upgrade replaces node binaries, which the {} backend does \
              not run from this host; use --backend process",
