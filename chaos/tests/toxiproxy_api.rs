@@ -424,6 +424,23 @@ fn toxics_have_their_effect_on_traffic() {
     );
 }
 
+/// A proxy server with one proxy `name` to a listener of this test: (API, the listener, the
+/// proxy's listen address).
+fn proxy_to_a_server(name: &str) -> (String, TcpListener, String) {
+    let api = start_server();
+    wait_listening(&api);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap().to_string();
+    let (status, body) = call(
+        "POST",
+        format!("http://{api}/proxies"),
+        Some(json!({"name": name, "listen": "127.0.0.1:0", "upstream": upstream})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let listen = body["listen"].as_str().unwrap().to_string();
+    (api, server, listen)
+}
+
 /// Whether `from` gets bytes sent by `to` within 1 s (`to` sends first).
 fn delivers(to: &mut TcpStream, from: &mut TcpStream) -> bool {
     from.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -439,17 +456,7 @@ fn delivers(to: &mut TcpStream, from: &mut TcpStream) -> bool {
 /// one-way partition blocked the wrong way round.)
 #[test]
 fn a_toxic_added_to_a_live_connection_acts_on_the_stream_it_names() {
-    let api = start_server();
-    wait_listening(&api);
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = server.local_addr().unwrap().to_string();
-    let (status, body) = call(
-        "POST",
-        format!("http://{api}/proxies"),
-        Some(json!({"name": "live", "listen": "127.0.0.1:0", "upstream": upstream})),
-    );
-    assert_eq!(status, 201, "{body}");
-    let listen = body["listen"].as_str().unwrap().to_string();
+    let (api, server, listen) = proxy_to_a_server("live");
     let mut client = TcpStream::connect(&listen).unwrap();
     let (mut accepted, _) = server.accept().unwrap();
     assert!(delivers(&mut client, &mut accepted) && delivers(&mut accepted, &mut client));
@@ -488,17 +495,7 @@ fn a_toxic_added_to_a_live_connection_acts_on_the_stream_it_names() {
 /// so that client kept the toxics of the change before and missed every later one.
 #[test]
 fn a_toxic_change_reaches_every_open_connection() {
-    let api = start_server();
-    wait_listening(&api);
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = server.local_addr().unwrap().to_string();
-    let (status, body) = call(
-        "POST",
-        format!("http://{api}/proxies"),
-        Some(json!({"name": "many", "listen": "127.0.0.1:0", "upstream": upstream})),
-    );
-    assert_eq!(status, 201, "{body}");
-    let listen = body["listen"].as_str().unwrap().to_string();
+    let (api, server, listen) = proxy_to_a_server("many");
     let mut pairs: Vec<(TcpStream, TcpStream)> = (0..4)
         .map(|_| {
             let client = TcpStream::connect(&listen).unwrap();

@@ -584,21 +584,11 @@ fn one(
             Action::InNode
         }
         Fault::Join(_) => {
-            let runs_binaries = target
-                .backend
-                .capabilities()
-                .is_none_or(|can| can.host_processes);
-            if !runs_binaries {
-                return Err(field(
-                    index,
-                    "kind",
-                    format!(
-                        "a late joiner is a node process left unstarted until its time, which \
-                         the {} backend does not do yet; use the process backend",
-                        target.backend
-                    ),
-                ));
-            }
+            host_processes(
+                index,
+                "a late joiner (a node left unstarted until its time)",
+                target,
+            )?;
             Action::Join
         }
         Fault::Disk(f) => {
@@ -705,21 +695,7 @@ fn upgrade_binary(
     index: usize,
     target: &Target,
 ) -> Result<std::path::PathBuf, ScenarioError> {
-    let runs_binaries = target
-        .backend
-        .capabilities()
-        .is_none_or(|can| can.host_processes);
-    if !runs_binaries {
-        return Err(field(
-            index,
-            "kind",
-            format!(
-                "an upgrade replaces a node's binary, which the {} backend does not run from \
-                 this host (replacing an image is not built); use the process backend",
-                target.backend
-            ),
-        ));
-    }
+    host_processes(index, "an upgrade (another binary for a node)", target)?;
     let binary = f
         .binary
         .as_ref()

@@ -32,6 +32,19 @@ fn options(dir: &Path, manifest: &str, salt: u16) -> RunOptions {
     }
 }
 
+/// Runs `options` in-process; the outcome and what it said, after asserting that it passed.
+fn passing_run(options: &RunOptions) -> (run::RunOutcome, String) {
+    let said = Mutex::new(Vec::<String>::new());
+    let outcome = run::run(options, &|line| said.lock().unwrap().push(line)).unwrap();
+    let said = said.into_inner().unwrap().join("\n");
+    assert!(
+        outcome.results.passed,
+        "{:?}\n{said}",
+        outcome.results.checks
+    );
+    (outcome, said)
+}
+
 #[test]
 fn run_drives_a_process_devnet_in_process_through_a_kill_and_its_checks_pass() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,14 +175,7 @@ duration_s = 3
     options.old_build = Some(old.clone());
     options.keep = true;
     let _cleanup = common::Cleanup(dir.path().join("devnets"), "upgrade".into());
-    let said = Mutex::new(Vec::<String>::new());
-    let outcome = run::run(&options, &|line| said.lock().unwrap().push(line)).unwrap();
-    let said = said.into_inner().unwrap().join("\n");
-    assert!(
-        outcome.results.passed,
-        "{:?}\n{said}",
-        outcome.results.checks
-    );
+    let (outcome, _) = passing_run(&options);
     let entries = blyan_harness::timeline::read(&outcome.dir).unwrap();
     let upgrades: Vec<_> = entries.iter().filter(|e| e.kind == "upgrade").collect();
     assert_eq!(upgrades.len(), 2, "{entries:#?}");
@@ -206,14 +212,7 @@ fn a_late_joiner_state_syncs_under_load_and_catches_up() {
     let mut options = options(dir.path(), &manifest, 11);
     options.keep = true;
     let _cleanup = common::Cleanup(dir.path().join("devnets"), "join".into());
-    let said = Mutex::new(Vec::<String>::new());
-    let outcome = run::run(&options, &|line| said.lock().unwrap().push(line)).unwrap();
-    let said = said.into_inner().unwrap().join("\n");
-    assert!(
-        outcome.results.passed,
-        "{:?}\n{said}",
-        outcome.results.checks
-    );
+    let (outcome, said) = passing_run(&options);
     let entries = blyan_harness::timeline::read(&outcome.dir).unwrap();
     let join = entries
         .iter()
@@ -261,14 +260,7 @@ fn a_full_disk_stops_one_node_with_a_clear_error_and_it_catches_up_once_freed() 
     )
     .unwrap();
     let options = options(dir.path(), &manifest, 13);
-    let said = Mutex::new(Vec::<String>::new());
-    let outcome = run::run(&options, &|line| said.lock().unwrap().push(line)).unwrap();
-    let said = said.into_inner().unwrap().join("\n");
-    assert!(
-        outcome.results.passed,
-        "{:?}\n{said}",
-        outcome.results.checks
-    );
+    let (outcome, _) = passing_run(&options);
     let entries = blyan_harness::timeline::read(&outcome.dir).unwrap();
     let full = entries
         .iter()

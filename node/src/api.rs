@@ -1129,6 +1129,22 @@ fn devnet_only(state: &ApiState) -> Result<(), ApiError> {
     })
 }
 
+/// A JSON body of `T`, checked by `check`; a 400 `error` naming the field otherwise.
+fn checked_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    error: &'static str,
+    check: impl Fn(&T) -> Result<(), (&'static str, String)>,
+) -> Result<T, ApiError> {
+    let bad = |detail: String| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        error,
+        detail,
+    };
+    let value: T = serde_json::from_slice(body).map_err(|e| bad(format!("body: {e}")))?;
+    check(&value).map_err(|(field, reason)| bad(format!("{field}: {reason}")))?;
+    Ok(value)
+}
+
 fn messages_answer(state: &ApiState) -> Json<serde_json::Value> {
     let (faults, counts) = state.node.messages.status();
     Json(serde_json::json!({ "faults": faults, "counts": counts }))
@@ -1148,16 +1164,11 @@ async fn set_messages(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     devnet_only(&state)?;
-    let bad = |detail: String| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        error: "bad_message_faults",
-        detail,
-    };
-    let faults: crate::config::MessageFaults =
-        serde_json::from_slice(&body).map_err(|error| bad(format!("body: {error}")))?;
-    faults
-        .check()
-        .map_err(|(field, reason)| bad(format!("{field}: {reason}")))?;
+    let faults: crate::config::MessageFaults = checked_body(
+        &body,
+        "bad_message_faults",
+        |f: &crate::config::MessageFaults| f.check(),
+    )?;
     state.node.messages.set(Some(faults));
     Ok(messages_answer(&state))
 }
@@ -1194,16 +1205,11 @@ async fn set_clock(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     devnet_only(&state)?;
-    let bad = |detail: String| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        error: "bad_clock_fault",
-        detail,
-    };
-    let fault: crate::node::clock::ClockFault =
-        serde_json::from_slice(&body).map_err(|error| bad(format!("body: {error}")))?;
-    fault
-        .check()
-        .map_err(|(field, reason)| bad(format!("{field}: {reason}")))?;
+    let fault: crate::node::clock::ClockFault = checked_body(
+        &body,
+        "bad_clock_fault",
+        |f: &crate::node::clock::ClockFault| f.check(),
+    )?;
     state.node.clock.set(Some(fault));
     Ok(clock_answer(&state))
 }
