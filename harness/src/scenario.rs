@@ -565,22 +565,7 @@ fn one(
             Action::InNode
         }
         Fault::Clock(f) => {
-            let fault = blyan_node::node::clock::ClockFault {
-                skew_ms: f.skew_ms,
-                drift_ppm: f.drift_ppm,
-                jump_ms: f.jump_ms,
-            };
-            fault
-                .check()
-                .map_err(|(name, reason)| field(index, name, reason))?;
-            if fault == Default::default() {
-                return Err(field(
-                    index,
-                    "kind",
-                    "clock sets none of skew_ms, drift_ppm, jump_ms",
-                ));
-            }
-            in_node = Some(InNode::Clock(fault));
+            in_node = Some(InNode::Clock(clock_fault(f, index)?));
             Action::InNode
         }
         Fault::Join(_) => {
@@ -592,31 +577,7 @@ fn one(
             Action::Join
         }
         Fault::Disk(f) => {
-            host_processes(index, "a disk fault", target)?;
-            match f.mode.as_str() {
-                "full" => {}
-                "slow" | "power_loss" => {
-                    return Err(field(
-                        index,
-                        "mode",
-                        format!(
-                            "{:?} is not built yet (it needs a FUSE layer under the data \
-                             directory, docs/CHAOS.md); only \"full\" is",
-                            f.mode
-                        ),
-                    ))
-                }
-                other => {
-                    return Err(field(
-                        index,
-                        "mode",
-                        format!("{other:?} is not one of full, slow, power_loss"),
-                    ))
-                }
-            }
-            if f.size_mb.is_some_and(|mb| !(16..=4096).contains(&mb)) {
-                return Err(field(index, "size_mb", "must be between 16 and 4096"));
-            }
+            disk_full(f, index, target)?;
             Action::DiskFull
         }
         Fault::Upgrade(f) => {
@@ -625,6 +586,30 @@ fn one(
         }
         Fault::Random(_) => unreachable!("random is expanded by plan"),
     };
+    check_targets_and_times(fault, index, action, &nodes)?;
+    let label = label(fault, &kind, &nodes, target, toxic_of.as_ref(), links.len());
+    Ok(Planned {
+        at: Duration::from_secs_f64(at_s),
+        action,
+        kind,
+        nodes,
+        links,
+        toxic: toxic_of,
+        duration: duration_s.map(Duration::from_secs_f64),
+        label,
+        tag: format!("fault{index}"),
+        in_node,
+        binary,
+    })
+}
+
+/// A step on nodes names some; its times are finite, `at_s` >= 0 and a duration > 0.
+fn check_targets_and_times(
+    fault: &Fault,
+    index: usize,
+    action: Action,
+    nodes: &[usize],
+) -> Result<(), ScenarioError> {
     let on_nodes = matches!(
         action,
         Action::Kill
@@ -644,6 +629,7 @@ fn one(
             format!("{} names no node", fault.kind()),
         ));
     }
+    let (at_s, duration_s) = fault.when();
     if let Some(duration) = duration_s {
         if !(duration > 0.0 && duration.is_finite()) {
             return Err(field(index, "duration_s", "must be > 0"));
@@ -652,20 +638,60 @@ fn one(
     if !(at_s >= 0.0 && at_s.is_finite()) {
         return Err(field(index, "at_s", "must be >= 0"));
     }
-    let label = label(fault, &kind, &nodes, target, toxic_of.as_ref(), links.len());
-    Ok(Planned {
-        at: Duration::from_secs_f64(at_s),
-        action,
-        kind,
-        nodes,
-        links,
-        toxic: toxic_of,
-        duration: duration_s.map(Duration::from_secs_f64),
-        label,
-        tag: format!("fault{index}"),
-        in_node,
-        binary,
-    })
+    Ok(())
+}
+
+/// A `clock` fault as the node takes it, checked by the node's own rules.
+fn clock_fault(
+    f: &faults::ClockFault,
+    index: usize,
+) -> Result<blyan_node::node::clock::ClockFault, ScenarioError> {
+    let fault = blyan_node::node::clock::ClockFault {
+        skew_ms: f.skew_ms,
+        drift_ppm: f.drift_ppm,
+        jump_ms: f.jump_ms,
+    };
+    fault
+        .check()
+        .map_err(|(name, reason)| field(index, name, reason))?;
+    if fault == Default::default() {
+        return Err(field(
+            index,
+            "kind",
+            "clock sets none of skew_ms, drift_ppm, jump_ms",
+        ));
+    }
+    Ok(fault)
+}
+
+/// A `disk` fault: on host processes, `full` only (the others need a FUSE layer), a sane size.
+fn disk_full(f: &faults::Disk, index: usize, target: &Target) -> Result<(), ScenarioError> {
+    host_processes(index, "a disk fault", target)?;
+    match f.mode.as_str() {
+        "full" => {}
+        "slow" | "power_loss" => {
+            return Err(field(
+                index,
+                "mode",
+                format!(
+                    "{:?} is not built yet (it needs a FUSE layer under the data directory, \
+                     docs/CHAOS.md); only \"full\" is",
+                    f.mode
+                ),
+            ))
+        }
+        other => {
+            return Err(field(
+                index,
+                "mode",
+                format!("{other:?} is not one of full, slow, power_loss"),
+            ))
+        }
+    }
+    if f.size_mb.is_some_and(|mb| !(16..=4096).contains(&mb)) {
+        return Err(field(index, "size_mb", "must be between 16 and 4096"));
+    }
+    Ok(())
 }
 
 /// Refuses `what` on a backend whose nodes are not processes of this host.

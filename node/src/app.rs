@@ -391,6 +391,22 @@ pub fn verify_commit(
     Ok(keyed.iter().map(|(vote, _)| vote.vote.validator).collect())
 }
 
+/// A block's time: after its parent's and, for a proposal, not past `latest_time_ms`.
+fn check_time(time_ms: u64, prev_time_ms: u64, latest_time_ms: Option<u64>) -> Result<(), String> {
+    if time_ms <= prev_time_ms {
+        return Err(format!(
+            "time {time_ms} is not after the parent's {prev_time_ms}"
+        ));
+    }
+    match latest_time_ms {
+        Some(latest) if time_ms > latest => Err(format!(
+            "time {time_ms} is more than {MAX_BLOCK_TIME_AHEAD_MS} ms ahead of this node's \
+             clock (latest {latest})"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a block's header and body against the chain: height, parent, app hash, time (after
 /// the parent's and, for a proposal, not ahead of our clock by more than
 /// [`MAX_BLOCK_TIME_AHEAD_MS`]), the
@@ -430,19 +446,7 @@ pub fn check_block(
     if header.app_hash != app_hash {
         return Err(format!("app hash {}, expected {app_hash}", header.app_hash));
     }
-    if header.time_ms <= prev_time_ms {
-        return Err(format!(
-            "time {} is not after the parent's {prev_time_ms}",
-            header.time_ms
-        ));
-    }
-    if let Some(latest) = latest_time_ms.filter(|&latest| header.time_ms > latest) {
-        return Err(format!(
-            "time {} is more than {MAX_BLOCK_TIME_AHEAD_MS} ms ahead of this node's clock \
-             (latest {latest})",
-            header.time_ms
-        ));
-    }
+    check_time(header.time_ms, prev_time_ms, latest_time_ms)?;
     let validators_hash = set_hash(validators);
     if header.validators_hash != validators_hash {
         return Err(format!(
