@@ -102,6 +102,12 @@ impl MessageShaper {
         self.counts[which].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether a message fault is in force (one atomic load: the node's send path asks it
+    /// before anything else).
+    pub(crate) fn active(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
     /// What becomes of `command` under the fault in force.
     pub(crate) fn shape(&self, command: P2pCommand) -> Shaped {
         let pass = |command| Shaped {
@@ -118,14 +124,22 @@ impl MessageShaper {
         let Some(active) = guard.as_mut().filter(|a| a.faults.acts_on(kind)) else {
             return pass(command);
         };
-        let faults = active.faults.clone();
+        // The scalars only: cloning the fault (its `types`) for every message would allocate.
+        let MessageFaults {
+            drop,
+            duplicate,
+            delay_ms,
+            reorder,
+            replay_old,
+            ..
+        } = active.faults;
         let mut draw = |p: f64| p > 0.0 && active.rng.gen_bool(p);
-        if draw(faults.drop) {
+        if draw(drop) {
             self.note(0);
             return Shaped::default();
         }
-        let (duplicate, replay) = (draw(faults.duplicate), draw(faults.replay_old));
-        let reorder = draw(faults.reorder);
+        let (duplicate, replay) = (draw(duplicate), draw(replay_old));
+        let reorder = draw(reorder);
         let mut shaped = Shaped::default();
         if let P2pCommand::Publish(topic, bytes) | P2pCommand::Republish(topic, bytes) = &command {
             if replay && !active.recent.is_empty() {
@@ -145,9 +159,9 @@ impl MessageShaper {
             }
             active.recent.push_back((*topic, bytes.clone()));
         }
-        let mut delay = Duration::from_millis(faults.delay_ms);
+        let mut delay = Duration::from_millis(delay_ms);
         if reorder {
-            let extra = active.rng.gen_range(1..=faults.delay_ms.max(100));
+            let extra = active.rng.gen_range(1..=delay_ms.max(100));
             delay += Duration::from_millis(extra);
             self.note(3);
         }

@@ -416,7 +416,7 @@ impl Node {
         // task's queue is full (counted in /net_info; our own votes and proposals are sent
         // again when a height makes no progress, `maybe_rebroadcast`, and block sync asks again).
         #[cfg(feature = "devnet")]
-        {
+        if self.shared.messages.active() {
             let shaped = self.shared.messages.shape(command);
             for command in shaped.now {
                 let _ = self.p2p.commands.send(command);
@@ -425,8 +425,8 @@ impl Node {
                 let commands = self.p2p.commands.clone();
                 self.shared.messages.send_later(delay, command, commands);
             }
+            return;
         }
-        #[cfg(not(feature = "devnet"))]
         let _ = self.p2p.commands.send(command);
     }
 
