@@ -123,6 +123,16 @@ pub fn rtt_ms(state: &DevnetState, from: usize, to: usize) -> Option<f64> {
         .as_f64()
 }
 
+/// The ping RTT of the link between `a` and `b`: the lower of the two ends' latest pings
+/// (each end pings the other every 5 s), so that one ping slowed by a loaded host does not
+/// stand for the link (a 67 ms sample before a 100 ms toxic was seen in CI).
+fn link_rtt_ms(state: &DevnetState, (a, b): (usize, usize)) -> Option<f64> {
+    match (rtt_ms(state, a, b), rtt_ms(state, b, a)) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
 /// The link a latency fault targets, when it is one link.
 fn one_link(step: &Planned) -> Option<(usize, usize)> {
     let mut ends: Vec<usize> = step.links.iter().flat_map(|(a, b)| [*a, *b]).collect();
@@ -137,7 +147,7 @@ pub fn begin(state: &DevnetState, step: &Planned, started_s: f64) -> Entry {
     targets.extend(step.links.iter().flat_map(|(a, b)| [*a, *b]));
     targets.sort_unstable();
     targets.dedup();
-    let rtt_before_ms = one_link(step).and_then(|(a, b)| rtt_ms(state, a, b));
+    let rtt_before_ms = one_link(step).and_then(|link| link_rtt_ms(state, link));
     Entry {
         kind: step.kind.clone(),
         label: step.label.clone(),
@@ -169,7 +179,7 @@ pub fn begin(state: &DevnetState, step: &Planned, started_s: f64) -> Entry {
 /// once a healed partition's first links were back (restoring 200 links and asking 20 nodes
 /// one by one take seconds): a 10/10 partition then seemed to let 2 blocks through.
 pub fn measure_end(state: &DevnetState, step: &Planned, entry: &mut Entry, polled: &[Option<u64>]) {
-    entry.effect.rtt_during_ms = one_link(step).and_then(|(a, b)| rtt_ms(state, a, b));
+    entry.effect.rtt_during_ms = one_link(step).and_then(|link| link_rtt_ms(state, link));
     entry.effect.heights_at_end = polled.to_vec();
 }
 
