@@ -50,8 +50,58 @@ pub fn run_all(history: &History) -> Vec<Check> {
         fault_bound(history),
         partitions::partitions_hold(history),
         block_times(history),
+        durability(history),
         inference_determinism(history),
     ]
+}
+
+/// After every power loss (`disk` `power_loss`), the node's database held every block the node
+/// had acknowledged before it: the height it started again from is at least its last
+/// `/status` height before the fault.
+pub fn durability(history: &History) -> Check {
+    const NAME: &str = "durability";
+    let mut losses = 0usize;
+    let mut failures = Vec::new();
+    for (name, records) in &history.nodes {
+        for record in records {
+            if let NodeRecord::Restarted {
+                acknowledged,
+                stored,
+                ..
+            } = record
+            {
+                losses += 1;
+                match stored {
+                    Some(stored) if stored >= acknowledged => {}
+                    Some(stored) => failures.push(format!(
+                        "{name} had acknowledged height {acknowledged} and started again from {stored}: {} block(s) lost",
+                        acknowledged - stored
+                    )),
+                    None => failures.push(format!(
+                        "{name} had acknowledged height {acknowledged} and did not say what it started from within 15 s"
+                    )),
+                }
+            }
+        }
+    }
+    if losses == 0 {
+        return check(NAME, Verdict::Skipped, "no power loss in this run".into());
+    }
+    if let Some(first) = failures.first() {
+        return check(
+            NAME,
+            Verdict::Fail,
+            format!(
+                "{} of {losses} power loss(es) lost blocks; first: {first}",
+                failures.len()
+            ),
+        );
+    }
+    check(
+        NAME,
+        Verdict::Pass,
+        format!("{losses} power loss(es): every acknowledged block was in the database on restart"),
+    )
 }
 
 /// Block time holds its rules on the committed chain: each block after its parent, and none

@@ -1,6 +1,8 @@
 //! Disk faults on the process backend (`kind = "disk"`, `docs/CHAOS.md`): a node's data
 //! directory on a size-limited tmpfs of its own, filled with a ballast file to make the disk
-//! full and emptied to free it. Mounting needs root and mount(8).
+//! full and emptied to free it; or on `blyan-lazyfs` (the chaos crate's FUSE layer), whose
+//! fsyncs can be held (a slow disk) and whose unsynced writes a power loss drops. Mounting
+//! needs root, mount(8) and, for the FUSE layer, /dev/fuse.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -79,4 +81,119 @@ pub fn free(dir: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Where a node's data directory keeps what survives a power loss, under `blyan-lazyfs`.
+pub fn backing_dir(data: &Path) -> PathBuf {
+    data.with_file_name("data.lazyfs")
+}
+
+/// The file `blyan-lazyfs` reads its fsync delay from (a slow disk).
+pub fn fsync_delay_file(data: &Path) -> PathBuf {
+    data.with_file_name("fsync-delay-ms")
+}
+
+/// Whether `dir` is a mount point now (`/proc/mounts`).
+fn is_mount_point(dir: &Path) -> bool {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/mounts").is_ok_and(|table| {
+        table
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .any(|point| Path::new(point) == dir)
+    })
+}
+
+/// Whether `pid` is a running `blyan-lazyfs`.
+pub fn is_lazyfs_process(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|command| {
+        command
+            .split(|byte| *byte == 0)
+            .next()
+            .is_some_and(|first| first.ends_with(b"blyan-lazyfs"))
+    })
+}
+
+/// Puts the data directory `data` on `blyan-lazyfs` (next to `node_bin`): what it held moves
+/// to [`backing_dir`] first. Returns the layer's pid once the mount is there (at most 10 s);
+/// its output goes to `lazyfs.log` beside the data directory.
+pub fn mount_lazyfs(node_bin: &Path, data: &Path) -> Result<u32, String> {
+    use std::os::unix::process::CommandExt;
+    let bin = node_bin.with_file_name("blyan-lazyfs");
+    if !bin.is_file() {
+        return Err(format!(
+            "{} missing (a slow or power-loss disk needs it): cargo build -p blyan-chaos",
+            bin.display()
+        ));
+    }
+    let backing = backing_dir(data);
+    if data.exists() && !backing.exists() {
+        std::fs::rename(data, &backing).map_err(|e| format!("{}: {e}", data.display()))?;
+    }
+    let log_path = data.with_file_name("lazyfs.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    let mut child = Command::new(&bin)
+        .arg("--backing")
+        .arg(&backing)
+        .arg("--mount")
+        .arg(data)
+        .arg("--fsync-delay-file")
+        .arg(fsync_delay_file(data))
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !is_mount_point(data) {
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = text.lines().last().unwrap_or("no output");
+            return Err(format!(
+                "blyan-lazyfs did not mount {} (needs /dev/fuse and root): {last}",
+                data.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = child.id();
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
+}
+
+/// Ends `blyan-lazyfs` `pid` with `signal` (SIGUSR1: a power loss; SIGTERM: everything
+/// written back) and waits, at most 10 s, until it has gone and `data` is unmounted.
+pub fn end_lazyfs(pid: u32, signal: i32, data: &Path) -> Result<(), String> {
+    if is_lazyfs_process(pid) {
+        // SAFETY: kill(2) on the pid of the layer this devnet started; no memory is touched.
+        unsafe { libc::kill(pid as i32, signal) };
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while is_lazyfs_process(pid) || is_mount_point(data) {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "blyan-lazyfs {pid} did not unmount {} within 10 s",
+                data.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Every fsync under `data` is held `ms` from now on (0: none); `blyan-lazyfs` reads it
+/// within 100 ms.
+pub fn set_fsync_delay(data: &Path, ms: u64) -> Result<(), String> {
+    let path = fsync_delay_file(data);
+    std::fs::write(&path, format!("{ms}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    Ok(())
 }

@@ -43,7 +43,9 @@ pub enum Fault {
     /// (a late joiner; process backend).
     Join(Join),
     /// The listed nodes' disks (process backend): `mode = "full"` fills the size-limited tmpfs
-    /// their data directory is on; the end frees it and starts a node that stopped.
+    /// their data directory is on (the end frees it and starts a node that stopped); `slow`
+    /// holds every fsync `fsync_ms`; `power_loss` kills the node and drops its unsynced writes
+    /// (the end starts it).
     Disk(Disk),
 }
 
@@ -222,7 +224,8 @@ pub struct ClockFault {
     pub jump_ms: i64,
 }
 
-/// A disk fault. Only `full` is built; `slow` and `power_loss` are refused by name.
+/// A disk fault (process backend): `full` (a tmpfs filled), `slow` (fsyncs held) or
+/// `power_loss` (unsynced writes dropped); `docs/CHAOS.md`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
@@ -232,9 +235,12 @@ pub struct Disk {
     #[serde(default)]
     pub duration_s: Option<f64>,
     pub mode: String,
-    /// The tmpfs each target's data directory is on, in MiB (default 64).
+    /// `full`: the tmpfs each target's data directory is on, in MiB (default 64).
     #[serde(default)]
     pub size_mb: Option<u64>,
+    /// `slow`: how long every fsync is held, in ms (1-10000).
+    #[serde(default)]
+    pub fsync_ms: Option<u64>,
 }
 
 /// A late joiner.

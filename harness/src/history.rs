@@ -134,6 +134,14 @@ pub enum NodeRecord {
         height: u64,
         validators: Vec<StakeRecord>,
     },
+    /// The node started again after a power loss: the height it had acknowledged before the
+    /// fault (its last `/status`) and the height its database held when it started again (its
+    /// `node started` log line; `None`: no such line within 15 s).
+    Restarted {
+        at_ms: u64,
+        acknowledged: u64,
+        stored: Option<u64>,
+    },
     /// A poll of the node: its height (None when it did not answer), peers and the
     /// equivocations it has seen so far.
     Sample {
@@ -150,7 +158,8 @@ impl NodeRecord {
             NodeRecord::Block { at_ms, .. }
             | NodeRecord::Sample { at_ms, .. }
             | NodeRecord::Decision { at_ms, .. }
-            | NodeRecord::Stake { at_ms, .. } => *at_ms,
+            | NodeRecord::Stake { at_ms, .. }
+            | NodeRecord::Restarted { at_ms, .. } => *at_ms,
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct UpOptions {
     pub late: Vec<String>,
     /// Nodes whose data directory goes on a tmpfs of this many MiB (disk faults).
     pub tmpfs: Vec<(String, u64)>,
+    /// Nodes whose data directory goes on `blyan-lazyfs` (slow and power-loss disks).
+    pub lazyfs: Vec<String>,
     pub chain_id: String,
     pub api_port_base: u16,
     pub p2p_port_base: u16,
@@ -138,6 +140,7 @@ impl UpOptions {
             node_bins: Vec::new(),
             late: Vec::new(),
             tmpfs: Vec::new(),
+            lazyfs: Vec::new(),
             twins: Vec::new(),
         }
     }
@@ -224,7 +227,7 @@ impl UpOptions {
 
 /// Whether process `pid` is gone or a zombie (whatever its command line: a node binary may be
 /// a wrapper script).
-fn has_exited(pid: u32) -> bool {
+pub fn has_exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(')')
@@ -641,6 +644,22 @@ pub fn log_tail(node: &NodeEntry, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Puts the data directories of `options.lazyfs` on `blyan-lazyfs`, recording each layer's
+/// pid (so that `down` ends it).
+fn mount_lazyfs(options: &UpOptions, state: &mut DevnetState) -> Result<(), ProcessError> {
+    for name in &options.lazyfs {
+        let Some(index) = state.nodes.iter().position(|node| node.moniker == *name) else {
+            continue;
+        };
+        let data = blyan_node::home::Home::new(&state.nodes[index].home).data();
+        let pid = crate::disk::mount_lazyfs(&options.node_bin, &data)
+            .map_err(|reason| ProcessError::Invalid(format!("{name}: {reason}")))?;
+        state.nodes[index].lazyfs_pid = Some(pid);
+        save_state(&options.base, state)?;
+    }
+    Ok(())
+}
+
 /// Prepares and starts a devnet and waits for `wait_height` on every node. On failure the
 /// started processes are stopped again.
 pub fn up(
@@ -667,6 +686,10 @@ pub fn up_plan(
             crate::disk::unmount_under(&devnet_dir(&options.base, &options.name));
             return Err(ProcessError::Invalid(format!("{name}: {reason}")));
         }
+    }
+    if let Err(error) = mount_lazyfs(options, &mut state) {
+        let _ = down(&options.base, &options.name, Duration::from_secs(5));
+        return Err(error);
     }
     for node in state.nodes.iter_mut() {
         if let Some((_, bin)) = options
@@ -764,6 +787,13 @@ pub fn down(base: &Path, name: &str, grace: Duration) -> Result<DownReport, Proc
     if let Some(proxy) = &mut state.proxy {
         if let Some(pid) = proxy.pid.take() {
             crate::links::stop_process(pid);
+        }
+    }
+    // The nodes are down: their FUSE layers write back what they hold and unmount.
+    for node in &mut state.nodes {
+        if let Some(pid) = node.lazyfs_pid.take() {
+            let data = blyan_node::home::Home::new(&node.home).data();
+            let _ = crate::disk::end_lazyfs(pid, libc::SIGTERM, &data);
         }
     }
     crate::disk::unmount_under(&devnet_dir(base, name));

@@ -189,6 +189,21 @@ impl Recorder {
         Ok(crossing)
     }
 
+    /// Records that node `index` started again after a power loss (see
+    /// [`NodeRecord::Restarted`]).
+    pub fn restarted(
+        &mut self,
+        index: usize,
+        acknowledged: u64,
+        stored: Option<u64>,
+    ) -> Result<(), HistoryError> {
+        self.nodes[index].append(&NodeRecord::Restarted {
+            at_ms: now_ms(),
+            acknowledged,
+            stored,
+        })
+    }
+
     /// Records every answering node's view of the validators (`/validators`).
     pub fn stake(&mut self, state: &DevnetState) -> Result<(), HistoryError> {
         for (index, node) in state.nodes.iter().enumerate() {
@@ -310,7 +325,9 @@ impl Recorder {
                     NodeRecord::Decision { height, .. } => {
                         self.decided[index] = self.decided[index].max(*height)
                     }
-                    NodeRecord::Sample { .. } | NodeRecord::Stake { .. } => {}
+                    NodeRecord::Sample { .. }
+                    | NodeRecord::Stake { .. }
+                    | NodeRecord::Restarted { .. } => {}
                 }
                 self.nodes[index].append(&block)?;
             }

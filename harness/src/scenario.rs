@@ -15,6 +15,7 @@
 //! | `messages` | the nodes' outgoing messages dropped, duplicated, delayed, reordered, replayed inside the node (admin API) | same |
 //! | `clock` | the clock the node dates and bounds block times by moved (skew, drift, jump; admin API) | same |
 //! | `disk` (`full`) | refused | a size-limited tmpfs under the data directory filled; freed, the node started again |
+//! | `disk` (`slow`, `power_loss`) | refused | the data directory on `blyan-lazyfs`: every fsync held `fsync_ms`; or SIGKILL and every unsynced write dropped, the node started again at the end |
 //! | `join` | refused | started (not with the devnet) with `--state-sync` |
 //! | `upgrade` | refused | SIGTERM, then started again from `binary` with its home kept |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
@@ -66,6 +67,12 @@ pub enum Action {
     /// Fill the tmpfs under `nodes`' data directories; the end frees it and starts a stopped
     /// node again.
     DiskFull,
+    /// Hold every fsync of `nodes` this many ms (their data directories on `blyan-lazyfs`);
+    /// the end sets it back to 0.
+    DiskSlow(u64),
+    /// SIGKILL `nodes` and drop every write they had not synced (`blyan-lazyfs`), mounted
+    /// again from what was synced; the end starts them.
+    PowerLoss,
 }
 
 /// A fault the node carries out itself (devnet mode), put in force through its admin API.
@@ -577,8 +584,9 @@ fn one(
             Action::Join
         }
         Fault::Disk(f) => {
-            disk_full(f, index, target)?;
-            Action::DiskFull
+            let action = disk(f, index, target)?;
+            kind = format!("disk-{}", f.mode.replace('_', "-"));
+            action
         }
         Fault::Upgrade(f) => {
             binary = Some(upgrade_binary(f, index, target)?);
@@ -621,6 +629,8 @@ fn check_targets_and_times(
             | Action::Upgrade
             | Action::Join
             | Action::DiskFull
+            | Action::DiskSlow(_)
+            | Action::PowerLoss
     );
     if nodes.is_empty() && on_nodes {
         return Err(field(
@@ -664,22 +674,18 @@ fn clock_fault(
     Ok(fault)
 }
 
-/// A `disk` fault: on host processes, `full` only (the others need a FUSE layer), a sane size.
-fn disk_full(f: &faults::Disk, index: usize, target: &Target) -> Result<(), ScenarioError> {
+/// A `disk` fault: on host processes; `full` with a sane tmpfs size, `slow` with a sane fsync
+/// delay, `power_loss`; each field only where its mode uses it.
+fn disk(f: &faults::Disk, index: usize, target: &Target) -> Result<Action, ScenarioError> {
     host_processes(index, "a disk fault", target)?;
-    match f.mode.as_str() {
-        "full" => {}
-        "slow" | "power_loss" => {
-            return Err(field(
-                index,
-                "mode",
-                format!(
-                    "{:?} is not built yet (it needs a FUSE layer under the data directory, \
-                     docs/CHAOS.md); only \"full\" is",
-                    f.mode
-                ),
-            ))
-        }
+    let action = match f.mode.as_str() {
+        "full" => Action::DiskFull,
+        "slow" => match f.fsync_ms {
+            Some(ms) if (1..=10_000).contains(&ms) => Action::DiskSlow(ms),
+            Some(_) => return Err(field(index, "fsync_ms", "must be between 1 and 10000")),
+            None => return Err(field(index, "fsync_ms", "a slow disk needs fsync_ms")),
+        },
+        "power_loss" => Action::PowerLoss,
         other => {
             return Err(field(
                 index,
@@ -687,11 +693,21 @@ fn disk_full(f: &faults::Disk, index: usize, target: &Target) -> Result<(), Scen
                 format!("{other:?} is not one of full, slow, power_loss"),
             ))
         }
+    };
+    if f.size_mb.is_some() && action != Action::DiskFull {
+        return Err(field(index, "size_mb", "only a full disk has a size"));
+    }
+    if f.fsync_ms.is_some() && !matches!(action, Action::DiskSlow(_)) {
+        return Err(field(
+            index,
+            "fsync_ms",
+            "only a slow disk has an fsync delay",
+        ));
     }
     if f.size_mb.is_some_and(|mb| !(16..=4096).contains(&mb)) {
         return Err(field(index, "size_mb", "must be between 16 and 4096"));
     }
-    Ok(())
+    Ok(action)
 }
 
 /// Refuses `what` on a backend whose nodes are not processes of this host.
@@ -890,6 +906,39 @@ fn expand_random(
         .collect())
 }
 
+/// A node's data directory is either a tmpfs (`full`) or on `blyan-lazyfs` (`slow`,
+/// `power_loss`), not both: `disks` holds each node's layer so far.
+fn one_disk_layer(
+    step: &Planned,
+    index: usize,
+    disks: &mut Vec<(usize, bool)>,
+    target: &Target,
+) -> Result<(), ScenarioError> {
+    let fuse = match step.action {
+        Action::DiskFull => false,
+        Action::DiskSlow(_) | Action::PowerLoss => true,
+        _ => return Ok(()),
+    };
+    for &node in &step.nodes {
+        match disks.iter().find(|(known, _)| *known == node) {
+            Some((_, layer)) if *layer != fuse => {
+                return Err(field(
+                    index,
+                    "nodes",
+                    format!(
+                        "{}'s data directory cannot be both a tmpfs (mode full) and on the \
+                         FUSE layer (modes slow, power_loss)",
+                        target.names[node]
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => disks.push((node, fuse)),
+        }
+    }
+    Ok(())
+}
+
 /// Turns the manifest's faults into a schedule, refusing what cannot be done before anything
 /// starts. `seed` (from `devnet run --seed`) replaces every random nemesis' seed.
 pub fn plan(
@@ -898,6 +947,7 @@ pub fn plan(
     seed: Option<u64>,
 ) -> Result<Vec<Planned>, ScenarioError> {
     let mut out = Vec::new();
+    let mut disks = Vec::new();
     for (index, fault) in faults.iter().enumerate() {
         if let Fault::Random(random) = fault {
             for (k, drawn) in expand_random(random, index, target, seed)?
@@ -912,6 +962,7 @@ pub fn plan(
             continue;
         }
         let step = one(fault, index, target, seed)?;
+        one_disk_layer(&step, index, &mut disks, target)?;
         let lasting = matches!(
             step.action,
             Action::Isolate
@@ -923,6 +974,8 @@ pub fn plan(
                 | Action::OneWay
                 | Action::InNode
                 | Action::DiskFull
+                | Action::DiskSlow(_)
+                | Action::PowerLoss
         );
         if lasting && fault.when().1.is_none() {
             let healed_later = faults[index + 1..]

@@ -47,6 +47,14 @@ pub struct Effect {
     /// For faults on nodes (kill, stop, pause, restart, isolate): seconds from the fault's end
     /// until every target reached the highest height any node had at that end.
     pub caught_up_after_s: Option<f64>,
+    /// For a power loss: per target, its `/status` height just before the fault (what it had
+    /// acknowledged; `None`: it did not answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged: Vec<Option<u64>>,
+    /// For a power loss: per target, the height its database held when it started again
+    /// (`None`: it did not say within 15 s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stored_after: Vec<Option<u64>>,
     /// Indices of the target nodes (for the catch-up measure).
     #[serde(default, skip_serializing)]
     pub target_nodes: Vec<usize>,
@@ -207,12 +215,68 @@ pub fn end(state: &DevnetState, entry: &mut Entry, ended_s: f64) {
             .map_or("?".to_string(), |n| n.to_string()),
         ended_s - entry.started_s
     );
+    if !entry.effect.stored_after.is_empty() {
+        let said: Vec<String> = entry
+            .effect
+            .target_nodes
+            .iter()
+            .zip(&entry.effect.stored_after)
+            .zip(&entry.effect.acknowledged)
+            .map(|((&node, stored), acknowledged)| {
+                format!(
+                    "{} acknowledged {} and restarted from {}",
+                    state.nodes[node].moniker,
+                    acknowledged.map_or("?".into(), |h| h.to_string()),
+                    stored.map_or("?".into(), |h| h.to_string())
+                )
+            })
+            .collect();
+        summary.push_str(&format!("; {}", said.join(", ")));
+    }
     if let (Some(before), Some(during)) = (entry.effect.rtt_before_ms, entry.effect.rtt_during_ms) {
         summary.push_str(&format!(
             "; ping RTT {before:.1} ms before, {during:.1} ms during"
         ));
     }
     entry.effect.summary = summary;
+}
+
+/// How many times node `index`'s log says it started.
+pub fn starts(state: &DevnetState, index: usize) -> usize {
+    std::fs::read_to_string(&state.nodes[index].log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("node started"))
+        .count()
+}
+
+/// The height in the `node started` line after the first `skip` ones of node `index`'s log,
+/// waiting for it at most 15 s.
+pub fn started_height(state: &DevnetState, index: usize, skip: usize) -> Option<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&state.nodes[index].log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .filter(|line| line.contains("node started"))
+            .nth(skip)
+        {
+            // Human logs say `height=12`, JSON logs `"height":12`.
+            let at = line
+                .find("height=")
+                .map(|at| at + "height=".len())
+                .or_else(|| line.find("\"height\":").map(|at| at + "\"height\":".len()))?;
+            let digits: String = line[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            return digits.parse().ok();
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Adds the resume time to each summary and writes `DIR/timeline.json`.

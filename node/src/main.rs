@@ -233,8 +233,12 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         max_blocks: u64,
         /// Disable the WAL, to show that the crash test catches lost commits.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "unsafe_unsynced_wal")]
         unsafe_no_wal: bool,
+        /// Write the WAL without fsync, to show that the power-loss test catches lost commits
+        /// (a SIGKILL alone does not: the kernel keeps the writes).
+        #[arg(long)]
+        unsafe_unsynced_wal: bool,
     },
 }
 
@@ -478,7 +482,15 @@ fn run(cli: Cli) -> Result<()> {
             size,
             max_blocks,
             unsafe_no_wal,
-        } => stress_write(&home.home, size, max_blocks, unsafe_no_wal),
+            unsafe_unsynced_wal,
+        } => {
+            let durability = match (unsafe_no_wal, unsafe_unsynced_wal) {
+                (true, _) => Durability::UnsafeNoWal,
+                (false, true) => Durability::UnsafeUnsyncedWal,
+                (false, false) => Durability::Synced,
+            };
+            stress_write(&home.home, size, max_blocks, durability)
+        }
         Command::Experts { action } => experts(action),
         Command::Certs { action } => certs(action),
         Command::RotateNodeKey { home } => {
@@ -1142,12 +1154,7 @@ fn bench_p2p(
     Ok(())
 }
 
-fn stress_write(dir: &Path, size: usize, max_blocks: u64, unsafe_no_wal: bool) -> Result<()> {
-    let durability = if unsafe_no_wal {
-        Durability::UnsafeNoWal
-    } else {
-        Durability::Synced
-    };
+fn stress_write(dir: &Path, size: usize, max_blocks: u64, durability: Durability) -> Result<()> {
     let storage =
         Storage::open_with_durability(&dir.join("data"), &StorageConfig::default(), durability)?;
     let stdout = std::io::stdout();

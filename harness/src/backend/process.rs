@@ -29,6 +29,27 @@ fn data_dir(state: &DevnetState, index: usize) -> PathBuf {
     blyan_node::home::Home::new(&state.nodes[index].home).data()
 }
 
+/// A power loss of node `i`: SIGKILL, then its FUSE layer drops every unsynced write and
+/// unmounts (which also drops the kernel's cache of it), then it is mounted again over what was
+/// synced; the node stays down until the fault ends.
+fn power_loss(this: &Processes, state: &mut DevnetState, i: usize) -> Result<(), String> {
+    let pid = state.nodes[i]
+        .lazyfs_pid
+        .ok_or("its data directory is not on blyan-lazyfs")?;
+    signal(state, i, libc::SIGKILL)?;
+    let node = state.nodes[i].pid.unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Gone means its files are closed too: a process loses its command line before its files.
+    while !process::has_exited(node) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let data = data_dir(state, i);
+    crate::disk::end_lazyfs(pid, libc::SIGUSR1, &data)?;
+    let node_bin = state.nodes[i].bin.clone().unwrap_or(state.node_bin.clone());
+    state.nodes[i].lazyfs_pid = Some(crate::disk::mount_lazyfs(&node_bin, &data)?);
+    crate::testnet::record::save_state(&this.base, state).map_err(|e| e.to_string())
+}
+
 /// SIGTERM, then SIGKILL when the node has not exited within 5 s.
 fn stop(state: &DevnetState, index: usize) -> Result<(), String> {
     signal(state, index, libc::SIGTERM)?;
@@ -65,6 +86,7 @@ fn up_options(manifest: &Manifest, settings: &UpSettings) -> UpOptions {
     options.node_bins = settings.node_bins.clone();
     options.late = manifest.joiners();
     options.tmpfs = manifest.disk_nodes();
+    options.lazyfs = manifest.lazyfs_nodes();
     options
 }
 
@@ -146,6 +168,12 @@ impl Backend for Processes {
             Action::DiskFull => each(self, state, nodes, "fill the disk of", |_, state, i| {
                 crate::disk::fill(&data_dir(state, i)).map(drop)
             }),
+            Action::DiskSlow(ms) => each(self, state, nodes, "slow the disk of", |_, state, i| {
+                crate::disk::set_fsync_delay(&data_dir(state, i), ms)
+            }),
+            Action::PowerLoss => each(self, state, nodes, "cut the power of", |this, state, i| {
+                power_loss(this, state, i)
+            }),
             Action::Join => each(self, state, nodes, "join", |this, state, i| {
                 let sync = ["--state-sync", "--state-sync-wait-s", "30"];
                 process::start_node_with(&this.base, state, i, &sync)
@@ -185,6 +213,16 @@ impl Backend for Processes {
                     process::start_node(&this.base, state, i).map_err(|e| e.to_string())?;
                 }
                 Ok(())
+            }),
+            Action::DiskSlow(_) => {
+                each(self, state, nodes, "speed up the disk of", |_, state, i| {
+                    crate::disk::set_fsync_delay(&data_dir(state, i), 0)
+                })
+            }
+            Action::PowerLoss => each(self, state, nodes, "start", |this, state, i| {
+                process::start_node(&this.base, state, i)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }),
             _ => Ok(()),
         }

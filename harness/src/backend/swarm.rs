@@ -135,7 +135,11 @@ impl Backend for Services {
             | Action::Toxic
             | Action::OneWay
             | Action::InNode => Ok(()),
-            Action::Upgrade | Action::Join | Action::DiskFull => Err(ScenarioError::Action {
+            Action::Upgrade
+            | Action::Join
+            | Action::DiskFull
+            | Action::DiskSlow(_)
+            | Action::PowerLoss => Err(ScenarioError::Action {
                 action: "upgrade, join or disk".into(),
                 node: "-".into(),
                 reason: "needs the process backend".into(),

@@ -131,6 +131,7 @@ fn a_clean_history_passes_every_check() {
             "inference_determinism",
             "fault_bound",
             "partitions_hold",
+            "durability",
         ]
         .contains(&name.as_str())
         {
@@ -283,7 +284,10 @@ fn a_node_stalled_after_the_heal_fails_liveness() {
     // node1 stays at height 4 after the heal.
     history.nodes[1].1.retain(|record| match record {
         NodeRecord::Block { height, .. } => *height <= 4,
-        NodeRecord::Sample { .. } | NodeRecord::Decision { .. } | NodeRecord::Stake { .. } => true,
+        NodeRecord::Sample { .. }
+        | NodeRecord::Decision { .. }
+        | NodeRecord::Stake { .. }
+        | NodeRecord::Restarted { .. } => true,
     });
     for record in &mut history.nodes[1].1 {
         if let NodeRecord::Sample { height, .. } = record {
@@ -601,4 +605,40 @@ fn a_block_dated_past_the_bound_or_before_its_parent_fails_block_times() {
     }
     let detail = only_failure(&backwards, "block_times");
     assert!(detail.contains("height 6"), "{detail}");
+}
+
+#[test]
+fn a_restart_below_the_acknowledged_height_fails_durability_naming_the_node() {
+    let restarted = |acknowledged, stored| NodeRecord::Restarted {
+        at_ms: 20_000,
+        acknowledged,
+        stored,
+    };
+    let mut kept = clean();
+    kept.nodes[3].1.push(restarted(7, Some(7)));
+    kept.nodes[3].1.push(restarted(9, Some(10)));
+    let durability = run_all(&kept)
+        .into_iter()
+        .find(|c| c.name == "durability")
+        .unwrap();
+    assert_eq!(durability.verdict, Verdict::Pass, "{durability:?}");
+    assert!(
+        durability.detail.starts_with("2 power loss(es)"),
+        "{durability:?}"
+    );
+    let mut lost = clean();
+    lost.nodes[3].1.push(restarted(9, Some(7)));
+    let detail = only_failure(&lost, "durability");
+    assert!(
+        detail
+            .contains("node3 had acknowledged height 9 and started again from 7: 2 block(s) lost"),
+        "{detail}"
+    );
+    let mut silent = clean();
+    silent.nodes[2].1.push(restarted(9, None));
+    let detail = only_failure(&silent, "durability");
+    assert!(
+        detail.contains("node2") && detail.contains("did not say"),
+        "{detail}"
+    );
 }

@@ -657,15 +657,37 @@ impl Manifest {
         )
     }
 
-    /// Nodes whose data directory a `disk` fault needs on a tmpfs of this many MiB.
+    /// Nodes whose data directory a full `disk` fault needs on a tmpfs of this many MiB.
     pub fn disk_nodes(&self) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = Vec::new();
         for fault in &self.faults {
             if let crate::faults::Fault::Disk(f) = fault {
+                if f.mode != "full" {
+                    continue;
+                }
                 for name in &f.nodes {
                     if !out.iter().any(|(known, _)| known == name) {
                         out.push((name.clone(), f.size_mb.unwrap_or(64)));
                     }
+                }
+            }
+        }
+        out
+    }
+
+    /// Nodes whose data directory a slow or power-loss `disk` fault needs on `blyan-lazyfs`.
+    pub fn lazyfs_nodes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for fault in &self.faults {
+            if let crate::faults::Fault::Disk(f) = fault {
+                if f.mode == "slow" || f.mode == "power_loss" {
+                    out.extend(
+                        f.nodes
+                            .iter()
+                            .filter(|n| !out.contains(n))
+                            .cloned()
+                            .collect::<Vec<_>>(),
+                    );
                 }
             }
         }

@@ -438,7 +438,15 @@ impl Recording<'_> {
                     ));
                 }
             }
+            let starts: Vec<usize> = step
+                .nodes
+                .iter()
+                .map(|&i| timeline::starts(self.state, i))
+                .collect();
             self.injector.end(self.state, step)?;
+            if step.action == Action::PowerLoss {
+                self.restarted(step, fault.entry, &starts)?;
+            }
             let nodes = names(self.state, &step.nodes);
             self.recorder.event("fault_end", &step.label, nodes)?;
             let now = self.now_s();
@@ -448,6 +456,33 @@ impl Recording<'_> {
                 step.label, self.entries[fault.entry].effect.summary
             ));
         }
+        Ok(())
+    }
+
+    /// After a power loss: the height each target started again from (its log), recorded
+    /// beside what it had acknowledged before (`starts`: its `node started` lines before).
+    fn restarted(
+        &mut self,
+        step: &Planned,
+        entry: usize,
+        starts: &[usize],
+    ) -> Result<(), RunError> {
+        let mut stored_after = Vec::new();
+        for (k, (&node, &skip)) in step.nodes.iter().zip(starts).enumerate() {
+            let stored = timeline::started_height(self.state, node, skip);
+            // A node that did not answer just before had acknowledged nothing to check.
+            if let Some(acknowledged) = self.entries[entry]
+                .effect
+                .acknowledged
+                .get(k)
+                .copied()
+                .flatten()
+            {
+                self.recorder.restarted(node, acknowledged, stored)?;
+            }
+            stored_after.push(stored);
+        }
+        self.entries[entry].effect.stored_after = stored_after;
         Ok(())
     }
 
@@ -476,6 +511,13 @@ impl Recording<'_> {
                 self.entries.push(entry);
             }
             _ => {
+                // What a node losing power had acknowledged, asked just before.
+                let acknowledged: Vec<Option<u64>> = if planned.action == Action::PowerLoss {
+                    let now = timeline::heights(self.state);
+                    planned.nodes.iter().map(|&i| now[i]).collect()
+                } else {
+                    Vec::new()
+                };
                 self.recorder.event("fault_start", &planned.label, nodes)?;
                 self.injector.begin(self.state, planned)?;
                 // Measured from when the fault is in force: cutting many links of a loaded
@@ -486,7 +528,8 @@ impl Recording<'_> {
                     self.recorder
                         .cut_in_force(self.state, &planned.label, &links)?;
                 }
-                let entry = timeline::begin(self.state, planned, in_force.as_secs_f64());
+                let mut entry = timeline::begin(self.state, planned, in_force.as_secs_f64());
+                entry.effect.acknowledged = acknowledged;
                 self.entries.push(entry);
                 self.active.push(Active {
                     step: planned.clone(),

@@ -409,6 +409,7 @@ pub fn write_homes(dir: &Path, plan: &DevnetPlan) -> Result<DevnetState, Testnet
             log: dir.join(format!("{}.log", node.moniker)),
             api_https: node.api_https.as_ref().map(|(_, url)| url.clone()),
             bin: None,
+            lazyfs_pid: None,
         });
     }
     Ok(DevnetState {

@@ -32,6 +32,9 @@ pub struct NodeEntry {
     /// or `devnet run --old-build`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin: Option<PathBuf>,
+    /// The `blyan-lazyfs` process under this node's data directory (a slow or power-loss disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lazyfs_pid: Option<u32>,
 }
 
 fn yes() -> bool {

@@ -170,6 +170,10 @@ pub enum Durability {
     /// No WAL at all: writes live in memory until a flush. Exists only so that tests can show
     /// that the crash checker catches lost commits; never use it for real data.
     UnsafeNoWal,
+    /// The WAL written but never fsynced: a process crash loses nothing (the kernel keeps the
+    /// writes), a power loss does. Exists only so that the power-loss test has a control that
+    /// must lose commits (`tests/power_loss.rs`); never use it for real data.
+    UnsafeUnsyncedWal,
 }
 
 /// The latest committed block, cached so that commits need no read.
@@ -495,9 +499,13 @@ impl Storage {
             batch.put_cf(metadata, meta_key::CHAIN_ID, header.chain_id.as_bytes());
         }
         let mut options = synced();
-        if self.durability == Durability::UnsafeNoWal {
-            options.set_sync(false);
-            options.disable_wal(true);
+        match self.durability {
+            Durability::Synced => {}
+            Durability::UnsafeNoWal => {
+                options.set_sync(false);
+                options.disable_wal(true);
+            }
+            Durability::UnsafeUnsyncedWal => options.set_sync(false),
         }
         self.db.write_opt(batch, &options)?;
         *tip = Tip {
