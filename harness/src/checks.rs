@@ -78,7 +78,7 @@ pub fn durability(history: &History) -> Check {
                         acknowledged - stored
                     )),
                     None => failures.push(format!(
-                        "{name} had acknowledged height {acknowledged} and did not say what it started from within 15 s"
+                        "{name} had acknowledged height {acknowledged} and did not answer within 15 s of its restart"
                     )),
                 }
             }

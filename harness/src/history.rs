@@ -135,8 +135,8 @@ pub enum NodeRecord {
         validators: Vec<StakeRecord>,
     },
     /// The node started again after a power loss: the height it had acknowledged before the
-    /// fault (its last `/status`) and the height its database held when it started again (its
-    /// `node started` log line; `None`: no such line within 15 s).
+    /// fault (its last `/status`) and the height its database held when it started again
+    /// (`started_at_height` in its `/status`; `None`: no answer within 15 s).
     Restarted {
         at_ms: u64,
         acknowledged: u64,

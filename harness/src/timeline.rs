@@ -52,7 +52,7 @@ pub struct Effect {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acknowledged: Vec<Option<u64>>,
     /// For a power loss: per target, the height its database held when it started again
-    /// (`None`: it did not say within 15 s).
+    /// (`started_at_height` in its `/status`; `None`: no answer within 15 s).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stored_after: Vec<Option<u64>>,
     /// Indices of the target nodes (for the catch-up measure).
@@ -241,41 +241,21 @@ pub fn end(state: &DevnetState, entry: &mut Entry, ended_s: f64) {
     entry.effect.summary = summary;
 }
 
-/// How many times node `index`'s log says it started.
-pub fn starts(state: &DevnetState, index: usize) -> usize {
-    std::fs::read_to_string(&state.nodes[index].log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains("node started"))
-        .count()
-}
-
-/// The height in the `node started` line after the first `skip` ones of node `index`'s log,
-/// waiting for it at most 15 s.
-pub fn started_height(state: &DevnetState, index: usize, skip: usize) -> Option<u64> {
+/// The height node `index`'s database held when its process started (`started_at_height` in
+/// its `/status`), asked until it answers, at most 15 s. Ask only once the process that was
+/// killed is gone: any answer is then the new process's.
+pub fn started_height(state: &DevnetState, index: usize) -> Option<u64> {
+    let client = process::http_client();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let text = std::fs::read_to_string(&state.nodes[index].log).unwrap_or_default();
-        if let Some(line) = text
-            .lines()
-            .filter(|line| line.contains("node started"))
-            .nth(skip)
-        {
-            // Human logs say `height=12`, JSON logs `"height":12`.
-            let at = line
-                .find("height=")
-                .map(|at| at + "height=".len())
-                .or_else(|| line.find("\"height\":").map(|at| at + "\"height\":".len()))?;
-            let digits: String = line[at..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            return digits.parse().ok();
+        let status = process::node_status(&client, &state.nodes[index]);
+        if let Some(height) = status.and_then(|s| s.get("started_at_height")?.as_u64()) {
+            return Some(height);
         }
         if std::time::Instant::now() > deadline {
             return None;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

@@ -149,6 +149,10 @@ pub struct Status {
     pub validators: usize,
     /// The height this node state-synced to at start (`--state-sync`), if it did.
     pub state_synced_at: Option<u64>,
+    /// The height its database held when this process opened it (what survived a crash or a
+    /// power loss; the harness's `durability` check compares it with what the node had
+    /// acknowledged before).
+    pub started_at_height: u64,
 }
 
 /// Builds the router.
@@ -320,6 +324,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Status>, ApiE
         epoch: view.epoch,
         validators: view.validators,
         state_synced_at: view.state_synced_at,
+        started_at_height: view.started_at_height,
     }))
 }
 

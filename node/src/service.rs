@@ -228,6 +228,7 @@ async fn run(opened: Opened, state_sync: Option<Duration>) -> Result<(), Service
         metrics,
     } = opened;
     let peer_id = node_key.peer_id();
+    let opened_at = storage.tip().height;
     let (p2p, mut events, bound) = crate::p2p::spawn_counted(
         node_key.keypair.clone(),
         &config.p2p,
@@ -249,6 +250,11 @@ async fn run(opened: Opened, state_sync: Option<Duration>) -> Result<(), Service
         devnet: config.devnet.clone(),
     };
     let mut node = Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;
+    node.shared()
+        .view
+        .write()
+        .expect("view lock poisoned")
+        .started_at_height = opened_at;
     if let Some((height, peers)) = synced_at {
         node.shared()
             .view

@@ -638,7 +638,7 @@ fn a_restart_below_the_acknowledged_height_fails_durability_naming_the_node() {
     silent.nodes[2].1.push(restarted(9, None));
     let detail = only_failure(&silent, "durability");
     assert!(
-        detail.contains("node2") && detail.contains("did not say"),
+        detail.contains("node2") && detail.contains("did not answer"),
         "{detail}"
     );
 }

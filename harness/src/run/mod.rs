@@ -438,14 +438,9 @@ impl Recording<'_> {
                     ));
                 }
             }
-            let starts: Vec<usize> = step
-                .nodes
-                .iter()
-                .map(|&i| timeline::starts(self.state, i))
-                .collect();
             self.injector.end(self.state, step)?;
             if step.action == Action::PowerLoss {
-                self.restarted(step, fault.entry, &starts)?;
+                self.restarted(step, fault.entry)?;
             }
             let nodes = names(self.state, &step.nodes);
             self.recorder.event("fault_end", &step.label, nodes)?;
@@ -459,17 +454,12 @@ impl Recording<'_> {
         Ok(())
     }
 
-    /// After a power loss: the height each target started again from (its log), recorded
-    /// beside what it had acknowledged before (`starts`: its `node started` lines before).
-    fn restarted(
-        &mut self,
-        step: &Planned,
-        entry: usize,
-        starts: &[usize],
-    ) -> Result<(), RunError> {
+    /// After a power loss: the height each target started again from (its `/status`),
+    /// recorded beside what it had acknowledged before.
+    fn restarted(&mut self, step: &Planned, entry: usize) -> Result<(), RunError> {
         let mut stored_after = Vec::new();
-        for (k, (&node, &skip)) in step.nodes.iter().zip(starts).enumerate() {
-            let stored = timeline::started_height(self.state, node, skip);
+        for (k, &node) in step.nodes.iter().enumerate() {
+            let stored = timeline::started_height(self.state, node);
             // A node that did not answer just before had acknowledged nothing to check.
             if let Some(acknowledged) = self.entries[entry]
                 .effect

@@ -90,6 +90,9 @@ pub struct View {
     pub blocks_synced: u64,
     /// The height this node state-synced to at start, if it did.
     pub state_synced_at: Option<u64>,
+    /// The height its database held when this process opened it (what survived a crash or a
+    /// power loss).
+    pub started_at_height: u64,
 }
 
 /// Latency samples since start, in microseconds.
