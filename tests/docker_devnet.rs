@@ -283,3 +283,99 @@ duration_s = 4
     let pause = find("pause");
     assert!(pause.effect.caught_up_after_s.is_some(), "{pause:#?}");
 }
+
+/// Disk faults on Docker (`docs/CHAOS.md`, "Disk faults"): the layers are mounted on the host
+/// under the homes the containers bind. node3's full disk stops it (its container exits) and,
+/// freed, it starts and catches up; node2's fsyncs held 250 ms put it behind; node1's power loss
+/// (container SIGKILLed, unsynced writes dropped) loses no acknowledged block; and nothing (no
+/// container, network or mount) is left behind.
+#[test]
+fn docker_disks_fill_slow_down_and_lose_power_and_leave_nothing_behind() {
+    let _serial = one_at_a_time();
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ci-disks-{}", std::process::id());
+    let manifest = format!(
+        r#"
+name = "{name}"
+backend = "docker"
+validators = 4
+duration_s = 45
+[load]
+rate = 40
+accounts = 8
+[[faults]]
+at_s = 3
+kind = "disk"
+mode = "full"
+nodes = ["node3"]
+duration_s = 6
+[[faults]]
+at_s = 13
+kind = "disk"
+mode = "slow"
+fsync_ms = 250
+nodes = ["node2"]
+duration_s = 6
+[[faults]]
+at_s = 22
+kind = "disk"
+mode = "power_loss"
+nodes = ["node1"]
+duration_s = 2
+"#
+    );
+    let path = dir.path().join("disks.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let out = dir.path().join("run");
+    let output = Command::new(target_bin("devnet"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .arg("--base")
+        .arg(dir.path().join("devnets"))
+        .env_remove("BLYAN_NODE_BIN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left = rt.block_on(leftovers(&docker, &name));
+    assert!(output.status.success(), "{text}");
+    assert_eq!(left, (0, 0, 0), "containers, networks, volumes left");
+    assert!(
+        !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(&dir.path().display().to_string()),
+        "a disk layer is still mounted"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("durability "))
+        .unwrap_or("");
+    assert!(
+        row.contains("pass") && row.contains("1 power loss(es)"),
+        "{text}"
+    );
+    let entries = blyan_harness::timeline::read(&out).unwrap();
+    let find = |kind: &str| entries.iter().find(|e| e.kind == kind).unwrap();
+    let gained = |entry: &blyan_harness::timeline::Entry, i: usize| {
+        let start = entry.effect.heights_at_start[i].unwrap_or(0);
+        entry.effect.heights_at_end[i].map_or(0, |end| end.saturating_sub(start))
+    };
+    let full = find("disk-full");
+    assert!(gained(full, 3) <= 1 && gained(full, 0) >= 3, "{full:#?}");
+    assert!(full.effect.caught_up_after_s.is_some(), "{full:#?}");
+    let slow = find("disk-slow");
+    assert!(gained(slow, 2) < gained(slow, 0), "{slow:#?}");
+    let loss = find("disk-power-loss");
+    assert!(
+        loss.effect.stored_after[0].unwrap() >= loss.effect.acknowledged[0].unwrap(),
+        "{loss:#?}"
+    );
+}

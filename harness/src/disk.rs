@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::testnet::record::DevnetState;
+
 /// The file that fills a node's disk.
 pub const BALLAST: &str = "disk-full.ballast";
 
@@ -196,4 +198,56 @@ pub fn set_fsync_delay(data: &Path, ms: u64) -> Result<(), String> {
     std::fs::write(&path, format!("{ms}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
     std::thread::sleep(std::time::Duration::from_millis(200));
     Ok(())
+}
+
+/// Puts the data directories a devnet's disk faults need on their layers before any node
+/// starts: a tmpfs of `size_mb` for each of `tmpfs` (full disks), `blyan-lazyfs` (next to
+/// `node_bin`) for each of `lazyfs` (slow disks, power losses), whose pids go into `state`. The
+/// host paths serve processes and containers alike (a container's home is a recursive bind of
+/// the node's home, so it sees the mount under it). On an error what was mounted is released.
+pub fn prepare(
+    state: &mut DevnetState,
+    dir: &Path,
+    node_bin: &Path,
+    tmpfs: &[(String, u64)],
+    lazyfs: &[String],
+) -> Result<(), String> {
+    let data = |state: &DevnetState, name: &str| {
+        let node = state.nodes.iter().position(|node| node.moniker == name)?;
+        Some((
+            node,
+            blyan_node::home::Home::new(&state.nodes[node].home).data(),
+        ))
+    };
+    let mut result = Ok(());
+    for (name, size_mb) in tmpfs {
+        if let Some((_, path)) = data(state, name) {
+            result = result
+                .and_then(|()| mount_tmpfs(&path, *size_mb).map_err(|e| format!("{name}: {e}")));
+        }
+    }
+    for name in lazyfs {
+        if let (Ok(()), Some((node, path))) = (&result, data(state, name)) {
+            match mount_lazyfs(node_bin, &path) {
+                Ok(pid) => state.nodes[node].lazyfs_pid = Some(pid),
+                Err(e) => result = Err(format!("{name}: {e}")),
+            }
+        }
+    }
+    if result.is_err() {
+        release(state, dir);
+    }
+    result
+}
+
+/// Ends a devnet's FUSE layers (each writes back what it holds) and unmounts everything under
+/// `dir`; the nodes must be down.
+pub fn release(state: &mut DevnetState, dir: &Path) {
+    for node in &mut state.nodes {
+        if let Some(pid) = node.lazyfs_pid.take() {
+            let data = blyan_node::home::Home::new(&node.home).data();
+            let _ = end_lazyfs(pid, libc::SIGTERM, &data);
+        }
+    }
+    unmount_under(dir);
 }

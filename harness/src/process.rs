@@ -644,22 +644,6 @@ pub fn log_tail(node: &NodeEntry, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Puts the data directories of `options.lazyfs` on `blyan-lazyfs`, recording each layer's
-/// pid (so that `down` ends it).
-fn mount_lazyfs(options: &UpOptions, state: &mut DevnetState) -> Result<(), ProcessError> {
-    for name in &options.lazyfs {
-        let Some(index) = state.nodes.iter().position(|node| node.moniker == *name) else {
-            continue;
-        };
-        let data = blyan_node::home::Home::new(&state.nodes[index].home).data();
-        let pid = crate::disk::mount_lazyfs(&options.node_bin, &data)
-            .map_err(|reason| ProcessError::Invalid(format!("{name}: {reason}")))?;
-        state.nodes[index].lazyfs_pid = Some(pid);
-        save_state(&options.base, state)?;
-    }
-    Ok(())
-}
-
 /// Prepares and starts a devnet and waits for `wait_height` on every node. On failure the
 /// started processes are stopped again.
 pub fn up(
@@ -677,20 +661,11 @@ pub fn up_plan(
     progress: impl FnMut(&[Option<u64>]),
 ) -> Result<DevnetState, ProcessError> {
     let mut state = prepare_plan(options, plan)?;
-    for (name, size_mb) in &options.tmpfs {
-        let Some(node) = state.nodes.iter().find(|node| node.moniker == *name) else {
-            continue;
-        };
-        let data = blyan_node::home::Home::new(&node.home).data();
-        if let Err(reason) = crate::disk::mount_tmpfs(&data, *size_mb) {
-            crate::disk::unmount_under(&devnet_dir(&options.base, &options.name));
-            return Err(ProcessError::Invalid(format!("{name}: {reason}")));
-        }
-    }
-    if let Err(error) = mount_lazyfs(options, &mut state) {
-        let _ = down(&options.base, &options.name, Duration::from_secs(5));
-        return Err(error);
-    }
+    let dir = devnet_dir(&options.base, &options.name);
+    let (tmpfs, lazyfs) = (&options.tmpfs, &options.lazyfs);
+    crate::disk::prepare(&mut state, &dir, &options.node_bin, tmpfs, lazyfs)
+        .map_err(ProcessError::Invalid)?;
+    save_state(&options.base, &state)?;
     for node in state.nodes.iter_mut() {
         if let Some((_, bin)) = options
             .node_bins
@@ -790,13 +765,7 @@ pub fn down(base: &Path, name: &str, grace: Duration) -> Result<DownReport, Proc
         }
     }
     // The nodes are down: their FUSE layers write back what they hold and unmount.
-    for node in &mut state.nodes {
-        if let Some(pid) = node.lazyfs_pid.take() {
-            let data = blyan_node::home::Home::new(&node.home).data();
-            let _ = crate::disk::end_lazyfs(pid, libc::SIGTERM, &data);
-        }
-    }
-    crate::disk::unmount_under(&devnet_dir(base, name));
+    crate::disk::release(&mut state, &devnet_dir(base, name));
     save_state(base, &state)?;
     Ok(report)
 }

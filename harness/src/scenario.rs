@@ -14,8 +14,8 @@
 //! | `resume` | ends the listed nodes' active pauses | same |
 //! | `messages` | the nodes' outgoing messages dropped, duplicated, delayed, reordered, replayed inside the node (admin API) | same |
 //! | `clock` | the clock the node dates and bounds block times by moved (skew, drift, jump; admin API) | same |
-//! | `disk` (`full`) | refused | a size-limited tmpfs under the data directory filled; freed, the node started again |
-//! | `disk` (`slow`, `power_loss`) | refused | the data directory on `blyan-lazyfs`: every fsync held `fsync_ms`; or SIGKILL and every unsynced write dropped, the node started again at the end |
+//! | `disk` (`full`) | a size-limited tmpfs under the data directory (on the host, in the home the container binds) filled; freed, the container started again | same, the node started again |
+//! | `disk` (`slow`, `power_loss`) | the data directory on `blyan-lazyfs` on the host: every fsync held `fsync_ms`; or SIGKILL and every unsynced write dropped, the container started again at the end | same, for the process |
 //! | `join` | refused | started (not with the devnet) with `--state-sync` |
 //! | `upgrade` | refused | SIGTERM, then started again from `binary` with its home kept |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
@@ -674,10 +674,26 @@ fn clock_fault(
     Ok(fault)
 }
 
-/// A `disk` fault: on host processes; `full` with a sane tmpfs size, `slow` with a sane fsync
-/// delay, `power_loss`; each field only where its mode uses it.
+/// A `disk` fault: on a backend whose data directories are on this host; `full` with a sane
+/// tmpfs size, `slow` with a sane fsync delay, `power_loss`; each field only where its mode
+/// uses it.
 fn disk(f: &faults::Disk, index: usize, target: &Target) -> Result<Action, ScenarioError> {
-    host_processes(index, "a disk fault", target)?;
+    if target
+        .backend
+        .capabilities()
+        .is_some_and(|can| !can.host_disks)
+    {
+        return Err(field(
+            index,
+            "kind",
+            format!(
+                "a disk fault mounts a layer under the node's data directory on this host, \
+                 which the {} backend does not keep there (its homes are volumes on the \
+                 members); use the process or docker backend",
+                target.backend
+            ),
+        ));
+    }
     let action = match f.mode.as_str() {
         "full" => Action::DiskFull,
         "slow" => match f.fsync_ms {

@@ -36,6 +36,11 @@ pub(super) fn container_of(state: &DevnetState, index: usize) -> Result<String, 
         .ok_or_else(|| "no container".to_string())
 }
 
+/// Node `index`'s data directory on the host (under the home its container binds).
+fn data_dir(state: &DevnetState, index: usize) -> std::path::PathBuf {
+    blyan_node::home::Home::new(&state.nodes[index].home).data()
+}
+
 fn ip_of(api: &str) -> Option<String> {
     let rest = api.strip_prefix("http://")?;
     Some(rest.split(':').next()?.to_string())
@@ -84,6 +89,40 @@ impl Containers {
                     .start_container(container, None::<StartContainerOptions>),
             )
             .map_err(|e| e.to_string())
+    }
+
+    /// Whether the container is running (a node that exited on its own stopped it).
+    fn running(&self, container: &str) -> Result<bool, String> {
+        let inspect = self
+            .runtime
+            .block_on(self.docker.inspect_container(container, None))
+            .map_err(|e| e.to_string())?;
+        Ok(inspect.state.and_then(|s| s.running).unwrap_or(false))
+    }
+
+    /// A power loss of node `i`'s container: SIGKILL, then, once it has exited (its files
+    /// closed), its FUSE layer on the host drops every unsynced write and is mounted again over
+    /// what was synced; the container starts again when the fault ends (its home bind then
+    /// takes the new mount).
+    fn power_loss(&self, state: &mut DevnetState, i: usize) -> Result<(), String> {
+        let pid = state.nodes[i]
+            .lazyfs_pid
+            .ok_or("its data directory is not on blyan-lazyfs")?;
+        let container = container_of(state, i)?;
+        self.kill(&container)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.running(&container)? {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{container} still runs 10 s after SIGKILL"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let data = data_dir(state, i);
+        crate::disk::end_lazyfs(pid, libc::SIGUSR1, &data)?;
+        state.nodes[i].lazyfs_pid = Some(crate::disk::mount_lazyfs(&state.node_bin, &data)?);
+        // The new pid goes into the record, for `devnet down`.
+        let base = crate::testnet::record::base_of(state).ok_or("a devnet without nodes")?;
+        crate::testnet::record::save_state(&base, state).map_err(|e| e.to_string())
     }
 
     fn restart(&self, container: &str) -> Result<(), String> {
@@ -171,15 +210,11 @@ impl Backend for Containers {
         self.runtime.block_on(unless_interrupted(up, clean))
     }
 
-    fn down(
-        &self,
-        _base: &Path,
-        name: &str,
-        _grace: Duration,
-    ) -> Result<DownSummary, BackendError> {
+    fn down(&self, base: &Path, name: &str, _grace: Duration) -> Result<DownSummary, BackendError> {
         let removed = self
             .runtime
             .block_on(engine::remove_by_label(&self.docker, Some(name)))?;
+        crate::docker::release_disks(base, name);
         Ok(format!(
             "devnet {name:?}: removed {} containers and {} networks",
             removed.containers, removed.networks
@@ -213,12 +248,17 @@ impl Backend for Containers {
             | Action::Toxic
             | Action::OneWay
             | Action::InNode => Ok(()),
-            Action::Upgrade
-            | Action::Join
-            | Action::DiskFull
-            | Action::DiskSlow(_)
-            | Action::PowerLoss => Err(ScenarioError::Action {
-                action: "upgrade, join or disk".into(),
+            Action::DiskFull => each(self, state, nodes, "fill the disk of", |_, state, i| {
+                crate::disk::fill(&data_dir(state, i)).map(drop)
+            }),
+            Action::DiskSlow(ms) => each(self, state, nodes, "slow the disk of", |_, state, i| {
+                crate::disk::set_fsync_delay(&data_dir(state, i), ms)
+            }),
+            Action::PowerLoss => each(self, state, nodes, "cut the power of", |this, state, i| {
+                this.power_loss(state, i)
+            }),
+            Action::Upgrade | Action::Join => Err(ScenarioError::Action {
+                action: "upgrade or join".into(),
                 node: "-".into(),
                 reason: "needs the process backend".into(),
             }),
@@ -240,6 +280,23 @@ impl Backend for Containers {
             }),
             Action::Pause => each(self, state, nodes, "unpause", |this, state, i| {
                 this.unpause(&container_of(state, i)?)
+            }),
+            // Space freed; a node that stopped on the full disk (its container exited) starts.
+            Action::DiskFull => each(self, state, nodes, "free the disk of", |this, state, i| {
+                crate::disk::free(&data_dir(state, i))?;
+                let container = container_of(state, i)?;
+                if !this.running(&container)? {
+                    this.start(&container)?;
+                }
+                Ok(())
+            }),
+            Action::DiskSlow(_) => {
+                each(self, state, nodes, "speed up the disk of", |_, state, i| {
+                    crate::disk::set_fsync_delay(&data_dir(state, i), 0)
+                })
+            }
+            Action::PowerLoss => each(self, state, nodes, "start", |this, state, i| {
+                this.start(&container_of(state, i)?)
             }),
             _ => Ok(()),
         }

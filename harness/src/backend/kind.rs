@@ -61,10 +61,13 @@ pub struct Capabilities {
     pub on_this_host: bool,
     /// One bridge network holds every node, so the kernel's neighbour (ARP) table must too.
     pub shared_bridge: bool,
-    /// The nodes are processes of this host, whose binary, start and data directory the harness
-    /// controls: `upgrade` (another binary, home kept), `join` (started late), `disk` (a
-    /// size-limited tmpfs under the data directory).
+    /// The nodes are processes of this host, whose binary and start the harness controls:
+    /// `upgrade` (another binary, home kept), `join` (started late).
     pub host_processes: bool,
+    /// The nodes' data directories are directories of this host (a process's home, or the home
+    /// a container binds), so `disk` faults mount their layers under them (a tmpfs,
+    /// `blyan-lazyfs`).
+    pub host_disks: bool,
 }
 
 impl BackendKind {
@@ -78,8 +81,9 @@ impl BackendKind {
             on_this_host,
             shared_bridge,
             // Docker and Swarm nodes run images in containers (replacing an image with the
-            // volume kept, creating a container late, a size-limited volume: not built).
+            // volume kept, creating a container late: not built).
             host_processes: !shared_bridge && on_this_host,
+            host_disks: on_this_host,
         };
         match self {
             BackendKind::Auto => None,

@@ -486,8 +486,25 @@ pub async fn up(
     let result = up_inner(docker, manifest, options, &progress).await;
     if result.is_err() {
         let _ = remove_by_label(docker, Some(&manifest.name)).await;
+        release_disks(&options.base, &manifest.name);
     }
     result
+}
+
+/// Ends the disk layers of devnet `name` under `base` (its containers are gone): FUSE layers
+/// write back and exit, mounts go.
+pub fn release_disks(base: &Path, name: &str) {
+    let Ok(base) = absolute_base(base) else {
+        return;
+    };
+    let dir = crate::testnet::record::devnet_dir(&base, name);
+    match crate::testnet::record::load_state(&base, name) {
+        Ok(mut state) => {
+            crate::disk::release(&mut state, &dir);
+            let _ = crate::testnet::record::save_state(&base, &state);
+        }
+        Err(_) => crate::disk::unmount_under(&dir),
+    }
 }
 
 /// NAT topology: a /24 per home behind a router (a firewall home keeps its nodes on the public
@@ -725,6 +742,11 @@ async fn up_inner(
             proxy.container = Some(id);
         }
     }
+    let devnet_dir = crate::testnet::record::devnet_dir(&base, name);
+    let (tmpfs, lazyfs) = (manifest.disk_nodes(), manifest.lazyfs_nodes());
+    crate::disk::prepare(&mut state, &devnet_dir, &options.node_bin, &tmpfs, &lazyfs)
+        .map_err(DockerError::Invalid)?;
+    crate::testnet::record::save_state(&base, &state)?;
     let holders = start_homes(docker, &state, &homes, (&network, third), ip_of, &labels).await?;
     let memory = manifest.resources.memory_mb * 1024 * 1024;
     let specs = state

@@ -76,6 +76,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("upgrade without binary", "faults[0].binary:"),
     ("upgrade on docker", "faults[0].kind:"),
     ("disk slow without delay", "faults[0].fsync_ms:"),
+    ("disk on swarm", "faults[0].kind:"),
     ("disk power loss with a size", "faults[0].size_mb:"),
     ("disk full and power loss on one node", "faults[1].nodes:"),
     (
@@ -128,6 +129,7 @@ fn bad_manifests_name_the_field() {
         ("upgrade without binary", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"upgrade\"\nnodes = [\"node0\"]\n")),
         ("upgrade on docker", format!("{BASE}backend = \"docker\"\n[[faults]]\nat_s = 1\nkind = \"upgrade\"\nnodes = [\"node0\"]\nbinary = \"/bin/true\"\n")),
         ("disk slow without delay", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"slow\"\nnodes = [\"node0\"]\nduration_s = 5\n")),
+        ("disk on swarm", format!("{BASE}backend = \"swarm\"\n[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"power_loss\"\nnodes = [\"node0\"]\nduration_s = 5\n")),
         ("disk power loss with a size", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"power_loss\"\nnodes = [\"node0\"]\nsize_mb = 64\nduration_s = 5\n")),
         ("disk full and power loss on one node", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"full\"\nnodes = [\"node0\"]\nduration_s = 5\n[[faults]]\nat_s = 9\nkind = \"disk\"\nmode = \"power_loss\"\nnodes = [\"node1\", \"node0\"]\nduration_s = 5\n")),
         ("probability without value", format!("{BASE}[[nodes]]\nname = \"a\"\nbyzantine = {{ behaviour = \"spam\", trigger = \"probability\" }}\n")),

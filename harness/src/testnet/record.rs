@@ -86,6 +86,13 @@ pub fn devnet_dir(base: &Path, name: &str) -> PathBuf {
     base.join(name)
 }
 
+/// The base directory `state`'s record lives under: every node's home is
+/// `BASE/NAME/MONIKER` (`homes::write_devnet`).
+pub fn base_of(state: &DevnetState) -> Option<PathBuf> {
+    let home = &state.nodes.first()?.home;
+    Some(home.parent()?.parent()?.to_path_buf())
+}
+
 fn state_path(base: &Path, name: &str) -> PathBuf {
     devnet_dir(base, name).join("devnet.json")
 }
