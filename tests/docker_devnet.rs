@@ -287,10 +287,11 @@ duration_s = 4
 /// Disk faults on Docker (`docs/CHAOS.md`, "Disk faults"): the layers are mounted on the host
 /// under the homes the containers bind. node3's full disk stops it (its container exits) and,
 /// freed, it starts and catches up; node2's fsyncs held 250 ms put it behind; node1's power loss
-/// (container SIGKILLed, unsynced writes dropped) loses no acknowledged block; and nothing (no
-/// container, network or mount) is left behind.
+/// (container SIGKILLed, unsynced writes dropped) loses no acknowledged block; node4, a full
+/// node whose container was created with the devnet but not started, joins with state sync and
+/// catches up; and nothing (no container, network or mount) is left behind.
 #[test]
-fn docker_disks_fill_slow_down_and_lose_power_and_leave_nothing_behind() {
+fn docker_disks_fill_slow_down_and_lose_power_a_late_joiner_catches_up_nothing_is_left() {
     let _serial = one_at_a_time();
     let rt = runtime();
     let Some(docker) = daemon(&rt) else { return };
@@ -301,6 +302,7 @@ fn docker_disks_fill_slow_down_and_lose_power_and_leave_nothing_behind() {
 name = "{name}"
 backend = "docker"
 validators = 4
+full_nodes = 1
 duration_s = 45
 [load]
 rate = 40
@@ -324,6 +326,10 @@ kind = "disk"
 mode = "power_loss"
 nodes = ["node1"]
 duration_s = 2
+[[faults]]
+at_s = 28
+kind = "join"
+nodes = ["node4"]
 "#
     );
     let path = dir.path().join("disks.toml");
@@ -373,6 +379,9 @@ duration_s = 2
     assert!(full.effect.caught_up_after_s.is_some(), "{full:#?}");
     let slow = find("disk-slow");
     assert!(gained(slow, 2) < gained(slow, 0), "{slow:#?}");
+    let join = find("join");
+    let caught_up = join.effect.caught_up_after_s.unwrap_or(f64::MAX);
+    assert!(caught_up < 20.0, "{join:#?}");
     let loss = find("disk-power-loss");
     assert!(
         loss.effect.stored_after[0].unwrap() >= loss.effect.acknowledged[0].unwrap(),

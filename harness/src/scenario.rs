@@ -16,7 +16,7 @@
 //! | `clock` | the clock the node dates and bounds block times by moved (skew, drift, jump; admin API) | same |
 //! | `disk` (`full`) | a size-limited tmpfs under the data directory (on the host, in the home the container binds) filled; freed, the container started again | same, the node started again |
 //! | `disk` (`slow`, `power_loss`) | the data directory on `blyan-lazyfs` on the host: every fsync held `fsync_ms`; or SIGKILL and every unsynced write dropped, the container started again at the end | same, for the process |
-//! | `join` | refused | started (not with the devnet) with `--state-sync` |
+//! | `join` | created with the devnet with `--state-sync` in its command, started at its time | started (not with the devnet) with `--state-sync` |
 //! | `upgrade` | refused | SIGTERM, then started again from `binary` with its home kept |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
 
@@ -576,11 +576,21 @@ fn one(
             Action::InNode
         }
         Fault::Join(_) => {
-            host_processes(
-                index,
-                "a late joiner (a node left unstarted until its time)",
-                target,
-            )?;
+            if target
+                .backend
+                .capabilities()
+                .is_some_and(|can| !can.late_start)
+            {
+                return Err(field(
+                    index,
+                    "kind",
+                    format!(
+                        "a late joiner (a node left unstarted until its time) is not built for \
+                         the {} backend; use the process or docker backend",
+                        target.backend
+                    ),
+                ));
+            }
             Action::Join
         }
         Fault::Disk(f) => {

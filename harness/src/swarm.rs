@@ -459,9 +459,14 @@ async fn wait_supervised(
 ) -> Result<(), DockerError> {
     let name = &state.name;
     let total = state.nodes.len();
-    let wait = docker::wait_heights(state, options.wait_height, options.wait_timeout, |ready| {
-        progress(Stage::Heights { ready, of: total })
-    });
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    let wait = docker::wait_heights(
+        state,
+        &all,
+        options.wait_height,
+        options.wait_timeout,
+        |ready| progress(Stage::Heights { ready, of: total }),
+    );
     // Meanwhile a task that failed to start is started again (bounded).
     let supervise = async {
         let mut attempts = HashMap::new();

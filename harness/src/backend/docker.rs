@@ -257,8 +257,12 @@ impl Backend for Containers {
             Action::PowerLoss => each(self, state, nodes, "cut the power of", |this, state, i| {
                 this.power_loss(state, i)
             }),
-            Action::Upgrade | Action::Join => Err(ScenarioError::Action {
-                action: "upgrade or join".into(),
+            // Created with the devnet and `--state-sync` in its command; started now.
+            Action::Join => each(self, state, nodes, "join", |this, state, i| {
+                this.start(&container_of(state, i)?)
+            }),
+            Action::Upgrade => Err(ScenarioError::Action {
+                action: "upgrade".into(),
                 node: "-".into(),
                 reason: "needs the process backend".into(),
             }),

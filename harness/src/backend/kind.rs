@@ -61,9 +61,12 @@ pub struct Capabilities {
     pub on_this_host: bool,
     /// One bridge network holds every node, so the kernel's neighbour (ARP) table must too.
     pub shared_bridge: bool,
-    /// The nodes are processes of this host, whose binary and start the harness controls:
-    /// `upgrade` (another binary, home kept), `join` (started late).
+    /// The nodes are processes of this host, whose binary the harness controls: `upgrade`
+    /// (another binary, home kept).
     pub host_processes: bool,
+    /// A node can be left unstarted with the devnet and started later (`join`): a process, or
+    /// a container created with the devnet and started at its time.
+    pub late_start: bool,
     /// The nodes' data directories are directories of this host (a process's home, or the home
     /// a container binds), so `disk` faults mount their layers under them (a tmpfs,
     /// `blyan-lazyfs`).
@@ -81,9 +84,10 @@ impl BackendKind {
             on_this_host,
             shared_bridge,
             // Docker and Swarm nodes run images in containers (replacing an image with the
-            // volume kept, creating a container late: not built).
+            // volume kept: not built).
             host_processes: !shared_bridge && on_this_host,
             host_disks: on_this_host,
+            late_start: on_this_host,
         };
         match self {
             BackendKind::Auto => None,

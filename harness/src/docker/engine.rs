@@ -200,11 +200,23 @@ pub(crate) async fn run_container(
     name: &str,
     body: bollard::models::ContainerCreateBody,
 ) -> Result<String, DockerError> {
+    create_container(docker, name, body, true).await
+}
+
+/// Creates container `name`, and starts it when `start`; its id.
+pub(crate) async fn create_container(
+    docker: &Docker,
+    name: &str,
+    body: bollard::models::ContainerCreateBody,
+    start: bool,
+) -> Result<String, DockerError> {
     let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
         .name(name)
         .build();
     let id = docker.create_container(Some(options), body).await?.id;
-    let start = None::<bollard::query_parameters::StartContainerOptions>;
-    docker.start_container(&id, start).await?;
+    if start {
+        let start = None::<bollard::query_parameters::StartContainerOptions>;
+        docker.start_container(&id, start).await?;
+    }
     Ok(id)
 }

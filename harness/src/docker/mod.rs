@@ -606,10 +606,10 @@ fn container_spec(
     node: &NodeEntry,
     image: &str,
     memory: i64,
-    network: &str,
-    ip: Ipv4Addr,
+    (network, ip): (&str, Ipv4Addr),
     holder: Option<&String>,
     labels: &HashMap<String, String>,
+    late: bool,
 ) -> ContainerCreateBody {
     let mut labels = labels.clone();
     labels.insert(LABEL_NODE.into(), node.moniker.clone());
@@ -617,7 +617,7 @@ fn container_spec(
     labels.insert(LABEL_ROLE.into(), role.into());
     ContainerCreateBody {
         image: Some(image.to_string()),
-        cmd: Some(vec!["start".into(), "--home".into(), HOME_INSIDE.into()]),
+        cmd: Some(node_command(late)),
         labels: Some(labels),
         stop_timeout: Some(10),
         healthcheck: Some(HealthConfig {
@@ -651,10 +651,21 @@ fn container_spec(
     }
 }
 
-/// Creates and starts the containers, eight at a time; returns (node index, container id).
+/// A node container's command: `start`, and for a late joiner state sync first (30 s to get
+/// a snapshot offer), as on the process backend.
+fn node_command(late: bool) -> Vec<String> {
+    let mut command: Vec<String> = vec!["start".into(), "--home".into(), HOME_INSIDE.into()];
+    if late {
+        command.extend(["--state-sync", "--state-sync-wait-s", "30"].map(String::from));
+    }
+    command
+}
+
+/// Creates and starts the containers, eight at a time (a late joiner's only created); returns
+/// (node index, container id).
 async fn start_containers(
     docker: &Docker,
-    specs: Vec<(usize, String, ContainerCreateBody)>,
+    specs: Vec<(usize, String, ContainerCreateBody, bool)>,
     progress: &(impl Fn(Stage) + Send + Sync),
 ) -> Result<Vec<(usize, String)>, DockerError> {
     let total = specs.len();
@@ -664,10 +675,10 @@ async fn start_containers(
         of: total,
     });
     futures::stream::iter(specs)
-        .map(|(index, container_name, body)| {
+        .map(|(index, container_name, body, late)| {
             let started = &started;
             async move {
-                let id = run_container(docker, &container_name, body).await?;
+                let id = engine::create_container(docker, &container_name, body, !late).await?;
                 let count = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 progress(Stage::Containers {
                     started: count,
@@ -749,38 +760,53 @@ async fn up_inner(
     crate::testnet::record::save_state(&base, &state)?;
     let holders = start_homes(docker, &state, &homes, (&network, third), ip_of, &labels).await?;
     let memory = manifest.resources.memory_mb * 1024 * 1024;
+    let joiners = manifest.joiners();
     let specs = state
         .nodes
         .iter()
         .map(|node| {
             let holder = holders.get(&node.index);
-            let ip = ip_of(node.index);
-            let body = container_spec(node, &image.tag, memory, &network, ip, holder, &labels);
-            (node.index, format!("blyan-{name}-{}", node.moniker), body)
+            let at = (network.as_str(), ip_of(node.index));
+            let late = joiners.contains(&node.moniker);
+            let body = container_spec(node, &image.tag, memory, at, holder, &labels, late);
+            (
+                node.index,
+                format!("blyan-{name}-{}", node.moniker),
+                body,
+                late,
+            )
         })
         .collect();
     for (index, id) in start_containers(docker, specs, progress).await? {
         state.nodes[index].container = Some(id);
     }
     crate::testnet::record::save_state(&base, &state)?;
-    let total = state.nodes.len();
-    wait_heights(&state, options.wait_height, options.wait_timeout, |ready| {
-        progress(Stage::Heights { ready, of: total })
-    })
+    let started: Vec<usize> = (0..state.nodes.len())
+        .filter(|&index| !joiners.contains(&state.nodes[index].moniker))
+        .collect();
+    let total = started.len();
+    wait_heights(
+        &state,
+        &started,
+        options.wait_height,
+        options.wait_timeout,
+        |ready| progress(Stage::Heights { ready, of: total }),
+    )
     .await?;
     Ok(state)
 }
 
-/// Waits (off the async threads) until every node of `state` has reached `height`, reporting
+/// Waits (off the async threads) until nodes `all` of `state` have reached `height`, reporting
 /// how many have after each poll.
 pub async fn wait_heights(
     state: &DevnetState,
+    all: &[usize],
     height: u64,
     timeout: Duration,
     progress: impl Fn(usize),
 ) -> Result<(), DockerError> {
     let waiting = state.clone();
-    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    let all = all.to_vec();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let waiter = tokio::task::spawn_blocking(move || {
         process::wait_for_height(&waiting, &all, height, timeout, |heights| {

@@ -77,6 +77,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("upgrade on docker", "faults[0].kind:"),
     ("disk slow without delay", "faults[0].fsync_ms:"),
     ("disk on swarm", "faults[0].kind:"),
+    ("join on swarm", "faults[0].kind:"),
     ("disk power loss with a size", "faults[0].size_mb:"),
     ("disk full and power loss on one node", "faults[1].nodes:"),
     (
@@ -130,6 +131,7 @@ fn bad_manifests_name_the_field() {
         ("upgrade on docker", format!("{BASE}backend = \"docker\"\n[[faults]]\nat_s = 1\nkind = \"upgrade\"\nnodes = [\"node0\"]\nbinary = \"/bin/true\"\n")),
         ("disk slow without delay", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"slow\"\nnodes = [\"node0\"]\nduration_s = 5\n")),
         ("disk on swarm", format!("{BASE}backend = \"swarm\"\n[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"power_loss\"\nnodes = [\"node0\"]\nduration_s = 5\n")),
+        ("join on swarm", format!("{BASE}backend = \"swarm\"\nfull_nodes = 1\n[[faults]]\nat_s = 60\nkind = \"join\"\nnodes = [\"node4\"]\n")),
         ("disk power loss with a size", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"power_loss\"\nnodes = [\"node0\"]\nsize_mb = 64\nduration_s = 5\n")),
         ("disk full and power loss on one node", format!("{BASE}[[faults]]\nat_s = 1\nkind = \"disk\"\nmode = \"full\"\nnodes = [\"node0\"]\nduration_s = 5\n[[faults]]\nat_s = 9\nkind = \"disk\"\nmode = \"power_loss\"\nnodes = [\"node1\", \"node0\"]\nduration_s = 5\n")),
         ("probability without value", format!("{BASE}[[nodes]]\nname = \"a\"\nbyzantine = {{ behaviour = \"spam\", trigger = \"probability\" }}\n")),
