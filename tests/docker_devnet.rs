@@ -388,3 +388,68 @@ nodes = ["node4"]
         "{loss:#?}"
     );
 }
+
+/// A rolling upgrade on Docker (`devnet run --old-bin`): node0 and node1 start from an image of
+/// another build (here the node binary with one byte appended, so its image differs), each is
+/// replaced in turn by a container of the devnet's own image with its home and address kept,
+/// the checks pass, and the record says which binary each node ran last.
+#[test]
+fn docker_rolling_upgrade_replaces_containers_with_homes_kept() {
+    let _serial = one_at_a_time();
+    let rt = runtime();
+    let Some(docker) = daemon(&rt) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old-blyan-node");
+    let mut bytes = std::fs::read(target_bin("blyan-node")).unwrap();
+    bytes.push(b'x');
+    std::fs::write(&old, &bytes).unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let name = format!("ci-upgrade-{}", std::process::id());
+    let manifest = format!(
+        "name = \"{name}\"\nbackend = \"docker\"\nvalidators = 4\nduration_s = 30\n\
+         [load]\nrate = 40\naccounts = 8\n"
+    );
+    let path = dir.path().join("upgrade.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let base = dir.path().join("devnets");
+    let output = Command::new(target_bin("devnet"))
+        .arg("run")
+        .arg(&path)
+        .arg("--old-bin")
+        .arg(&old)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .arg("--base")
+        .arg(&base)
+        .env_remove("BLYAN_NODE_BIN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left = rt.block_on(leftovers(&docker, &name));
+    assert!(output.status.success(), "{text}");
+    assert_eq!(left, (0, 0, 0), "containers, networks, volumes left");
+    for node in ["node0", "node1"] {
+        assert!(text.contains(&format!("fault: upgrade {node}")), "{text}");
+    }
+    let state = blyan_harness::testnet::record::load_state(&base, &name).unwrap();
+    let new = target_bin("blyan-node");
+    for node in &state.nodes[..2] {
+        assert_eq!(node.bin.as_deref(), Some(new.as_path()), "{}", node.moniker);
+    }
+    // The old build ran from an image of its own.
+    let sha = {
+        use sha2::Digest;
+        hex_of(&sha2::Sha256::digest(&bytes))
+    };
+    let tag = format!("blyan-node:sha-{}", &sha[..16]);
+    assert!(rt.block_on(docker.inspect_image(&tag)).is_ok(), "{tag}");
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -17,7 +17,7 @@
 //! | `disk` (`full`) | a size-limited tmpfs under the data directory (on the host, in the home the container binds) filled; freed, the container started again | same, the node started again |
 //! | `disk` (`slow`, `power_loss`) | the data directory on `blyan-lazyfs` on the host: every fsync held `fsync_ms`; or SIGKILL and every unsynced write dropped, the container started again at the end | same, for the process |
 //! | `join` | created with the devnet with `--state-sync` in its command, started at its time | started (not with the devnet) with `--state-sync` |
-//! | `upgrade` | refused | SIGTERM, then started again from `binary` with its home kept |
+//! | `upgrade` | SIGTERM (10 s), the container replaced by one of an image built from `binary` (same home, address, memory) | SIGTERM, then started again from `binary` with its home kept |
 //! | `random` | a seeded schedule of the kinds above ([`blyan_chaos::random_schedule`]) | same |
 
 use std::collections::BTreeSet;
@@ -736,12 +736,12 @@ fn disk(f: &faults::Disk, index: usize, target: &Target) -> Result<Action, Scena
     Ok(action)
 }
 
-/// Refuses `what` on a backend whose nodes are not processes of this host.
-fn host_processes(index: usize, what: &str, target: &Target) -> Result<(), ScenarioError> {
+/// Refuses `what` on a backend that cannot start a node from a binary of this host.
+fn host_binaries(index: usize, what: &str, target: &Target) -> Result<(), ScenarioError> {
     if target
         .backend
         .capabilities()
-        .is_none_or(|can| can.host_processes)
+        .is_none_or(|can| can.host_binaries)
     {
         return Ok(());
     }
@@ -749,8 +749,8 @@ fn host_processes(index: usize, what: &str, target: &Target) -> Result<(), Scena
         index,
         "kind",
         format!(
-            "{what} needs nodes that are processes of this host, which the {} backend does \
-             not run (not built for containers yet); use the process backend",
+            "{what} needs nodes started from binaries of this host, which the {} backend does \
+             not do (its images are loaded into the members); use the process or docker backend",
             target.backend
         ),
     ))
@@ -763,7 +763,7 @@ fn upgrade_binary(
     index: usize,
     target: &Target,
 ) -> Result<std::path::PathBuf, ScenarioError> {
-    host_processes(index, "an upgrade (another binary for a node)", target)?;
+    host_binaries(index, "an upgrade (another binary for a node)", target)?;
     let binary = f
         .binary
         .as_ref()

@@ -261,10 +261,17 @@ impl Backend for Containers {
             Action::Join => each(self, state, nodes, "join", |this, state, i| {
                 this.start(&container_of(state, i)?)
             }),
-            Action::Upgrade => Err(ScenarioError::Action {
-                action: "upgrade".into(),
-                node: "-".into(),
-                reason: "needs the process backend".into(),
+            Action::Upgrade => each(self, state, nodes, "upgrade", |this, state, i| {
+                let binary = step.binary.clone().ok_or("an upgrade names its binary")?;
+                let id = this
+                    .runtime
+                    .block_on(crate::docker::replace_node(&this.docker, state, i, &binary))
+                    .map_err(|e| e.to_string())?;
+                state.nodes[i].container = Some(id);
+                state.nodes[i].bin = Some(binary);
+                let base =
+                    crate::testnet::record::base_of(state).ok_or("a devnet without nodes")?;
+                crate::testnet::record::save_state(&base, state).map_err(|e| e.to_string())
             }),
         }
     }

@@ -61,9 +61,10 @@ pub struct Capabilities {
     pub on_this_host: bool,
     /// One bridge network holds every node, so the kernel's neighbour (ARP) table must too.
     pub shared_bridge: bool,
-    /// The nodes are processes of this host, whose binary the harness controls: `upgrade`
-    /// (another binary, home kept).
-    pub host_processes: bool,
+    /// A node can be started again from another binary of this host with its home kept
+    /// (`upgrade`, `devnet run --old-build`): a process, or a container of an image built from
+    /// that binary.
+    pub host_binaries: bool,
     /// A node can be left unstarted with the devnet and started later (`join`): a process, or
     /// a container created with the devnet and started at its time.
     pub late_start: bool,
@@ -83,9 +84,7 @@ impl BackendKind {
             inference,
             on_this_host,
             shared_bridge,
-            // Docker and Swarm nodes run images in containers (replacing an image with the
-            // volume kept: not built).
-            host_processes: !shared_bridge && on_this_host,
+            host_binaries: on_this_host,
             host_disks: on_this_host,
             late_start: on_this_host,
         };

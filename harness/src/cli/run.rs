@@ -47,7 +47,7 @@ pub struct RunArgs {
     /// The blyan-node binary (default: next to this executable, or $BLYAN_NODE_BIN).
     #[arg(long, value_name = "PATH")]
     node_bin: Option<PathBuf>,
-    /// A rolling upgrade under the manifest's faults and load (process backend): half the
+    /// A rolling upgrade under the manifest's faults and load (process or Docker backend): half the
     /// validators start from the build of this git ref (built once, as `devnet ab` does, into
     /// target/ab/<commit>/), and each is upgraded in turn to the node binary, its home kept,
     /// over the middle half of the run. E.g. `--old-build $(git merge-base HEAD main)`.

@@ -88,6 +88,80 @@ pub async fn build_image(
     .await
 }
 
+/// The node image of `binary` (built, or reused when its content is unchanged), also tagged
+/// by that content (`blyan-node:sha-<16 hex>`), so that nodes of one devnet can run different
+/// builds while `blyan-node:dev` moves on; returns the content tag.
+pub async fn node_image_of(docker: &Docker, binary: &Path) -> Result<String, DockerError> {
+    let image = build_image(docker, binary, false).await?;
+    let tag = format!("sha-{}", &image.binary_sha256[..16]);
+    let options = TagImageOptionsBuilder::default()
+        .repo(IMAGE)
+        .tag(&tag)
+        .build();
+    docker.tag_image(&image.tag, Some(options)).await?;
+    Ok(format!("{IMAGE}:{tag}"))
+}
+
+/// Replaces node `index`'s container by one of `binary`'s image ([`node_image_of`]) with the
+/// same home, address, memory limit and labels: SIGTERM first (10 s), as an operator's upgrade
+/// would. Returns the new container's id.
+pub async fn replace_node(
+    docker: &Docker,
+    state: &DevnetState,
+    index: usize,
+    binary: &Path,
+) -> Result<String, DockerError> {
+    let image = node_image_of(docker, binary).await?;
+    let node = &state.nodes[index];
+    let old = node
+        .container
+        .clone()
+        .ok_or_else(|| DockerError::Invalid(format!("{} has no container", node.moniker)))?;
+    let host = docker
+        .inspect_container(&old, None)
+        .await?
+        .host_config
+        .unwrap_or_default();
+    let holder = host
+        .network_mode
+        .as_deref()
+        .and_then(|mode| mode.strip_prefix("container:"))
+        .map(String::from);
+    let ip: Ipv4Addr = node
+        .api
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| {
+            DockerError::Invalid(format!("{}: no address in {}", node.moniker, node.api))
+        })?;
+    let network = state.network.clone().unwrap_or_default();
+    let labels = HashMap::from([(LABEL_DEVNET.to_string(), state.name.clone())]);
+    let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
+        .t(10)
+        .build();
+    docker.stop_container(&old, Some(stop)).await?;
+    docker
+        .remove_container(
+            &old,
+            None::<bollard::query_parameters::RemoveContainerOptions>,
+        )
+        .await?;
+    let memory = host.memory.unwrap_or(0);
+    let body = container_spec(
+        node,
+        &image,
+        memory,
+        (&network, ip),
+        holder.as_ref(),
+        &labels,
+        false,
+    );
+    let name = format!("blyan-{}-{}", state.name, node.moniker);
+    create_container(docker, &name, body, true).await
+}
+
 /// The link proxy's image (`blyan-chaos-proxy:dev`), built offline like the node's.
 pub const PROXY_IMAGE: &str = "blyan-chaos-proxy";
 /// The proxy container's address in its devnet's subnet, and its API port.
@@ -692,6 +766,15 @@ async fn start_containers(
         .await
 }
 
+/// The binary node `moniker` runs when not the devnet's own (`--old-build`).
+fn own_binary<'a>(options: &'a UpSettings, moniker: &str) -> Option<&'a PathBuf> {
+    options
+        .node_bins
+        .iter()
+        .find(|(name, _)| name == moniker)
+        .map(|(_, bin)| bin)
+}
+
 async fn up_inner(
     docker: &Docker,
     manifest: &Manifest,
@@ -707,6 +790,13 @@ async fn up_inner(
         ));
     }
     progress(Stage::Image);
+    // Nodes on another build first (`--old-build`): `:dev` ends on the devnet's own binary.
+    let mut images: HashMap<PathBuf, String> = HashMap::new();
+    for (_, bin) in &options.node_bins {
+        if !images.contains_key(bin) {
+            images.insert(bin.clone(), node_image_of(docker, bin).await?);
+        }
+    }
     let image = build_image(docker, &options.node_bin, false).await?;
     progress(Stage::Genesis);
     let third = free_subnet(docker, name, &[]).await?;
@@ -768,7 +858,10 @@ async fn up_inner(
             let holder = holders.get(&node.index);
             let at = (network.as_str(), ip_of(node.index));
             let late = joiners.contains(&node.moniker);
-            let body = container_spec(node, &image.tag, memory, at, holder, &labels, late);
+            let tag = own_binary(options, &node.moniker)
+                .and_then(|bin| images.get(bin))
+                .unwrap_or(&image.tag);
+            let body = container_spec(node, tag, memory, at, holder, &labels, late);
             (
                 node.index,
                 format!("blyan-{name}-{}", node.moniker),
@@ -779,6 +872,7 @@ async fn up_inner(
         .collect();
     for (index, id) in start_containers(docker, specs, progress).await? {
         state.nodes[index].container = Some(id);
+        state.nodes[index].bin = own_binary(options, &state.nodes[index].moniker).cloned();
     }
     crate::testnet::record::save_state(&base, &state)?;
     let started: Vec<usize> = (0..state.nodes.len())

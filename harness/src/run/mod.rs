@@ -163,10 +163,10 @@ fn rolling_upgrade(
         )));
     }
     let can = manifest.backend.capabilities();
-    if !can.is_none_or(|can| can.host_processes) {
+    if !can.is_none_or(|can| can.host_binaries) {
         return Err(RunError::Invalid(format!(
             "--old-build: a rolling upgrade replaces node binaries, which the {} backend does \
-             not run from this host; use --backend process",
+             not run from this host; use --backend process or docker",
             manifest.backend
         )));
     }
