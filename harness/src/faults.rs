@@ -205,6 +205,10 @@ pub struct Messages {
     /// The draws' seed (default: the manifest's `devnet run --seed`, else 1).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Node names: when set, the fault acts on what `nodes` receive from these peers instead
+    /// of on what `nodes` send.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 /// A clock fault: the node's consensus clock off by `skew_ms + jump_ms`, drifting `drift_ppm`.

@@ -496,7 +496,12 @@ fn label(
         } else {
             f.types.join(",")
         };
-        label.push_str(&format!(" ({}; {types})", set.join(" ")));
+        let from = if f.peers.is_empty() {
+            String::new()
+        } else {
+            format!("; from {}", f.peers.join(","))
+        };
+        label.push_str(&format!(" ({}; {types}{from})", set.join(" ")));
     }
     if let Fault::Clock(f) = fault {
         let set: Vec<String> = [
@@ -568,7 +573,7 @@ fn one(
             }
         }
         Fault::Messages(f) => {
-            in_node = Some(InNode::Messages(message_faults(f, index, seed)?));
+            in_node = Some(InNode::Messages(message_faults(f, index, seed, target)?));
             Action::InNode
         }
         Fault::Clock(f) => {
@@ -776,10 +781,13 @@ fn upgrade_binary(
 }
 
 /// A `messages` fault as the node takes it, checked by the node's own rules.
+/// Its `peers` are node names here; the run turns them into peer ids when it sets the fault
+/// (`run::inject`), once the devnet has them.
 fn message_faults(
     f: &faults::Messages,
     index: usize,
     seed: Option<u64>,
+    target: &Target,
 ) -> Result<blyan_node::config::MessageFaults, ScenarioError> {
     let faults = blyan_node::config::MessageFaults {
         drop: f.drop,
@@ -789,10 +797,25 @@ fn message_faults(
         replay_old: f.replay_old,
         types: f.types.clone(),
         seed: seed.or(f.seed).unwrap_or(1),
+        peers: Vec::new(),
     };
     faults
         .check()
         .map_err(|(name, reason)| field(index, name, reason))?;
+    let peers = indices(index, "peers", &f.peers, target)?;
+    if let Some(both) = peers
+        .iter()
+        .find(|peer| f.nodes.contains(&target.names[**peer]))
+    {
+        return Err(field(
+            index,
+            "peers",
+            format!(
+                "{} is among the nodes the fault acts on; name other peers",
+                target.names[*both]
+            ),
+        ));
+    }
     if faults
         == (blyan_node::config::MessageFaults {
             seed: faults.seed,
@@ -806,7 +829,10 @@ fn message_faults(
             "messages sets none of drop, duplicate, delay_ms, reorder, replay_old",
         ));
     }
-    Ok(faults)
+    Ok(blyan_node::config::MessageFaults {
+        peers: f.peers.clone(),
+        ..faults
+    })
 }
 
 /// One fault the random nemesis drew, as the manifest would write it.

@@ -231,8 +231,8 @@ fn message_faults_inside_the_node_stall_or_spare_the_chain_as_their_types_say() 
         "the run's checks pass (safety under duplicates and replays):\n{text}"
     );
     let entries = timeline::read(&out).expect("timeline.json");
-    let [votes, txs, noise] = entries.as_slice() else {
-        panic!("three faults in the timeline: {entries:#?}");
+    let [votes, txs, noise, deaf] = entries.as_slice() else {
+        panic!("four faults in the timeline: {entries:#?}");
     };
     assert!(votes.label.contains("drop=1; vote"), "{votes:#?}");
     // Two of four validators send no vote: no quorum, nothing commits.
@@ -244,6 +244,12 @@ fn message_faults_inside_the_node_stall_or_spare_the_chain_as_their_types_say() 
     assert!(txs.effect.committed_during.unwrap() >= 5, "{txs:#?}");
     // Every node duplicating, replaying, reordering and delaying: the chain goes on.
     assert!(noise.effect.committed_during.unwrap() >= 5, "{noise:#?}");
+    // node0 dropping all it receives from its three peers: it stops, they go on.
+    let gained = |i: usize| {
+        deaf.effect.heights_at_end[i].unwrap_or(0) - deaf.effect.heights_at_start[i].unwrap_or(0)
+    };
+    assert!(gained(0) <= 1 && gained(1) >= 3, "{deaf:#?}");
+    assert!(deaf.label.contains("from node1,node2,node3"), "{deaf:#?}");
 }
 
 fn byzantine_manifest(name: &str, nodes: &str) -> String {

@@ -1150,9 +1150,16 @@ fn checked_body<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
+/// The fault in force (on what the node sends, or on what it receives from `peers`) and what
+/// each way's faults did.
 fn messages_answer(state: &ApiState) -> Json<serde_json::Value> {
-    let (faults, counts) = state.node.messages.status();
-    Json(serde_json::json!({ "faults": faults, "counts": counts }))
+    let (outgoing, counts) = state.node.messages.status();
+    let (incoming, inbound_counts) = state.node.inbound.status();
+    Json(serde_json::json!({
+        "faults": outgoing.or(incoming),
+        "counts": counts,
+        "inbound_counts": inbound_counts,
+    }))
 }
 
 /// `GET /admin/devnet/messages`: the message fault in force and what the faults did.
@@ -1174,7 +1181,14 @@ async fn set_messages(
         "bad_message_faults",
         |f: &crate::config::MessageFaults| f.check(),
     )?;
-    state.node.messages.set(Some(faults));
+    // One fault at a time: naming peers makes it act on what they send to this node.
+    if faults.peers.is_empty() {
+        state.node.inbound.set(None);
+        state.node.messages.set(Some(faults));
+    } else {
+        state.node.messages.set(None);
+        state.node.inbound.set(Some(faults));
+    }
     Ok(messages_answer(&state))
 }
 
@@ -1184,6 +1198,7 @@ async fn end_messages(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     devnet_only(&state)?;
     state.node.messages.set(None);
+    state.node.inbound.set(None);
     Ok(messages_answer(&state))
 }
 

@@ -553,6 +553,11 @@ pub struct MessageFaults {
     /// dropped, delayed or reordered.
     pub types: Vec<String>,
     pub seed: u64,
+    /// Peer ids. Empty: the fault acts on what this node sends. Otherwise on what it receives
+    /// from these peers (gossip they forward to it, their block-sync requests and answers):
+    /// gossip goes to every mesh peer at once, so one peer's share is told apart on arrival.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
 }
 
 impl MessageFaults {
@@ -576,6 +581,13 @@ impl MessageFaults {
                 "delay_ms",
                 format!("must be at most 10000, got {}", self.delay_ms),
             ));
+        }
+        if let Some(bad) = self
+            .peers
+            .iter()
+            .find(|peer| peer.parse::<libp2p::PeerId>().is_err())
+        {
+            return Err(("peers", format!("{bad:?} is not a peer id")));
         }
         if let Some(bad) = self
             .types

@@ -4,7 +4,7 @@
 
 use crate::backend::Backend;
 use crate::links::LinkControl;
-use crate::scenario::{Action, Planned, ScenarioError};
+use crate::scenario::{Action, InNode, Planned, ScenarioError};
 use crate::testnet::record::DevnetState;
 
 /// Carries faults out on one devnet.
@@ -57,7 +57,13 @@ impl<'a> Injector<'a> {
                     .in_node
                     .as_ref()
                     .expect("an in-node step carries its fault");
-                in_node(state, &step.nodes, "POST", fault.path(), &fault.body())
+                in_node(
+                    state,
+                    &step.nodes,
+                    "POST",
+                    fault.path(),
+                    &body_for(state, fault),
+                )
             }
             _ => self.backend.begin(state, step),
         }
@@ -87,6 +93,27 @@ impl<'a> Injector<'a> {
             }
             _ => self.backend.end(state, step),
         }
+    }
+}
+
+/// The `POST` body of `fault` on this devnet: a message fault's peers, node names in the
+/// plan, become their peer ids.
+fn body_for(state: &DevnetState, fault: &InNode) -> String {
+    match fault {
+        InNode::Messages(faults) if !faults.peers.is_empty() => {
+            let peers = faults
+                .peers
+                .iter()
+                .filter_map(|name| state.nodes.iter().find(|node| node.moniker == *name))
+                .map(|node| node.peer_id.clone())
+                .collect();
+            let faults = blyan_node::config::MessageFaults {
+                peers,
+                ..faults.clone()
+            };
+            InNode::Messages(faults).body()
+        }
+        _ => fault.body(),
     }
 }
 

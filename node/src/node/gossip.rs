@@ -83,7 +83,30 @@ impl Node {
         }
     }
 
+    /// An event from the P2P task; one from a peer an incoming message fault names goes through
+    /// that fault first (devnet builds).
     pub(super) fn on_p2p(&mut self, event: P2pEvent) -> Result<(), NodeError> {
+        #[cfg(feature = "devnet")]
+        if self.shared.inbound.active()
+            && super::messages::peer_of(&event)
+                .is_some_and(|peer| self.shared.inbound.concerns(&peer))
+        {
+            let shaped = self.shared.inbound.shape(event);
+            if let Some((delay, event)) = shaped.later {
+                let held = self.held.0.clone();
+                self.shared.inbound.later(delay, event, move |event| {
+                    let _ = held.try_send(event);
+                });
+            }
+            for event in shaped.now {
+                self.on_p2p_event(event)?;
+            }
+            return Ok(());
+        }
+        self.on_p2p_event(event)
+    }
+
+    pub(super) fn on_p2p_event(&mut self, event: P2pEvent) -> Result<(), NodeError> {
         match event {
             P2pEvent::Gossip {
                 topic,

@@ -1,7 +1,9 @@
 //! Message faults inside the node (devnet only, `POST /admin/devnet/messages`): this node's
 //! outgoing votes, proposals, transactions and block-sync messages dropped, duplicated,
 //! delayed, reordered or answered by an old message, between the consensus output and the
-//! wire. TCP and TLS hide packet-level duplication and reordering from the node, so the harness
+//! wire; or, for a fault that names `peers`, what this node receives from those peers, between
+//! the wire and the consensus input (gossip goes to every mesh peer at once, so a per-peer fault
+//! acts where one peer's messages can be told apart: on arrival). TCP and TLS hide packet-level duplication and reordering from the node, so the harness
 //! injects them here (`kind = "messages"`, `docs/CHAOS.md`). Only builds with the `devnet`
 //! feature apply them; the API refuses to set one on a node not in devnet mode.
 
@@ -18,8 +20,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use libp2p::PeerId;
+
 use crate::config::MessageFaults;
-use crate::p2p::{P2pCommand, Topic};
+use crate::p2p::{P2pCommand, P2pEvent, Topic};
 
 /// Old gossip messages kept for `replay_old`.
 const RECENT: usize = 64;
@@ -38,6 +42,8 @@ pub struct MessageCounts {
 
 struct Active {
     faults: MessageFaults,
+    /// `faults.peers` parsed (an incoming fault acts only on what these peers send).
+    peers: Vec<PeerId>,
     rng: StdRng,
     recent: VecDeque<(Topic, Vec<u8>)>,
 }
@@ -51,23 +57,104 @@ pub struct MessageShaper {
     held: Arc<AtomicUsize>,
 }
 
-/// One outgoing command as the fault in force lets it go.
-#[derive(Default)]
-pub(crate) struct Shaped {
-    /// Send these now, in this order.
-    pub now: Vec<P2pCommand>,
-    /// Send this one after the delay.
-    pub later: Option<(Duration, P2pCommand)>,
+/// One message as the fault in force lets it through.
+pub(crate) struct Shaped<M> {
+    /// Pass these now, in this order.
+    pub now: Vec<M>,
+    /// Pass this one after the delay.
+    pub later: Option<(Duration, M)>,
 }
 
-fn kind(command: &P2pCommand) -> Option<&'static str> {
-    match command {
-        P2pCommand::Publish(topic, _) | P2pCommand::Republish(topic, _) => Some(match topic {
-            Topic::Votes => "vote",
-            Topic::Proposals => "proposal",
-            Topic::Txs => "tx",
-        }),
-        P2pCommand::Sync { .. } | P2pCommand::Respond { .. } => Some("sync"),
+impl<M> Default for Shaped<M> {
+    fn default() -> Self {
+        Shaped {
+            now: Vec::new(),
+            later: None,
+        }
+    }
+}
+
+fn topic_kind(topic: Topic) -> &'static str {
+    match topic {
+        Topic::Votes => "vote",
+        Topic::Proposals => "proposal",
+        Topic::Txs => "tx",
+    }
+}
+
+/// A message a shaper acts on: a command going out, or an event coming in from a peer.
+pub(crate) trait Message: Sized {
+    /// vote, proposal, tx or sync; `None`: not a message a fault acts on.
+    fn kind(&self) -> Option<&'static str>;
+    /// A gossip message's topic and bytes (what copies and replays are made of).
+    fn gossip(&self) -> Option<(Topic, &[u8])>;
+    /// A further copy of gossip `bytes` on `topic`, going the way this message goes.
+    fn copy(&self, topic: Topic, bytes: Vec<u8>) -> Self;
+}
+
+impl Message for P2pCommand {
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            P2pCommand::Publish(topic, _) | P2pCommand::Republish(topic, _) => {
+                Some(topic_kind(*topic))
+            }
+            P2pCommand::Sync { .. } | P2pCommand::Respond { .. } => Some("sync"),
+            _ => None,
+        }
+    }
+
+    fn gossip(&self) -> Option<(Topic, &[u8])> {
+        match self {
+            P2pCommand::Publish(topic, bytes) | P2pCommand::Republish(topic, bytes) => {
+                Some((*topic, bytes))
+            }
+            _ => None,
+        }
+    }
+
+    /// A gossip copy with its own message id (`Republish`), so that the mesh carries it.
+    fn copy(&self, topic: Topic, bytes: Vec<u8>) -> Self {
+        P2pCommand::Republish(topic, bytes)
+    }
+}
+
+impl Message for P2pEvent {
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            P2pEvent::Gossip { topic, .. } => Some(topic_kind(*topic)),
+            P2pEvent::SyncRequest { .. } | P2pEvent::SyncResponse { .. } => Some("sync"),
+            _ => None,
+        }
+    }
+
+    fn gossip(&self) -> Option<(Topic, &[u8])> {
+        match self {
+            P2pEvent::Gossip { topic, data, .. } => Some((*topic, data)),
+            _ => None,
+        }
+    }
+
+    /// The same delivery again (same sender and message id) carrying `bytes`.
+    fn copy(&self, topic: Topic, bytes: Vec<u8>) -> Self {
+        match self {
+            P2pEvent::Gossip { source, id, .. } => P2pEvent::Gossip {
+                topic,
+                source: *source,
+                id: id.clone(),
+                data: bytes,
+            },
+            // Only gossip is copied (`gossip` is `None` for the rest).
+            _ => unreachable!("only gossip events are copied"),
+        }
+    }
+}
+
+/// The peer an incoming event came from (the gossip's forwarder, a sync request's or
+/// answer's peer).
+pub(crate) fn peer_of(event: &P2pEvent) -> Option<PeerId> {
+    match event {
+        P2pEvent::Gossip { source, .. } => Some(*source),
+        P2pEvent::SyncRequest { peer, .. } | P2pEvent::SyncResponse { peer, .. } => Some(*peer),
         _ => None,
     }
 }
@@ -78,6 +165,11 @@ impl MessageShaper {
         let mut active = self.active.lock().expect("message faults lock poisoned");
         *active = faults.map(|faults| Active {
             rng: StdRng::seed_from_u64(faults.seed),
+            peers: faults
+                .peers
+                .iter()
+                .filter_map(|peer| peer.parse().ok())
+                .collect(),
             faults,
             recent: VecDeque::with_capacity(RECENT),
         });
@@ -108,8 +200,14 @@ impl MessageShaper {
         self.on.load(Ordering::Acquire)
     }
 
+    /// Whether the fault in force acts on what `peer` sends (an incoming fault names peers).
+    pub(crate) fn concerns(&self, peer: &PeerId) -> bool {
+        let active = self.active.lock().expect("message faults lock poisoned");
+        active.as_ref().is_some_and(|a| a.peers.contains(peer))
+    }
+
     /// What becomes of `command` under the fault in force.
-    pub(crate) fn shape(&self, command: P2pCommand) -> Shaped {
+    pub(crate) fn shape<M: Message>(&self, command: M) -> Shaped<M> {
         let pass = |command| Shaped {
             now: vec![command],
             later: None,
@@ -117,7 +215,7 @@ impl MessageShaper {
         if !self.on.load(Ordering::Acquire) {
             return pass(command);
         }
-        let Some(kind) = kind(&command) else {
+        let Some(kind) = command.kind() else {
             return pass(command);
         };
         let mut guard = self.active.lock().expect("message faults lock poisoned");
@@ -141,23 +239,21 @@ impl MessageShaper {
         let (duplicate, replay) = (draw(duplicate), draw(replay_old));
         let reorder = draw(reorder);
         let mut shaped = Shaped::default();
-        if let P2pCommand::Publish(topic, bytes) | P2pCommand::Republish(topic, bytes) = &command {
+        if let Some((topic, bytes)) = command.gossip() {
             if replay && !active.recent.is_empty() {
                 let pick = active.rng.gen_range(0..active.recent.len());
                 let (old_topic, old) = active.recent[pick].clone();
-                shaped.now.push(P2pCommand::Republish(old_topic, old));
+                shaped.now.push(command.copy(old_topic, old));
                 self.note(4);
             }
             if duplicate {
-                shaped
-                    .now
-                    .push(P2pCommand::Republish(*topic, bytes.clone()));
+                shaped.now.push(command.copy(topic, bytes.to_vec()));
                 self.note(1);
             }
             if active.recent.len() == RECENT {
                 active.recent.pop_front();
             }
-            active.recent.push_back((*topic, bytes.clone()));
+            active.recent.push_back((topic, bytes.to_vec()));
         }
         let mut delay = Duration::from_millis(delay_ms);
         if reorder {
@@ -174,18 +270,18 @@ impl MessageShaper {
         shaped
     }
 
-    /// Sends `command` through `commands` after `delay` (a task; counted while held).
-    pub(crate) fn send_later(
+    /// Passes `message` on with `pass` after `delay` (a task; counted while held).
+    pub(crate) fn later<M: Send + 'static>(
         &self,
         delay: Duration,
-        command: P2pCommand,
-        commands: crate::p2p::P2pCommands,
+        message: M,
+        pass: impl FnOnce(M) + Send + 'static,
     ) {
         let held = self.held.clone();
         held.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = commands.send(command);
+            pass(message);
             held.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -263,6 +359,48 @@ mod tests {
                 reordered: 0,
                 replayed: 1
             }
+        );
+    }
+
+    #[test]
+    fn an_incoming_fault_acts_only_on_the_peers_it_names_and_its_copies_keep_the_sender() {
+        let (named, other) = (PeerId::random(), PeerId::random());
+        let shaper = MessageShaper::default();
+        shaper.set(Some(MessageFaults {
+            duplicate: 1.0,
+            peers: vec![named.to_string()],
+            seed: 1,
+            ..Default::default()
+        }));
+        assert!(shaper.concerns(&named) && !shaper.concerns(&other));
+        let event = P2pEvent::Gossip {
+            topic: Topic::Votes,
+            source: named,
+            id: libp2p::gossipsub::MessageId::new(b"m"),
+            data: vec![7],
+        };
+        assert_eq!(peer_of(&event), Some(named));
+        let shaped = shaper.shape(event);
+        assert_eq!(shaped.now.len(), 2, "the vote and its copy");
+        for event in &shaped.now {
+            let P2pEvent::Gossip { source, data, .. } = event else {
+                panic!("not gossip")
+            };
+            assert_eq!((*source, data.as_slice()), (named, [7u8].as_slice()));
+        }
+        shaper.set(Some(MessageFaults {
+            drop: 1.0,
+            peers: vec![named.to_string()],
+            ..Default::default()
+        }));
+        let event = P2pEvent::SyncFailed {
+            peer: named,
+            reason: "x".into(),
+        };
+        assert_eq!(
+            shaper.shape(event).now.len(),
+            1,
+            "not a message a fault acts on"
         );
     }
 

@@ -131,8 +131,11 @@ pub struct Shared {
     /// The committed chain state (the node loop writes it once per block).
     pub state: Arc<RwLock<ChainState>>,
     pub metrics: Arc<Metrics>,
-    /// The message fault in force (devnet builds; `POST /admin/devnet/messages`).
+    /// The message fault in force on what this node sends (devnet builds;
+    /// `POST /admin/devnet/messages`).
     pub messages: messages::MessageShaper,
+    /// The message fault in force on what it receives from the peers the fault names.
+    pub inbound: messages::MessageShaper,
     /// The clock block times are read from (moved by a clock fault on devnet builds).
     pub clock: clock::Clock,
 }
@@ -158,6 +161,7 @@ impl Shared {
             state: app.shared(),
             metrics,
             messages: messages::MessageShaper::default(),
+            inbound: messages::MessageShaper::default(),
             clock: clock::Clock::default(),
         }
     }
@@ -237,6 +241,9 @@ pub struct Node {
     evidence: u64,
     /// What this validator signed and sent at the current height, for rebroadcast.
     own_messages: Vec<(Topic, Vec<u8>)>,
+    /// Incoming messages an incoming message fault held for a delay come back here (bounded:
+    /// what does not fit is dropped, as a full link would).
+    held: (mpsc::Sender<P2pEvent>, Option<mpsc::Receiver<P2pEvent>>),
     /// When to re-send our messages because a peer connected (see [`REBROADCAST_ON_CONNECT`]).
     rebroadcast_at: Option<Instant>,
     /// (height, round, step) and when it last changed.
@@ -347,6 +354,10 @@ impl Node {
             peers: Vec::new(),
             evidence: 0,
             own_messages: Vec::new(),
+            held: {
+                let (tx, rx) = mpsc::channel(1024);
+                (tx, Some(rx))
+            },
             rebroadcast_at: None,
             progress: ((0, 0, Step::Commit), Instant::now()),
             height_started: Instant::now(),
@@ -382,6 +393,7 @@ impl Node {
         let mut spam_tick = tokio::time::interval(Duration::from_millis(100));
         spam_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let spamming = self.devnet.spamming();
+        let mut held = self.held.1.take().expect("a node runs once");
         loop {
             let deadline = self
                 .timers
@@ -398,6 +410,7 @@ impl Node {
                     Some(event) => self.on_p2p(event)?,
                     None => return Err(NodeError::P2pStopped),
                 },
+                Some(event) = held.recv() => self.on_p2p_event(event)?,
                 Some((bytes, reply)) = submissions.recv() => {
                     let verdict = self.submit(&bytes, None);
                     let _ = reply.send(verdict);
@@ -426,7 +439,9 @@ impl Node {
             }
             if let Some((delay, command)) = shaped.later {
                 let commands = self.p2p.commands.clone();
-                self.shared.messages.send_later(delay, command, commands);
+                self.shared.messages.later(delay, command, move |command| {
+                    let _ = commands.send(command);
+                });
             }
             return;
         }
