@@ -6,6 +6,7 @@
 //! Needs a Docker daemon. On a laptop without one the tests skip with a loud message; with
 //! `CI=true` a missing daemon is a failure.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,29 @@ use blyan_harness::backend::UpSettings;
 use blyan_harness::docker;
 use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
+
+/// Runs `devnet run PATH --out OUT --base BASE EXTRA...` to its end; whether it passed, and
+/// what it printed.
+fn devnet_run(path: &Path, out: &Path, base: &Path, extra: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = Command::new(target_bin("devnet"))
+        .arg("run")
+        .arg(path)
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .arg("--base")
+        .arg(base)
+        .env_remove("BLYAN_NODE_BIN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
 
 #[test]
 fn ten_node_docker_devnet_agrees_and_leaves_nothing_behind() {
@@ -235,24 +259,9 @@ duration_s = 4
     let path = dir.path().join("chaos.toml");
     std::fs::write(&path, manifest).unwrap();
     let out = dir.path().join("run");
-    let output = Command::new(target_bin("devnet"))
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(&out)
-        .arg("--base")
-        .arg(dir.path().join("devnets"))
-        .env_remove("BLYAN_NODE_BIN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (passed, text) = devnet_run(&path, &out, &dir.path().join("devnets"), &[]);
     let left = rt.block_on(leftovers(&docker, &name));
-    assert!(output.status.success(), "{text}");
+    assert!(passed, "{text}");
     assert_eq!(left, (0, 0, 0), "containers, networks, volumes left");
     let entries = blyan_harness::timeline::read(&out).unwrap();
     let find = |kind: &str| entries.iter().find(|e| e.kind == kind).unwrap();
@@ -335,24 +344,9 @@ nodes = ["node4"]
     let path = dir.path().join("disks.toml");
     std::fs::write(&path, manifest).unwrap();
     let out = dir.path().join("run");
-    let output = Command::new(target_bin("devnet"))
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(&out)
-        .arg("--base")
-        .arg(dir.path().join("devnets"))
-        .env_remove("BLYAN_NODE_BIN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (passed, text) = devnet_run(&path, &out, &dir.path().join("devnets"), &[]);
     let left = rt.block_on(leftovers(&docker, &name));
-    assert!(output.status.success(), "{text}");
+    assert!(passed, "{text}");
     assert_eq!(left, (0, 0, 0), "containers, networks, volumes left");
     assert!(
         !std::fs::read_to_string("/proc/mounts")
@@ -412,26 +406,10 @@ fn docker_rolling_upgrade_replaces_containers_with_homes_kept() {
     let path = dir.path().join("upgrade.toml");
     std::fs::write(&path, manifest).unwrap();
     let base = dir.path().join("devnets");
-    let output = Command::new(target_bin("devnet"))
-        .arg("run")
-        .arg(&path)
-        .arg("--old-bin")
-        .arg(&old)
-        .arg("--out")
-        .arg(dir.path().join("run"))
-        .arg("--base")
-        .arg(&base)
-        .env_remove("BLYAN_NODE_BIN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let old_bin = [std::ffi::OsStr::new("--old-bin"), old.as_os_str()];
+    let (passed, text) = devnet_run(&path, &dir.path().join("run"), &base, &old_bin);
     let left = rt.block_on(leftovers(&docker, &name));
-    assert!(output.status.success(), "{text}");
+    assert!(passed, "{text}");
     assert_eq!(left, (0, 0, 0), "containers, networks, volumes left");
     for node in ["node0", "node1"] {
         assert!(text.contains(&format!("fault: upgrade {node}")), "{text}");

@@ -421,6 +421,21 @@ impl LazyFs {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Removes `name` under `parent` from the backing directory with `remove` (a file or an
+    /// empty directory), forgetting what it held.
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: fn(&Path) -> io::Result<()>,
+    ) -> Result<(), Errno> {
+        let mut state = self.state();
+        let relative = state.child(parent.0, name)?;
+        remove(&state.backing.join(&relative)).map_err(errno)?;
+        state.forget_path(&relative);
+        Ok(())
+    }
+
     fn slow(&self) {
         let delay = self.fsync_delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
@@ -519,23 +534,14 @@ impl Filesystem for LazyFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut state = self.state();
-        let result = state.child(parent.0, name).and_then(|relative| {
-            std::fs::remove_file(state.backing.join(&relative)).map_err(errno)?;
-            state.forget_path(&relative);
-            Ok(())
-        });
-        reply_empty(reply, result);
+        reply_empty(
+            reply,
+            self.remove(parent, name, |p| std::fs::remove_file(p)),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut state = self.state();
-        let result = state.child(parent.0, name).and_then(|relative| {
-            std::fs::remove_dir(state.backing.join(&relative)).map_err(errno)?;
-            state.forget_path(&relative);
-            Ok(())
-        });
-        reply_empty(reply, result);
+        reply_empty(reply, self.remove(parent, name, |p| std::fs::remove_dir(p)));
     }
 
     fn rename(
