@@ -294,7 +294,9 @@ fn ratio_of(old: f64, new: f64) -> f64 {
 /// pair's ratio (head / base), its 95% interval a percentile bootstrap over pairs (resampled
 /// with replacement, 2,000 times, fixed seed); verdicts as [`judge`], *inconclusive* with fewer
 /// than [`MIN_RUNS`] pairs. Pairing cancels what drifts on a shared machine between pairs
-/// (other jobs, thermal state): a pair's two runs share it.
+/// (other jobs, thermal state): a pair's two runs share it. A pair whose base measured 0 and
+/// head did not has no finite ratio and is left out (a 2 s run on a loaded machine can measure
+/// 0; an infinite ratio would be `null` in ab.json); a figure with no pair left is not judged.
 pub fn compare_paired(base: &Results, head: &Results, threshold: f64) -> Vec<Comparison> {
     use rand::{Rng, SeedableRng};
     let before: std::collections::HashMap<String, Vec<f64>> = figures(base).into_iter().collect();
@@ -308,6 +310,7 @@ pub fn compare_paired(base: &Results, head: &Results, threshold: f64) -> Vec<Com
             .iter()
             .zip(&after)
             .map(|(old, new)| ratio_of(*old, *new))
+            .filter(|ratio| ratio.is_finite())
             .collect();
         if ratios.is_empty() {
             continue;
@@ -491,6 +494,19 @@ mod tests {
             .unwrap();
         assert!(c.low >= 0.95 && c.high <= 1.05, "{c:?}");
         assert_eq!(c.verdict, Verdict::Same, "{c:?}");
+    }
+
+    #[test]
+    fn a_pair_whose_base_measured_zero_is_left_out_so_every_ratio_is_finite() {
+        let base = results_with(&[(3.0, 0.0), (3.0, 100.0)]);
+        let head = results_with(&[(3.0, 50.0), (3.0, 110.0)]);
+        let judged = compare_paired(&base, &head, 0.05);
+        let c = judged
+            .iter()
+            .find(|c| c.figure == "rate_100.commit_p50_ms")
+            .unwrap();
+        assert!((c.ratio - 1.1).abs() < 1e-9, "{c:?}");
+        assert!(judged.iter().all(|c| c.ratio.is_finite()), "{judged:?}");
     }
 
     #[test]
