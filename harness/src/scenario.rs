@@ -581,21 +581,17 @@ fn one(
             Action::InNode
         }
         Fault::Join(_) => {
-            if target
-                .backend
-                .capabilities()
-                .is_some_and(|can| !can.late_start)
-            {
-                return Err(field(
-                    index,
-                    "kind",
+            needs(
+                index,
+                target,
+                |can| can.late_start,
+                |backend| {
                     format!(
                         "a late joiner (a node left unstarted until its time) is not built for \
-                         the {} backend; use the process or docker backend",
-                        target.backend
-                    ),
-                ));
-            }
+                     the {backend} backend; use the process or docker backend"
+                    )
+                },
+            )?;
             Action::Join
         }
         Fault::Disk(f) => {
@@ -693,22 +689,18 @@ fn clock_fault(
 /// tmpfs size, `slow` with a sane fsync delay, `power_loss`; each field only where its mode
 /// uses it.
 fn disk(f: &faults::Disk, index: usize, target: &Target) -> Result<Action, ScenarioError> {
-    if target
-        .backend
-        .capabilities()
-        .is_some_and(|can| !can.host_disks)
-    {
-        return Err(field(
-            index,
-            "kind",
+    needs(
+        index,
+        target,
+        |can| can.host_disks,
+        |backend| {
             format!(
                 "a disk fault mounts a layer under the node's data directory on this host, \
-                 which the {} backend does not keep there (its homes are volumes on the \
-                 members); use the process or docker backend",
-                target.backend
-            ),
-        ));
-    }
+             which the {backend} backend does not keep there (its homes are volumes on the \
+             members); use the process or docker backend"
+            )
+        },
+    )?;
     let action = match f.mode.as_str() {
         "full" => Action::DiskFull,
         "slow" => match f.fsync_ms {
@@ -741,24 +733,18 @@ fn disk(f: &faults::Disk, index: usize, target: &Target) -> Result<Action, Scena
     Ok(action)
 }
 
-/// Refuses `what` on a backend that cannot start a node from a binary of this host.
-fn host_binaries(index: usize, what: &str, target: &Target) -> Result<(), ScenarioError> {
-    if target
-        .backend
-        .capabilities()
-        .is_none_or(|can| can.host_binaries)
-    {
-        return Ok(());
+/// Refuses fault `index` (its `kind`, `why` naming the backend) on a backend that lacks the
+/// capability `has` asks for; `Auto` is not a backend yet and passes.
+fn needs(
+    index: usize,
+    target: &Target,
+    has: impl Fn(&crate::backend::kind::Capabilities) -> bool,
+    why: impl FnOnce(BackendKind) -> String,
+) -> Result<(), ScenarioError> {
+    match target.backend.capabilities() {
+        Some(can) if !has(&can) => Err(field(index, "kind", why(target.backend))),
+        _ => Ok(()),
     }
-    Err(field(
-        index,
-        "kind",
-        format!(
-            "{what} needs nodes started from binaries of this host, which the {} backend does \
-             not do (its images are loaded into the members); use the process or docker backend",
-            target.backend
-        ),
-    ))
 }
 
 /// The binary an `upgrade` starts its nodes from: named, a file, on a backend that runs
@@ -768,7 +754,18 @@ fn upgrade_binary(
     index: usize,
     target: &Target,
 ) -> Result<std::path::PathBuf, ScenarioError> {
-    host_binaries(index, "an upgrade (another binary for a node)", target)?;
+    needs(
+        index,
+        target,
+        |can| can.host_binaries,
+        |backend| {
+            format!(
+                "an upgrade (another binary for a node) needs nodes started from binaries of this \
+             host, which the {backend} backend does not do (its images are loaded into the \
+             members); use the process or docker backend"
+            )
+        },
+    )?;
     let binary = f
         .binary
         .as_ref()
