@@ -245,8 +245,12 @@ fn message_faults_inside_the_node_stall_or_spare_the_chain_as_their_types_say() 
     // Every node duplicating, replaying, reordering and delaying: the chain goes on.
     assert!(noise.effect.committed_during.unwrap() >= 5, "{noise:#?}");
     // node0 dropping all it receives from its three peers: it stops, they go on.
-    let gained = |i: usize| {
-        deaf.effect.heights_at_end[i].unwrap_or(0) - deaf.effect.heights_at_start[i].unwrap_or(0)
+    let gained = |i: usize| match (
+        deaf.effect.heights_at_start[i],
+        deaf.effect.heights_at_end[i],
+    ) {
+        (Some(start), Some(end)) => end.saturating_sub(start),
+        _ => panic!("node{i} did not answer at the fault's start or end: {deaf:#?}"),
     };
     assert!(gained(0) <= 1 && gained(1) >= 3, "{deaf:#?}");
     assert!(deaf.label.contains("from node1,node2,node3"), "{deaf:#?}");
