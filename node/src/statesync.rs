@@ -195,7 +195,6 @@ pub async fn run(
     progress: &dyn Fn(&str),
 ) -> Result<Synced, StateSyncError> {
     let started = Instant::now();
-    let params: StakingParams = genesis.staking.clone();
     let mut client = Client {
         p2p,
         events,
@@ -203,9 +202,43 @@ pub async fn run(
         timeout: Duration::from_secs(20),
     };
     // 1. An offer: ask every peer as it connects, keep the highest.
-    let deadline = Instant::now() + wait_for_offer;
+    let offer = best_offer(&mut client, wait_for_offer, progress).await?;
+    // 2. Follow the validator set from genesis to height + 1, one commit per epoch.
+    let verified = verify_offer(&mut client, genesis, &offer).await?;
+    progress(&format!(
+        "app hash of height {} verified through {} epoch(s) of commits: {}",
+        offer.height, verified.epochs, verified.app_hash
+    ));
+    // 3. Chunks, each checked against the bucket hashes; a peer that sends a bad one is dropped.
+    let entries = fetch_chunks(&mut client, &offer, progress).await?;
+    // 4. Write it all in one batch: state, block `height`, its commit and the set records.
+    let epochs_verified = verified.epochs;
+    let keys = write(storage, genesis, &offer, verified, entries)?;
+    Ok(Synced {
+        height: offer.height,
+        keys,
+        epochs_verified,
+        elapsed: started.elapsed(),
+        peers: client.peers.clone(),
+    })
+}
+
+/// A peer's snapshot offer: its height and the hashes of its state buckets.
+struct Offer {
+    peer: PeerId,
+    height: u64,
+    bucket_hashes: Vec<Hash>,
+}
+
+/// Asks every peer for an offer as it connects, for up to `wait`; keeps the highest.
+async fn best_offer(
+    client: &mut Client<'_>,
+    wait: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<Offer, StateSyncError> {
+    let deadline = Instant::now() + wait;
     let mut asked = HashSet::new();
-    let mut best: Option<(PeerId, u64, Vec<Hash>)> = None;
+    let mut best: Option<Offer> = None;
     while Instant::now() < deadline {
         let fresh: Vec<PeerId> = client
             .peers
@@ -215,25 +248,15 @@ pub async fn run(
             .collect();
         for peer in fresh {
             asked.insert(peer);
-            match client.ask(peer, SnapshotRequest::Offer).await {
-                Ok(SnapshotResponse::Offer {
-                    height,
-                    chunks,
-                    bucket_hashes,
-                }) if chunks == SNAPSHOT_CHUNKS && bucket_hashes.len() == BUCKETS => {
-                    let hashes: Option<Vec<Hash>> = bucket_hashes
-                        .iter()
-                        .map(|bytes| bytes.as_slice().try_into().ok().map(Hash))
-                        .collect();
-                    if let Some(hashes) = hashes {
-                        progress(&format!("peer {peer} offers a snapshot at height {height}"));
-                        if best.as_ref().is_none_or(|(_, h, _)| height > *h) {
-                            best = Some((peer, height, hashes));
-                        }
-                    }
-                }
-                Ok(other) => tracing::debug!(%peer, ?other, "no usable snapshot offer"),
-                Err(error) => tracing::debug!(%error, "offer request failed"),
+            let Some(offer) = ask_offer(client, peer).await else {
+                continue;
+            };
+            progress(&format!(
+                "peer {peer} offers a snapshot at height {}",
+                offer.height
+            ));
+            if best.as_ref().is_none_or(|b| offer.height > b.height) {
+                best = Some(offer);
             }
         }
         if best.is_some() && !client.peers.iter().any(|peer| !asked.contains(peer)) {
@@ -243,111 +266,182 @@ pub async fn run(
             .next(Instant::now() + Duration::from_millis(300))
             .await?;
     }
-    let Some((peer, height, bucket_hashes)) = best else {
-        return Err(StateSyncError::NoOffer(wait_for_offer));
-    };
+    best.ok_or(StateSyncError::NoOffer(wait))
+}
 
-    // 2. Follow the validator set from genesis to height + 1, one commit per epoch.
+/// `peer`'s offer, when it answers with one of the shape this node uses.
+async fn ask_offer(client: &mut Client<'_>, peer: PeerId) -> Option<Offer> {
+    match client.ask(peer, SnapshotRequest::Offer).await {
+        Ok(SnapshotResponse::Offer {
+            height,
+            chunks,
+            bucket_hashes,
+        }) if chunks == SNAPSHOT_CHUNKS && bucket_hashes.len() == BUCKETS => {
+            let bucket_hashes = bucket_hashes
+                .iter()
+                .map(|bytes| bytes.as_slice().try_into().ok().map(Hash))
+                .collect::<Option<Vec<Hash>>>()?;
+            Some(Offer {
+                peer,
+                height,
+                bucket_hashes,
+            })
+        }
+        Ok(other) => {
+            tracing::debug!(%peer, ?other, "no usable snapshot offer");
+            None
+        }
+        Err(error) => {
+            tracing::debug!(%error, "offer request failed");
+            None
+        }
+    }
+}
+
+/// What step 2 proved of an offer: block `height`, the verified block `height + 1` (its commit
+/// of `height` and its app hash), and the set records of every epoch up to it.
+struct Verified {
+    base: Block,
+    top: Block,
+    app_hash: Hash,
+    epochs: u64,
+    set_records: Vec<(u64, Vec<u8>)>,
+}
+
+/// Follows the validator set from genesis to the offer's height + 1 (one commit per epoch)
+/// and checks the offered bucket hashes against the app hash that block carries.
+async fn verify_offer(
+    client: &mut Client<'_>,
+    genesis: &Genesis,
+    offer: &Offer,
+) -> Result<Verified, StateSyncError> {
+    let (peer, height) = (offer.peer, offer.height);
+    let params = &genesis.staking;
     let target = height + 1;
     let last_epoch = params.epoch_of(target);
-    let mut trusted: Vec<Validator> = genesis
-        .validator_set()
-        .map_err(|error| peer_error(peer, error.to_string()))?
-        .validators()
-        .to_vec();
     let epochs: Vec<u64> = (1..=last_epoch).collect();
-    let mut sets: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let sets = fetch_sets(client, peer, &epochs).await?;
+    let mut heights: Vec<u64> = (0..last_epoch)
+        .map(|k| (k + 1) * params.epoch_length)
+        .collect();
+    heights.extend([height, target]);
+    let blocks = fetch_blocks(client, peer, &heights).await?;
+    let fail = |reason: String| peer_error(peer, reason);
+    let (trusted, set_records) = follow_sets(genesis, &sets, &blocks, last_epoch).map_err(fail)?;
+    let (top, _) = blocks
+        .get(&target)
+        .ok_or_else(|| format!("block {target} missing"))
+        .and_then(|synced| verified_block(genesis, &trusted, target, synced))
+        .map_err(fail)?;
+    let app_hash = top.header.app_hash;
+    let base_synced = blocks
+        .get(&height)
+        .ok_or_else(|| fail(format!("block {height} missing")))?;
+    let base = Block::decode(&base_synced.block).map_err(|e| fail(e.to_string()))?;
+    if base.hash() != top.header.prev_hash || !base.data_hash_matches() {
+        return Err(fail(format!("block {height} is not block {target}'s parent")));
+    }
+    if merkle_root(&offer.bucket_hashes) != app_hash {
+        return Err(fail(format!(
+            "the offered bucket hashes do not have the app hash {app_hash} of height {height}"
+        )));
+    }
+    Ok(Verified {
+        base,
+        top,
+        app_hash,
+        epochs: last_epoch,
+        set_records,
+    })
+}
+
+/// The member lists of `epochs`, asked of `peer` in batches.
+async fn fetch_sets(
+    client: &mut Client<'_>,
+    peer: PeerId,
+    epochs: &[u64],
+) -> Result<BTreeMap<u64, Vec<u8>>, StateSyncError> {
+    let mut sets = BTreeMap::new();
     for batch in epochs.chunks(crate::p2p::MAX_SYNC_SETS) {
-        match client
-            .ask(
-                peer,
-                SnapshotRequest::Sets {
-                    epochs: batch.to_vec(),
-                },
-            )
-            .await?
-        {
+        let request = SnapshotRequest::Sets {
+            epochs: batch.to_vec(),
+        };
+        match client.ask(peer, request).await? {
             SnapshotResponse::Sets { sets: got } => {
-                for (epoch, bytes) in got {
-                    sets.insert(epoch, bytes.into_vec());
-                }
+                sets.extend(got.into_iter().map(|(epoch, bytes)| (epoch, bytes.into_vec())))
             }
             other => return Err(peer_error(peer, format!("sets: {other:?}"))),
         }
     }
-    let mut heights: Vec<u64> = (0..last_epoch)
-        .map(|k| (k + 1) * params.epoch_length)
-        .collect();
-    heights.push(height);
-    heights.push(target);
-    let mut blocks: BTreeMap<u64, SyncedBlock> = BTreeMap::new();
+    Ok(sets)
+}
+
+/// The blocks at `heights`, with their commits, asked of `peer` in batches.
+async fn fetch_blocks(
+    client: &mut Client<'_>,
+    peer: PeerId,
+    heights: &[u64],
+) -> Result<BTreeMap<u64, SyncedBlock>, StateSyncError> {
+    let mut blocks = BTreeMap::new();
     for batch in heights.chunks(MAX_SYNC_BLOCKS as usize) {
-        match client
-            .ask(
-                peer,
-                SnapshotRequest::Heights {
-                    heights: batch.to_vec(),
-                },
-            )
-            .await?
-        {
+        let request = SnapshotRequest::Heights {
+            heights: batch.to_vec(),
+        };
+        match client.ask(peer, request).await? {
             SnapshotResponse::Blocks { blocks: got } => blocks.extend(got),
             other => return Err(peer_error(peer, format!("blocks: {other:?}"))),
         }
     }
+    Ok(blocks)
+}
+
+/// Follows the set from genesis through `last_epoch` epochs: each epoch's last block is
+/// verified by its commit under the set trusted so far, and its `next_validators_hash` vouches
+/// for the next set. Returns the last trusted set and every epoch's set record.
+#[allow(clippy::type_complexity)]
+fn follow_sets(
+    genesis: &Genesis,
+    sets: &BTreeMap<u64, Vec<u8>>,
+    blocks: &BTreeMap<u64, SyncedBlock>,
+    last_epoch: u64,
+) -> Result<(Vec<Validator>, Vec<(u64, Vec<u8>)>), String> {
+    let mut trusted: Vec<Validator> = genesis
+        .validator_set()
+        .map_err(|error| error.to_string())?
+        .validators()
+        .to_vec();
     let mut set_records = vec![(0u64, crate::state::encode_members(&members_of(&trusted)))];
     for epoch in 0..last_epoch {
-        let boundary = (epoch + 1) * params.epoch_length;
+        let boundary = (epoch + 1) * genesis.staking.epoch_length;
         let synced = blocks
             .get(&boundary)
-            .ok_or_else(|| peer_error(peer, format!("block {boundary} missing")))?;
-        let (block, _) = verified_block(genesis, &trusted, boundary, synced)
-            .map_err(|reason| peer_error(peer, reason))?;
+            .ok_or_else(|| format!("block {boundary} missing"))?;
+        let (block, _) = verified_block(genesis, &trusted, boundary, synced)?;
         let bytes = sets
             .get(&(epoch + 1))
-            .ok_or_else(|| peer_error(peer, format!("set of epoch {} missing", epoch + 1)))?;
+            .ok_or_else(|| format!("set of epoch {} missing", epoch + 1))?;
         let members = try_decode_members(bytes)
-            .ok_or_else(|| peer_error(peer, format!("set of epoch {} malformed", epoch + 1)))?;
+            .ok_or_else(|| format!("set of epoch {} malformed", epoch + 1))?;
         let next = to_validators(&members);
         if set_hash(&next) != block.header.next_validators_hash {
-            return Err(peer_error(
-                peer,
-                format!("set of epoch {} does not match block {boundary}", epoch + 1),
+            return Err(format!(
+                "set of epoch {} does not match block {boundary}",
+                epoch + 1
             ));
         }
         set_records.push((epoch + 1, bytes.clone()));
         trusted = next;
     }
-    let (top, _) = blocks
-        .get(&target)
-        .ok_or_else(|| peer_error(peer, format!("block {target} missing")))
-        .and_then(|synced| {
-            verified_block(genesis, &trusted, target, synced).map_err(|r| peer_error(peer, r))
-        })?;
-    let app_hash = top.header.app_hash;
-    let base_synced = blocks
-        .get(&height)
-        .ok_or_else(|| peer_error(peer, format!("block {height} missing")))?;
-    let base = Block::decode(&base_synced.block).map_err(|e| peer_error(peer, e.to_string()))?;
-    if base.hash() != top.header.prev_hash || !base.data_hash_matches() {
-        return Err(peer_error(
-            peer,
-            format!("block {height} is not block {target}'s parent"),
-        ));
-    }
-    if merkle_root(&bucket_hashes) != app_hash {
-        return Err(peer_error(
-            peer,
-            format!(
-                "the offered bucket hashes do not have the app hash {app_hash} of height {height}"
-            ),
-        ));
-    }
-    progress(&format!(
-        "app hash of height {height} verified through {last_epoch} epoch(s) of commits: {app_hash}"
-    ));
+    Ok((trusted, set_records))
+}
 
-    // 3. Chunks, each checked against the bucket hashes; a peer that sends a bad one is dropped.
+/// Every chunk of the offer, each checked against its bucket hashes; a chunk that fails is
+/// asked of another peer, and the peer that sent it is not asked again.
+async fn fetch_chunks(
+    client: &mut Client<'_>,
+    offer: &Offer,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateSyncError> {
     let per_chunk = BUCKETS / SNAPSHOT_CHUNKS as usize;
     let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut bad_peers: HashSet<PeerId> = HashSet::new();
@@ -355,7 +449,7 @@ pub async fn run(
         let mut tries = 0;
         loop {
             tries += 1;
-            let candidates: Vec<PeerId> = std::iter::once(peer)
+            let candidates: Vec<PeerId> = std::iter::once(offer.peer)
                 .chain(client.peers.iter().copied())
                 .filter(|p| !bad_peers.contains(p))
                 .collect();
@@ -363,12 +457,13 @@ pub async fn run(
                 .get((index as usize + tries) % candidates.len().max(1))
                 .copied()
             else {
-                return Err(peer_error(peer, "every peer sent a bad chunk"));
+                return Err(peer_error(offer.peer, "every peer sent a bad chunk"));
             };
-            let answer = client
-                .ask(from, SnapshotRequest::Chunk { height, index })
-                .await;
-            let chunk = match answer {
+            let request = SnapshotRequest::Chunk {
+                height: offer.height,
+                index,
+            };
+            let chunk = match client.ask(from, request).await {
                 Ok(SnapshotResponse::Chunk { entries: got, .. }) => got,
                 Ok(other) => {
                     tracing::warn!(peer = %from, ?other, "chunk refused");
@@ -381,7 +476,7 @@ pub async fn run(
                 }
                 Err(error) => return Err(error),
             };
-            match check_chunk(index as usize, per_chunk, &bucket_hashes, chunk) {
+            match check_chunk(index as usize, per_chunk, &offer.bucket_hashes, chunk) {
                 Ok(good) => {
                     entries.extend(good);
                     break;
@@ -398,14 +493,25 @@ pub async fn run(
             entries.len()
         ));
     }
+    Ok(entries)
+}
 
-    // 4. Write it all in one batch: state, block `height`, its commit and the set records.
-    let state =
-        ChainState::from_entries(&genesis.chain_id, params.clone(), height, entries.clone())
-            .map_err(|error| peer_error(peer, error.to_string()))?;
-    if state.app_hash() != app_hash {
+/// Rebuilds the state from `entries`, checks it has the verified app hash, and writes it, block
+/// `height`, its commit and the set records in one batch. Returns the number of keys.
+fn write(
+    storage: &Storage,
+    genesis: &Genesis,
+    offer: &Offer,
+    verified: Verified,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<usize, StateSyncError> {
+    let height = offer.height;
+    let params: StakingParams = genesis.staking.clone();
+    let state = ChainState::from_entries(&genesis.chain_id, params, height, entries.clone())
+        .map_err(|error| peer_error(offer.peer, error.to_string()))?;
+    if state.app_hash() != verified.app_hash {
         return Err(peer_error(
-            peer,
+            offer.peer,
             "the restored state does not have the verified app hash",
         ));
     }
@@ -414,22 +520,17 @@ pub async fn run(
         .map(|(key, value)| StateChange::Put(key, value))
         .collect();
     let mut records = vec![
-        (commit_key(height), top.last_commit.clone()),
-        (app_hash_key(height), app_hash.0.to_vec()),
+        (commit_key(height), verified.top.last_commit.clone()),
+        (app_hash_key(height), verified.app_hash.0.to_vec()),
     ];
     records.extend(
-        set_records
+        verified
+            .set_records
             .into_iter()
             .map(|(epoch, bytes)| (set_record_key(epoch), bytes)),
     );
-    storage.restore_at(&base, &changes, &records)?;
-    Ok(Synced {
-        height,
-        keys: changes.len(),
-        epochs_verified: last_epoch,
-        elapsed: started.elapsed(),
-        peers: client.peers.clone(),
-    })
+    storage.restore_at(&verified.base, &changes, &records)?;
+    Ok(changes.len())
 }
 
 fn members_of(validators: &[Validator]) -> Vec<crate::state::Member> {

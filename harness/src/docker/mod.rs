@@ -901,17 +901,20 @@ pub async fn wait_heights(
 ) -> Result<(), DockerError> {
     let waiting = state.clone();
     let all = all.to_vec();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // A watch holds only the latest count (bounded: a slow reader skips counts, never queues
+    // them); it closes when the waiter returns and drops the sender.
+    let (tx, mut rx) = tokio::sync::watch::channel(0usize);
     let waiter = tokio::task::spawn_blocking(move || {
         process::wait_for_height(&waiting, &all, height, timeout, |heights| {
             let ready = heights
                 .iter()
                 .filter(|h| h.is_some_and(|h| h >= height))
                 .count();
-            let _ = tx.send(ready);
+            tx.send_replace(ready);
         })
     });
-    while let Some(ready) = rx.recv().await {
+    while rx.changed().await.is_ok() {
+        let ready = *rx.borrow_and_update();
         progress(ready);
     }
     waiter

@@ -142,12 +142,58 @@ pub struct GossipReport {
 /// Starts `nodes` swarms that each dial every other (as a static devnet does), publishes
 /// `messages` signed votes from rotating nodes, and times their arrival at every other node.
 pub async fn gossip(nodes: usize, messages: usize) -> Result<GossipReport, P2pError> {
-    let mut handles: Vec<P2pHandle> = Vec::with_capacity(nodes);
-    let mut streams = Vec::with_capacity(nodes);
-    let mut addresses = Vec::with_capacity(nodes);
+    assert!(nodes >= 2, "the caller checks --gossip-nodes");
+    let (handles, streams) = start_mesh(nodes).await?;
+    let validator = SigningKey::from_bytes(&[7; 32]);
+    // Bounded by what can arrive: each message once at each node; each node's connections.
+    let (arrivals_tx, mut arrivals) = mpsc::channel(messages.max(1) * nodes);
+    let (ready_tx, mut ready) = mpsc::channel(nodes * nodes);
+    for (index, events) in streams.into_iter().enumerate() {
+        let receiver = Receiver {
+            index,
+            handle: handles[index].clone(),
+            public: validator.verifying_key(),
+            arrivals: arrivals_tx.clone(),
+            ready: ready_tx.clone(),
+        };
+        tokio::spawn(receiver.run(events));
+    }
+    wait_for_mesh(&mut ready, nodes).await?;
+    // Then for gossipsub meshes to form (a few heartbeats).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut tally = Tally::default();
+    for number in 0..messages {
+        let data = signed_vote(&validator, number);
+        tally.sent.insert(Hash::digest(&data), Instant::now());
+        let _ = handles[number % nodes]
+            .commands
+            .send(P2pCommand::Publish(Topic::Votes, data));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok((hash, at)) = arrivals.try_recv() {
+            tally.note(hash, at);
+        }
+    }
+    let drain = Instant::now() + Duration::from_secs(5);
+    let expected = messages * (nodes - 1);
+    while tally.received.values().map(|(count, _)| *count).sum::<usize>() < expected
+        && Instant::now() < drain
+    {
+        if let Ok(Some((hash, at))) =
+            tokio::time::timeout(Duration::from_millis(100), arrivals.recv()).await
+        {
+            tally.note(hash, at);
+        }
+    }
+    drop(handles);
+    Ok(tally.report(nodes, messages))
+}
+
+/// `nodes` swarms on loopback, each bootstrapped with every other's address.
+async fn start_mesh(
+    nodes: usize,
+) -> Result<(Vec<P2pHandle>, Vec<mpsc::Receiver<P2pEvent>>), P2pError> {
     let keys: Vec<Keypair> = (0..nodes).map(|_| Keypair::generate_ed25519()).collect();
-    // Bind first, then restart each swarm with the full bootstrap list: ports are known only
-    // after binding, so pick them by binding and releasing.
+    // Ports are known only after binding: pick them by binding and releasing.
     let ports: Vec<u16> = (0..nodes)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -156,13 +202,18 @@ pub async fn gossip(nodes: usize, messages: usize) -> Result<GossipReport, P2pEr
                 .map_err(|error| P2pError::Transport(error.to_string()))
         })
         .collect::<Result<_, _>>()?;
-    for (index, key) in keys.iter().enumerate() {
-        addresses.push(format!(
-            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-            ports[index],
-            key.public().to_peer_id()
-        ));
-    }
+    let addresses: Vec<String> = keys
+        .iter()
+        .zip(&ports)
+        .map(|(key, port)| {
+            format!(
+                "/ip4/127.0.0.1/tcp/{port}/p2p/{}",
+                key.public().to_peer_id()
+            )
+        })
+        .collect();
+    let mut handles = Vec::with_capacity(nodes);
+    let mut streams = Vec::with_capacity(nodes);
     for (index, key) in keys.iter().enumerate() {
         let config = P2pConfig {
             listen: vec![format!("/ip4/127.0.0.1/tcp/{}", ports[index])],
@@ -179,45 +230,51 @@ pub async fn gossip(nodes: usize, messages: usize) -> Result<GossipReport, P2pEr
         handles.push(handle);
         streams.push(events);
     }
-    // Receivers: accept every valid vote and report (message id, node, time).
-    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel::<(Hash, usize, Instant)>();
-    let validator = SigningKey::from_bytes(&[7; 32]);
-    let public = validator.verifying_key();
-    let mut connected = vec![0usize; nodes];
-    let (ready_tx, mut ready) = mpsc::unbounded_channel::<usize>();
-    for (index, mut events) in streams.into_iter().enumerate() {
-        let handle = handles[index].clone();
-        let arrivals = arrivals_tx.clone();
-        let ready = ready_tx.clone();
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                match event {
-                    P2pEvent::Gossip {
-                        id, source, data, ..
-                    } => {
-                        let acceptance = match wire::decode_vote(&data) {
-                            Ok(vote) if vote.verify("bench", &public) => {
-                                let _ = arrivals.send((Hash::digest(&data), index, Instant::now()));
-                                MessageAcceptance::Accept
-                            }
-                            _ => MessageAcceptance::Reject,
-                        };
-                        let _ = handle.commands.send(P2pCommand::Validate {
-                            id,
-                            source,
-                            acceptance,
-                        });
-                    }
-                    P2pEvent::Connected(_) => {
-                        let _ = ready.send(index);
-                    }
-                    _ => {}
+    Ok((handles, streams))
+}
+
+/// One node's event reader: accepts every vote signed by the bench validator, reporting
+/// (message id, time) of each, and reports each new connection.
+struct Receiver {
+    index: usize,
+    handle: P2pHandle,
+    public: ed25519_dalek::VerifyingKey,
+    arrivals: mpsc::Sender<(Hash, Instant)>,
+    ready: mpsc::Sender<usize>,
+}
+
+impl Receiver {
+    async fn run(self, mut events: mpsc::Receiver<P2pEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                P2pEvent::Gossip {
+                    id, source, data, ..
+                } => {
+                    let acceptance = match wire::decode_vote(&data) {
+                        Ok(vote) if vote.verify("bench", &self.public) => {
+                            let _ = self.arrivals.send((Hash::digest(&data), Instant::now())).await;
+                            MessageAcceptance::Accept
+                        }
+                        _ => MessageAcceptance::Reject,
+                    };
+                    let _ = self.handle.commands.send(P2pCommand::Validate {
+                        id,
+                        source,
+                        acceptance,
+                    });
                 }
+                P2pEvent::Connected(_) => {
+                    let _ = self.ready.send(self.index).await;
+                }
+                _ => {}
             }
-        });
+        }
     }
-    // Wait for a full mesh of connections (each node sees nodes - 1 peers), then for
-    // gossipsub meshes to form (a few heartbeats).
+}
+
+/// Waits up to 60 s until every node reports `nodes - 1` connections (a full mesh).
+async fn wait_for_mesh(ready: &mut mpsc::Receiver<usize>, nodes: usize) -> Result<(), P2pError> {
+    let mut connected = vec![0usize; nodes];
     let deadline = Instant::now() + Duration::from_secs(60);
     while connected.iter().any(|count| *count < nodes - 1) {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -230,77 +287,71 @@ pub async fn gossip(nodes: usize, messages: usize) -> Result<GossipReport, P2pEr
             }
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut sent: HashMap<Hash, Instant> = HashMap::new();
-    let mut delivery = histogram();
-    let mut received: HashMap<Hash, (usize, Instant)> = HashMap::new();
-    for number in 0..messages {
-        let vote = Vote {
-            kind: VoteKind::Prevote,
-            height: number as u64 + 1,
-            round: 0,
-            value: Some(Hash::digest(&number.to_be_bytes())),
-            validator: 0,
-        };
-        let signed = SignedVote {
-            vote,
-            signature: validator.sign(&vote.sign_bytes("bench")),
-        };
-        let data = wire::encode_vote(&signed);
-        let origin = number % nodes;
-        sent.insert(Hash::digest(&data), Instant::now());
-        let _ = handles[origin]
-            .commands
-            .send(P2pCommand::Publish(Topic::Votes, data));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Ok((hash, _, at)) = arrivals.try_recv() {
-            note(&sent, &mut received, &mut delivery, hash, at);
-        }
-    }
-    let drain = Instant::now() + Duration::from_secs(5);
-    let expected = messages * (nodes - 1);
-    while received.values().map(|(count, _)| *count).sum::<usize>() < expected
-        && Instant::now() < drain
-    {
-        if let Ok(Some((hash, _, at))) =
-            tokio::time::timeout(Duration::from_millis(100), arrivals.recv()).await
-        {
-            note(&sent, &mut received, &mut delivery, hash, at);
-        }
-    }
-    let mut all_nodes = histogram();
-    let mut lost = 0u64;
-    for (hash, published) in &sent {
-        match received.get(hash) {
-            Some((count, last)) if *count >= nodes - 1 => {
-                record(&mut all_nodes, *last - *published)
-            }
-            Some((count, _)) => lost += (nodes - 1 - count) as u64,
-            None => lost += (nodes - 1) as u64,
-        }
-    }
-    drop(handles);
-    Ok(GossipReport {
-        nodes,
-        messages,
-        delivery: summary(&delivery),
-        all_nodes: summary(&all_nodes),
-        lost_deliveries: lost,
-    })
+    Ok(())
 }
 
-fn note(
-    sent: &HashMap<Hash, Instant>,
-    received: &mut HashMap<Hash, (usize, Instant)>,
-    delivery: &mut Histogram<u64>,
-    hash: Hash,
-    at: Instant,
-) {
-    if let Some(published) = sent.get(&hash) {
-        record(delivery, at - *published);
-        let entry = received.entry(hash).or_insert((0, at));
-        entry.0 += 1;
-        entry.1 = entry.1.max(at);
+/// Bench vote number `number` (its height is `number + 1`), signed and encoded.
+fn signed_vote(validator: &SigningKey, number: usize) -> Vec<u8> {
+    let vote = Vote {
+        kind: VoteKind::Prevote,
+        height: number as u64 + 1,
+        round: 0,
+        value: Some(Hash::digest(&number.to_be_bytes())),
+        validator: 0,
+    };
+    let signed = SignedVote {
+        vote,
+        signature: validator.sign(&vote.sign_bytes("bench")),
+    };
+    wire::encode_vote(&signed)
+}
+
+/// Publish times, arrivals per message (count, last) and every delivery's latency.
+struct Tally {
+    sent: HashMap<Hash, Instant>,
+    received: HashMap<Hash, (usize, Instant)>,
+    delivery: Histogram<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            sent: HashMap::new(),
+            received: HashMap::new(),
+            delivery: histogram(),
+        }
+    }
+}
+
+impl Tally {
+    fn note(&mut self, hash: Hash, at: Instant) {
+        if let Some(published) = self.sent.get(&hash) {
+            record(&mut self.delivery, at - *published);
+            let entry = self.received.entry(hash).or_insert((0, at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(at);
+        }
+    }
+
+    fn report(&self, nodes: usize, messages: usize) -> GossipReport {
+        let mut all_nodes = histogram();
+        let mut lost = 0u64;
+        for (hash, published) in &self.sent {
+            match self.received.get(hash) {
+                Some((count, last)) if *count >= nodes - 1 => {
+                    record(&mut all_nodes, *last - *published)
+                }
+                Some((count, _)) => lost += (nodes - 1 - count) as u64,
+                None => lost += (nodes - 1) as u64,
+            }
+        }
+        GossipReport {
+            nodes,
+            messages,
+            delivery: summary(&self.delivery),
+            all_nodes: summary(&all_nodes),
+            lost_deliveries: lost,
+        }
     }
 }
 
