@@ -956,143 +956,15 @@ level = "{level}"
         };
         check_name(&self.moniker).map_err(|reason| invalid("moniker", reason))?;
         check_name(&self.chain_id).map_err(|reason| invalid("chain_id", reason))?;
-        self.api.listen.parse::<SocketAddr>().map_err(|_| {
-            invalid(
-                "api.listen",
-                format!("{:?} is not an IP:port address", self.api.listen),
-            )
-        })?;
-        if !(1024..=(64 << 20)).contains(&self.api.max_body_bytes) {
-            return Err(invalid(
-                "api.max_body_bytes",
-                "must be between 1024 and 67108864".into(),
-            ));
-        }
-        if self.api.rate_limit_per_s > 0 && self.api.rate_limit_burst < self.api.rate_limit_per_s {
-            return Err(invalid(
-                "api.rate_limit_burst",
-                format!(
-                    "must be at least api.rate_limit_per_s ({})",
-                    self.api.rate_limit_per_s
-                ),
-            ));
-        }
-        let tls = &self.api.tls;
-        if tls.enabled {
-            for (field, value) in [
-                ("api.tls.cert_file", &tls.cert_file),
-                ("api.tls.key_file", &tls.key_file),
-            ] {
-                if value.is_empty() {
-                    return Err(invalid(
-                        field,
-                        "is needed with api.tls.enabled = true".into(),
-                    ));
-                }
-            }
-            if !tls.listen.is_empty() {
-                let address = tls.listen.parse::<SocketAddr>().map_err(|_| {
-                    invalid(
-                        "api.tls.listen",
-                        format!("{:?} is not an IP:port address", tls.listen),
-                    )
-                })?;
-                if tls.listen == self.api.listen && address.port() != 0 {
-                    return Err(invalid(
-                        "api.tls.listen",
-                        "must differ from api.listen (or be \"\" to make api.listen HTTPS)".into(),
-                    ));
-                }
-            }
-            if !tls.crl_file.is_empty() && tls.client_ca_file.is_empty() {
-                return Err(invalid(
-                    "api.tls.crl_file",
-                    "needs api.tls.client_ca_file (the CA it revokes for)".into(),
-                ));
-            }
-            if !tls.ca_key_file.is_empty() && tls.renew_before_s == 0 {
-                return Err(invalid(
-                    "api.tls.renew_before_s",
-                    "must be at least 1 with api.tls.ca_key_file".into(),
-                ));
-            }
-        } else if !tls.is_off() {
-            return Err(invalid(
-                "api.tls",
-                "has settings but enabled = false; set enabled = true or remove the section".into(),
-            ));
-        }
+        self.validate_api(&invalid)?;
         self.validate_p2p(&invalid)?;
-        let consensus = &self.consensus;
-        for (field, value) in [
-            ("consensus.timeout_propose_ms", consensus.timeout_propose_ms),
-            ("consensus.timeout_prevote_ms", consensus.timeout_prevote_ms),
-            (
-                "consensus.timeout_precommit_ms",
-                consensus.timeout_precommit_ms,
-            ),
-        ] {
-            if !(1..=600_000).contains(&value) {
-                return Err(invalid(field, "must be between 1 and 600000".into()));
-            }
-        }
-        for (field, value) in [
-            (
-                "consensus.timeout_propose_delta_ms",
-                consensus.timeout_propose_delta_ms,
-            ),
-            (
-                "consensus.timeout_prevote_delta_ms",
-                consensus.timeout_prevote_delta_ms,
-            ),
-            (
-                "consensus.timeout_precommit_delta_ms",
-                consensus.timeout_precommit_delta_ms,
-            ),
-            ("consensus.timeout_commit_ms", consensus.timeout_commit_ms),
-        ] {
-            if value > 600_000 {
-                return Err(invalid(field, "must be at most 600000".into()));
-            }
-        }
-        if !(1..=crate::block::MAX_TXS_PER_BLOCK).contains(&consensus.max_block_txs) {
-            return Err(invalid(
-                "consensus.max_block_txs",
-                format!("must be between 1 and {}", crate::block::MAX_TXS_PER_BLOCK),
-            ));
-        }
-        if !(1..=10_000_000).contains(&self.mempool.max_txs) {
-            return Err(invalid(
-                "mempool.max_txs",
-                "must be between 1 and 10000000".into(),
-            ));
-        }
-        if !(1024..=(4 << 30)).contains(&self.mempool.max_bytes) {
-            return Err(invalid(
-                "mempool.max_bytes",
-                "must be between 1024 and 4294967296".into(),
-            ));
-        }
-        if !(1..=86_400).contains(&self.mempool.ttl_s) {
-            return Err(invalid(
-                "mempool.ttl_s",
-                "must be between 1 and 86400".into(),
-            ));
-        }
+        self.validate_consensus(&invalid)?;
         self.storage
             .validate()
             .map_err(|(field, reason)| invalid(field, reason))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|error| invalid("log.level", format!("{:?}: {error}", self.log.level)))?;
-        if self.devnet.commit_delay_ms > 10_000 {
-            return Err(invalid(
-                "devnet.commit_delay_ms",
-                "must be at most 10000".into(),
-            ));
-        }
-        self.devnet
-            .check()
-            .map_err(|(field, reason)| invalid(field, reason))?;
+        self.validate_devnet(&invalid)?;
         self.inference
             .check()
             .map_err(|(field, reason)| invalid(field, reason))?;
@@ -1117,10 +989,232 @@ level = "{level}"
         Ok(())
     }
 
-    fn validate_p2p(
-        &self,
-        invalid: &dyn Fn(&str, String) -> ConfigError,
-    ) -> Result<(), ConfigError> {
+    fn validate_api(&self, invalid: &Invalid) -> Result<(), ConfigError> {
+        self.api.listen.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "api.listen",
+                format!("{:?} is not an IP:port address", self.api.listen),
+            )
+        })?;
+        between(
+            invalid,
+            "api.max_body_bytes",
+            self.api.max_body_bytes,
+            1024,
+            64 << 20,
+        )?;
+        if self.api.rate_limit_per_s > 0 && self.api.rate_limit_burst < self.api.rate_limit_per_s {
+            return Err(invalid(
+                "api.rate_limit_burst",
+                format!(
+                    "must be at least api.rate_limit_per_s ({})",
+                    self.api.rate_limit_per_s
+                ),
+            ));
+        }
+        let tls = &self.api.tls;
+        if !tls.enabled {
+            if tls.is_off() {
+                return Ok(());
+            }
+            return Err(invalid(
+                "api.tls",
+                "has settings but enabled = false; set enabled = true or remove the section".into(),
+            ));
+        }
+        for (field, value) in [
+            ("api.tls.cert_file", &tls.cert_file),
+            ("api.tls.key_file", &tls.key_file),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(
+                    field,
+                    "is needed with api.tls.enabled = true".into(),
+                ));
+            }
+        }
+        if !tls.listen.is_empty() {
+            let address = tls.listen.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "api.tls.listen",
+                    format!("{:?} is not an IP:port address", tls.listen),
+                )
+            })?;
+            if tls.listen == self.api.listen && address.port() != 0 {
+                return Err(invalid(
+                    "api.tls.listen",
+                    "must differ from api.listen (or be \"\" to make api.listen HTTPS)".into(),
+                ));
+            }
+        }
+        if !tls.crl_file.is_empty() && tls.client_ca_file.is_empty() {
+            return Err(invalid(
+                "api.tls.crl_file",
+                "needs api.tls.client_ca_file (the CA it revokes for)".into(),
+            ));
+        }
+        if !tls.ca_key_file.is_empty() && tls.renew_before_s == 0 {
+            return Err(invalid(
+                "api.tls.renew_before_s",
+                "must be at least 1 with api.tls.ca_key_file".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The consensus timeouts and block size, and the mempool's bounds.
+    fn validate_consensus(&self, invalid: &Invalid) -> Result<(), ConfigError> {
+        let consensus = &self.consensus;
+        for (field, value) in [
+            ("consensus.timeout_propose_ms", consensus.timeout_propose_ms),
+            ("consensus.timeout_prevote_ms", consensus.timeout_prevote_ms),
+            (
+                "consensus.timeout_precommit_ms",
+                consensus.timeout_precommit_ms,
+            ),
+        ] {
+            between(invalid, field, value, 1, 600_000)?;
+        }
+        for (field, value) in [
+            (
+                "consensus.timeout_propose_delta_ms",
+                consensus.timeout_propose_delta_ms,
+            ),
+            (
+                "consensus.timeout_prevote_delta_ms",
+                consensus.timeout_prevote_delta_ms,
+            ),
+            (
+                "consensus.timeout_precommit_delta_ms",
+                consensus.timeout_precommit_delta_ms,
+            ),
+            ("consensus.timeout_commit_ms", consensus.timeout_commit_ms),
+        ] {
+            if value > 600_000 {
+                return Err(invalid(field, "must be at most 600000".into()));
+            }
+        }
+        let max_txs = crate::block::MAX_TXS_PER_BLOCK;
+        between(
+            invalid,
+            "consensus.max_block_txs",
+            consensus.max_block_txs,
+            1,
+            max_txs,
+        )?;
+        between(
+            invalid,
+            "mempool.max_txs",
+            self.mempool.max_txs,
+            1,
+            10_000_000,
+        )?;
+        between(
+            invalid,
+            "mempool.max_bytes",
+            self.mempool.max_bytes,
+            1024,
+            4 << 30,
+        )?;
+        between(invalid, "mempool.ttl_s", self.mempool.ttl_s, 1, 86_400)
+    }
+
+    fn validate_devnet(&self, invalid: &Invalid) -> Result<(), ConfigError> {
+        if self.devnet.commit_delay_ms > 10_000 {
+            return Err(invalid(
+                "devnet.commit_delay_ms",
+                "must be at most 10000".into(),
+            ));
+        }
+        self.devnet
+            .check()
+            .map_err(|(field, reason)| invalid(field, reason))
+    }
+
+    fn validate_p2p(&self, invalid: &Invalid) -> Result<(), ConfigError> {
+        let p2p = &self.p2p;
+        self.validate_p2p_addresses(invalid)?;
+        between(
+            invalid,
+            "p2p.max_connections",
+            p2p.max_connections,
+            1,
+            100_000,
+        )?;
+        between(
+            invalid,
+            "p2p.max_message_bytes",
+            p2p.max_message_bytes,
+            1024,
+            256 << 20,
+        )?;
+        between(
+            invalid,
+            "p2p.gossip_heartbeat_ms",
+            p2p.gossip_heartbeat_ms,
+            50,
+            10_000,
+        )?;
+        between(invalid, "p2p.gossip_mesh_n", p2p.gossip_mesh_n, 2, 32)?;
+        // The production profile (no [devnet] section) is TLS 1.3 only.
+        if p2p.noise && !self.devnet.enabled {
+            return Err(invalid(
+                "p2p.noise",
+                "Noise is for devnets and comparisons only (set devnet.enabled = true); production links are TLS 1.3".into(),
+            ));
+        }
+        between(
+            invalid,
+            "p2p.relay_reservations",
+            p2p.relay_reservations,
+            1,
+            8,
+        )?;
+        if p2p.relay_server
+            && (p2p.relay_max_circuits == 0
+                || p2p.relay_max_reservations == 0
+                || p2p.relay_max_circuit_duration_s == 0
+                || p2p.relay_max_circuit_bytes < 1024
+                || p2p.relay_circuits_per_minute == 0)
+        {
+            return Err(invalid(
+                "p2p.relay_max_circuits",
+                "a relay server needs relay_max_reservations, relay_max_circuits, relay_max_circuit_duration_s and relay_circuits_per_minute above 0 and relay_max_circuit_bytes of at least 1024".into(),
+            ));
+        }
+        for (index, domain) in p2p.bootstrap_dns.iter().enumerate() {
+            if !is_domain_name(domain) {
+                return Err(invalid(
+                    "p2p.bootstrap_dns",
+                    format!(
+                        "[{index}] {domain:?} is not a domain name (e.g. \"seed.example.org\")"
+                    ),
+                ));
+            }
+        }
+        if !p2p.dns_server.is_empty() && p2p.dns_server.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "p2p.dns_server",
+                format!("{:?} is not ip:port (e.g. \"10.0.0.2:53\")", p2p.dns_server),
+            ));
+        }
+        for (field, path) in [
+            ("p2p.allowlist_file", &p2p.allowlist_file),
+            ("p2p.revoked_file", &p2p.revoked_file),
+        ] {
+            if !path.is_empty() && path.trim() != path {
+                return Err(invalid(
+                    field,
+                    format!("{path:?} has leading or trailing spaces"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `p2p.listen`, `p2p.external_addresses` and `p2p.bootstrap` are multiaddrs; a bootstrap
+    /// address names its peer (or is a /dnsaddr seed).
+    fn validate_p2p_addresses(&self, invalid: &Invalid) -> Result<(), ConfigError> {
         let p2p = &self.p2p;
         let parse = |field: &str, index: usize, text: &str| {
             text.parse::<libp2p::Multiaddr>().map_err(|error| {
@@ -1154,89 +1248,6 @@ level = "{level}"
                 ));
             }
         }
-        if !(1..=100_000).contains(&p2p.max_connections) {
-            return Err(invalid(
-                "p2p.max_connections",
-                "must be between 1 and 100000".into(),
-            ));
-        }
-        if !(1024..=(256 << 20)).contains(&p2p.max_message_bytes) {
-            return Err(invalid(
-                "p2p.max_message_bytes",
-                "must be between 1024 and 268435456".into(),
-            ));
-        }
-        if !(50..=10_000).contains(&p2p.gossip_heartbeat_ms) {
-            return Err(invalid(
-                "p2p.gossip_heartbeat_ms",
-                "must be between 50 and 10000".into(),
-            ));
-        }
-        if !(2..=32).contains(&p2p.gossip_mesh_n) {
-            return Err(invalid(
-                "p2p.gossip_mesh_n",
-                "must be between 2 and 32".into(),
-            ));
-        }
-        // The production profile (no [devnet] section) is TLS 1.3 only.
-        if p2p.noise && !self.devnet.enabled {
-            return Err(invalid(
-                "p2p.noise",
-                "Noise is for devnets and comparisons only (set devnet.enabled = true); production links are TLS 1.3".into(),
-            ));
-        }
-        if !(1..=8).contains(&p2p.relay_reservations) {
-            return Err(invalid(
-                "p2p.relay_reservations",
-                "must be between 1 and 8".into(),
-            ));
-        }
-        if p2p.relay_server
-            && (p2p.relay_max_circuits == 0
-                || p2p.relay_max_reservations == 0
-                || p2p.relay_max_circuit_duration_s == 0
-                || p2p.relay_max_circuit_bytes < 1024
-                || p2p.relay_circuits_per_minute == 0)
-        {
-            return Err(invalid(
-                "p2p.relay_max_circuits",
-                "a relay server needs relay_max_reservations, relay_max_circuits, relay_max_circuit_duration_s and relay_circuits_per_minute above 0 and relay_max_circuit_bytes of at least 1024".into(),
-            ));
-        }
-        for (index, domain) in p2p.bootstrap_dns.iter().enumerate() {
-            let ok = !domain.is_empty()
-                && domain.len() <= 253
-                && domain.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
-            if !ok {
-                return Err(invalid(
-                    "p2p.bootstrap_dns",
-                    format!(
-                        "[{index}] {domain:?} is not a domain name (e.g. \"seed.example.org\")"
-                    ),
-                ));
-            }
-        }
-        if !p2p.dns_server.is_empty() && p2p.dns_server.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "p2p.dns_server",
-                format!("{:?} is not ip:port (e.g. \"10.0.0.2:53\")", p2p.dns_server),
-            ));
-        }
-        for (field, path) in [
-            ("p2p.allowlist_file", &p2p.allowlist_file),
-            ("p2p.revoked_file", &p2p.revoked_file),
-        ] {
-            if !path.is_empty() && path.trim() != path {
-                return Err(invalid(
-                    field,
-                    format!("{path:?} has leading or trailing spaces"),
-                ));
-            }
-        }
         Ok(())
     }
 
@@ -1246,6 +1257,34 @@ level = "{level}"
             .parse()
             .expect("api.listen is checked by validate()")
     }
+}
+
+/// Builds the error for a field (the origin is the file or "command line").
+type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+/// `value` of `field` within `low..=high`, or the error that says so.
+fn between<T: PartialOrd + std::fmt::Display>(
+    invalid: &Invalid,
+    field: &str,
+    value: T,
+    low: T,
+    high: T,
+) -> Result<(), ConfigError> {
+    if value < low || value > high {
+        return Err(invalid(field, format!("must be between {low} and {high}")));
+    }
+    Ok(())
+}
+
+/// A DNS name: dot-separated labels of 1-63 letters, digits and hyphens, 253 bytes at most.
+fn is_domain_name(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 fn toml_list(items: &[String]) -> String {

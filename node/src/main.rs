@@ -55,30 +55,7 @@ enum Command {
         force: bool,
     },
     /// Run the node until SIGINT or SIGTERM (config: file, then BLYAN_* variables, then flags).
-    Start {
-        #[command(flatten)]
-        home: HomeArg,
-        /// Overrides api.listen, e.g. 127.0.0.1:26657.
-        #[arg(long, value_name = "ADDR")]
-        api_listen: Option<String>,
-        /// Overrides moniker.
-        #[arg(long)]
-        moniker: Option<String>,
-        /// Overrides log.level, e.g. debug or "info,blyan_node=debug".
-        #[arg(long)]
-        log_level: Option<String>,
-        /// Initialise the home first (as `init` with defaults) if it has no config.toml yet.
-        #[arg(long)]
-        init: bool,
-        /// With an empty database: start from a peer's state snapshot, verified against the
-        /// app hash of its height (following the validator set from genesis, one commit per
-        /// epoch), instead of replaying every block. Ignored when the database holds a chain.
-        #[arg(long)]
-        state_sync: bool,
-        /// How long state sync waits for a peer's snapshot offer before it gives up.
-        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-        state_sync_wait_s: u64,
-    },
+    Start(StartArgs),
     /// Create a RocksDB checkpoint under HOME/checkpoints/<height> (node must be stopped;
     /// for a running node use `POST /checkpoints`).
     Checkpoint {
@@ -242,6 +219,33 @@ enum Command {
     },
 }
 
+// The flags of `start` (the variant's doc comment above is its help).
+#[derive(clap::Args)]
+struct StartArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// Overrides api.listen, e.g. 127.0.0.1:26657.
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<String>,
+    /// Overrides moniker.
+    #[arg(long)]
+    moniker: Option<String>,
+    /// Overrides log.level, e.g. debug or "info,blyan_node=debug".
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Initialise the home first (as `init` with defaults) if it has no config.toml yet.
+    #[arg(long)]
+    init: bool,
+    /// With an empty database: start from a peer's state snapshot, verified against the
+    /// app hash of its height (following the validator set from genesis, one commit per
+    /// epoch), instead of replaying every block. Ignored when the database holds a chain.
+    #[arg(long)]
+    state_sync: bool,
+    /// How long state sync waits for a peer's snapshot offer before it gives up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    state_sync_wait_s: u64,
+}
+
 /// The shape of a generated model (defaults: the default model, 4 MiB experts).
 #[derive(Args, Clone)]
 struct ModelShape {
@@ -389,48 +393,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Start {
-            home,
-            api_listen,
-            moniker,
-            log_level,
-            init: init_first,
-            state_sync,
-            state_sync_wait_s,
-        } => {
-            let home = Home::new(home.home);
-            if init_first && !home.config().exists() {
-                init(
-                    &home,
-                    moniker.as_deref().unwrap_or("node0"),
-                    "blyan-devnet",
-                    false,
-                )?;
-            }
-            let mut config = load_config(&home)?;
-            let mut overridden = false;
-            if let Some(listen) = api_listen {
-                config.api.listen = listen;
-                overridden = true;
-            }
-            if let Some(moniker) = moniker {
-                config.moniker = moniker;
-                overridden = true;
-            }
-            if let Some(level) = log_level {
-                config.log.level = level;
-                overridden = true;
-            }
-            if let Some(format) = log_format {
-                config.log.format = format;
-            }
-            if overridden {
-                config.validate("command line")?;
-            }
-            init_logging(config.log.format, &config.log.level);
-            let state_sync = state_sync.then(|| std::time::Duration::from_secs(state_sync_wait_s));
-            Ok(blyan_node::service::start(&home, config, state_sync)?)
-        }
+        Command::Start(args) => start(args, log_format),
         Command::Checkpoint { home } => {
             init_logging(log_format.unwrap_or(LogFormat::Human), "warn");
             checkpoint(&Home::new(home.home))
@@ -493,25 +456,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Experts { action } => experts(action),
         Command::Certs { action } => certs(action),
-        Command::RotateNodeKey { home } => {
-            let home = Home::new(home.home);
-            require_home(&home)?;
-            let validator = ValidatorKey::read(&home.validator_key())?;
-            let rotation = blyan_node::keys::rotate_node_key(&home.keys_dir(), &validator)?;
-            println!("node key rotated; the validator key is unchanged");
-            println!("  old peer id: {}", rotation.old_peer_id);
-            println!("  new peer id: {}", rotation.new_peer_id);
-            println!(
-                "  statement:   {} (signed by validator {})",
-                home.keys_dir().join("node_key_rotation.json").display(),
-                rotation.validator_public_key
-            );
-            println!(
-                "next: add {} to the peers' p2p.allowlist_file (if they use one), restart this node, then bootstrap peers with the new id",
-                rotation.new_peer_id
-            );
-            Ok(())
-        }
+        Command::RotateNodeKey { home } => rotate_node_key(home),
         Command::BenchInfer {
             dir,
             shape,
@@ -520,6 +465,72 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => bench_infer(dir, &shape, runs, new_tokens, json),
     }
+}
+
+/// `blyan-node start`: the config with the command line's overrides, then the service.
+fn start(args: StartArgs, log_format: Option<LogFormat>) -> Result<()> {
+    let StartArgs {
+        home,
+        api_listen,
+        moniker,
+        log_level,
+        init: init_first,
+        state_sync,
+        state_sync_wait_s,
+    } = args;
+    let home = Home::new(home.home);
+    if init_first && !home.config().exists() {
+        init(
+            &home,
+            moniker.as_deref().unwrap_or("node0"),
+            "blyan-devnet",
+            false,
+        )?;
+    }
+    let mut config = load_config(&home)?;
+    let mut overridden = false;
+    if let Some(listen) = api_listen {
+        config.api.listen = listen;
+        overridden = true;
+    }
+    if let Some(moniker) = moniker {
+        config.moniker = moniker;
+        overridden = true;
+    }
+    if let Some(level) = log_level {
+        config.log.level = level;
+        overridden = true;
+    }
+    if let Some(format) = log_format {
+        config.log.format = format;
+    }
+    if overridden {
+        config.validate("command line")?;
+    }
+    init_logging(config.log.format, &config.log.level);
+    let state_sync = state_sync.then(|| std::time::Duration::from_secs(state_sync_wait_s));
+    Ok(blyan_node::service::start(&home, config, state_sync)?)
+}
+
+/// `blyan-node rotate-node-key`: a new node key, vouched for by the validator key.
+fn rotate_node_key(home: HomeArg) -> Result<()> {
+    let home = Home::new(home.home);
+    require_home(&home)?;
+    let validator = ValidatorKey::read(&home.validator_key())?;
+    let rotation = blyan_node::keys::rotate_node_key(&home.keys_dir(), &validator)?;
+    println!("node key rotated; the validator key is unchanged");
+    println!("  old peer id: {}", rotation.old_peer_id);
+    println!("  new peer id: {}", rotation.new_peer_id);
+    println!(
+        "  statement:   {} (signed by validator {})",
+        home.keys_dir().join("node_key_rotation.json").display(),
+        rotation.validator_public_key
+    );
+    println!(
+        "next: add {} to the peers' p2p.allowlist_file (if they use one), restart this node, then bootstrap peers with the new id",
+        rotation.new_peer_id
+    );
+    Ok(())
 }
 
 fn certs(action: CertsCommand) -> Result<()> {

@@ -339,7 +339,9 @@ async fn verify_offer(
         .ok_or_else(|| fail(format!("block {height} missing")))?;
     let base = Block::decode(&base_synced.block).map_err(|e| fail(e.to_string()))?;
     if base.hash() != top.header.prev_hash || !base.data_hash_matches() {
-        return Err(fail(format!("block {height} is not block {target}'s parent")));
+        return Err(fail(format!(
+            "block {height} is not block {target}'s parent"
+        )));
     }
     if merkle_root(&offer.bucket_hashes) != app_hash {
         return Err(fail(format!(
@@ -367,9 +369,10 @@ async fn fetch_sets(
             epochs: batch.to_vec(),
         };
         match client.ask(peer, request).await? {
-            SnapshotResponse::Sets { sets: got } => {
-                sets.extend(got.into_iter().map(|(epoch, bytes)| (epoch, bytes.into_vec())))
-            }
+            SnapshotResponse::Sets { sets: got } => sets.extend(
+                got.into_iter()
+                    .map(|(epoch, bytes)| (epoch, bytes.into_vec())),
+            ),
             other => return Err(peer_error(peer, format!("sets: {other:?}"))),
         }
     }

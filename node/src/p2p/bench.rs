@@ -175,7 +175,12 @@ pub async fn gossip(nodes: usize, messages: usize) -> Result<GossipReport, P2pEr
     }
     let drain = Instant::now() + Duration::from_secs(5);
     let expected = messages * (nodes - 1);
-    while tally.received.values().map(|(count, _)| *count).sum::<usize>() < expected
+    while tally
+        .received
+        .values()
+        .map(|(count, _)| *count)
+        .sum::<usize>()
+        < expected
         && Instant::now() < drain
     {
         if let Ok(Some((hash, at))) =
@@ -252,7 +257,10 @@ impl Receiver {
                 } => {
                     let acceptance = match wire::decode_vote(&data) {
                         Ok(vote) if vote.verify("bench", &self.public) => {
-                            let _ = self.arrivals.send((Hash::digest(&data), Instant::now())).await;
+                            let _ = self
+                                .arrivals
+                                .send((Hash::digest(&data), Instant::now()))
+                                .await;
                             MessageAcceptance::Accept
                         }
                         _ => MessageAcceptance::Reject,

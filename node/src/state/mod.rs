@@ -1014,105 +1014,19 @@ impl Exec<'_> {
     }
 
     fn apply_body(&mut self, from: &[u8; 32], body: &TxBody) -> Result<(), String> {
-        let balance = self.account(from).balance;
-        let afford = |amount: u64| {
-            if amount > balance {
-                Err(format!("balance {balance} is less than {amount}"))
-            } else {
-                Ok(())
-            }
-        };
         match body {
             TxBody::Transfer { to, amount } => {
-                afford(*amount)?;
-                let mut sender = self.account(from);
-                sender.balance -= amount;
-                self.set_account(from, sender);
+                self.debit(from, *amount)?;
                 self.credit(to, *amount);
+                Ok(())
             }
             TxBody::CreateValidator {
                 amount,
                 commission_bps,
-            } => {
-                if self.validator(from).is_some() {
-                    return Err("already a validator".into());
-                }
-                if *amount == 0 {
-                    return Err("self-bond must be > 0".into());
-                }
-                if u64::from(*commission_bps) > BPS {
-                    return Err(format!("commission {commission_bps} bps is over {BPS}"));
-                }
-                VerifyingKey::from_bytes(from)
-                    .map_err(|_| "the address is not a valid consensus key".to_string())?;
-                afford(*amount)?;
-                let mut sender = self.account(from);
-                sender.balance -= amount;
-                self.set_account(from, sender);
-                let record = ValidatorRecord {
-                    tokens: *amount,
-                    commission_bps: u64::from(*commission_bps),
-                    created_height: self.height,
-                    ..ValidatorRecord::default()
-                };
-                self.set_validator(from, &record);
-                self.set_delegation(from, from, *amount);
-            }
-            TxBody::Delegate { validator, amount } => {
-                let mut record = self
-                    .validator(validator)
-                    .ok_or_else(|| format!("{} is not a validator", hex::encode(validator)))?;
-                if record.tombstoned {
-                    return Err("the validator is tombstoned".into());
-                }
-                if *amount == 0 {
-                    return Err("amount must be > 0".into());
-                }
-                afford(*amount)?;
-                let mut sender = self.account(from);
-                sender.balance -= amount;
-                self.set_account(from, sender);
-                record.tokens += amount;
-                self.set_validator(validator, &record);
-                let bonded = self.delegation(validator, from);
-                self.set_delegation(validator, from, bonded + amount);
-            }
-            TxBody::Undelegate { validator, amount } => {
-                let bonded = self.delegation(validator, from);
-                if *amount == 0 || *amount > bonded {
-                    return Err(format!(
-                        "amount {amount} is not between 1 and the bonded {bonded}"
-                    ));
-                }
-                let mut record = self
-                    .validator(validator)
-                    .ok_or_else(|| "no such validator".to_string())?;
-                record.tokens -= amount;
-                self.set_validator(validator, &record);
-                self.set_delegation(validator, from, bonded - amount);
-                let matures = self.height + self.params.unbonding_blocks;
-                let key = [unbonding_prefix(matures).as_slice(), from, validator].concat();
-                let pending = self.overlay.get(&key).map_or(0, |bytes| number(&bytes));
-                self.overlay
-                    .put(key, (pending + amount).to_be_bytes().to_vec());
-            }
-            TxBody::Unjail => {
-                let mut record = self
-                    .validator(from)
-                    .ok_or_else(|| "not a validator".to_string())?;
-                if record.tombstoned {
-                    return Err("tombstoned for double signing: never unjailed".into());
-                }
-                if !record.jailed {
-                    return Err("not jailed".into());
-                }
-                if self.height < record.jailed_until {
-                    return Err(format!("jailed until height {}", record.jailed_until));
-                }
-                record.jailed = false;
-                record.jailed_until = 0;
-                self.set_validator(from, &record);
-            }
+            } => self.create_validator(from, *amount, *commission_bps),
+            TxBody::Delegate { validator, amount } => self.delegate(from, validator, *amount),
+            TxBody::Undelegate { validator, amount } => self.undelegate(from, validator, *amount),
+            TxBody::Unjail => self.unjail(from),
             TxBody::RegisterExpert {
                 content_hash,
                 tiles_root,
@@ -1137,9 +1051,117 @@ impl Exec<'_> {
                 };
                 self.overlay
                     .put(key, serde_json::to_vec(&record).expect("serialises"));
+                Ok(())
             }
-            TxBody::SubmitEvidence { evidence } => self.double_sign(evidence)?,
+            TxBody::SubmitEvidence { evidence } => self.double_sign(evidence),
         }
+    }
+
+    /// Takes `amount` from `from`'s balance, or says the balance is short.
+    fn debit(&mut self, from: &[u8; 32], amount: u64) -> Result<(), String> {
+        let mut sender = self.account(from);
+        if amount > sender.balance {
+            return Err(format!("balance {} is less than {amount}", sender.balance));
+        }
+        sender.balance -= amount;
+        self.set_account(from, sender);
+        Ok(())
+    }
+
+    fn create_validator(
+        &mut self,
+        from: &[u8; 32],
+        amount: u64,
+        commission_bps: u32,
+    ) -> Result<(), String> {
+        if self.validator(from).is_some() {
+            return Err("already a validator".into());
+        }
+        if amount == 0 {
+            return Err("self-bond must be > 0".into());
+        }
+        if u64::from(commission_bps) > BPS {
+            return Err(format!("commission {commission_bps} bps is over {BPS}"));
+        }
+        VerifyingKey::from_bytes(from)
+            .map_err(|_| "the address is not a valid consensus key".to_string())?;
+        self.debit(from, amount)?;
+        let record = ValidatorRecord {
+            tokens: amount,
+            commission_bps: u64::from(commission_bps),
+            created_height: self.height,
+            ..ValidatorRecord::default()
+        };
+        self.set_validator(from, &record);
+        self.set_delegation(from, from, amount);
+        Ok(())
+    }
+
+    fn delegate(
+        &mut self,
+        from: &[u8; 32],
+        validator: &[u8; 32],
+        amount: u64,
+    ) -> Result<(), String> {
+        let mut record = self
+            .validator(validator)
+            .ok_or_else(|| format!("{} is not a validator", hex::encode(validator)))?;
+        if record.tombstoned {
+            return Err("the validator is tombstoned".into());
+        }
+        if amount == 0 {
+            return Err("amount must be > 0".into());
+        }
+        self.debit(from, amount)?;
+        record.tokens += amount;
+        self.set_validator(validator, &record);
+        let bonded = self.delegation(validator, from);
+        self.set_delegation(validator, from, bonded + amount);
+        Ok(())
+    }
+
+    fn undelegate(
+        &mut self,
+        from: &[u8; 32],
+        validator: &[u8; 32],
+        amount: u64,
+    ) -> Result<(), String> {
+        let bonded = self.delegation(validator, from);
+        if amount == 0 || amount > bonded {
+            return Err(format!(
+                "amount {amount} is not between 1 and the bonded {bonded}"
+            ));
+        }
+        let mut record = self
+            .validator(validator)
+            .ok_or_else(|| "no such validator".to_string())?;
+        record.tokens -= amount;
+        self.set_validator(validator, &record);
+        self.set_delegation(validator, from, bonded - amount);
+        let matures = self.height + self.params.unbonding_blocks;
+        let key = [unbonding_prefix(matures).as_slice(), from, validator].concat();
+        let pending = self.overlay.get(&key).map_or(0, |bytes| number(&bytes));
+        self.overlay
+            .put(key, (pending + amount).to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    fn unjail(&mut self, from: &[u8; 32]) -> Result<(), String> {
+        let mut record = self
+            .validator(from)
+            .ok_or_else(|| "not a validator".to_string())?;
+        if record.tombstoned {
+            return Err("tombstoned for double signing: never unjailed".into());
+        }
+        if !record.jailed {
+            return Err("not jailed".into());
+        }
+        if self.height < record.jailed_until {
+            return Err(format!("jailed until height {}", record.jailed_until));
+        }
+        record.jailed = false;
+        record.jailed_until = 0;
+        self.set_validator(from, &record);
         Ok(())
     }
 
