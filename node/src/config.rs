@@ -701,6 +701,8 @@ impl Config {
     }
 
     /// The commented `config.toml` that `blyan-node init` writes, holding this configuration.
+    /// Longer than 100 lines on purpose: it is one `format!` of the whole file, so the file's
+    /// text reads top to bottom as the operator will see it.
     pub fn template(&self) -> String {
         let storage = &self.storage;
         let format = match self.log.format {

@@ -155,90 +155,28 @@ impl InferenceMetrics {
 impl Metrics {
     pub fn new(version: &str, commit: &str) -> Metrics {
         let mut registry = Registry::with_prefix("blyan");
-        let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP API requests by route, method and status",
-            http_requests.clone(),
-        );
-        let refused_inputs = RefusedInputs::default();
-        registry.register(
-            "refused_inputs",
-            "Inputs refused at the boundary (malformed, bad signature, oversized, rate limited, peer not allowed or revoked, client certificate refused) by source and reason",
-            refused_inputs.clone(),
-        );
-        let latest_height = Gauge::default();
-        registry.register(
-            "latest_height",
-            "Height of the latest committed block",
-            latest_height.clone(),
-        );
-        let checkpoints_created = Counter::default();
-        registry.register(
-            "checkpoints_created",
-            "Storage checkpoints created since start",
-            checkpoints_created.clone(),
-        );
-        let blocks_committed = Counter::default();
-        registry.register(
-            "blocks_committed",
-            "Blocks this node decided through consensus",
-            blocks_committed.clone(),
-        );
-        let blocks_synced = Counter::default();
-        registry.register(
-            "blocks_synced",
-            "Blocks this node fetched through block sync, commits verified",
-            blocks_synced.clone(),
-        );
-        let commit_latency_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register(
-            "commit_latency_seconds",
-            "From the deciding round's proposal (received or made) to the decision",
-            commit_latency_seconds.clone(),
-        );
-        let consensus_step_seconds: StepSeconds = Family::new_with_constructor(step_histogram);
-        registry.register(
-            "consensus_step_seconds",
-            "From the start of a height to this node's first entry of each step (prevote: \
-             the proposal came or its timeout fired; precommit: two thirds prevoted; commit: \
-             decided)",
-            consensus_step_seconds.clone(),
-        );
-        let consensus_round = Gauge::default();
-        registry.register(
-            "consensus_round",
-            "Round of the current height",
-            consensus_round.clone(),
-        );
-        let peers = Gauge::default();
-        registry.register("peers", "Connected peers", peers.clone());
-        let mempool_txs = Gauge::default();
-        registry.register("mempool_txs", "Pending transactions", mempool_txs.clone());
-        let gossip_rejected = Counter::default();
-        registry.register(
-            "gossip_rejected",
-            "Gossip messages rejected (malformed, bad signature, invalid block); senders penalised",
-            gossip_rejected.clone(),
-        );
-        let txs_rejected = Counter::default();
-        registry.register(
-            "txs_rejected",
-            "Transactions refused by the mempool",
-            txs_rejected.clone(),
-        );
-        let evidence = Counter::default();
-        registry.register(
-            "evidence",
-            "Equivocations observed (two different votes of one validator for one step)",
-            evidence.clone(),
-        );
-        let conflicting_proposals = Counter::default();
-        registry.register(
-            "conflicting_proposals",
-            "Second, different proposals one proposer signed for one height and round (an equivocating proposer; seen, not slashed)",
-            conflicting_proposals.clone(),
-        );
+        let mut metrics = Metrics {
+            inference: InferenceMetrics::default(),
+            registry: Registry::default(),
+            p2p: std::sync::OnceLock::new(),
+            http_requests: Family::default(),
+            refused_inputs: RefusedInputs::default(),
+            latest_height: Gauge::default(),
+            checkpoints_created: Counter::default(),
+            blocks_committed: Counter::default(),
+            blocks_synced: Counter::default(),
+            commit_latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            consensus_step_seconds: Family::new_with_constructor(step_histogram),
+            consensus_round: Gauge::default(),
+            peers: Gauge::default(),
+            mempool_txs: Gauge::default(),
+            gossip_rejected: Counter::default(),
+            txs_rejected: Counter::default(),
+            evidence: Counter::default(),
+            conflicting_proposals: Counter::default(),
+        };
+        metrics.register_api(&mut registry);
+        metrics.register_chain(&mut registry);
         registry.register(
             "build",
             "Version and git commit of this binary",
@@ -247,27 +185,90 @@ impl Metrics {
                 ("commit".to_string(), commit.to_string()),
             ]),
         );
-        let inference = InferenceMetrics::register(&mut registry);
-        Metrics {
-            inference,
-            registry,
-            p2p: std::sync::OnceLock::new(),
-            http_requests,
-            refused_inputs,
-            latest_height,
-            checkpoints_created,
-            blocks_committed,
-            blocks_synced,
-            commit_latency_seconds,
-            consensus_step_seconds,
-            consensus_round,
-            peers,
-            mempool_txs,
-            gossip_rejected,
-            txs_rejected,
-            evidence,
-            conflicting_proposals,
-        }
+        metrics.inference = InferenceMetrics::register(&mut registry);
+        metrics.registry = registry;
+        metrics
+    }
+
+    /// The API's requests and every input refused at the boundary.
+    fn register_api(&self, registry: &mut Registry) {
+        registry.register(
+            "http_requests",
+            "HTTP API requests by route, method and status",
+            self.http_requests.clone(),
+        );
+        registry.register(
+            "refused_inputs",
+            "Inputs refused at the boundary (malformed, bad signature, oversized, rate limited, peer not allowed or revoked, client certificate refused) by source and reason",
+            self.refused_inputs.clone(),
+        );
+    }
+
+    /// Consensus, blocks, peers, mempool and evidence.
+    fn register_chain(&self, registry: &mut Registry) {
+        registry.register(
+            "latest_height",
+            "Height of the latest committed block",
+            self.latest_height.clone(),
+        );
+        registry.register(
+            "checkpoints_created",
+            "Storage checkpoints created since start",
+            self.checkpoints_created.clone(),
+        );
+        registry.register(
+            "blocks_committed",
+            "Blocks this node decided through consensus",
+            self.blocks_committed.clone(),
+        );
+        registry.register(
+            "blocks_synced",
+            "Blocks this node fetched through block sync, commits verified",
+            self.blocks_synced.clone(),
+        );
+        registry.register(
+            "commit_latency_seconds",
+            "From the deciding round's proposal (received or made) to the decision",
+            self.commit_latency_seconds.clone(),
+        );
+        registry.register(
+            "consensus_step_seconds",
+            "From the start of a height to this node's first entry of each step (prevote: \
+             the proposal came or its timeout fired; precommit: two thirds prevoted; commit: \
+             decided)",
+            self.consensus_step_seconds.clone(),
+        );
+        registry.register(
+            "consensus_round",
+            "Round of the current height",
+            self.consensus_round.clone(),
+        );
+        registry.register("peers", "Connected peers", self.peers.clone());
+        registry.register(
+            "mempool_txs",
+            "Pending transactions",
+            self.mempool_txs.clone(),
+        );
+        registry.register(
+            "gossip_rejected",
+            "Gossip messages rejected (malformed, bad signature, invalid block); senders penalised",
+            self.gossip_rejected.clone(),
+        );
+        registry.register(
+            "txs_rejected",
+            "Transactions refused by the mempool",
+            self.txs_rejected.clone(),
+        );
+        registry.register(
+            "evidence",
+            "Equivocations observed (two different votes of one validator for one step)",
+            self.evidence.clone(),
+        );
+        registry.register(
+            "conflicting_proposals",
+            "Second, different proposals one proposer signed for one height and round (an equivocating proposer; seen, not slashed)",
+            self.conflicting_proposals.clone(),
+        );
     }
 
     /// The OpenMetrics text exposition, with the P2P layer's registry after ours when the

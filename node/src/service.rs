@@ -250,17 +250,13 @@ async fn run(opened: Opened, state_sync: Option<Duration>) -> Result<(), Service
         devnet: config.devnet.clone(),
     };
     let mut node = Node::new(settings, storage.clone(), p2p.clone(), metrics.clone())?;
-    node.shared()
-        .view
-        .write()
-        .expect("view lock poisoned")
-        .started_at_height = opened_at;
-    if let Some((height, peers)) = synced_at {
-        node.shared()
-            .view
-            .write()
-            .expect("view lock poisoned")
-            .state_synced_at = Some(height);
+    {
+        let shared = node.shared();
+        let mut view = shared.view.write().expect("view lock poisoned");
+        view.started_at_height = opened_at;
+        view.state_synced_at = synced_at.as_ref().map(|(height, _)| *height);
+    }
+    if let Some((_, peers)) = synced_at {
         node.connected(peers);
     }
     let (submit_tx, submit_rx) = mpsc::channel(4096);

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::model::{ExpertWeights, Model, MoeConfig};
 use super::tiles::{ExpertStore, DEFAULT_TILE_BYTES};
+use super::ExpertManifest;
 use super::{generate_model, InferRequest, Inference, InferenceError, InferenceSettings};
 
 /// What the benchmark measured (milliseconds unless named otherwise).
@@ -87,10 +88,55 @@ pub fn run(
     )?;
     let generate_s = started.elapsed().as_secs_f64();
     let device = candle_core::Device::Cpu;
-    let base = store.load(&manifests[0])?;
-    let model = Model::load(&base.map, &device)?;
     let experts = &manifests[1..];
     progress("timing expert loads");
+    let loads = time_loads(&store, config, experts, runs, &device)?;
+    progress("timing the forward pass");
+    let sequence: Vec<u32> = (0..32u32)
+        .map(|i| i.wrapping_mul(2654435761) % config.vocab as u32)
+        .collect();
+    let model = Model::load(&store.load(&manifests[0])?.map, &device)?;
+    let (forward, logits) =
+        time_forward(&store, config, &model, experts, &sequence, runs, &device)?;
+    progress("timing generation");
+    let generate = time_generation(dir, &sequence[..16], new_tokens)?;
+    let generate_median = median(&generate);
+    Ok(InferBench {
+        config: config.clone(),
+        expert_bytes: experts[0].bytes,
+        tiles_per_expert: experts[0].tiles.len(),
+        generate_s,
+        load_cold_median_ms: median(&loads.cold),
+        load_warm_median_ms: median(&loads.warm),
+        verify_warm_median_ms: median(&loads.verify),
+        load_cold_ms: loads.cold,
+        load_warm_ms: loads.warm,
+        sequence,
+        forward_median_ms: median(&forward),
+        forward_ms: forward,
+        logits,
+        new_tokens,
+        tokens_per_s: f64::from(new_tokens) / (generate_median / 1000.0),
+        generate_ms: generate,
+        threads: std::thread::available_parallelism().map_or(1, usize::from),
+    })
+}
+
+/// Expert load times in ms: from disk with the page cache dropped (cold), then again (warm),
+/// and the warm loads' hash verification alone.
+struct Loads {
+    cold: Vec<f64>,
+    warm: Vec<f64>,
+    verify: Vec<f64>,
+}
+
+fn time_loads(
+    store: &ExpertStore,
+    config: &MoeConfig,
+    experts: &[ExpertManifest],
+    runs: usize,
+    device: &candle_core::Device,
+) -> Result<Loads, InferenceError> {
     let (mut cold, mut warm, mut verify) = (Vec::new(), Vec::new(), Vec::new());
     for manifest in experts.iter().take(runs.max(1)) {
         let path = store.data_path(&manifest.content_hash);
@@ -101,7 +147,7 @@ pub fn run(
             let started = Instant::now();
             let mapped = store.load(manifest)?;
             let verified = started.elapsed();
-            let weights = ExpertWeights::load(config, &mapped.map, &device)?;
+            let weights = ExpertWeights::load(config, &mapped.map, device)?;
             let elapsed = started.elapsed().as_secs_f64() * 1000.0;
             assert_eq!(weights.bytes, config.expert_bytes());
             if pass == 0 {
@@ -112,29 +158,48 @@ pub fn run(
             }
         }
     }
-    progress("timing the forward pass");
+    Ok(Loads { cold, warm, verify })
+}
+
+/// `runs` forward passes over `sequence` with every expert in memory (after one that warms
+/// allocations): their times in ms and the last position's logits.
+fn time_forward(
+    store: &ExpertStore,
+    config: &MoeConfig,
+    model: &Model,
+    experts: &[ExpertManifest],
+    sequence: &[u32],
+    runs: usize,
+    device: &candle_core::Device,
+) -> Result<(Vec<f64>, Vec<f32>), InferenceError> {
     let loaded: Vec<Arc<ExpertWeights>> = experts
         .iter()
         .map(|manifest| {
             let mapped = store.load(manifest)?;
-            Ok(Arc::new(ExpertWeights::load(config, &mapped.map, &device)?))
+            Ok(Arc::new(ExpertWeights::load(config, &mapped.map, device)?))
         })
         .collect::<Result<_, InferenceError>>()?;
-    let sequence: Vec<u32> = (0..32u32)
-        .map(|i| i.wrapping_mul(2654435761) % config.vocab as u32)
-        .collect();
     let mut forward = Vec::new();
     let mut logits = Vec::new();
     for _ in 0..runs.max(1) + 1 {
         let started = Instant::now();
-        let output = model.forward(&sequence, &mut |layer, index| {
+        let output = model.forward(sequence, &mut |layer, index| {
             Ok(loaded[layer * config.experts + index as usize].clone())
         })?;
         forward.push(started.elapsed().as_secs_f64() * 1000.0);
         logits = output.last_logits;
     }
     forward.remove(0); // the first pass warms allocations
-    progress("timing generation");
+    Ok((forward, logits))
+}
+
+/// Three timed generations of `new_tokens` from `prompt` through the inference service (after
+/// one untimed), in ms each.
+fn time_generation(
+    dir: &Path,
+    prompt: &[u32],
+    new_tokens: u32,
+) -> Result<Vec<f64>, InferenceError> {
     let service = Inference::new(
         ExpertStore::open(dir)?,
         crate::metrics::InferenceMetrics::default(),
@@ -148,7 +213,7 @@ pub fn run(
     );
     let request = InferRequest {
         model: None,
-        tokens: sequence[..16].to_vec(),
+        tokens: prompt.to_vec(),
         max_new_tokens: new_tokens,
     };
     service.infer_blocking(&request)?;
@@ -157,24 +222,5 @@ pub fn run(
         let answer = service.infer_blocking(&request)?;
         generate.push(answer.elapsed_ms);
     }
-    let generate_median = median(&generate);
-    Ok(InferBench {
-        config: config.clone(),
-        expert_bytes: experts[0].bytes,
-        tiles_per_expert: experts[0].tiles.len(),
-        generate_s,
-        load_cold_median_ms: median(&cold),
-        load_warm_median_ms: median(&warm),
-        verify_warm_median_ms: median(&verify),
-        load_cold_ms: cold,
-        load_warm_ms: warm,
-        sequence,
-        forward_median_ms: median(&forward),
-        forward_ms: forward,
-        logits,
-        new_tokens,
-        tokens_per_s: f64::from(new_tokens) / (generate_median / 1000.0),
-        generate_ms: generate,
-        threads: std::thread::available_parallelism().map_or(1, usize::from),
-    })
+    Ok(generate)
 }

@@ -58,6 +58,72 @@ pub(super) fn behaviour(
     gossip_metrics: &mut prometheus_client::registry::Registry,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let max = config.max_message_bytes as usize;
+    let gossipsub = gossipsub_behaviour(config, chain_id, gossip_metrics)?;
+    let codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(MAX_REQUEST_BYTES)
+        .set_response_size_maximum(max as u64 * MAX_SYNC_BLOCKS as u64);
+    let sync = request_response::Behaviour::with_codec(
+        codec,
+        [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+    );
+    let tiles = request_response::Behaviour::with_codec(
+        request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(MAX_REQUEST_BYTES)
+            .set_response_size_maximum(MAX_TILE_RESPONSE_BYTES),
+        [(StreamProtocol::new(TILES_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+    );
+    let identify = identify::Behaviour::new(
+        identify::Config::new("/blyan/1.0.0".into(), key.public())
+            .with_agent_version(format!("blyan-node/{}", crate::VERSION))
+            .with_hide_listen_addrs(config.static_mode)
+            // Static mode dials only the configured addresses (a devnet routes links through
+            // its fault proxy): no cache of peers' advertised addresses for dials by peer id
+            // (a sync request to a peer not connected), which went around a partition.
+            .with_cache_size(if config.static_mode { 0 } else { 100 }),
+    );
+    let kad = (!config.static_mode).then(|| kad_behaviour(key));
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_connections))
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_incoming(Some(config.max_connections));
+    let peer_id = key.public().to_peer_id();
+    let relay = config
+        .relay_server
+        .then(|| relay_behaviour(peer_id, config));
+    let autonat = config.autonat && !config.static_mode;
+    Ok(Behaviour {
+        relay_client,
+        relay: Toggle::from(relay),
+        dcutr: dcutr::Behaviour::new(peer_id),
+        // A probe every 5 s until a candidate address is confirmed or refused.
+        autonat_client: Toggle::from(autonat.then(autonat::v2::client::Behaviour::default)),
+        autonat_server: Toggle::from(autonat.then(autonat::v2::server::Behaviour::default)),
+        upnp: Toggle::from(config.upnp.then(upnp::tokio::Behaviour::default)),
+        allowed: Toggle::from(
+            (!config.allowlist_file.is_empty()).then(allow_block_list::Behaviour::default),
+        ),
+        revoked: allow_block_list::Behaviour::default(),
+        limits: connection_limits::Behaviour::new(limits),
+        gossipsub,
+        sync,
+        tiles,
+        identify,
+        kad: Toggle::from(kad),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+    })
+}
+
+/// Gossipsub for the three topics: the node validates every message before it is forwarded,
+/// per-topic size limits, mesh sizes from the config, and a peer score that punishes invalid
+/// messages only.
+fn gossipsub_behaviour(
+    config: &P2pConfig,
+    chain_id: &str,
+    gossip_metrics: &mut prometheus_client::registry::Registry,
+) -> Result<gossipsub::Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let max = config.max_message_bytes as usize;
     let topic_hash = |topic: Topic| IdentTopic::new(topic.name(chain_id)).hash();
     let mesh_n = config.gossip_mesh_n as usize;
     let heartbeat = Duration::from_millis(config.gossip_heartbeat_ms);
@@ -131,88 +197,43 @@ pub(super) fn behaviour(
     for topic in Topic::ALL {
         gossipsub.subscribe(&IdentTopic::new(topic.name(chain_id)))?;
     }
-    let codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(MAX_REQUEST_BYTES)
-        .set_response_size_maximum(max as u64 * MAX_SYNC_BLOCKS as u64);
-    let sync = request_response::Behaviour::with_codec(
-        codec,
-        [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
-    );
-    let tiles = request_response::Behaviour::with_codec(
-        request_response::cbor::codec::Codec::default()
-            .set_request_size_maximum(MAX_REQUEST_BYTES)
-            .set_response_size_maximum(MAX_TILE_RESPONSE_BYTES),
-        [(StreamProtocol::new(TILES_PROTOCOL), ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
-    );
-    let identify = identify::Behaviour::new(
-        identify::Config::new("/blyan/1.0.0".into(), key.public())
-            .with_agent_version(format!("blyan-node/{}", crate::VERSION))
-            .with_hide_listen_addrs(config.static_mode)
-            // Static mode dials only the configured addresses (a devnet routes links through
-            // its fault proxy): no cache of peers' advertised addresses for dials by peer id
-            // (a sync request to a peer not connected), which went around a partition.
-            .with_cache_size(if config.static_mode { 0 } else { 100 }),
-    );
-    let kad = (!config.static_mode).then(|| {
-        let peer_id = key.public().to_peer_id();
-        let mut kad_config = kad::Config::new(StreamProtocol::new("/blyan/kad/1.0.0"));
-        kad_config.set_query_timeout(Duration::from_secs(30));
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-        // Answer peers' (and seeders') queries from the start; a node that learns it is
-        // private turns to client mode (see `update_reachability`).
-        kad.set_mode(Some(kad::Mode::Server));
-        kad
-    });
-    let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(config.max_connections))
-        .with_max_established_per_peer(Some(2))
-        .with_max_pending_incoming(Some(config.max_connections));
+    Ok(gossipsub)
+}
+
+/// Kademlia in server mode from the start (answering peers' and seeders' queries).
+fn kad_behaviour(key: &identity::Keypair) -> kad::Behaviour<kad::store::MemoryStore> {
     let peer_id = key.public().to_peer_id();
-    let relay = config.relay_server.then(|| {
-        let per_minute =
-            std::num::NonZeroU32::new(config.relay_circuits_per_minute.max(1)).expect("at least 1");
-        let per_ip =
-            std::num::NonZeroU32::new(config.relay_circuits_per_minute.max(1).saturating_mul(2))
-                .expect("at least 2");
-        let mut relay_config = relay::Config {
-            max_reservations: config.relay_max_reservations as usize,
-            max_circuits: config.relay_max_circuits as usize,
-            max_circuits_per_peer: (config.relay_max_circuits as usize).min(16),
-            max_circuit_duration: Duration::from_secs(config.relay_max_circuit_duration_s),
-            max_circuit_bytes: config.relay_max_circuit_bytes,
-            // libp2p's default reservation limits stay; the circuit limits are ours.
-            circuit_src_rate_limiters: Vec::new(),
-            ..Default::default()
-        };
-        relay_config = relay_config
-            .circuit_src_per_peer(per_minute, Duration::from_secs(60))
-            .circuit_src_per_ip(per_ip, Duration::from_secs(60));
-        relay::Behaviour::new(peer_id, relay_config)
-    });
-    let autonat = config.autonat && !config.static_mode;
-    Ok(Behaviour {
-        relay_client,
-        relay: Toggle::from(relay),
-        dcutr: dcutr::Behaviour::new(peer_id),
-        // A probe every 5 s until a candidate address is confirmed or refused.
-        autonat_client: Toggle::from(autonat.then(autonat::v2::client::Behaviour::default)),
-        autonat_server: Toggle::from(autonat.then(autonat::v2::server::Behaviour::default)),
-        upnp: Toggle::from(config.upnp.then(upnp::tokio::Behaviour::default)),
-        allowed: Toggle::from(
-            (!config.allowlist_file.is_empty()).then(allow_block_list::Behaviour::default),
-        ),
-        revoked: allow_block_list::Behaviour::default(),
-        limits: connection_limits::Behaviour::new(limits),
-        gossipsub,
-        sync,
-        tiles,
-        identify,
-        kad: Toggle::from(kad),
-        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
-    })
+    let mut kad_config = kad::Config::new(StreamProtocol::new("/blyan/kad/1.0.0"));
+    kad_config.set_query_timeout(Duration::from_secs(30));
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    // Answer peers' (and seeders') queries from the start; a node that learns it is
+    // private turns to client mode (see `update_reachability`).
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
+}
+
+/// A circuit relay server with the config's limits on reservations and circuits.
+fn relay_behaviour(peer_id: PeerId, config: &P2pConfig) -> relay::Behaviour {
+    let per_minute =
+        std::num::NonZeroU32::new(config.relay_circuits_per_minute.max(1)).expect("at least 1");
+    let per_ip =
+        std::num::NonZeroU32::new(config.relay_circuits_per_minute.max(1).saturating_mul(2))
+            .expect("at least 2");
+    let mut relay_config = relay::Config {
+        max_reservations: config.relay_max_reservations as usize,
+        max_circuits: config.relay_max_circuits as usize,
+        max_circuits_per_peer: (config.relay_max_circuits as usize).min(16),
+        max_circuit_duration: Duration::from_secs(config.relay_max_circuit_duration_s),
+        max_circuit_bytes: config.relay_max_circuit_bytes,
+        // libp2p's default reservation limits stay; the circuit limits are ours.
+        circuit_src_rate_limiters: Vec::new(),
+        ..Default::default()
+    };
+    relay_config = relay_config
+        .circuit_src_per_peer(per_minute, Duration::from_secs(60))
+        .circuit_src_per_ip(per_ip, Duration::from_secs(60));
+    relay::Behaviour::new(peer_id, relay_config)
 }
 
 pub(super) fn transport_error(error: impl std::fmt::Display) -> P2pError {
