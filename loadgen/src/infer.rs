@@ -118,6 +118,37 @@ async fn ask(
     Ok(answer)
 }
 
+/// Asks every other target the same request: the first whose answer differs from `answer`
+/// (tokens, experts or output hash), or does not come, is the mismatch.
+async fn compare(
+    client: &reqwest::Client,
+    config: &InferConfig,
+    index: u32,
+    target: &str,
+    body: &serde_json::Value,
+    answer: &serde_json::Value,
+) -> Option<String> {
+    for other in config.targets.iter().filter(|other| *other != target) {
+        match ask(client, other, body).await {
+            Ok(theirs)
+                if theirs["output_hash"] == answer["output_hash"]
+                    && theirs["tokens"] == answer["tokens"]
+                    && theirs["experts"] == answer["experts"] => {}
+            Ok(theirs) => {
+                return Some(format!(
+                    "request {index}: {target} answered {} {}, {other} answered {} {}",
+                    answer["tokens"],
+                    answer["output_hash"],
+                    theirs["tokens"],
+                    theirs["output_hash"]
+                ))
+            }
+            Err(error) => return Some(format!("request {index}: {error}")),
+        }
+    }
+    None
+}
+
 /// Runs the inference load to the end (bounded by `requests` and each request's timeout).
 pub async fn run_infer(config: &InferConfig) -> Result<InferReport, LoadError> {
     config.validate()?;
@@ -148,34 +179,11 @@ pub async fn run_infer(config: &InferConfig) -> Result<InferReport, LoadError> {
                 };
                 let latency = sent.elapsed();
                 let tokens = answer["tokens"].as_array().map_or(0, Vec::len);
-                let mut mismatch = None;
-                if config.compare {
-                    for other in &config.targets {
-                        if other == target {
-                            continue;
-                        }
-                        match ask(&client, other, &body).await {
-                            Ok(theirs)
-                                if theirs["output_hash"] == answer["output_hash"]
-                                    && theirs["tokens"] == answer["tokens"]
-                                    && theirs["experts"] == answer["experts"] => {}
-                            Ok(theirs) => {
-                                mismatch = Some(format!(
-                                "request {index}: {target} answered {} {}, {other} answered {} {}",
-                                answer["tokens"],
-                                answer["output_hash"],
-                                theirs["tokens"],
-                                theirs["output_hash"]
-                            ));
-                                break;
-                            }
-                            Err(error) => {
-                                mismatch = Some(format!("request {index}: {error}"));
-                                break;
-                            }
-                        }
-                    }
-                }
+                let mismatch = if config.compare {
+                    compare(&client, config, index, target, &body, &answer).await
+                } else {
+                    None
+                };
                 (Ok((latency, tokens)), mismatch)
             }
         })

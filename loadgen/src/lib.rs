@@ -406,68 +406,7 @@ pub async fn run(
     ));
 
     let start = Instant::now();
-    let interval = 1.0 / config.rate;
-    let mut next = 0usize;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now(), config.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut requests = tokio::task::JoinSet::new();
-    while next < schedule.len() {
-        tick.tick().await;
-        let now = start.elapsed().as_secs_f64();
-        let mut batches: Vec<Vec<(Instant, usize, &Tx)>> = vec![Vec::new(); config.targets.len()];
-        while next < schedule.len() && next as f64 * interval <= now {
-            let due = start + Duration::from_secs_f64(next as f64 * interval);
-            let (node, tx) = &schedule[next];
-            let account = next % accounts.len();
-            if shared.broken[account].load(Ordering::Relaxed) {
-                shared.error("skipped_after_gap", 1);
-            } else {
-                batches[*node].push((due, account, tx));
-            }
-            next += 1;
-        }
-        for (node, batch) in batches.into_iter().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            let count = batch.len() as u64;
-            if shared.in_flight.load(Ordering::Relaxed) >= config.max_in_flight as u64 {
-                shared.error("overload", count);
-                for (_, account, _) in &batch {
-                    shared.broken[*account].store(true, Ordering::Relaxed);
-                }
-                continue;
-            }
-            shared.in_flight.fetch_add(1, Ordering::Relaxed);
-            progress.sent.fetch_add(count, Ordering::Relaxed);
-            let body = serde_json::json!({
-                "txs": batch.iter().map(|(_, _, tx)| hex::encode(tx.encode())).collect::<Vec<_>>()
-            });
-            {
-                let mut pending = shared.pending.lock().expect("pending lock");
-                for (due, _, tx) in &batch {
-                    pending.insert(tx.hash().0, *due);
-                }
-            }
-            let dues: Vec<Due> = batch
-                .iter()
-                .map(|(due, account, tx)| Due {
-                    hash: tx.hash().0,
-                    due: *due,
-                    account: *account,
-                })
-                .collect();
-            let url = format!("{}/txs/batch", config.targets[node]);
-            let client = client.clone();
-            let shared = shared.clone();
-            requests.spawn(async move {
-                send_batch(&client, &url, body, dues, &shared).await;
-                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            });
-        }
-        // Reap finished requests without waiting for the others.
-        while requests.try_join_next().is_some() {}
-    }
+    let mut requests = send_schedule(config, &client, &schedule, &shared, start).await;
     let send_seconds = start.elapsed().as_secs_f64();
     // Drain: answers, then commits, each bounded.
     let drain_deadline = Instant::now() + config.drain;
@@ -485,7 +424,107 @@ pub async fn run(
     }
     stop.store(true, Ordering::Relaxed);
     let _ = follower.await;
+    Ok(report(config, schedule.len(), &shared, start, send_seconds))
+}
 
+/// Sends the schedule on time, each tick's due transactions in one batch per target node;
+/// returns the requests still running.
+async fn send_schedule(
+    config: &LoadConfig,
+    client: &reqwest::Client,
+    schedule: &[(usize, Tx)],
+    shared: &Arc<Shared>,
+    start: Instant,
+) -> tokio::task::JoinSet<()> {
+    let interval = 1.0 / config.rate;
+    let accounts = shared.broken.len();
+    let mut next = 0usize;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now(), config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut requests = tokio::task::JoinSet::new();
+    while next < schedule.len() {
+        tick.tick().await;
+        let now = start.elapsed().as_secs_f64();
+        let mut batches: Vec<Vec<(Instant, usize, &Tx)>> = vec![Vec::new(); config.targets.len()];
+        while next < schedule.len() && next as f64 * interval <= now {
+            let due = start + Duration::from_secs_f64(next as f64 * interval);
+            let (node, tx) = &schedule[next];
+            let account = next % accounts;
+            if shared.broken[account].load(Ordering::Relaxed) {
+                shared.error("skipped_after_gap", 1);
+            } else {
+                batches[*node].push((due, account, tx));
+            }
+            next += 1;
+        }
+        for (node, batch) in batches.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let url = format!("{}/txs/batch", config.targets[node]);
+            if let Some(send) = batch_request(config, client, url, &batch, shared) {
+                requests.spawn(send);
+            }
+        }
+        // Reap finished requests without waiting for the others.
+        while requests.try_join_next().is_some() {}
+    }
+    requests
+}
+
+/// The request that sends `batch`, its transactions noted as pending; `None` (each counted as
+/// `overload`, its accounts marked broken) when `max_in_flight` requests are already waiting.
+fn batch_request(
+    config: &LoadConfig,
+    client: &reqwest::Client,
+    url: String,
+    batch: &[(Instant, usize, &Tx)],
+    shared: &Arc<Shared>,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let count = batch.len() as u64;
+    if shared.in_flight.load(Ordering::Relaxed) >= config.max_in_flight as u64 {
+        shared.error("overload", count);
+        for (_, account, _) in batch {
+            shared.broken[*account].store(true, Ordering::Relaxed);
+        }
+        return None;
+    }
+    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    shared.progress.sent.fetch_add(count, Ordering::Relaxed);
+    let body = serde_json::json!({
+        "txs": batch.iter().map(|(_, _, tx)| hex::encode(tx.encode())).collect::<Vec<_>>()
+    });
+    {
+        let mut pending = shared.pending.lock().expect("pending lock");
+        for (due, _, tx) in batch {
+            pending.insert(tx.hash().0, *due);
+        }
+    }
+    let dues: Vec<Due> = batch
+        .iter()
+        .map(|(due, account, tx)| Due {
+            hash: tx.hash().0,
+            due: *due,
+            account: *account,
+        })
+        .collect();
+    let client = client.clone();
+    let shared = shared.clone();
+    Some(async move {
+        send_batch(&client, &url, body, dues, &shared).await;
+        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    })
+}
+
+/// The run's figures, from what the senders and the block follower recorded.
+fn report(
+    config: &LoadConfig,
+    planned: usize,
+    shared: &Shared,
+    start: Instant,
+    send_seconds: f64,
+) -> Report {
+    let progress = &shared.progress;
     let sent = progress.sent.load(Ordering::Relaxed);
     let blocks = shared.blocks.lock().expect("blocks lock").clone();
     // Sustained throughput: everything committed, over the time from the first due
@@ -510,9 +549,9 @@ pub async fn run(
     if accepted > committed {
         shared.error("not_committed_in_time", accepted - committed);
     }
-    let report = Report {
+    Report {
         target_rate: config.rate,
-        planned: schedule.len() as u64,
+        planned: planned as u64,
         sent,
         accepted,
         committed,
@@ -526,8 +565,7 @@ pub async fn run(
         block_interval_ms,
         submit_samples_us: std::mem::take(&mut *shared.submit_samples.lock().expect("lock")),
         commit_samples_us: std::mem::take(&mut *shared.commit_samples.lock().expect("lock")),
-    };
-    Ok(report)
+    }
 }
 
 /// `GET url` as JSON; any failure names the URL.

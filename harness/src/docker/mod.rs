@@ -775,6 +775,43 @@ fn own_binary<'a>(options: &'a UpSettings, moniker: &str) -> Option<&'a PathBuf>
         .map(|(_, bin)| bin)
 }
 
+/// The image of each node on its own build (`--old-build`, an upgrade's binaries) first,
+/// then `blyan-node:dev` of the devnet's binary (so `:dev` ends on it).
+async fn node_images(
+    docker: &Docker,
+    options: &UpSettings,
+) -> Result<(HashMap<PathBuf, String>, ImageInfo), DockerError> {
+    let mut images: HashMap<PathBuf, String> = HashMap::new();
+    for (_, bin) in &options.node_bins {
+        if !images.contains_key(bin) {
+            images.insert(bin.clone(), node_image_of(docker, bin).await?);
+        }
+    }
+    let image = build_image(docker, &options.node_bin, false).await?;
+    Ok((images, image))
+}
+
+/// The devnet's network, and its fault proxy's container when it has one (its links
+/// registered, its id recorded in `state`).
+async fn network_and_proxy(
+    docker: &Docker,
+    state: &mut DevnetState,
+    (network, third): (&str, u8),
+    labels: &HashMap<String, String>,
+    node_bin: &Path,
+) -> Result<(), DockerError> {
+    create_network(docker, network, third, labels).await?;
+    state.network = Some(network.to_string());
+    if let Some(proxy) = state.proxy.clone() {
+        let id = start_proxy(docker, &state.name, network, third, labels, node_bin).await?;
+        populate_proxy(proxy).await?;
+        if let Some(proxy) = &mut state.proxy {
+            proxy.container = Some(id);
+        }
+    }
+    Ok(())
+}
+
 async fn up_inner(
     docker: &Docker,
     manifest: &Manifest,
@@ -790,14 +827,7 @@ async fn up_inner(
         ));
     }
     progress(Stage::Image);
-    // Nodes on another build first (`--old-build`): `:dev` ends on the devnet's own binary.
-    let mut images: HashMap<PathBuf, String> = HashMap::new();
-    for (_, bin) in &options.node_bins {
-        if !images.contains_key(bin) {
-            images.insert(bin.clone(), node_image_of(docker, bin).await?);
-        }
-    }
-    let image = build_image(docker, &options.node_bin, false).await?;
+    let (images, image) = node_images(docker, options).await?;
     progress(Stage::Genesis);
     let third = free_subnet(docker, name, &[]).await?;
     let homes = home_nets(docker, manifest, third).await?;
@@ -834,15 +864,14 @@ async fn up_inner(
     progress(Stage::Network);
     let network = format!("blyan-{name}");
     let labels = HashMap::from([(LABEL_DEVNET.to_string(), name.clone())]);
-    create_network(docker, &network, third, &labels).await?;
-    state.network = Some(network.clone());
-    if let Some(proxy) = state.proxy.clone() {
-        let id = start_proxy(docker, name, &network, third, &labels, &options.node_bin).await?;
-        populate_proxy(proxy).await?;
-        if let Some(proxy) = &mut state.proxy {
-            proxy.container = Some(id);
-        }
-    }
+    network_and_proxy(
+        docker,
+        &mut state,
+        (&network, third),
+        &labels,
+        &options.node_bin,
+    )
+    .await?;
     let devnet_dir = crate::testnet::record::devnet_dir(&base, name);
     let (tmpfs, lazyfs) = (manifest.disk_nodes(), manifest.lazyfs_nodes());
     crate::disk::prepare(&mut state, &devnet_dir, &options.node_bin, &tmpfs, &lazyfs)
