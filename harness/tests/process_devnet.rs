@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use blyan_harness::backend::{self, BackendKind};
 use blyan_harness::process;
 use blyan_harness::testnet::record::DevnetState;
 use common::{log_tails, loopback_options, wait_down, Cleanup};
@@ -277,6 +278,62 @@ fn up_fails_at_once_naming_the_nodes_whose_process_exited_at_start() {
         text.contains("bad setting p2p.example"),
         "the log tail: {text}"
     );
+}
+
+#[test]
+fn the_backend_says_whether_each_node_runs_and_shows_the_tail_of_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let base: &Path = dir.path();
+    let mut options = loopback_options("seen", base, 2, 9);
+    options.wait_height = 1;
+    options.wait_timeout = Duration::from_secs(60);
+    let state = process::up(&options, |_| {}).expect("devnet up");
+    let _cleanup = Cleanup(base.to_path_buf(), "seen".into());
+    let (backend, _) = backend::open(BackendKind::Process, base).unwrap();
+    let pids: Vec<String> = state
+        .nodes
+        .iter()
+        .map(|node| node.pid.expect("started").to_string())
+        .collect();
+    assert_eq!(
+        backend.running(&state),
+        pids,
+        "a running node shows its pid"
+    );
+    // SAFETY: kill(2) on the pid this test's devnet started.
+    assert_eq!(
+        unsafe { libc::kill(state.nodes[1].pid.unwrap() as i32, libc::SIGKILL) },
+        0
+    );
+    wait_down(&state, 1);
+    assert_eq!(
+        backend.running(&state),
+        vec![pids[0].clone(), "stopped".into()]
+    );
+    // The stopped node's log no longer changes: its tail is the file's last lines exactly.
+    let file = std::fs::read_to_string(&state.nodes[1].log).unwrap();
+    let lines: Vec<&str> = file.lines().collect();
+    assert!(lines.len() > 1, "node1 logged {} lines", lines.len());
+    let logs = |tail: usize| {
+        let mut out = Vec::new();
+        let options = backend::LogOptions {
+            tail,
+            follow: false,
+        };
+        backend
+            .logs(&state, 1, options, &mut out)
+            .map(|()| String::from_utf8(out).unwrap())
+    };
+    let tail = logs(1).unwrap();
+    assert_eq!(tail.lines().collect::<Vec<_>>(), lines[lines.len() - 1..]);
+    assert_eq!(
+        logs(0).unwrap().lines().collect::<Vec<_>>(),
+        lines,
+        "tail 0 is all"
+    );
+    std::fs::remove_file(&state.nodes[1].log).unwrap();
+    let error = logs(3).expect_err("no log file").to_string();
+    assert!(error.starts_with("logs of node1: cannot read "), "{error}");
 }
 
 fn is_zombie(pid: u32) -> bool {

@@ -15,7 +15,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 
 use super::{
-    each, runtime, unless_interrupted, Backend, BackendError, BackendKind, DownSummary, UpSettings,
+    each, logs_error, runtime, stream_logs, unless_interrupted, Backend, BackendError, BackendKind,
+    DownSummary, LogOptions, UpSettings,
 };
 use crate::docker::{self as engine, Stage};
 use crate::manifest::Manifest;
@@ -52,6 +53,15 @@ impl Containers {
         let runtime = runtime()?;
         let docker = runtime.block_on(engine::connect())?;
         Ok(Containers { runtime, docker })
+    }
+
+    /// A container's state as the daemon reports it (`running`, `paused`, `exited`, ...).
+    pub(super) fn state_of(&self, container: &str) -> String {
+        self.runtime
+            .block_on(self.docker.inspect_container(container, None))
+            .ok()
+            .and_then(|inspect| inspect.state?.status)
+            .map_or("unknown".to_string(), |status| status.to_string())
     }
 
     pub(super) fn kill(&self, container: &str) -> Result<(), String> {
@@ -315,5 +325,27 @@ impl Backend for Containers {
 
     fn memory(&self, state: &DevnetState) -> Vec<Option<u64>> {
         self.memory_by_name(state)
+    }
+
+    fn running(&self, state: &DevnetState) -> Vec<String> {
+        (0..state.nodes.len())
+            .map(|index| match container_of(state, index) {
+                Ok(container) => self.state_of(&container),
+                Err(reason) => reason,
+            })
+            .collect()
+    }
+
+    fn logs(
+        &self,
+        state: &DevnetState,
+        index: usize,
+        options: LogOptions,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), BackendError> {
+        let container = container_of(state, index).map_err(|e| logs_error(state, index, e))?;
+        self.runtime
+            .block_on(stream_logs(&self.docker, &container, false, options, out))
+            .map_err(|e| logs_error(state, index, e))
     }
 }

@@ -38,6 +38,8 @@ pub enum BackendError {
     Interrupted(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(String),
+    #[error("logs of {node}: {reason}")]
+    Logs { node: String, reason: String },
 }
 
 /// One line of what `down` did, for the user.
@@ -69,6 +71,33 @@ pub trait Backend {
     fn end(&self, state: &mut DevnetState, step: &Planned) -> Result<(), ScenarioError>;
     /// Each node's resident memory, when it can be read.
     fn memory(&self, state: &DevnetState) -> Vec<Option<u64>>;
+    /// Each node as the backend sees it: a process's pid or `stopped`, a container's state
+    /// (`running`, `paused`, `exited`, ...), a service's running task's state or `no task`.
+    fn running(&self, state: &DevnetState) -> Vec<String>;
+    /// Writes node `index`'s log to `out`: its last `tail` lines (0: all), then, with `follow`,
+    /// what it writes next until the user interrupts.
+    fn logs(
+        &self,
+        state: &DevnetState,
+        index: usize,
+        options: LogOptions,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), BackendError>;
+}
+
+/// What `logs` shows: the last `tail` lines (0: all), then more as they come with `follow`.
+#[derive(Clone, Copy, Debug)]
+pub struct LogOptions {
+    pub tail: usize,
+    pub follow: bool,
+}
+
+/// A `Logs` error for node `index`.
+fn logs_error(state: &DevnetState, index: usize, reason: impl std::fmt::Display) -> BackendError {
+    BackendError::Logs {
+        node: state.nodes[index].moniker.clone(),
+        reason: reason.to_string(),
+    }
 }
 
 /// The backend that runs `kind` for the devnets under `base`, with its daemon connection where
@@ -93,6 +122,37 @@ pub fn open(
             ),
         },
     })
+}
+
+/// Streams a container's (or a Swarm service's) log into `out`.
+async fn stream_logs(
+    docker: &bollard::Docker,
+    id: &str,
+    service: bool,
+    options: LogOptions,
+    out: &mut dyn std::io::Write,
+) -> Result<(), String> {
+    use futures::StreamExt;
+    let tail = match options.tail {
+        0 => "all".to_string(),
+        n => n.to_string(),
+    };
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(options.follow)
+        .tail(&tail)
+        .build();
+    let mut stream = if service {
+        docker.service_logs(id, Some(options)).boxed()
+    } else {
+        docker.logs(id, Some(options)).boxed()
+    };
+    while let Some(item) = stream.next().await {
+        let item = item.map_err(|error| error.to_string())?;
+        write!(out, "{item}").map_err(|error| error.to_string())?;
+    }
+    Ok(())
 }
 
 /// The runtime a backend drives its daemon calls from.

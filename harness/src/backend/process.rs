@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{each, Backend, BackendError, BackendKind, DownSummary, UpSettings};
+use super::{
+    each, logs_error, Backend, BackendError, BackendKind, DownSummary, LogOptions, UpSettings,
+};
 use crate::manifest::{Manifest, MAX_NODES};
 use crate::process::{self, UpOptions};
 use crate::scenario::{Action, Planned, ScenarioError};
@@ -238,5 +240,50 @@ impl Backend for Processes {
                     .and_then(process::rss_bytes)
             })
             .collect()
+    }
+
+    fn running(&self, state: &DevnetState) -> Vec<String> {
+        state
+            .nodes
+            .iter()
+            .map(|node| match node.pid {
+                Some(pid) if process::is_node_process(pid) => pid.to_string(),
+                Some(_) => "stopped".to_string(),
+                None => "-".to_string(),
+            })
+            .collect()
+    }
+
+    /// The node's log file: its last lines, then (with `follow`) what is appended, read every
+    /// 500 ms until the user interrupts.
+    fn logs(
+        &self,
+        state: &DevnetState,
+        index: usize,
+        options: LogOptions,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), BackendError> {
+        let path = &state.nodes[index].log;
+        let fail = |reason: String| logs_error(state, index, reason);
+        let mut offset = 0usize;
+        loop {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            let lines: Vec<&str> = text[offset.min(text.len())..].lines().collect();
+            let skip = if offset == 0 && options.tail > 0 {
+                lines.len().saturating_sub(options.tail)
+            } else {
+                0
+            };
+            for line in &lines[skip..] {
+                writeln!(out, "{line}").map_err(|e| fail(e.to_string()))?;
+            }
+            offset = text.len();
+            if !options.follow {
+                return Ok(());
+            }
+            out.flush().map_err(|e| fail(e.to_string()))?;
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }

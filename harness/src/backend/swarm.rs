@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::docker::{container_of, Containers};
 use super::{
-    each, unless_interrupted, Backend, BackendError, BackendKind, DownSummary, UpSettings,
+    each, logs_error, stream_logs, unless_interrupted, Backend, BackendError, BackendKind,
+    DownSummary, LogOptions, UpSettings,
 };
 use crate::manifest::Manifest;
 use crate::scenario::{Action, Planned, ScenarioError};
@@ -162,5 +163,39 @@ impl Backend for Services {
 
     fn memory(&self, state: &DevnetState) -> Vec<Option<u64>> {
         self.containers.memory_by_name(state)
+    }
+
+    /// The state of each service's running task container, asked once (no wait).
+    fn running(&self, state: &DevnetState) -> Vec<String> {
+        let c = &self.containers;
+        (0..state.nodes.len())
+            .map(|index| {
+                let Ok(service) = container_of(state, index) else {
+                    return "no service".to_string();
+                };
+                match c
+                    .runtime
+                    .block_on(swarm::task_container(&c.docker, &service, Duration::ZERO))
+                {
+                    Ok(task) => c.state_of(&task),
+                    Err(_) => "no task".to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// The service's log (every task's lines).
+    fn logs(
+        &self,
+        state: &DevnetState,
+        index: usize,
+        options: LogOptions,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), BackendError> {
+        let service = container_of(state, index).map_err(|e| logs_error(state, index, e))?;
+        let c = &self.containers;
+        c.runtime
+            .block_on(stream_logs(&c.docker, &service, true, options, out))
+            .map_err(|e| logs_error(state, index, e))
     }
 }

@@ -11,7 +11,6 @@ use blyan_harness::manifest::Manifest;
 use blyan_harness::process;
 use blyan_harness::testnet::record::DevnetState;
 use clap::Args;
-use futures::StreamExt;
 
 #[derive(Args)]
 pub struct DownArgs {
@@ -281,27 +280,30 @@ pub(crate) fn start_checked(
 fn print_nodes(state: &DevnetState, base: &Path) -> Result<()> {
     let client = process::http_client();
     // Without the backend's daemon the table still shows what the nodes answer.
-    let memory = backend::open(state.backend, base)
-        .map(|(backend, _)| backend.memory(state))
-        .unwrap_or_else(|_| vec![None; state.nodes.len()]);
+    let (memory, running) = match backend::open(state.backend, base) {
+        Ok((backend, _)) => (backend.memory(state), Some(backend.running(state))),
+        Err(_) => (vec![None; state.nodes.len()], None),
+    };
     println!(
         "{:<8} {:>9} {:<26} {:>8} {:>6} {:>10}  P2P",
         "NODE", "RUNNING", "API", "HEIGHT", "PEERS", "MEMORY"
     );
     let all: Vec<usize> = (0..state.nodes.len()).collect();
     let statuses = process::node_statuses(&client, state, &all);
-    for ((node, status), memory) in state.nodes.iter().zip(statuses).zip(memory) {
+    for (index, ((node, status), memory)) in
+        state.nodes.iter().zip(statuses).zip(memory).enumerate()
+    {
         let field = |name: &str| {
             status
                 .as_ref()
                 .and_then(|s| s[name].as_u64())
                 .map_or("-".to_string(), |v| v.to_string())
         };
-        // A process node shows its pid; a container or task, that it answers.
-        let running = match node.pid {
-            Some(pid) if process::is_node_process(pid) => pid.to_string(),
-            Some(_) => "stopped".to_string(),
-            None if status.is_some() => "yes".to_string(),
+        // As the backend sees it (a pid, a container's state); without its daemon, whether
+        // the node answers.
+        let running = match &running {
+            Some(running) => running[index].clone(),
+            None if status.is_some() => "answers".to_string(),
             None => "-".to_string(),
         };
         println!(
@@ -544,52 +546,14 @@ pub fn logs(args: LogsArgs) -> Result<bool> {
                     .join(", ")
             )
         })?;
-    if let Some(container) = &node.container {
-        let rt = runtime()?;
-        // A Swarm node's `container` is its service.
-        let swarm = state.swarm.is_some();
-        return rt.block_on(async {
-            let client = docker::connect().await?;
-            let options = bollard::query_parameters::LogsOptionsBuilder::default()
-                .stdout(true)
-                .stderr(true)
-                .follow(args.follow)
-                .tail(&if args.tail == 0 {
-                    "all".to_string()
-                } else {
-                    args.tail.to_string()
-                })
-                .build();
-            let mut stream = if swarm {
-                client.service_logs(container, Some(options)).boxed()
-            } else {
-                client.logs(container, Some(options)).boxed()
-            };
-            while let Some(item) = stream.next().await {
-                print!("{}", item?);
-            }
-            Ok(true)
-        });
-    }
-    let mut offset = 0usize;
-    loop {
-        let text = std::fs::read_to_string(&node.log)
-            .with_context(|| format!("cannot read {}", node.log.display()))?;
-        let lines: Vec<&str> = text[offset.min(text.len())..].lines().collect();
-        let skip = if offset == 0 && args.tail > 0 {
-            lines.len().saturating_sub(args.tail)
-        } else {
-            0
-        };
-        for line in &lines[skip..] {
-            println!("{line}");
-        }
-        offset = text.len();
-        if !args.follow {
-            return Ok(true);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let index = node.index;
+    let (backend, _) = backend::open(state.backend, &args.target.base)?;
+    let options = backend::LogOptions {
+        tail: args.tail,
+        follow: args.follow,
+    };
+    backend.logs(&state, index, options, &mut std::io::stdout().lock())?;
+    Ok(true)
 }
 
 pub fn image(args: ImageArgs) -> Result<bool> {
