@@ -70,6 +70,9 @@ pub struct RunInfo {
     /// Seconds from the start of `up` until every node had committed height 1.
     #[serde(default)]
     pub time_to_first_block_s: Option<f64>,
+    /// `devnet run --seed`: the seed that replaced every random nemesis' (a replay needs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_seed: Option<u64>,
 }
 
 /// One precommit signature of a block's commit certificate.

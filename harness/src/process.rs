@@ -460,6 +460,19 @@ pub fn node_status(
         .ok()
 }
 
+/// How long one request of a poll may take: a paused, stopped or isolated node must not hold
+/// up the poll (and with it the fault schedule) for long.
+pub const POLL_TIMEOUT_MS: u64 = 800;
+
+/// A client whose requests give up after [`POLL_TIMEOUT_MS`], for polls of every node.
+pub fn poll_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(POLL_TIMEOUT_MS))
+        .no_proxy()
+        .build()
+        .expect("a plain HTTP client builds")
+}
+
 pub fn http_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))

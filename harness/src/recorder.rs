@@ -12,8 +12,7 @@ use crate::testnet::record::DevnetState;
 
 /// Most blocks fetched from one node per poll, so one poll stays short after a stall.
 pub const MAX_BLOCKS_PER_POLL: u64 = 50;
-/// How long one request of a poll may take.
-pub const POLL_TIMEOUT_MS: u64 = 800;
+pub use process::POLL_TIMEOUT_MS;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -98,14 +97,7 @@ impl Recorder {
             .collect::<Result<Vec<_>, _>>()?;
         // A short timeout: an isolated or paused node must not hold up the poll (and with it
         // the fault schedule) for long.
-        let client = reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_millis(POLL_TIMEOUT_MS))
-            .no_proxy()
-            .build()
-            .map_err(|error| HistoryError::Write {
-                path: dir.to_path_buf(),
-                source: std::io::Error::other(error),
-            })?;
+        let client = process::poll_client();
         Ok(Recorder {
             client,
             recorded: vec![0; nodes.len()],
@@ -264,8 +256,14 @@ impl Recorder {
                 .zip(decided)
                 .map(|(((node, height), done), since)| {
                     let target = height.unwrap_or(0).min(done + MAX_BLOCKS_PER_POLL);
+                    let answered = height.is_some();
                     scope.spawn(move || {
                         let mut blocks = Vec::new();
+                        // A node that did not answer its status will not answer these either:
+                        // asking would add a timeout to the poll.
+                        if !answered {
+                            return blocks;
+                        }
                         // The node's own decisions since the last poll, with their latency.
                         let url = format!("{}/consensus?since={since}", node.api);
                         if let Some(view) = client

@@ -29,6 +29,7 @@ fn options(dir: &Path, manifest: &str, salt: u16) -> RunOptions {
         keep: false,
         settings,
         old_build: None,
+        replay: None,
     }
 }
 
@@ -369,4 +370,102 @@ fn a_slow_disk_holds_a_node_back_and_power_losses_lose_no_acknowledged_block() {
     assert!(!std::fs::read_to_string("/proc/mounts")
         .unwrap()
         .contains(&dir.path().display().to_string()));
+}
+
+#[test]
+fn a_replay_applies_every_recorded_fault_when_it_came_into_force_and_refuses_another_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    // A seeded nemesis and a fixed fault: kinds, targets and times come from the seed.
+    let manifest = r#"
+name = "replayed"
+validators = 4
+duration_s = 16
+[[faults]]
+at_s = 2
+kind = "random"
+seed = 11
+duration_s = 8
+mean_interval_s = 3
+kinds = ["kill", "pause"]
+[[faults]]
+at_s = 11
+kind = "stop"
+nodes = ["node2"]
+duration_s = 2
+"#;
+    let first = options(dir.path(), manifest, 21);
+    let (outcome, _) = passing_run(&first);
+    let recorded = blyan_harness::timeline::read(&outcome.dir).unwrap();
+    assert!(recorded.len() >= 2, "{recorded:#?}");
+
+    let again = tempfile::tempdir().unwrap();
+    let mut replay = options(again.path(), manifest, 22);
+    replay.replay = Some(recorded.clone());
+    let (outcome, _) = passing_run(&replay);
+    let replayed = blyan_harness::timeline::read(&outcome.dir).unwrap();
+    assert_eq!(replayed.len(), recorded.len(), "{replayed:#?}");
+    for (was, now) in recorded.iter().zip(&replayed) {
+        assert_eq!(
+            (&now.kind, &now.label, &now.targets),
+            (&was.kind, &was.label, &was.targets)
+        );
+        // Planned where the first run had it in force, for the same planned duration.
+        assert!(
+            (now.planned_at_s - was.started_s).abs() < 1e-6,
+            "{was:#?}\n{now:#?}"
+        );
+        assert_eq!(now.planned_duration_s, was.planned_duration_s);
+    }
+
+    // Another seed draws another schedule: refused before anything starts.
+    let other = tempfile::tempdir().unwrap();
+    let mut wrong = options(other.path(), manifest, 23);
+    wrong.seed = Some(12);
+    wrong.replay = Some(recorded);
+    match run::run(&wrong, &|_| {}) {
+        Err(RunError::Invalid(text)) => assert!(text.starts_with("--replay: "), "{text}"),
+        other => panic!("a replay of another schedule ran: {other:?}"),
+    }
+    assert!(
+        !other.path().join("devnets").exists(),
+        "nothing was created"
+    );
+}
+
+#[test]
+fn a_paused_node_does_not_hold_up_the_schedule_its_pause_ends_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // While node3 is stopped (SIGSTOP) its API does not answer: every request to it waits for
+    // a timeout. The pause must still end near its planned 3 s, and the stop after it start
+    // on time.
+    let manifest = r#"
+name = "paused"
+validators = 4
+duration_s = 14
+[[faults]]
+at_s = 2
+kind = "pause"
+nodes = ["node3"]
+duration_s = 3
+[[faults]]
+at_s = 6
+kind = "stop"
+nodes = ["node2"]
+duration_s = 2
+"#;
+    let (outcome, said) = passing_run(&options(dir.path(), manifest, 24));
+    let entries = blyan_harness::timeline::read(&outcome.dir).unwrap();
+    let [pause, stop] = entries.as_slice() else {
+        panic!("two faults: {entries:#?}");
+    };
+    let lasted = pause.ended_s.unwrap() - pause.started_s;
+    assert!(
+        lasted < 3.0 + 2.5,
+        "a 3 s pause lasted {lasted:.1} s:\n{said}"
+    );
+    assert!(
+        stop.started_s < 6.0 + 2.5,
+        "the stop planned at 6 s began at {:.1} s:\n{said}",
+        stop.started_s
+    );
 }

@@ -89,6 +89,7 @@ fn clean() -> History {
             ended_ms: Some(START + 20_000),
             liveness_heights: 3,
             liveness_within_s: 5,
+            fault_seed: None,
             time_to_first_block_s: None,
         }),
         ..History::default()

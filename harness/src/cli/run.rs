@@ -11,11 +11,16 @@ use clap::Args;
 #[derive(Args)]
 pub struct RunArgs {
     /// The scenario: a manifest with nodes, [[faults]], optional [load] and [checks].
-    #[arg(value_name = "MANIFEST", required_unless_present = "manifest")]
+    #[arg(value_name = "MANIFEST", required_unless_present_any = ["manifest", "replay"])]
     manifest_path: Option<PathBuf>,
     /// The manifest, as an option (same as the positional MANIFEST).
     #[arg(long, value_name = "FILE", conflicts_with = "manifest_path")]
     manifest: Option<PathBuf>,
+    /// Replay a recorded run: its manifest, seeds and backend (run.json), every fault at the
+    /// time it came into force there (timeline.json), for its planned duration. Real nodes are not
+    /// deterministic: the faults repeat, the blocks need not.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["manifest_path", "manifest", "seed", "old_build", "old_bin"])]
+    replay: Option<PathBuf>,
     /// Seed of every `kind = "random"` fault (replaces the manifest's): the same seed replays
     /// the same schedule (kinds, targets and times in timeline.json).
     #[arg(long)]
@@ -62,11 +67,18 @@ pub struct RunArgs {
 /// checks and reports the recorded history (`blyan_harness::run`).
 pub fn run(args: RunArgs) -> Result<bool> {
     use blyan_harness::run::{self, RunOptions};
-    let manifest_path = args
-        .manifest_path
-        .clone()
-        .or(args.manifest.clone())
-        .context("give the manifest: devnet run MANIFEST")?;
+    let replay = match &args.replay {
+        Some(dir) => Some(Replay::read(dir, args.out.clone())?),
+        None => None,
+    };
+    let manifest_path = match &replay {
+        Some(replay) => replay.manifest_path.clone(),
+        None => args
+            .manifest_path
+            .clone()
+            .or(args.manifest.clone())
+            .context("give the manifest: devnet run MANIFEST")?,
+    };
     let node_bin = args
         .node_bin
         .clone()
@@ -78,20 +90,79 @@ pub fn run(args: RunArgs) -> Result<bool> {
         (Some(reference), _) => Some(super::ab::build_ref(reference)?),
         (None, old_bin) => old_bin.clone(),
     };
+    let backend = match (&args.backend, &replay) {
+        (Some(text), _) => Some(parse_backend(text)?),
+        (None, Some(replay)) => Some(parse_backend(&replay.info.backend)?),
+        (None, None) => None,
+    };
     let options = RunOptions {
         old_build,
         manifest_path,
-        seed: args.seed,
-        out: args.out.clone(),
+        seed: replay.as_ref().map_or(args.seed, |r| r.info.fault_seed),
+        out: replay
+            .as_ref()
+            .map_or(args.out.clone(), |r| Some(r.out.clone())),
         duration_s: args.duration,
         poll_ms: args.poll_ms,
-        backend: args.backend.as_deref().map(parse_backend).transpose()?,
+        backend,
         keep: args.keep,
         settings,
+        replay: replay.map(|r| r.timeline),
     };
     let outcome = run::run(&options, &|line| eprintln!("{line}"))?;
     print_results(&outcome.dir, &outcome.results);
     Ok(outcome.results.passed)
+}
+
+/// What `--replay RUN_DIR` takes from a recorded run; its manifest is written into the new
+/// run's directory, which `devnet run` reads as any manifest.
+struct Replay {
+    info: blyan_harness::history::RunInfo,
+    timeline: Vec<blyan_harness::timeline::Entry>,
+    manifest_path: PathBuf,
+    out: PathBuf,
+}
+
+impl Replay {
+    fn read(dir: &Path, out: Option<PathBuf>) -> Result<Replay> {
+        let path = dir.join("run.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("--replay: {} is not a recorded run", path.display()))?;
+        let info: blyan_harness::history::RunInfo =
+            serde_json::from_str(&text).with_context(|| format!("--replay: {}", path.display()))?;
+        let timeline = blyan_harness::timeline::read(dir)
+            .with_context(|| format!("--replay: {}/timeline.json", dir.display()))?;
+        let out = out.unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            PathBuf::from("runs").join(format!("{}-replay-{now}", info.name))
+        });
+        if out.join("run.json").exists() {
+            anyhow::bail!(
+                "{} already holds a run; choose another --out",
+                out.display()
+            );
+        }
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        let manifest_path = out.join("replayed-manifest.toml");
+        std::fs::write(&manifest_path, &info.manifest)
+            .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+        eprintln!(
+            "replaying {} ({} faults, recorded on {} at commit {})",
+            dir.display(),
+            timeline.len(),
+            info.backend,
+            info.git_commit
+        );
+        Ok(Replay {
+            info,
+            timeline,
+            manifest_path,
+            out,
+        })
+    }
 }
 
 #[derive(Args)]

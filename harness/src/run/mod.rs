@@ -75,6 +75,9 @@ pub struct RunOptions {
     /// A rolling upgrade (`devnet run --old-build`): half the validators start from this
     /// binary and are upgraded one by one to `settings.node_bin` during the run.
     pub old_build: Option<PathBuf>,
+    /// A replay (`devnet run --replay RUN_DIR`): that run's timeline. Each planned fault starts
+    /// at the time the recorded one came into force, for its planned duration.
+    pub replay: Option<Vec<crate::timeline::Entry>>,
 }
 
 /// A finished run: where it is and what its checks said.
@@ -93,6 +96,8 @@ struct Prepared {
     out: PathBuf,
     /// Nodes that start from another binary (`--old-build`).
     node_bins: Vec<(String, PathBuf)>,
+    /// `--seed`, recorded for a replay.
+    fault_seed: Option<u64>,
 }
 
 /// Reads and checks the manifest against the backend (which `auto` resolves to first), the
@@ -126,8 +131,12 @@ fn prepare(
             node_bins.push((name, old.clone()));
         }
     }
-    // The schedule, from the manifest and the seed only.
-    let schedule = manifest.fault_schedule(options.seed)?;
+    // The schedule, from the manifest and the seed only (and a replayed run's times).
+    let mut schedule = manifest.fault_schedule(options.seed)?;
+    if let Some(recorded) = &options.replay {
+        replay_times(&mut schedule, recorded)?;
+        schedule.sort_by_key(|step| step.at);
+    }
     let out = options.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{}-{}", manifest.name, now_ms() / 1000))
     });
@@ -144,7 +153,45 @@ fn prepare(
         duration: Duration::from_secs(duration),
         out,
         node_bins,
+        fault_seed: options.seed,
     })
+}
+
+/// Moves each planned fault to the time the recorded one came into force: the entries are
+/// matched in order by kind and label (heals and notes have none and keep their times). A
+/// recorded fault that the schedule does not plan, or a planned one never recorded, means the
+/// manifest or seed differ from the run's: refused.
+pub fn replay_times(
+    schedule: &mut [Planned],
+    recorded: &[crate::timeline::Entry],
+) -> Result<(), RunError> {
+    let mut entries = recorded.iter();
+    let recorded_kind = |step: &&mut Planned| !matches!(step.action, Action::Heal | Action::Resume);
+    for step in schedule.iter_mut().filter(recorded_kind) {
+        let Some(entry) = entries.next() else {
+            return Err(RunError::Invalid(format!(
+                "--replay: the recorded run has no fault {:?} (planned at {:.1} s);                  its manifest or seed differ",
+                step.label,
+                step.at.as_secs_f64()
+            )));
+        };
+        if entry.kind != step.kind || entry.label != step.label {
+            return Err(RunError::Invalid(format!(
+                "--replay: the recorded run's next fault is {:?} ({}), this schedule's {:?}                  ({}); its manifest or seed differ",
+                entry.label, entry.kind, step.label, step.kind
+            )));
+        }
+        // The duration stays the planned one (the same in both runs): a fault is ended up to
+        // a poll late, so a measured duration would grow with every replay of a replay.
+        step.at = Duration::from_secs_f64(entry.started_s.max(0.0));
+    }
+    if let Some(extra) = entries.next() {
+        return Err(RunError::Invalid(format!(
+            "--replay: the recorded fault {:?} at {:.1} s is not in this schedule",
+            extra.label, extra.started_s
+        )));
+    }
+    Ok(())
 }
 
 /// `--old-build`: the first half of the validators (at least one) start from `old`, and an
@@ -313,6 +360,7 @@ fn run_info(prepared: &Prepared, state: &DevnetState, first_block: Duration) -> 
         liveness_heights: manifest.checks.liveness_heights.max(1) as u64,
         liveness_within_s: manifest.checks.liveness_within_s.max(1) as u64,
         time_to_first_block_s: Some(first_block.as_secs_f64()),
+        fault_seed: prepared.fault_seed,
     }
 }
 
@@ -411,6 +459,8 @@ struct Recording<'a> {
     active: Vec<Active>,
     started: Instant,
     say: &'a (dyn Fn(String) + Send + Sync),
+    /// The drive loop's latest poll: when, and every node's height.
+    last_poll: Option<(Instant, Vec<Option<u64>>)>,
 }
 
 impl Recording<'_> {
@@ -424,7 +474,12 @@ impl Recording<'_> {
         if faults.is_empty() {
             return Ok(());
         }
-        let polled = self.recorder.poll(self.state)?;
+        // The heights while the faults are still in force: the loop's poll when it is fresh
+        // (polling again costs a timeout per node that does not answer, and delays the end).
+        let polled = match &self.last_poll {
+            Some((at, heights)) if at.elapsed() < Duration::from_secs(1) => heights.clone(),
+            _ => self.recorder.poll(self.state)?,
+        };
         for fault in faults {
             let step = &fault.step;
             let entry = &mut self.entries[fault.entry];
@@ -559,6 +614,7 @@ impl Recording<'_> {
                 next += 1;
             }
             let heights = self.recorder.poll(self.state)?;
+            self.last_poll = Some((Instant::now(), heights.clone()));
             let now = self.now_s();
             timeline::watch_resume(&mut self.entries, &heights, now);
             if last_print.elapsed() >= Duration::from_secs(5) {
@@ -610,6 +666,7 @@ fn record(
         active: Vec::new(),
         started: Instant::now(),
         say,
+        last_poll: None,
     };
     let poll = Duration::from_millis(options.poll_ms);
     recording.drive(&prepared.schedule, prepared.duration, poll)?;
