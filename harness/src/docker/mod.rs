@@ -904,19 +904,29 @@ async fn up_inner(
         state.nodes[index].bin = own_binary(options, &state.nodes[index].moniker).cloned();
     }
     crate::testnet::record::save_state(&base, &state)?;
+    wait_started(&state, &joiners, options, progress).await?;
+    Ok(state)
+}
+
+/// Waits for every node but the late joiners to reach `options.wait_height`.
+async fn wait_started(
+    state: &DevnetState,
+    joiners: &[String],
+    options: &UpSettings,
+    progress: &(impl Fn(Stage) + Send + Sync),
+) -> Result<(), DockerError> {
     let started: Vec<usize> = (0..state.nodes.len())
         .filter(|&index| !joiners.contains(&state.nodes[index].moniker))
         .collect();
     let total = started.len();
     wait_heights(
-        &state,
+        state,
         &started,
         options.wait_height,
         options.wait_timeout,
         |ready| progress(Stage::Heights { ready, of: total }),
     )
-    .await?;
-    Ok(state)
+    .await
 }
 
 /// Waits (off the async threads) until nodes `all` of `state` have reached `height`, reporting
