@@ -272,6 +272,8 @@ fn serve(handle: &P2pHandle, service: Arc<Inference>) {
     tokio::spawn(service.serve_peers(requests, handle.commands.clone()));
 }
 
+// Over 100 lines on purpose: one story (a liar, an honest peer, a node that fetches from both)
+// whose steps share the swarms it starts; split, each part would start them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn experts_missing_locally_are_fetched_from_a_peer_and_bad_tiles_refused() {
     let dir = tempfile::tempdir().unwrap();
