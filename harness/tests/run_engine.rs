@@ -379,7 +379,7 @@ fn a_replay_applies_every_recorded_fault_when_it_came_into_force_and_refuses_ano
     let manifest = r#"
 name = "replayed"
 validators = 4
-duration_s = 16
+duration_s = 24
 [[faults]]
 at_s = 2
 kind = "random"
@@ -441,7 +441,7 @@ fn a_paused_node_does_not_hold_up_the_schedule_its_pause_ends_on_time() {
     let manifest = r#"
 name = "paused"
 validators = 4
-duration_s = 14
+duration_s = 20
 [[faults]]
 at_s = 2
 kind = "pause"
